@@ -1,0 +1,190 @@
+// Package executor defines how dbtorch runs dbt: the small Executor
+// interface an orchestrator calls for one dbt invocation over one or more
+// nodes, the request and result types, and the error kinds a retry policy
+// branches on.
+//
+// Writing an executor: implement Execute. It must
+//   - run the request's Command over exactly the nodes in Request.Nodes
+//     (never more: no indirect selection of tests unless asked for);
+//   - return one Result per requested node, in request order, whenever the
+//     returned error is nil — a node dbt did not report is an error Result
+//     naming the cause (Kind Crash when the invocation died), never a
+//     success;
+//   - honour ctx: when it is done, stop the work (kill the process, cancel
+//     the remote run), and report the unfinished nodes with Status Cancelled
+//     and Kind KindCancelled (KindTimeout if ctx's deadline passed);
+//   - be safe for concurrent calls from several goroutines, each with its
+//     own request.
+//
+// A non-nil error from Execute means the request itself could not be
+// attempted (it is invalid, or the executor is closed); the orchestrator
+// then marks every node of the request as an error of KindInternal.
+//
+// Optional capabilities are separate interfaces found by type assertion, as
+// database/sql/driver does: ManifestProvider, Preparer and io.Closer.
+package executor
+
+import (
+	"context"
+	"time"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// Command is the dbt sub-command an invocation runs.
+type Command string
+
+// The dbt commands an orchestrator issues.
+const (
+	Run      Command = "run"
+	Seed     Command = "seed"
+	Snapshot Command = "snapshot"
+	Test     Command = "test"
+	Build    Command = "build"
+)
+
+// CommandFor returns the dbt command that builds a node of the given
+// resource type on its own: seed, snapshot, test (data and unit tests) or
+// run (models and everything else).
+func CommandFor(rt manifest.ResourceType) Command {
+	switch rt {
+	case manifest.Seed:
+		return Seed
+	case manifest.Snapshot:
+		return Snapshot
+	case manifest.Test, manifest.UnitTest:
+		return Test
+	}
+	return Run
+}
+
+// Request is one dbt invocation.
+type Request struct {
+	// Command is the dbt command to run.
+	Command Command
+	// Nodes are the nodes to run. Each is selected by an argument that
+	// picks exactly that node.
+	Nodes []*manifest.Node
+	// FullRefresh passes --full-refresh where the command accepts it.
+	FullRefresh bool
+	// Vars are passed as --vars (merged over the executor's own vars).
+	Vars map[string]any
+	// BuildID identifies the orchestrated build this invocation belongs to
+	// (for naming jobs, log directories, and dbt's invocation metadata).
+	BuildID string
+	// Attempt is 1 for the first try of these nodes, 2 for the first retry,
+	// and so on.
+	Attempt int
+}
+
+// Status is dbtorch's verdict on one node of an invocation.
+type Status string
+
+// Node statuses an executor reports.
+const (
+	// Success: the node was built, or the test passed or warned.
+	Success Status = "success"
+	// Error: the node failed, or the test failed at severity error.
+	Error Status = "error"
+	// Skipped: dbt skipped the node (in a multi-node invocation, because
+	// something upstream of it failed in the same invocation).
+	Skipped Status = "skipped"
+	// Cancelled: the context ended before the node finished.
+	Cancelled Status = "cancelled"
+)
+
+// Kind classifies an error so a retry policy can decide what to do.
+type Kind string
+
+// Error kinds. Compilation and TestFailure are deterministic: running again
+// gives the same answer. Database and Connection may be transient. Crash,
+// Timeout and Cancelled describe the invocation rather than the node.
+const (
+	KindNone        Kind = ""
+	KindCompilation Kind = "compilation" // parse, compile, Jinja or dependency errors
+	KindTestFailure Kind = "test_failure"
+	KindDatabase    Kind = "database"   // the warehouse rejected the SQL
+	KindConnection  Kind = "connection" // could not reach or lost the warehouse
+	KindCrash       Kind = "crash"      // dbt died or wrote no result for the node
+	KindTimeout     Kind = "timeout"
+	KindCancelled   Kind = "cancelled"
+	KindInternal    Kind = "internal" // dbtorch or executor misuse
+	KindUnknown     Kind = "unknown"
+)
+
+// Timing is one of dbt's timing entries ("compile", "execute").
+type Timing struct {
+	Name        string
+	StartedAt   time.Time
+	CompletedAt time.Time
+}
+
+// Result is the outcome of one node in one invocation.
+type Result struct {
+	UniqueID string
+	// Status is dbtorch's verdict; DBTStatus is dbt's own word ("success",
+	// "error", "pass", "fail", "warn", "skipped", ...), empty when dbt gave
+	// none.
+	Status    Status
+	DBTStatus string
+	// Kind classifies errors; KindNone on success.
+	Kind Kind
+	// Message is dbt's message for the node (an error's text, "OK", a
+	// test's "Got 3 results, configured to fail if != 0").
+	Message string
+	// Failures is a test's failure count, nil when not a test or unknown.
+	Failures *int64
+	// RowsAffected is adapter_response.rows_affected when the adapter gave
+	// it.
+	RowsAffected *int64
+	// AdapterResponse is dbt's adapter_response as it gave it.
+	AdapterResponse map[string]any
+	CompiledCode    string
+	RelationName    string
+	ThreadID        string
+	Timing          []Timing
+	// ExecutionTime is dbt's execution_time for the node.
+	ExecutionTime time.Duration
+}
+
+// Invocation describes the dbt invocation that produced a response.
+type Invocation struct {
+	// Command and Args are what was run (Args without secrets).
+	Command Command
+	Args    []string
+	// InvocationID is dbt's invocation_id, when known.
+	InvocationID string
+	Started      time.Time
+	Ended        time.Time
+	// ExitCode is the dbt process's exit code, or -1 when not applicable.
+	ExitCode int
+	// Stderr holds the tail of dbt's error output, for crashes.
+	Stderr string
+}
+
+// Response is the outcome of one Execute call.
+type Response struct {
+	Invocation Invocation
+	// Results holds one result per requested node, in request order.
+	Results []Result
+}
+
+// Executor runs dbt invocations. See the package documentation for the
+// full contract.
+type Executor interface {
+	Execute(ctx context.Context, req Request) (*Response, error)
+}
+
+// ManifestProvider is implemented by executors that can supply the
+// project's manifest themselves (for instance by running `dbt parse`, or
+// from a dbt Cloud job's artifacts).
+type ManifestProvider interface {
+	Manifest(ctx context.Context) (*manifest.Manifest, error)
+}
+
+// Preparer is implemented by executors with one-time set-up to do before a
+// build (dbt deps, dbt parse, starting workers). An orchestrator calls
+// Prepare once before the first Execute; Execute must also work without it.
+type Preparer interface {
+	Prepare(ctx context.Context) error
+}

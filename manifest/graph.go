@@ -1,0 +1,333 @@
+package manifest
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Graph is the dependency graph of a manifest: every model (ephemerals
+// included), seed, snapshot, test, unit test, source, analysis, operation,
+// exposure, metric, semantic model and saved query that is enabled, linked by
+// depends_on. Selection walks this graph; plans are derived from it.
+//
+// Edges whose far end is not in the manifest (a disabled or missing node)
+// are dropped. A unit test depends on the parents of the model it tests, and
+// that model depends on the unit test, so that unit tests run first as in
+// `dbt build`. A Graph is immutable and safe for concurrent use.
+type Graph struct {
+	m        *Manifest
+	ids      []string // sorted unique_ids
+	nodes    []*Node
+	index    map[string]int32
+	parents  [][]int32 // sorted, deduplicated
+	children [][]int32
+	topo     []int32 // topological order of the whole graph
+	// testEdges maps a node to the data tests that precede it in dbt build
+	// (dbt's parent_test edges), reduced to the nearest descendants.
+	testEdges map[int32][]int32
+}
+
+// CycleError reports a dependency cycle. Nodes lists the unique_ids along
+// the cycle, in order; the first node depends on the last.
+type CycleError struct {
+	Nodes []string
+}
+
+func (e *CycleError) Error() string {
+	return fmt.Sprintf("manifest: dependency cycle: %s -> %s", strings.Join(e.Nodes, " -> "), e.Nodes[0])
+}
+
+// NewGraph builds the graph of m. It returns a *CycleError naming the nodes
+// of a cycle if the dependencies are not acyclic.
+func NewGraph(m *Manifest) (*Graph, error) {
+	g := &Graph{m: m, index: map[string]int32{}}
+	m.All(func(n *Node) bool {
+		if n.Enabled {
+			g.ids = append(g.ids, n.UniqueID)
+		}
+		return true
+	})
+	sort.Strings(g.ids)
+	g.nodes = make([]*Node, len(g.ids))
+	for i, id := range g.ids {
+		g.index[id] = int32(i)
+		g.nodes[i] = m.Lookup(id)
+	}
+	g.parents = make([][]int32, len(g.ids))
+	g.children = make([][]int32, len(g.ids))
+	for i, n := range g.nodes {
+		deps := n.DependsOn.Nodes
+		if n.ResourceType == UnitTest {
+			if model := m.Nodes[n.TestedNode]; model != nil {
+				deps = model.DependsOn.Nodes
+			}
+		}
+		for _, d := range deps {
+			if j, ok := g.index[d]; ok && j != int32(i) {
+				g.parents[i] = append(g.parents[i], j)
+			}
+		}
+		if n.ResourceType == UnitTest {
+			if j, ok := g.index[n.TestedNode]; ok {
+				g.parents[j] = append(g.parents[j], int32(i))
+			}
+		}
+	}
+	for i := range g.parents {
+		g.parents[i] = dedup(g.parents[i])
+		for _, p := range g.parents[i] {
+			g.children[p] = append(g.children[p], int32(i))
+		}
+	}
+	if err := g.sort(); err != nil {
+		return nil, err
+	}
+	g.addTestEdges()
+	return g, nil
+}
+
+func dedup(s []int32) []int32 {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// sort computes a topological order (Kahn's algorithm), or a CycleError.
+func (g *Graph) sort() error {
+	indeg := make([]int32, len(g.ids))
+	for i := range g.parents {
+		indeg[i] = int32(len(g.parents[i]))
+	}
+	queue := make([]int32, 0, len(g.ids))
+	for i, d := range indeg {
+		if d == 0 {
+			queue = append(queue, int32(i))
+		}
+	}
+	for h := 0; h < len(queue); h++ {
+		for _, c := range g.children[queue[h]] {
+			if indeg[c]--; indeg[c] == 0 {
+				queue = append(queue, c)
+			}
+		}
+	}
+	if len(queue) == len(g.ids) {
+		g.topo = queue
+		return nil
+	}
+	return &CycleError{Nodes: g.findCycle(indeg)}
+}
+
+// findCycle walks parent edges among nodes Kahn could not order (indeg > 0)
+// until a node repeats; every such node has such a parent, so it ends in a
+// cycle.
+func (g *Graph) findCycle(indeg []int32) []string {
+	start := int32(-1)
+	for i, d := range indeg {
+		if d > 0 {
+			start = int32(i)
+			break
+		}
+	}
+	seen := map[int32]int{}
+	var path []int32
+	for cur := start; ; {
+		if at, ok := seen[cur]; ok {
+			cyc := path[at:]
+			slices.Reverse(cyc) // parent order -> dependency order
+			out := make([]string, len(cyc))
+			for i, c := range cyc {
+				out[i] = g.ids[c]
+			}
+			return out
+		}
+		seen[cur] = len(path)
+		path = append(path, cur)
+		for _, p := range g.parents[cur] {
+			if indeg[p] > 0 {
+				cur = p
+				break
+			}
+		}
+	}
+}
+
+// addTestEdges adds dbt build's parent_test edges: a data test precedes
+// every model, seed or snapshot all of whose test parents are among its
+// ancestors. Only the nearest such nodes get an edge; the rest follow
+// through them.
+func (g *Graph) addTestEdges() {
+	g.testEdges = map[int32][]int32{}
+	// Nodes that are parents of a multi-parent test get a bit each; every
+	// node's ancestor set is kept over those bits only.
+	bit := map[int32]int{}
+	for i, n := range g.nodes {
+		if n.ResourceType == Test && len(g.parents[i]) > 1 {
+			for _, p := range g.parents[i] {
+				if _, ok := bit[p]; !ok {
+					bit[p] = len(bit)
+				}
+			}
+		}
+	}
+	words := (len(bit) + 63) / 64
+	var anc [][]uint64
+	if words > 0 {
+		anc = make([][]uint64, len(g.ids))
+		for _, i := range g.topo {
+			a := make([]uint64, words)
+			for _, p := range g.parents[i] {
+				if g.nodes[p].IsTest() {
+					continue
+				}
+				if b, ok := bit[p]; ok {
+					a[b/64] |= 1 << (b % 64)
+				}
+				for w := range a {
+					a[w] |= anc[p][w]
+				}
+			}
+			anc[i] = a
+		}
+	}
+	receives := func(i int32) bool {
+		switch g.nodes[i].ResourceType {
+		case Model, Seed, Snapshot:
+			return true
+		}
+		return false
+	}
+	for t, n := range g.nodes {
+		ps := g.parents[t]
+		if n.ResourceType != Test || len(ps) == 0 {
+			continue
+		}
+		covers := func(c int32) bool {
+			for _, p := range ps {
+				b := bit[p]
+				if anc[c][b/64]&(1<<(b%64)) == 0 {
+					return false
+				}
+			}
+			return true
+		}
+		seen := map[int32]bool{}
+		stack := slices.Clone(g.children[ps[0]])
+		for len(stack) > 0 {
+			c := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if seen[c] || !receives(c) {
+				continue
+			}
+			seen[c] = true
+			if len(ps) == 1 || covers(c) {
+				g.testEdges[c] = append(g.testEdges[c], int32(t))
+				continue
+			}
+			stack = append(stack, g.children[c]...)
+		}
+	}
+}
+
+// Manifest returns the manifest the graph was built from.
+func (g *Graph) Manifest() *Manifest { return g.m }
+
+// Len returns the number of nodes in the graph.
+func (g *Graph) Len() int { return len(g.ids) }
+
+// IDs returns every unique_id in the graph, sorted. The slice is shared:
+// do not modify it.
+func (g *Graph) IDs() []string { return g.ids }
+
+// Node returns the node with the given unique_id, or nil if it is not in
+// the graph.
+func (g *Graph) Node(id string) *Node {
+	if i, ok := g.index[id]; ok {
+		return g.nodes[i]
+	}
+	return nil
+}
+
+// Has reports whether id is in the graph.
+func (g *Graph) Has(id string) bool {
+	_, ok := g.index[id]
+	return ok
+}
+
+// Parents returns the direct dependencies of id in the graph, sorted
+// (without dbt build's parent_test edges).
+func (g *Graph) Parents(id string) []string { return g.names(g.parents, id) }
+
+// Children returns the direct dependents of id in the graph, sorted
+// (without dbt build's parent_test edges).
+func (g *Graph) Children(id string) []string { return g.names(g.children, id) }
+
+func (g *Graph) names(adj [][]int32, id string) []string {
+	i, ok := g.index[id]
+	if !ok {
+		return nil
+	}
+	out := make([]string, len(adj[i]))
+	for k, j := range adj[i] {
+		out[k] = g.ids[j]
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Ancestors returns every node id reaches through parent edges, up to depth
+// levels (depth < 0: unlimited), not including id itself.
+func (g *Graph) Ancestors(id string, depth int) []string { return g.walk(g.parents, id, depth) }
+
+// Descendants returns every node that reaches id through parent edges, up
+// to depth levels (depth < 0: unlimited), not including id itself.
+func (g *Graph) Descendants(id string, depth int) []string { return g.walk(g.children, id, depth) }
+
+func (g *Graph) walk(adj [][]int32, id string, depth int) []string {
+	start, ok := g.index[id]
+	if !ok {
+		return nil
+	}
+	dist := map[int32]int{start: 0}
+	queue := []int32{start}
+	var out []string
+	for h := 0; h < len(queue); h++ {
+		cur := queue[h]
+		if depth >= 0 && dist[cur] >= depth {
+			continue
+		}
+		for _, n := range adj[cur] {
+			if _, ok := dist[n]; ok {
+				continue
+			}
+			dist[n] = dist[cur] + 1
+			queue = append(queue, n)
+			out = append(out, g.ids[n])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestsOf returns the data tests and unit tests that depend directly on id
+// (for a unit test: that test the model id), sorted.
+func (g *Graph) TestsOf(id string) []string {
+	i, ok := g.index[id]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, c := range g.children[i] {
+		if g.nodes[c].ResourceType == Test {
+			out = append(out, g.ids[c])
+		}
+	}
+	for _, p := range g.parents[i] {
+		if g.nodes[p].ResourceType == UnitTest {
+			out = append(out, g.ids[p])
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,268 @@
+package manifest
+
+import "strings"
+
+// ResourceType is dbt's resource_type of a node ("model", "seed", "test", ...).
+type ResourceType string
+
+// Resource types dbt writes into manifest.json.
+const (
+	Model         ResourceType = "model"
+	Seed          ResourceType = "seed"
+	Snapshot      ResourceType = "snapshot"
+	Test          ResourceType = "test"
+	UnitTest      ResourceType = "unit_test"
+	Source        ResourceType = "source"
+	Analysis      ResourceType = "analysis"
+	Operation     ResourceType = "operation"
+	SQLOperation  ResourceType = "sql_operation"
+	RPC           ResourceType = "rpc"
+	Exposure      ResourceType = "exposure"
+	Metric        ResourceType = "metric"
+	SemanticModel ResourceType = "semantic_model"
+	SavedQuery    ResourceType = "saved_query"
+	Macro         ResourceType = "macro"
+	Group         ResourceType = "group"
+	Function      ResourceType = "function"
+)
+
+// Checksum is dbt's file checksum. Name is the hash algorithm ("sha256"), or
+// "path" for seeds too large for dbt to hash, in which case Checksum holds the
+// file path and callers that need the content must hash the file themselves.
+type Checksum struct {
+	Name     string
+	Checksum string
+}
+
+// DependsOn lists a node's direct dependencies as dbt recorded them.
+type DependsOn struct {
+	// Nodes are unique_ids of models, seeds, snapshots, sources, metrics, ...
+	Nodes []string
+	// Macros are unique_ids of the macros the node calls directly.
+	Macros []string
+}
+
+// TestMetadata describes a generic test: its name ("unique",
+// "relationships", ...), the macro namespace, and its keyword arguments.
+type TestMetadata struct {
+	Name      string
+	Namespace string
+	Kwargs    map[string]any
+}
+
+// Contract is a model's contract: whether it is enforced, and dbt's
+// checksum of the contracted columns.
+type Contract struct {
+	Enforced bool
+	Checksum string
+}
+
+// Time is a freshness threshold such as {count: 12, period: hour}. A zero
+// Count means the threshold is not set.
+type Time struct {
+	Count  int
+	Period string
+}
+
+// Freshness is a source's freshness rule.
+type Freshness struct {
+	WarnAfter  Time
+	ErrorAfter Time
+	Filter     string
+}
+
+// IsSet reports whether either threshold is set.
+func (f *Freshness) IsSet() bool {
+	return f != nil && (f.WarnAfter.Count > 0 || f.ErrorAfter.Count > 0)
+}
+
+// Node is one entry of a manifest: a model, seed, snapshot, test, unit test,
+// analysis, operation, source, exposure, metric, semantic model, saved query
+// or function. Fields that do not apply to a resource type are zero.
+//
+// Node values are owned by their Manifest and must be treated as read-only.
+type Node struct {
+	UniqueID         string
+	Name             string
+	ResourceType     ResourceType
+	PackageName      string
+	FQN              []string
+	Path             string
+	OriginalFilePath string
+	PatchPath        string
+	Database         string
+	Schema           string
+	Alias            string
+	RelationName     string
+	Tags             []string
+	// Config is the node's resolved config as an open map, exactly as dbt
+	// wrote it (nested maps and lists included).
+	Config map[string]any
+	// Materialized is Config["materialized"], for models, seeds and snapshots.
+	Materialized string
+	// Enabled is Config["enabled"]; true unless dbt wrote false.
+	Enabled  bool
+	Checksum Checksum
+	// RawCode and CompiledCode hold raw_code/compiled_code (v7+) or
+	// raw_sql/compiled_sql (v4–v6).
+	RawCode      string
+	CompiledCode string
+	Language     string
+	DependsOn    DependsOn
+	// TestMetadata is set for generic tests; nil for singular tests.
+	TestMetadata *TestMetadata
+	// AttachedNode is the node a test is attached to (v6+), if any.
+	AttachedNode string
+	ColumnName   string
+	// Version is a versioned model's version, as text ("2", "1.5"); empty
+	// for unversioned nodes. LatestVersion is the model's latest_version.
+	Version       string
+	LatestVersion string
+	Access        string
+	Group         string
+	Contract      Contract
+	Description   string
+	// Severity is a test's configured severity ("error" or "warn",
+	// lower case); empty for non-tests.
+	Severity string
+
+	// TestedNode is, for a unit test, the unique_id of the model it tests.
+	TestedNode string
+	// Model is, for a unit test, the name of the model it tests.
+	Model string
+
+	// Source fields.
+	SourceName    string
+	Identifier    string
+	LoadedAtField string
+	Freshness     *Freshness
+}
+
+// IsEphemeral reports whether the node is a model materialized as ephemeral.
+func (n *Node) IsEphemeral() bool {
+	return n.ResourceType == Model && n.Materialized == "ephemeral"
+}
+
+// IsExternal reports whether the node was injected from another project
+// (dbt-loom, dbt Mesh): it has neither original_file_path nor path.
+func (n *Node) IsExternal() bool {
+	return n.OriginalFilePath == "" && n.Path == ""
+}
+
+// IsTest reports whether the node is a data test or a unit test.
+func (n *Node) IsTest() bool {
+	return n.ResourceType == Test || n.ResourceType == UnitTest
+}
+
+// Executable reports whether dbtorch runs the node as its own unit of work
+// under some test strategy: non-ephemeral models, seeds, snapshots, tests
+// and unit tests that are enabled and not external.
+func (n *Node) Executable() bool {
+	if !n.Enabled || n.IsExternal() {
+		return false
+	}
+	switch n.ResourceType {
+	case Model:
+		return n.Materialized != "ephemeral"
+	case Seed, Snapshot, Test, UnitTest:
+		return true
+	}
+	return false
+}
+
+// MacroDef is a macro definition.
+type MacroDef struct {
+	UniqueID         string
+	Name             string
+	PackageName      string
+	Path             string
+	OriginalFilePath string
+	MacroSQL         string
+	DependsOn        DependsOn
+}
+
+// Metadata is the manifest's metadata block.
+type Metadata struct {
+	// SchemaVersion is the dbt_schema_version URL.
+	SchemaVersion string
+	// Version is the schema version number parsed from SchemaVersion (4..12).
+	Version       int
+	DBTVersion    string
+	GeneratedAt   string
+	InvocationID  string
+	ProjectName   string
+	ProjectID     string
+	AdapterType   string
+	Env           map[string]string
+	SendAnonUsage bool
+}
+
+// Manifest is a parsed manifest.json. All maps are keyed by unique_id.
+// A Manifest is immutable after Load returns and safe for concurrent reads.
+type Manifest struct {
+	Metadata Metadata
+	// Nodes holds models, seeds, snapshots, tests, analyses and operations.
+	Nodes          map[string]*Node
+	Sources        map[string]*Node
+	UnitTests      map[string]*Node
+	Exposures      map[string]*Node
+	Metrics        map[string]*Node
+	SemanticModels map[string]*Node
+	SavedQueries   map[string]*Node
+	Functions      map[string]*Node
+	Groups         map[string]*Node
+	Macros         map[string]*MacroDef
+	// Disabled holds disabled nodes by unique_id (dbt may keep several
+	// disabled definitions of one id).
+	Disabled map[string][]*Node
+	// Selectors is the manifest's "selectors" block (YAML selectors,
+	// expanded), decoded as generic JSON.
+	Selectors map[string]any
+}
+
+// Lookup returns the node with the given unique_id from any of the
+// manifest's node-like maps, or nil.
+func (m *Manifest) Lookup(id string) *Node {
+	prefix, _, _ := strings.Cut(id, ".")
+	var maps []map[string]*Node
+	switch ResourceType(prefix) {
+	case Source:
+		maps = []map[string]*Node{m.Sources}
+	case UnitTest:
+		maps = []map[string]*Node{m.UnitTests}
+	case Exposure:
+		maps = []map[string]*Node{m.Exposures}
+	case Metric:
+		maps = []map[string]*Node{m.Metrics}
+	case SemanticModel:
+		maps = []map[string]*Node{m.SemanticModels}
+	case SavedQuery:
+		maps = []map[string]*Node{m.SavedQueries}
+	case Function:
+		maps = []map[string]*Node{m.Functions}
+	case Group:
+		maps = []map[string]*Node{m.Groups}
+	default:
+		maps = []map[string]*Node{m.Nodes}
+	}
+	for _, mp := range maps {
+		if n := mp[id]; n != nil {
+			return n
+		}
+	}
+	return nil
+}
+
+// All calls fn for every node of every kind (nodes, sources, unit tests,
+// exposures, metrics, semantic models, saved queries, functions), in no
+// particular order, until fn returns false.
+func (m *Manifest) All(fn func(*Node) bool) {
+	for _, mp := range []map[string]*Node{m.Nodes, m.Sources, m.UnitTests, m.Exposures,
+		m.Metrics, m.SemanticModels, m.SavedQueries, m.Functions} {
+		for _, n := range mp {
+			if !fn(n) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,4 @@
+{#- Converts an integer amount in cents to a two-decimal amount in dollars. -#}
+{% macro cents_to_dollars(column_name) -%}
+    cast({{ column_name }} as numeric(16, 2)) / 100
+{%- endmacro %}

@@ -1,0 +1,17 @@
+with order_stats as (
+    select
+        customer_id,
+        count(*) as number_of_orders,
+        sum(amount) as lifetime_value
+    from {{ ref('fct_orders') }}
+    group by customer_id
+)
+
+select
+    customers.customer_id,
+    customers.first_name,
+    customers.last_name,
+    coalesce(order_stats.number_of_orders, 0) as number_of_orders,
+    coalesce(order_stats.lifetime_value, 0) as lifetime_value
+from {{ ref('stg_customers') }} as customers
+left join order_stats on customers.customer_id = order_stats.customer_id

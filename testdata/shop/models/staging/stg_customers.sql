@@ -1,0 +1,6 @@
+select
+    customer_id,
+    first_name,
+    last_name,
+    segment
+from {{ ref('customers') }}

@@ -1,0 +1,6 @@
+select
+    payment_id,
+    order_id,
+    payment_method,
+    {{ cents_to_dollars('amount_cents') }} as amount
+from {{ ref('payments') }}
