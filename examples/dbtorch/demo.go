@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+)
+
+// runDemo copies the bundled DuckDB project to a temporary directory,
+// parses it with the pinned dbt, and prints its plan.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root, err := repoRoot()
+	if err != nil {
+		fmt.Fprintf(stderr, "dbtorch demo: %v\n", err)
+		return 2
+	}
+	dbt := os.Getenv("DBTORCH_DBT")
+	if dbt == "" {
+		dbt = filepath.Join(root, ".venv", "bin", "dbt")
+	}
+	work, err := os.MkdirTemp("", "dbtorch-demo-")
+	if err != nil {
+		fmt.Fprintf(stderr, "dbtorch demo: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(work)
+	project := filepath.Join(work, "shop")
+	if err := os.CopyFS(project, os.DirFS(filepath.Join(root, "testdata", "shop"))); err != nil {
+		fmt.Fprintf(stderr, "dbtorch demo: copy project: %v\n", err)
+		return 1
+	}
+	env := append(os.Environ(),
+		"DBTORCH_DUCKDB_PATH="+filepath.Join(work, "shop.duckdb"),
+		"DBT_SEND_ANONYMOUS_USAGE_STATS=false", "DO_NOT_TRACK=1")
+	for _, step := range [][]string{{"deps"}, {"parse"}} {
+		fmt.Fprintf(stdout, "$ dbt %s\n", step[0])
+		cmd := exec.CommandContext(ctx, dbt, append(step, "--project-dir", project, "--profiles-dir", project)...)
+		cmd.Dir, cmd.Env = project, env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(stderr, "dbtorch demo: dbt %s: %v\n%s", step[0], err, out)
+			return 1
+		}
+	}
+	manifestPath := filepath.Join(project, "target", "manifest.json")
+	fmt.Fprintf(stdout, "\n$ dbtorch plan --manifest %s --output text\n", manifestPath)
+	return runPlan(ctx, []string{"--manifest", manifestPath, "--output", "text"}, stdout, stderr)
+}
+
+// repoRoot finds the repository root: the working directory or a parent
+// holding go.mod and testdata/shop.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "testdata", "shop", "dbt_project.yml")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			_, file, _, _ := runtime.Caller(0)
+			return "", fmt.Errorf("run from the dbtorch repository (testdata/shop not found above the working directory; source at %s)", file)
+		}
+		dir = parent
+	}
+}

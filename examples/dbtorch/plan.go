@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// multiFlag collects a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// planJSON is the CLI contract's plan shape.
+type planJSON struct {
+	Waves []waveJSON `json:"waves"`
+}
+
+type waveJSON struct {
+	Wave  int      `json:"wave"`
+	Nodes []string `json:"nodes"`
+}
+
+// usageError is bad input: the command prints it on one line and exits 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+
+func badInput(stderr io.Writer, cmd string, err error) int {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(stderr, "dbtorch %s: %s\n", cmd, msg)
+	return 2
+}
+
+func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	manifestPath := fs.String("manifest", "", "path to manifest.json (required)")
+	var sel, excl multiFlag
+	fs.Var(&sel, "select", "dbt node selection (repeatable)")
+	fs.Var(&excl, "exclude", "dbt node exclusion (repeatable)")
+	selectorName := fs.String("selector", "", "YAML selector name")
+	strategyName := fs.String("test-strategy", "immediate", "immediate, deferred or skip")
+	output := fs.String("output", "", "json, text or mermaid (default: text on a terminal, json otherwise)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *manifestPath == "" {
+		return badInput(stderr, "plan", errors.New("--manifest is required"))
+	}
+	strategy, err := manifest.ParseTestStrategy(*strategyName)
+	if err != nil {
+		return badInput(stderr, "plan", err)
+	}
+	format := *output
+	if format == "" {
+		format = "json"
+		if isTerminal(stdout) {
+			format = "text"
+		}
+	}
+	if format != "json" && format != "text" && format != "mermaid" {
+		return badInput(stderr, "plan", fmt.Errorf("unknown --output %q (want json, text or mermaid)", format))
+	}
+	m, err := manifest.Load(afero.NewOsFs(), *manifestPath)
+	if err != nil {
+		return badInput(stderr, "plan", err)
+	}
+	g, err := manifest.NewGraph(m)
+	if err != nil {
+		return badInput(stderr, "plan", err)
+	}
+	selected, err := selectNodes(ctx, g, sel, excl, *selectorName)
+	if err != nil {
+		return badInput(stderr, "plan", err)
+	}
+	p := g.Plan(selected, strategy)
+	switch format {
+	case "json":
+		err = writePlanJSON(stdout, p)
+	case "text":
+		err = writePlanText(stdout, p)
+	case "mermaid":
+		err = writePlanMermaid(stdout, g, p)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dbtorch plan: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func writePlanJSON(w io.Writer, p *manifest.Plan) error {
+	out := planJSON{Waves: []waveJSON{}}
+	for i, wave := range p.Waves {
+		out.Waves = append(out.Waves, waveJSON{Wave: i, Nodes: wave})
+	}
+	enc := json.NewEncoder(w)
+	return enc.Encode(out)
+}
+
+func writePlanText(w io.Writer, p *manifest.Plan) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d nodes in %d waves (widest %d), tests %s\n", len(p.Nodes), len(p.Waves), p.Width(), p.Strategy)
+	for i, wave := range p.Waves {
+		fmt.Fprintf(&b, "\nwave %d (%d)\n", i, len(wave))
+		for _, id := range wave {
+			fmt.Fprintf(&b, "  %s", id)
+			if ups := p.Upstream[id]; len(ups) > 0 {
+				fmt.Fprintf(&b, "  <- %s", strings.Join(ups, ", "))
+			}
+			b.WriteString("\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writePlanMermaid draws the waves as Mermaid subgraphs with the plan's
+// edges between nodes.
+func writePlanMermaid(w io.Writer, g *manifest.Graph, p *manifest.Plan) error {
+	var b strings.Builder
+	b.WriteString("flowchart LR\n")
+	ids := map[string]string{}
+	for i, id := range p.Nodes {
+		ids[id] = fmt.Sprintf("n%d", i)
+	}
+	for i, wave := range p.Waves {
+		fmt.Fprintf(&b, "  subgraph wave%d[\"wave %d\"]\n", i, i)
+		for _, id := range wave {
+			n := g.Node(id)
+			fmt.Fprintf(&b, "    %s[\"%s<br/><small>%s</small>\"]\n", ids[id], mermaidText(n.Name), n.ResourceType)
+		}
+		b.WriteString("  end\n")
+	}
+	for _, id := range p.Nodes {
+		for _, u := range p.Upstream[id] {
+			fmt.Fprintf(&b, "  %s --> %s\n", ids[u], ids[id])
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// mermaidText escapes text for a quoted Mermaid label.
+func mermaidText(s string) string {
+	return strings.NewReplacer(`"`, "#quot;", "<", "#lt;", ">", "#gt;").Replace(s)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// selectNodes resolves --select/--exclude/--selector to a node set; nil
+// means every node.
+func selectNodes(ctx context.Context, g *manifest.Graph, sel, excl []string, selectorName string) (map[string]bool, error) {
+	if len(sel) == 0 && len(excl) == 0 && selectorName == "" {
+		return nil, nil
+	}
+	return nil, errors.New("--select, --exclude and --selector need the selector package (not built yet)")
+}
