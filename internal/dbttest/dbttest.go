@@ -1,0 +1,192 @@
+// Package dbttest is the test kit for running real dbt from Go tests.
+//
+// It finds the repository and the pinned dbt binary, copies the projects under
+// testdata/ to temp dirs, builds the environment dbt needs (a DuckDB file of
+// the test's own, no telemetry) and runs dbt without a shell. StartPostgres
+// starts a throwaway PostgreSQL server for tests that need several writers at
+// once.
+//
+// Use it only from _test.go files. Every function takes the test's
+// testing.TB, marks itself as a helper and fails the test on error; nothing
+// here skips a test because dbt is missing: run `make setup` instead.
+package dbttest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RepoRoot returns the root of the dbtorch repository: the nearest directory
+// at or above the working directory that holds go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("dbttest: working directory: %v", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatalf("dbttest: no go.mod at or above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// DBT returns the path of the dbt executable: $DBTORCH_DBT if set, else
+// <repo>/.venv/bin/dbt. The test fails if it does not exist.
+func DBT(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv("DBTORCH_DBT")
+	if path == "" {
+		path = filepath.Join(RepoRoot(t), ".venv", "bin", "dbt")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("dbttest: dbt not found at %s (run `make setup` in the repository root): %v", path, err)
+	}
+	return path
+}
+
+// CopyProject copies the dbt project testdata/<name> into a new temp dir and
+// returns the copy's directory (…/<name>). Build output (target/, logs/,
+// dbt_packages/, DuckDB files, package-lock.yml) is left behind.
+func CopyProject(t testing.TB, name string) string {
+	t.Helper()
+	src := filepath.Join(RepoRoot(t), "testdata", name)
+	dst := filepath.Join(t.TempDir(), name)
+	if err := copyTree(src, dst); err != nil {
+		t.Fatalf("dbttest: copy project %s: %v", name, err)
+	}
+	return dst
+}
+
+// skipInCopy reports whether CopyProject leaves the entry out.
+func skipInCopy(rel string, d fs.DirEntry) bool {
+	name := d.Name()
+	if d.IsDir() {
+		return name == "target" || name == "logs" || name == "dbt_packages"
+	}
+	return strings.HasSuffix(name, ".duckdb") || strings.HasSuffix(name, ".duckdb.wal") ||
+		rel == "package-lock.yml"
+}
+
+// copyTree copies the regular files and directories under src to dst.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		if rel != "." && skipInCopy(rel, d) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o644)
+	})
+}
+
+// Env returns the environment for running dbt on projectDir: os.Environ()
+// plus DBTORCH_DUCKDB_PATH pointing at a DuckDB file in a new temp dir,
+// DBT_PROFILES_DIR=projectDir, and telemetry and colours off.
+// DBTORCH_FLAKY_COUNTER is removed so that the shop project passes by default.
+//
+// Every call makes a new, empty database: call Env once per test and pass
+// the same slice to every Run that must see the same tables.
+func Env(t testing.TB, projectDir string) []string {
+	t.Helper()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DBTORCH_FLAKY_COUNTER=") {
+			env = append(env, kv)
+		}
+	}
+	db := filepath.Join(t.TempDir(), filepath.Base(projectDir)+".duckdb")
+	return append(env,
+		"DBTORCH_DUCKDB_PATH="+db,
+		"DBT_PROFILES_DIR="+projectDir,
+		"DBT_SEND_ANONYMOUS_USAGE_STATS=false",
+		"DO_NOT_TRACK=1",
+		"DBT_USE_COLORS=false",
+	)
+}
+
+// Run runs dbt with args in projectDir under env, without a shell, and
+// returns its standard output (where dbt writes its log). A non-zero exit is
+// returned as an error that carries the exit status and dbt's standard error;
+// Run does not fail the test, so tests can assert on failing builds.
+func Run(t testing.TB, projectDir string, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), DBT(t), args...)
+	cmd.Dir = projectDir
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("dbttest: dbt %s (%s)", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		return stdout.String(), fmt.Errorf("dbt %s: %w\nstderr:\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// Parse runs `dbt deps` (when the project has a packages.yml) and `dbt parse`
+// in projectDir, failing the test on error, and returns the path of the
+// manifest dbt wrote (<projectDir>/target/manifest.json).
+func Parse(t testing.TB, projectDir string, env []string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(projectDir, "packages.yml")); err == nil {
+		if out, err := Run(t, projectDir, env, "deps"); err != nil {
+			t.Fatalf("dbttest: %v\nstdout:\n%s", err, out)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("dbttest: %v", err)
+	}
+	if out, err := Run(t, projectDir, env, "parse"); err != nil {
+		t.Fatalf("dbttest: %v\nstdout:\n%s", err, out)
+	}
+	return filepath.Join(projectDir, "target", "manifest.json")
+}
+
+// SharedDir returns the team's shared directory, <repo>/../shared, which
+// holds reference material (real manifests, dbt's schemas). When it is
+// missing the test is skipped, or fails when the environment says CI=true.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(RepoRoot(t)), "shared")
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dbttest: shared directory %s missing (required when CI=true)", dir)
+		}
+		t.Skipf("dbttest: shared directory %s missing", dir)
+	}
+	return dir
+}
