@@ -354,6 +354,7 @@ func decodeNode(section, key string, body json.RawMessage) (*Node, error) {
 		LoadedAtField:    r.LoadedAtField,
 		Freshness:        r.Freshness.convert(),
 		Enabled:          true,
+		Raw:              body,
 	}
 	if n.ResourceType == "" {
 		n.ResourceType = ResourceType(strings.SplitN(n.UniqueID, ".", 2)[0])

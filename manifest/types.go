@@ -1,6 +1,9 @@
 package manifest
 
-import "strings"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // ResourceType is dbt's resource_type of a node ("model", "seed", "test", ...).
 type ResourceType string
@@ -136,6 +139,11 @@ type Node struct {
 	Identifier    string
 	LoadedAtField string
 	Freshness     *Freshness
+
+	// Raw is the node's JSON exactly as dbt wrote it, for the fields dbtorch
+	// does not type (unrendered_config, columns, constraints, quoting, ...);
+	// the selector's state: comparisons read it. Do not modify.
+	Raw json.RawMessage
 }
 
 // IsEphemeral reports whether the node is a model materialized as ephemeral.
