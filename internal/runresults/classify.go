@@ -1,0 +1,142 @@
+package runresults
+
+import (
+	"regexp"
+	"strings"
+)
+
+// Outcome is the coarse meaning of a dbt status word.
+type Outcome int
+
+// Outcomes of a node in one dbt invocation.
+const (
+	// OK: success, pass, warn, no-op.
+	OK Outcome = iota
+	// Failed: error, fail, runtime error, partial success, or a status
+	// this package does not know.
+	Failed
+	// Skipped: dbt skipped the node.
+	Skipped
+)
+
+// OutcomeOf maps a dbt status word (models: success, error, skipped,
+// partial success, no-op; tests: pass, fail, warn, error, skipped; source
+// freshness: pass, warn, error, runtime error) to an Outcome. A test that
+// warns is OK: dbt build does not skip anything because of it.
+func OutcomeOf(status string) Outcome {
+	switch strings.ToLower(status) {
+	case "success", "pass", "warn", "no-op":
+		return OK
+	case "skipped":
+		return Skipped
+	}
+	return Failed
+}
+
+// Class is the kind of a dbt failure, as far as dbt's status and message
+// tell it.
+type Class int
+
+// Failure classes.
+const (
+	// None: not a failure.
+	None Class = iota
+	// Compilation: parse, compile, Jinja, contract, configuration or
+	// dependency errors. Deterministic.
+	Compilation
+	// TestFailure: a test returned failing rows. Deterministic.
+	TestFailure
+	// Database: the warehouse rejected or failed the SQL. May be
+	// transient.
+	Database
+	// Connection: the warehouse could not be reached, the connection was
+	// lost, or (DuckDB) the database file is locked by another process.
+	// Usually transient.
+	Connection
+	// Unknown: a failure the message does not explain (for instance an
+	// exception raised by a Python model).
+	Unknown
+)
+
+// String returns the class's name.
+func (c Class) String() string {
+	switch c {
+	case None:
+		return "none"
+	case Compilation:
+		return "compilation"
+	case TestFailure:
+		return "test_failure"
+	case Database:
+		return "database"
+	case Connection:
+		return "connection"
+	}
+	return "unknown"
+}
+
+// Classify returns the class of a node's result from dbt's status word and
+// message. OK and skipped statuses are None; a failing test ("fail") is
+// TestFailure; errors are classified from the message with ClassifyMessage.
+func Classify(status, message string) Class {
+	switch OutcomeOf(status) {
+	case OK, Skipped:
+		return None
+	}
+	if strings.EqualFold(status, "fail") {
+		return TestFailure
+	}
+	return ClassifyMessage(message)
+}
+
+// connectionRE matches messages of drivers and dbt that mean the
+// warehouse could not be reached or the connection broke.
+var connectionRE = regexp.MustCompile(`(?i)` + strings.Join([]string{
+	`could not connect`,
+	`connection refused`,
+	`connection to server`,
+	`server closed the connection`,
+	`could not translate host name`,
+	`connection timed out`,
+	`timeout expired`,
+	`ssl syscall error`,
+	`connection reset`,
+	`broken pipe`,
+	`terminating connection`,
+	`failed to connect`,
+	`unable to connect`,
+	`network is unreachable`,
+	`no route to host`,
+	`connection error`,
+	`connection already closed`,
+	`could not set lock on file`,
+	`conflicting lock is held`,
+	`too many connections`,
+	`remaining connection slots are reserved`,
+	`the database system is (starting up|shutting down|in recovery mode)`,
+}, "|"))
+
+// compilationRE matches dbt's deterministic, pre-execution errors.
+var compilationRE = regexp.MustCompile(`(?m)^\s*(Compilation Error|Parsing Error|Contract Error|Jinja|Env var required|DbtProjectError|Validation Error|Could not find profile named|Encountered an error while reading profiles|Runtime Error\s+Could not find profile)`)
+
+// databaseRE matches dbt's database errors and the error classes DuckDB,
+// PostgreSQL and other drivers print.
+var databaseRE = regexp.MustCompile(`(?m)(Database Error|\b(Catalog|Binder|Parser|Conversion|Constraint|Invalid Input|Out of Range|Not implemented|Transaction|Serialization|Permission|Syntax|Type Mismatch|Invalid Type|Mismatch Type|Dependency) Error:|(?i:\b(syntax error at or near|does not exist|permission denied|violates (not-null|unique|foreign key|check) constraint|division by zero|deadlock detected|could not serialize access|canceling statement due to|duplicate key value|invalid input syntax|out of memory|disk full|no space left on device)))`)
+
+// ClassifyMessage classifies an error message of dbt (a node's message in
+// run_results.json, or the tail of dbt's log when an invocation failed
+// before running any node). Connection problems win over everything else,
+// then compilation errors, then database errors; anything else is Unknown.
+func ClassifyMessage(message string) Class {
+	switch {
+	case message == "":
+		return Unknown
+	case connectionRE.MatchString(message):
+		return Connection
+	case compilationRE.MatchString(message):
+		return Compilation
+	case databaseRE.MatchString(message):
+		return Database
+	}
+	return Unknown
+}
