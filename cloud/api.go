@@ -1,0 +1,350 @@
+package cloud
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// maxPage is the largest page dbt Cloud serves.
+const maxPage = 100
+
+// CreateJob creates a job and returns it as the server stored it. Zero
+// fields get defaults: AccountID is the client's, JobType "other", State
+// JobActive.
+//
+// CreateJob is not repeated blindly: after a failure that may have
+// succeeded it looks for an active job with exactly job.Name in the job's
+// project and environment, and returns that job if there is one. Give
+// every job a unique name to make this safe. If the look-up itself fails,
+// the error is an *AmbiguousError: the job may exist.
+func (c *Client) CreateJob(ctx context.Context, job Job) (*Job, error) {
+	if job.ID != 0 {
+		return nil, errors.New("dbt cloud: CreateJob: job already has an id")
+	}
+	if job.Name == "" {
+		return nil, errors.New("dbt cloud: CreateJob: job has no name")
+	}
+	if job.AccountID == 0 {
+		job.AccountID = c.accountID
+	}
+	if job.JobType == "" {
+		job.JobType = "other"
+	}
+	if job.State == 0 {
+		job.State = JobActive
+	}
+	if job.ExecuteSteps == nil {
+		job.ExecuteSteps = []string{}
+	}
+	lookup := func(ctx context.Context) (json.RawMessage, error) {
+		found, err := c.FindJob(ctx, job.ProjectID, job.Name)
+		if err != nil || found == nil {
+			return nil, err
+		}
+		if job.EnvironmentID != 0 && found.EnvironmentID != 0 && found.EnvironmentID != job.EnvironmentID {
+			return nil, nil
+		}
+		return json.Marshal(found)
+	}
+	data, err := c.create(ctx, "create job "+strconv.Quote(job.Name),
+		call{method: http.MethodPost, path: "jobs/", body: job}, lookup)
+	if err != nil {
+		return nil, err
+	}
+	var out Job
+	if err := decodeData(data, &out); err != nil {
+		return nil, fmt.Errorf("dbt cloud: create job: %w", err)
+	}
+	return &out, nil
+}
+
+// GetJob returns the job with the given id. A deleted job is returned with
+// State JobDeleted, or as an *APIError with status 404.
+func (c *Client) GetJob(ctx context.Context, id int64) (*Job, error) {
+	var j Job
+	if _, err := c.get(ctx, fmt.Sprintf("jobs/%d/", id), nil, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// DeleteJob deletes the job. A job that is already gone (404) is not an
+// error.
+func (c *Client) DeleteJob(ctx context.Context, id int64) error {
+	_, err := c.do(ctx, call{method: http.MethodDelete, path: fmt.Sprintf("jobs/%d/", id), idempotent: true})
+	if IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// ListJobsOptions filters ListJobs and Jobs. Zero fields do not filter.
+type ListJobsOptions struct {
+	ProjectID     int64
+	EnvironmentID int64
+	// NameContains keeps jobs whose name contains it, ignoring case.
+	NameContains string
+	// OrderBy is a field name, "-" first for descending ("-id").
+	OrderBy string
+	// Limit is the page size (at most 100; 100 when zero) and Offset the
+	// first item of the page.
+	Limit  int
+	Offset int
+}
+
+func (o ListJobsOptions) values() url.Values {
+	q := url.Values{}
+	if o.ProjectID != 0 {
+		q.Set("project_id", strconv.FormatInt(o.ProjectID, 10))
+	}
+	if o.EnvironmentID != 0 {
+		q.Set("environment_id", strconv.FormatInt(o.EnvironmentID, 10))
+	}
+	if o.NameContains != "" {
+		q.Set("name__icontains", o.NameContains)
+	}
+	if o.OrderBy != "" {
+		q.Set("order_by", o.OrderBy)
+	}
+	setPage(q, o.Limit, o.Offset)
+	return q
+}
+
+func setPage(q url.Values, limit, offset int) {
+	if limit <= 0 || limit > maxPage {
+		limit = maxPage
+	}
+	q.Set("limit", strconv.Itoa(limit))
+	if offset > 0 {
+		q.Set("offset", strconv.Itoa(offset))
+	}
+}
+
+// ListJobs returns one page of the account's active jobs.
+func (c *Client) ListJobs(ctx context.Context, opts ListJobsOptions) ([]Job, Pagination, error) {
+	var jobs []Job
+	page, err := c.get(ctx, "jobs/", opts.values(), &jobs)
+	return jobs, page, err
+}
+
+// Jobs iterates over every active job matching opts, page by page,
+// starting at opts.Offset. It stops at the first error, which it yields.
+func (c *Client) Jobs(ctx context.Context, opts ListJobsOptions) iter.Seq2[Job, error] {
+	return paginate(opts.Offset, func(offset int) ([]Job, Pagination, error) {
+		o := opts
+		o.Offset = offset
+		return c.ListJobs(ctx, o)
+	})
+}
+
+func paginate[T any](offset int, page func(offset int) ([]T, Pagination, error)) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		for {
+			items, p, err := page(offset)
+			if err != nil {
+				var zero T
+				yield(zero, err)
+				return
+			}
+			for _, it := range items {
+				if !yield(it, nil) {
+					return
+				}
+			}
+			offset += len(items)
+			if len(items) == 0 || offset >= p.TotalCount {
+				return
+			}
+		}
+	}
+}
+
+// FindJob returns the active job named exactly name in the project (any
+// project when projectID is zero), or nil when there is none. When several
+// match, the one with the lowest id is returned.
+func (c *Client) FindJob(ctx context.Context, projectID int64, name string) (*Job, error) {
+	var found *Job
+	for j, err := range c.Jobs(ctx, ListJobsOptions{ProjectID: projectID, NameContains: name, OrderBy: "id"}) {
+		if err != nil {
+			return nil, err
+		}
+		if j.Name == name && j.State != JobDeleted && (found == nil || j.ID < found.ID) {
+			found = &j
+		}
+	}
+	return found, nil
+}
+
+// TriggerOptions is the body of a run trigger. Cause is required (at most
+// 255 characters); the rest override the job's settings for this run.
+type TriggerOptions struct {
+	Cause                  string   `json:"cause"`
+	GitBranch              string   `json:"git_branch,omitempty"`
+	GitSHA                 string   `json:"git_sha,omitempty"`
+	SchemaOverride         string   `json:"schema_override,omitempty"`
+	DBTVersionOverride     string   `json:"dbt_version_override,omitempty"`
+	ThreadsOverride        int      `json:"threads_override,omitempty"`
+	TargetNameOverride     string   `json:"target_name_override,omitempty"`
+	TimeoutSecondsOverride int      `json:"timeout_seconds_override,omitempty"`
+	StepsOverride          []string `json:"steps_override,omitempty"`
+}
+
+// TriggerRun starts a run of the job and returns it (queued).
+//
+// TriggerRun is not repeated blindly: after a failure that may have
+// succeeded it looks through the job's most recent runs for one whose
+// trigger cause is exactly opts.Cause, and returns it if there is one. Give
+// every trigger of a job a distinct cause to make this safe. If the look-up
+// itself fails, the error is an *AmbiguousError: the run may exist.
+func (c *Client) TriggerRun(ctx context.Context, jobID int64, opts TriggerOptions) (*Run, error) {
+	if strings.TrimSpace(opts.Cause) == "" {
+		return nil, errors.New("dbt cloud: TriggerRun: a cause is required")
+	}
+	if len(opts.Cause) > 255 {
+		return nil, errors.New("dbt cloud: TriggerRun: the cause is longer than 255 characters")
+	}
+	lookup := func(ctx context.Context) (json.RawMessage, error) {
+		runs, _, err := c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id", Limit: 20, IncludeTrigger: true})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range runs {
+			if r.Trigger != nil && r.Trigger.Cause == opts.Cause {
+				return json.Marshal(r)
+			}
+		}
+		return nil, nil
+	}
+	data, err := c.create(ctx, fmt.Sprintf("trigger job %d", jobID),
+		call{method: http.MethodPost, path: fmt.Sprintf("jobs/%d/run/", jobID), body: opts}, lookup)
+	if err != nil {
+		return nil, err
+	}
+	var r Run
+	if err := decodeData(data, &r); err != nil {
+		return nil, fmt.Errorf("dbt cloud: trigger job %d: %w", jobID, err)
+	}
+	return &r, nil
+}
+
+// GetRun returns the run with its trigger, and with its steps when steps
+// is true.
+func (c *Client) GetRun(ctx context.Context, id int64, steps bool) (*Run, error) {
+	q := url.Values{}
+	if steps {
+		q.Set("include_related", "trigger,run_steps")
+	} else {
+		q.Set("include_related", "trigger")
+	}
+	var r Run
+	if _, err := c.get(ctx, fmt.Sprintf("runs/%d/", id), q, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// CancelRun asks dbt Cloud to cancel the run and returns it. Cancelling a
+// run that has ended is harmless; the run may take a while to reach
+// RunCancelled.
+func (c *Client) CancelRun(ctx context.Context, id int64) (*Run, error) {
+	res, err := c.do(ctx, call{method: http.MethodPost, path: fmt.Sprintf("runs/%d/cancel/", id), idempotent: true})
+	if err != nil {
+		return nil, err
+	}
+	var r Run
+	if err := decodeData(res.data, &r); err != nil {
+		return nil, fmt.Errorf("dbt cloud: cancel run %d: %w", id, err)
+	}
+	return &r, nil
+}
+
+// ListRunsOptions filters ListRuns. Zero fields do not filter.
+type ListRunsOptions struct {
+	JobID     int64
+	ProjectID int64
+	// OrderBy is "id", "created_at" or "finished_at", "-" first for
+	// descending.
+	OrderBy        string
+	Limit, Offset  int
+	IncludeTrigger bool
+}
+
+// ListRuns returns one page of runs.
+func (c *Client) ListRuns(ctx context.Context, opts ListRunsOptions) ([]Run, Pagination, error) {
+	q := url.Values{}
+	if opts.JobID != 0 {
+		q.Set("job_definition_id", strconv.FormatInt(opts.JobID, 10))
+	}
+	if opts.ProjectID != 0 {
+		q.Set("project_id", strconv.FormatInt(opts.ProjectID, 10))
+	}
+	if opts.OrderBy != "" {
+		q.Set("order_by", opts.OrderBy)
+	}
+	if opts.IncludeTrigger {
+		q.Set("include_related", "trigger")
+	}
+	setPage(q, opts.Limit, opts.Offset)
+	var runs []Run
+	page, err := c.get(ctx, "runs/", q, &runs)
+	return runs, page, err
+}
+
+// LatestRun returns the job's most recent run, or nil when it has none.
+func (c *Client) LatestRun(ctx context.Context, jobID int64) (*Run, error) {
+	runs, _, err := c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id", Limit: 1, IncludeTrigger: true})
+	if err != nil || len(runs) == 0 {
+		return nil, err
+	}
+	return &runs[0], nil
+}
+
+// ListRunArtifacts returns the paths of the artifacts a run saved.
+func (c *Client) ListRunArtifacts(ctx context.Context, runID int64) ([]string, error) {
+	var paths []string
+	if _, err := c.get(ctx, fmt.Sprintf("runs/%d/artifacts/", runID), nil, &paths); err != nil {
+		return nil, err
+	}
+	return paths, nil
+}
+
+// RunArtifact returns the raw content of an artifact of the run, such as
+// "run_results.json" or "manifest.json", written by the given step (index
+// from 1; the run's last step when step is zero). A missing artifact is an
+// *APIError with status 404 (see IsNotFound).
+func (c *Client) RunArtifact(ctx context.Context, runID int64, path string, step int) ([]byte, error) {
+	q := url.Values{}
+	if step > 0 {
+		q.Set("step", strconv.Itoa(step))
+	}
+	return c.artifact(ctx, fmt.Sprintf("runs/%d/artifacts/%s", runID, escapePath(path)), q)
+}
+
+// JobArtifact returns the raw content of the job's latest artifact at path
+// (the artifact of its most recent run that has one).
+func (c *Client) JobArtifact(ctx context.Context, jobID int64, path string) ([]byte, error) {
+	return c.artifact(ctx, fmt.Sprintf("jobs/%d/artifacts/%s", jobID, escapePath(path)), nil)
+}
+
+func (c *Client) artifact(ctx context.Context, path string, q url.Values) ([]byte, error) {
+	res, err := c.do(ctx, call{method: http.MethodGet, path: path, query: q, idempotent: true, raw: true})
+	if err != nil {
+		return nil, err
+	}
+	return res.raw, nil
+}
+
+func escapePath(p string) string {
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}
