@@ -3,6 +3,7 @@ module github.com/dbtorch/dbtorch
 go 1.26.0
 
 require (
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2
 	github.com/spf13/afero v1.15.0
 	github.com/stretchr/testify v1.12.1
 )
