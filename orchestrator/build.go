@@ -1,0 +1,618 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// Skip reasons of nodes that were not run. A skip caused by a skipped
+// upstream says "upstream skipped: <id>: <that node's reason>".
+const (
+	// ReasonUpstreamFailed: an ancestor ended in Error (see
+	// NodeResult.FailedUpstream).
+	ReasonUpstreamFailed = "upstream failed"
+	// ReasonCancelled: the build's context was done before the node
+	// started.
+	ReasonCancelled = "build cancelled"
+)
+
+// ErrNoResolver is returned when a build has a selection but the
+// Orchestrator has no Resolver.
+var ErrNoResolver = errors.New("orchestrator: selection given but Config.Resolver is nil")
+
+// BuildOptions are one build's options. The zero value builds every node
+// with immediate tests.
+type BuildOptions struct {
+	// Select, Exclude and Selector choose the nodes in dbt's syntax (see
+	// Selection); all empty means every node.
+	Select   []string
+	Exclude  []string
+	Selector string
+	// Indirect is dbt's indirect selection mode for tests: "" (eager),
+	// "cautious", "buildable" or "empty".
+	Indirect string
+	// Tests says when tests run: manifest.Immediate (zero value),
+	// manifest.Deferred or manifest.SkipTests.
+	Tests manifest.TestStrategy
+	// FullRefresh passes --full-refresh to dbt and bypasses cache reads.
+	FullRefresh bool
+	// OnlyFreshSources skips nodes that read a stale source, and their
+	// descendants. It needs a Cache that implements StaleChecker.
+	OnlyFreshSources bool
+	// Vars are merged over Config.Vars for this build.
+	Vars map[string]any
+	// ID identifies the run; empty means a new random UUID.
+	ID string
+}
+
+func (opts BuildOptions) selection() Selection {
+	return Selection{Select: opts.Select, Exclude: opts.Exclude, Selector: opts.Selector, Indirect: opts.Indirect}
+}
+
+// BuildPlan is what a build would do, computed without running anything.
+type BuildPlan struct {
+	// Plan holds the planned nodes, their dependencies and waves.
+	*manifest.Plan
+	// Cached lists the nodes predicted to be served from the cache, in
+	// plan order.
+	Cached []string
+	// Keys holds the cache key of each cacheable node, when caching is on.
+	Keys map[string]string
+	// Skipped maps the nodes predicted to be skipped before anything runs
+	// (stale sources) to the reason.
+	Skipped map[string]string
+}
+
+// Plan resolves the selection and returns the plan of the build opts
+// describes, with predicted cache hits and skips, without running dbt.
+func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan, error) {
+	b, err := o.newBuild(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	bp := &BuildPlan{Plan: b.plan, Skipped: map[string]string{}}
+	for i, r := range b.stale {
+		bp.Skipped[b.ids[i]] = r
+	}
+	if o.cfg.Cache == nil {
+		return bp, nil
+	}
+	bp.Keys = map[string]string{}
+	cached := make([]bool, b.n)
+	for i := range b.n {
+		if b.isTest[i] {
+			continue
+		}
+		key, err := o.cfg.Cache.Key(ctx, b.nodes[i])
+		if err != nil {
+			return nil, fmt.Errorf("orchestrator: cache key of %s: %w", b.ids[i], err)
+		}
+		if key == "" {
+			continue
+		}
+		bp.Keys[b.ids[i]] = key
+		if opts.FullRefresh || b.stale[int32(i)] != "" || !b.upstreamsCached(int32(i), func(u int32) bool { return cached[u] }) {
+			continue
+		}
+		hit, err := o.cfg.Cache.Lookup(ctx, b.nodes[i], key)
+		if err != nil {
+			o.log.WarnContext(ctx, "cache lookup failed", "node", b.ids[i], "error", err)
+			continue
+		}
+		if hit {
+			cached[i] = true
+			bp.Cached = append(bp.Cached, b.ids[i])
+		}
+	}
+	// Skips propagate to descendants.
+	for i := range b.n {
+		if _, ok := bp.Skipped[b.ids[i]]; ok {
+			continue
+		}
+		for _, u := range b.ups[i] {
+			if r, ok := bp.Skipped[b.ids[u]]; ok {
+				bp.Skipped[b.ids[i]] = upstreamSkipped(b.ids[u], r)
+				break
+			}
+		}
+	}
+	return bp, nil
+}
+
+func upstreamSkipped(id, reason string) string {
+	return "upstream skipped: " + id + ": " + reason
+}
+
+// RunBuild runs the build opts describes and returns its Run, with one
+// result per planned node in plan order, each with exactly one terminal
+// status.
+//
+// In PerNode mode every node starts as soon as all its planned upstreams
+// have finished (or, with StrictWaves, when all earlier waves have),
+// subject to Concurrency and the node's limits; ready nodes are taken in
+// Priority order. A node that fails after its retries ends in Error and
+// every planned descendant is Skipped with FailedUpstream naming the failed
+// ancestors; independent branches go on. In PerWave mode each wave is one
+// `dbt build` invocation over the wave's runnable nodes.
+//
+// When ctx is done, RunBuild stops starting nodes, cancels the running
+// invocations, waits for them, and returns: nodes that were running end in
+// Error (KindCancelled), nodes that had not started in Skipped
+// (ReasonCancelled). RunBuild never leaves a goroutine or an invocation
+// running behind it.
+//
+// The error is non-nil when the build could not start (bad selection, no
+// manifest: the Run is then nil), when nodes failed (a *BuildError, with
+// the full Run), when ctx was done (ctx's error, joined), or when a
+// Reporter failed (joined).
+func (o *Orchestrator) RunBuild(ctx context.Context, opts BuildOptions) (*Run, error) {
+	b, err := o.newBuild(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	run := &Run{
+		ID:        b.runID,
+		StartedAt: o.cfg.Now(),
+		Manifest:  b.m,
+		Plan:      b.plan,
+		Args:      b.args(),
+	}
+	b.emit(ctx, Event{Type: RunStarted, Plan: b.plan})
+	var prepErr error
+	if b.n > 0 {
+		prepErr = o.prepare(ctx)
+	}
+	switch {
+	case prepErr != nil:
+		b.failAll(prepErr)
+	case o.cfg.Mode == PerWave:
+		b.runPerWave(ctx)
+	default:
+		b.runPerNode(ctx)
+	}
+	run.Results = b.results
+	run.CompletedAt = o.cfg.Now()
+	b.emit(ctx, Event{Type: RunFinished, Run: run})
+
+	var errs []error
+	if prepErr != nil {
+		errs = append(errs, prepErr)
+	}
+	if be := buildError(run); be != nil {
+		errs = append(errs, be)
+	}
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, context.Cause(ctx))
+	}
+	rctx := context.WithoutCancel(ctx)
+	for _, r := range o.cfg.Reporters {
+		if err := r.Report(rctx, run); err != nil {
+			errs = append(errs, fmt.Errorf("orchestrator: reporter: %w", err))
+		}
+	}
+	return run, errors.Join(errs...)
+}
+
+func buildError(run *Run) *BuildError {
+	var be BuildError
+	for i := range run.Results {
+		r := &run.Results[i]
+		switch {
+		case r.Status == Error:
+			be.Failed = append(be.Failed, r.UniqueID)
+		case r.Status == Skipped && len(r.FailedUpstream) > 0:
+			be.Skipped++
+		}
+	}
+	if len(be.Failed) == 0 {
+		return nil
+	}
+	sort.Strings(be.Failed)
+	return &be
+}
+
+// build is the state of one RunBuild or Plan call. Nodes are indexed by
+// their position in plan.Nodes.
+type build struct {
+	o     *Orchestrator
+	cfg   *Config
+	runID string
+	opts  BuildOptions
+	vars  map[string]any
+	m     *manifest.Manifest
+	g     *manifest.Graph
+	plan  *manifest.Plan
+
+	n       int
+	ids     []string
+	nodes   []*manifest.Node
+	ups     [][]int32
+	downs   [][]int32
+	wave    []int32
+	isTest  []bool
+	idx     map[string]int32
+	stale   map[int32]string
+	results []NodeResult
+
+	obsMu sync.Mutex
+}
+
+func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build, error) {
+	m, g, err := o.graph(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var selected map[string]bool
+	if sel := opts.selection(); !sel.IsEmpty() {
+		if o.cfg.Resolver == nil {
+			return nil, ErrNoResolver
+		}
+		ids, err := o.cfg.Resolver.Resolve(ctx, g, sel)
+		if err != nil {
+			return nil, fmt.Errorf("orchestrator: selection: %w", err)
+		}
+		selected = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			selected[id] = true
+		}
+	}
+	switch opts.Tests {
+	case manifest.Immediate, manifest.Deferred, manifest.SkipTests:
+	default:
+		return nil, fmt.Errorf("orchestrator: unknown test strategy %v", opts.Tests)
+	}
+	p := g.Plan(selected, opts.Tests)
+	b := &build{o: o, cfg: &o.cfg, opts: opts, m: m, g: g, plan: p, runID: opts.ID}
+	if b.runID == "" {
+		b.runID = newUUID()
+	}
+	b.vars = o.cfg.Vars
+	if len(opts.Vars) > 0 {
+		b.vars = maps.Clone(o.cfg.Vars)
+		if b.vars == nil {
+			b.vars = map[string]any{}
+		}
+		maps.Copy(b.vars, opts.Vars)
+	}
+	b.index()
+	if opts.OnlyFreshSources && b.n > 0 {
+		sc, ok := o.cfg.Cache.(StaleChecker)
+		if !ok {
+			return nil, errors.New("orchestrator: OnlyFreshSources needs a Cache that implements StaleChecker")
+		}
+		stale, err := sc.StaleNodes(ctx, g, p.Nodes)
+		if err != nil {
+			return nil, fmt.Errorf("orchestrator: source freshness: %w", err)
+		}
+		for id, reason := range stale {
+			if i, ok := b.idx[id]; ok {
+				b.stale[i] = reason
+			}
+		}
+	}
+	return b, nil
+}
+
+// index builds the integer-indexed view of the plan.
+func (b *build) index() {
+	p := b.plan
+	b.n = len(p.Nodes)
+	b.ids = p.Nodes
+	idx := make(map[string]int32, b.n)
+	for i, id := range p.Nodes {
+		idx[id] = int32(i)
+	}
+	b.nodes = make([]*manifest.Node, b.n)
+	b.ups = make([][]int32, b.n)
+	b.downs = make([][]int32, b.n)
+	b.wave = make([]int32, b.n)
+	b.isTest = make([]bool, b.n)
+	b.results = make([]NodeResult, b.n)
+	b.stale = map[int32]string{}
+	flat := make([]int32, 0, b.n*2)
+	for i, id := range p.Nodes {
+		n := b.g.Node(id)
+		b.nodes[i] = n
+		b.isTest[i] = n.IsTest()
+		b.wave[i] = int32(p.Wave[id])
+		start := len(flat)
+		for _, u := range p.Upstream[id] {
+			flat = append(flat, idx[u])
+		}
+		b.ups[i] = flat[start:len(flat):len(flat)]
+		b.results[i] = NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave[id]}
+	}
+	for i, ups := range b.ups {
+		for _, u := range ups {
+			b.downs[u] = append(b.downs[u], int32(i))
+		}
+	}
+	b.idx = idx
+}
+
+func newUUID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// args records the build's options as dbt-style arguments.
+func (b *build) args() map[string]any {
+	a := map[string]any{
+		"which":              "build",
+		"select":             nonNil(b.opts.Select),
+		"exclude":            nonNil(b.opts.Exclude),
+		"full_refresh":       b.opts.FullRefresh,
+		"indirect_selection": cmpOr(b.opts.Indirect, "eager"),
+		"test_strategy":      b.opts.Tests.String(),
+		"mode":               b.cfg.Mode.String(),
+		"threads":            b.cfg.Concurrency,
+	}
+	if b.opts.Selector != "" {
+		a["selector"] = b.opts.Selector
+	}
+	if len(b.vars) > 0 {
+		a["vars"] = b.vars
+	}
+	return a
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// emit sends e to the observer, serialized.
+func (b *build) emit(ctx context.Context, e Event) {
+	obs := b.cfg.Observer
+	if obs == nil {
+		return
+	}
+	e.RunID = b.runID
+	if e.Time.IsZero() {
+		e.Time = b.cfg.Now()
+	}
+	b.obsMu.Lock()
+	defer b.obsMu.Unlock()
+	obs.Event(ctx, e)
+}
+
+// failAll ends every node in Error with the given cause (the build could
+// not start).
+func (b *build) failAll(err error) {
+	for i := range b.results {
+		r := &b.results[i]
+		r.Status = Error
+		r.Err = &NodeError{Kind: executor.KindInternal, Message: err.Error()}
+		r.Message = err.Error()
+	}
+}
+
+// upstreamsCached reports whether every non-test planned upstream of i is
+// cached according to isCached.
+func (b *build) upstreamsCached(i int32, isCached func(int32) bool) bool {
+	for _, u := range b.ups[i] {
+		if !b.isTest[u] && !isCached(u) {
+			return false
+		}
+	}
+	return true
+}
+
+// skipCause decides whether node i must be skipped because of its
+// upstreams or a stale source, from the upstreams' final results. It
+// returns the failed ancestors (sorted) and the reason, or "" to run.
+func (b *build) skipCause(i int32) (failed []string, reason string) {
+	var other string
+	for _, u := range b.ups[i] {
+		r := &b.results[u]
+		switch r.Status {
+		case Error:
+			failed = append(failed, b.ids[u])
+		case Skipped:
+			if len(r.FailedUpstream) > 0 {
+				failed = append(failed, r.FailedUpstream...)
+			} else if other == "" {
+				other = upstreamSkipped(b.ids[u], r.SkipReason)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		slices.Sort(failed)
+		return slices.Compact(failed), ReasonUpstreamFailed
+	}
+	if other != "" {
+		return nil, other
+	}
+	if r := b.stale[i]; r != "" {
+		return nil, r
+	}
+	return nil, ""
+}
+
+// skip ends node i as Skipped.
+func (b *build) skip(i int32, failed []string, reason string) {
+	r := &b.results[i]
+	r.Status = Skipped
+	r.SkipReason = reason
+	r.FailedUpstream = failed
+	r.DBTStatus = ""
+	if len(failed) > 0 {
+		r.Message = "skipped: upstream failed: " + joinShort(failed)
+	} else {
+		r.Message = "skipped: " + reason
+	}
+}
+
+func joinShort(ids []string) string {
+	const show = 3
+	s := ""
+	for k, id := range ids {
+		if k == show {
+			return s + fmt.Sprintf(" and %d more", len(ids)-show)
+		}
+		if k > 0 {
+			s += ", "
+		}
+		s += id
+	}
+	return s
+}
+
+// limitsFor returns the limits that apply to any of the nodes.
+func (b *build) limitsFor(nodes ...*manifest.Node) []NodeLimit {
+	var out []NodeLimit
+	for _, l := range b.cfg.Limits {
+		if l.Applies == nil {
+			out = append(out, l)
+			continue
+		}
+		for _, n := range nodes {
+			if l.Applies(n) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// acquire takes one slot of each limit in order; on failure it releases
+// what it took and returns the error.
+func acquire(ctx context.Context, ls []NodeLimit) error {
+	for k, l := range ls {
+		if err := l.Limiter.Acquire(ctx); err != nil {
+			release(ls[:k])
+			return fmt.Errorf("limit %q: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+func release(ls []NodeLimit) {
+	for k := len(ls) - 1; k >= 0; k-- {
+		ls[k].Limiter.Release()
+	}
+}
+
+// request returns the executor request for nodes.
+func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.Node) executor.Request {
+	return executor.Request{
+		Command:     cmd,
+		Nodes:       nodes,
+		FullRefresh: b.opts.FullRefresh,
+		Vars:        b.vars,
+		BuildID:     b.runID,
+		Attempt:     attempt,
+	}
+}
+
+// applyResult copies an executor result into the node's result.
+func applyResult(r *NodeResult, er *executor.Result, inv *executor.Invocation) {
+	r.DBTStatus = er.DBTStatus
+	r.Message = er.Message
+	r.Failures = er.Failures
+	r.RowsAffected = er.RowsAffected
+	r.AdapterResponse = er.AdapterResponse
+	r.CompiledCode = er.CompiledCode
+	if er.RelationName != "" {
+		r.RelationName = er.RelationName
+	}
+	r.ThreadID = er.ThreadID
+	r.Timing = er.Timing
+	r.ExecutionTime = er.ExecutionTime
+	if inv != nil {
+		c := *inv
+		r.Invocation = &c
+	}
+	switch er.Status {
+	case executor.Success:
+		r.Status = Success
+		r.Err = nil
+	case executor.Cancelled:
+		r.Status = Error
+		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindCancelled), Message: cmpOr(er.Message, "cancelled")}
+	case executor.Skipped:
+		r.Status = Error
+		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindUnknown), Message: "dbt skipped the node: " + er.Message}
+	default:
+		r.Status = Error
+		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindUnknown), Message: er.Message}
+	}
+}
+
+func cmpKind(k, def executor.Kind) executor.Kind {
+	if k == executor.KindNone {
+		return def
+	}
+	return k
+}
+
+// resultsFor matches a response to the requested nodes. A missing,
+// misordered or absent result becomes an error result (KindInternal when
+// the executor failed to attempt the request, KindCrash when it omitted a
+// node), so every node gets exactly one.
+func resultsFor(nodes []*manifest.Node, resp *executor.Response, err error) ([]executor.Result, executor.Invocation) {
+	out := make([]executor.Result, len(nodes))
+	var inv executor.Invocation
+	if resp != nil {
+		inv = resp.Invocation
+	}
+	if err != nil || resp == nil {
+		msg := "executor returned no response"
+		if err != nil {
+			msg = err.Error()
+		}
+		for k, n := range nodes {
+			out[k] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindInternal, Message: msg}
+		}
+		return out, inv
+	}
+	inOrder := len(resp.Results) == len(nodes)
+	for k := 0; inOrder && k < len(nodes); k++ {
+		inOrder = resp.Results[k].UniqueID == nodes[k].UniqueID
+	}
+	if inOrder {
+		copy(out, resp.Results)
+		return out, inv
+	}
+	byID := make(map[string]*executor.Result, len(resp.Results))
+	for k := range resp.Results {
+		byID[resp.Results[k].UniqueID] = &resp.Results[k]
+	}
+	for k, n := range nodes {
+		if r := byID[n.UniqueID]; r != nil {
+			out[k] = *r
+		} else {
+			out[k] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindCrash,
+				Message: "executor reported no result for the node"}
+		}
+	}
+	return out, inv
+}
+
+// attemptOf records one attempt.
+func attemptOf(num int, start, end time.Time, er *executor.Result, inv executor.Invocation) Attempt {
+	return Attempt{Number: num, StartedAt: start, CompletedAt: end, Status: er.Status, Kind: er.Kind, Message: er.Message, Invocation: inv}
+}

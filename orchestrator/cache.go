@@ -1,0 +1,72 @@
+package orchestrator
+
+import (
+	"context"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// Cache lets a build report nodes whose inputs are unchanged as Cached
+// instead of running them. The cache package implements it; any
+// implementation must be safe for concurrent use.
+//
+// The orchestrator asks only about models, seeds and snapshots (never
+// tests), and only when every planned upstream of the node was itself
+// Cached in this build: anything downstream of a node that ran is run too.
+// With BuildOptions.FullRefresh it does not call Lookup, but still stores
+// what it builds. It calls Store only after a successful build of the
+// node, so a failed node leaves no entry.
+type Cache interface {
+	// Key returns the node's cache key for this build. An empty key with a
+	// nil error means the node is not cacheable (it is then run, and not
+	// stored).
+	Key(ctx context.Context, node *manifest.Node) (string, error)
+	// Lookup reports whether a live (unexpired) entry for node exists
+	// under key.
+	Lookup(ctx context.Context, node *manifest.Node, key string) (bool, error)
+	// Store records that node was built successfully under key.
+	Store(ctx context.Context, node *manifest.Node, key string, res *NodeResult) error
+}
+
+// StaleChecker is an optional interface of a Cache, used when
+// BuildOptions.OnlyFreshSources is set: it names the planned nodes that
+// read (directly or through ephemeral models) a stale source, with the
+// reason. Those nodes and their descendants are Skipped with that reason.
+// When freshness cannot be determined it should return no stale nodes and
+// report the problem itself (fail open).
+type StaleChecker interface {
+	StaleNodes(ctx context.Context, g *manifest.Graph, nodes []string) (map[string]string, error)
+}
+
+// Selection is a build's node selection in dbt's syntax.
+type Selection struct {
+	// Select and Exclude are dbt selection expressions, each element like
+	// one --select/--exclude argument.
+	Select  []string
+	Exclude []string
+	// Selector names a YAML selector of the project.
+	Selector string
+	// Indirect is dbt's indirect selection mode for tests ("eager" when
+	// empty, "cautious", "buildable", "empty").
+	Indirect string
+}
+
+// IsEmpty reports whether s selects by default (every node).
+func (s Selection) IsEmpty() bool {
+	return len(s.Select) == 0 && len(s.Exclude) == 0 && s.Selector == ""
+}
+
+// Resolver turns a selection into the unique_ids it selects, tests
+// included by indirect selection, as `dbt ls` would. Ids of
+// non-executable nodes in the answer are ignored.
+type Resolver interface {
+	Resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error)
+}
+
+// ResolverFunc adapts a function to the Resolver interface.
+type ResolverFunc func(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error) {
+	return f(ctx, g, sel)
+}

@@ -1,0 +1,313 @@
+package orchestrator
+
+import (
+	"container/heap"
+	"context"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// The per-node scheduler.
+//
+// One goroutine (the caller of RunBuild) owns all scheduling state. A node
+// becomes ready when its last planned upstream reaches a terminal status;
+// a ready node is either skipped at once (an upstream failed or was
+// skipped, a source is stale, or the build is cancelled), held back by a
+// barrier (strict waves, deferred tests), or queued. Queued nodes are
+// started in priority order on an errgroup limited to Concurrency workers;
+// each worker runs one node to its terminal status (cache lookup, limits,
+// attempts, retries) and hands the node back on a channel. The scheduler
+// returns when every node is terminal, which implies every worker has
+// returned.
+
+// readyQueue is a max-heap of node indexes by priority, ties in plan order.
+type readyQueue struct {
+	items []int32
+	prio  []float64
+}
+
+func (q *readyQueue) Len() int { return len(q.items) }
+func (q *readyQueue) Less(a, b int) bool {
+	x, y := q.items[a], q.items[b]
+	if q.prio[x] != q.prio[y] {
+		return q.prio[x] > q.prio[y]
+	}
+	return x < y
+}
+func (q *readyQueue) Swap(a, b int) { q.items[a], q.items[b] = q.items[b], q.items[a] }
+func (q *readyQueue) Push(x any)   { q.items = append(q.items, x.(int32)) }
+func (q *readyQueue) Pop() any {
+	n := len(q.items) - 1
+	x := q.items[n]
+	q.items = q.items[:n]
+	return x
+}
+
+// priorities computes each node's priority under the configured rule.
+func (b *build) priorities() []float64 {
+	prio := make([]float64, b.n)
+	switch b.cfg.Priority {
+	case Depth:
+		for i := range b.n {
+			prio[i] = float64(b.wave[i])
+		}
+	default: // CriticalPath
+		// Plan order is topological, so walking it backwards sees every
+		// downstream node before its upstreams.
+		for i := b.n - 1; i >= 0; i-- {
+			w := 1.0
+			if b.cfg.Estimate != nil {
+				w = float64(b.cfg.Estimate(b.ids[i])) / float64(time.Millisecond)
+			}
+			longest := 0.0
+			for _, d := range b.downs[i] {
+				longest = max(longest, prio[d])
+			}
+			prio[i] = w + longest
+		}
+	}
+	return prio
+}
+
+// workItem is a node handed to a worker.
+type workItem struct {
+	i      int32
+	lookup bool // the node may be served from the cache
+}
+
+func (b *build) runPerNode(ctx context.Context) {
+	if b.n == 0 {
+		return
+	}
+	conc := b.cfg.Concurrency
+	deferred := b.plan.Strategy == manifest.Deferred
+	strict := b.cfg.StrictWaves
+
+	remaining := make([]int32, b.n)
+	nonTestsLeft := 0
+	waveLeft := make([]int, len(b.plan.Waves))
+	var work []int32
+	for i := range b.n {
+		remaining[i] = int32(len(b.ups[i]))
+		if remaining[i] == 0 {
+			work = append(work, int32(i))
+		}
+		if !b.isTest[i] {
+			nonTestsLeft++
+		}
+		waveLeft[b.wave[i]]++
+	}
+	curWave := int32(0)
+	heldWave := make([][]int32, len(waveLeft)) // strict waves
+	var heldTests []int32                       // deferred tests
+	cached := make([]bool, b.n)
+	queuedAt := make([]time.Time, b.n)
+
+	q := &readyQueue{prio: b.priorities()}
+	var eg errgroup.Group
+	eg.SetLimit(conc)
+	done := make(chan int32, conc)
+	running, finished := 0, 0
+	cancelled := false
+	ctxDone := ctx.Done()
+
+	finish := func(i int32) {
+		finished++
+		if !b.isTest[i] {
+			if nonTestsLeft--; nonTestsLeft == 0 && deferred {
+				work = append(work, heldTests...)
+				heldTests = nil
+			}
+		}
+		waveLeft[b.wave[i]]--
+		for strict && int(curWave) < len(waveLeft) && waveLeft[curWave] == 0 {
+			curWave++
+			if int(curWave) < len(heldWave) {
+				work = append(work, heldWave[curWave]...)
+				heldWave[curWave] = nil
+			}
+		}
+		for _, d := range b.downs[i] {
+			if remaining[d]--; remaining[d] == 0 {
+				work = append(work, d)
+			}
+		}
+		b.emit(ctx, Event{Type: NodeFinished, Node: b.ids[i], Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
+	}
+
+	for finished < b.n {
+		// Resolve ready nodes: skip, hold or queue.
+		for len(work) > 0 {
+			i := work[len(work)-1]
+			work = work[:len(work)-1]
+			if failed, reason := b.skipCause(i); reason != "" {
+				b.skip(i, failed, reason)
+				finish(i)
+				continue
+			}
+			if cancelled {
+				b.skip(i, nil, ReasonCancelled)
+				finish(i)
+				continue
+			}
+			if strict && b.wave[i] > curWave {
+				heldWave[b.wave[i]] = append(heldWave[b.wave[i]], i)
+				continue
+			}
+			if deferred && b.isTest[i] && nonTestsLeft > 0 {
+				heldTests = append(heldTests, i)
+				continue
+			}
+			queuedAt[i] = b.cfg.Now()
+			heap.Push(q, i)
+			b.emit(ctx, Event{Type: NodeQueued, Node: b.ids[i], Time: queuedAt[i]})
+		}
+		// Start queued nodes on free workers.
+		for running < conc && q.Len() > 0 && !cancelled {
+			i := heap.Pop(q).(int32)
+			item := workItem{i: i}
+			if b.cfg.Cache != nil && !b.isTest[i] && !b.opts.FullRefresh {
+				item.lookup = b.upstreamsCached(i, func(u int32) bool { return cached[u] })
+			}
+			running++
+			qa := queuedAt[i]
+			eg.Go(func() error {
+				b.runNode(ctx, item, qa)
+				done <- item.i
+				return nil
+			})
+		}
+		if finished == b.n {
+			break
+		}
+		if running == 0 && q.Len() == 0 && len(work) == 0 {
+			// Unreachable for a valid plan; never hang.
+			for i := range b.n {
+				if b.results[i].Status == "" {
+					b.skip(int32(i), nil, "internal: node never became ready")
+					finished++
+				}
+			}
+			break
+		}
+		select {
+		case i := <-done:
+			running--
+			if b.results[i].Status == Cached {
+				cached[i] = true
+			}
+			finish(i)
+		case <-ctxDone:
+			cancelled = true
+			ctxDone = nil
+			for q.Len() > 0 {
+				i := heap.Pop(q).(int32)
+				b.skip(i, nil, ReasonCancelled)
+				finish(i)
+			}
+		}
+	}
+	_ = eg.Wait()
+}
+
+// runNode runs node item.i to a terminal status: cache lookup, limits,
+// attempts with retries, cache store. It writes only b.results[item.i].
+func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) {
+	i := item.i
+	n := b.nodes[i]
+	res := &b.results[i]
+	cfg := b.cfg
+
+	if ctx.Err() != nil {
+		b.skip(i, nil, ReasonCancelled)
+		return
+	}
+	if cfg.Cache != nil && !b.isTest[i] {
+		key, err := cfg.Cache.Key(ctx, n)
+		if err != nil {
+			b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
+		}
+		res.CacheKey = key
+		if key != "" && item.lookup {
+			hit, err := cfg.Cache.Lookup(ctx, n, key)
+			if err != nil {
+				b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
+			}
+			if hit {
+				now := cfg.Now()
+				res.Status = Cached
+				res.StartedAt, res.CompletedAt = now, now
+				res.WaitTime = now.Sub(queuedAt)
+				res.Message = "cached"
+				return
+			}
+		}
+	}
+
+	limits := b.limitsFor(n)
+	if err := acquire(ctx, limits); err != nil {
+		b.skip(i, nil, ReasonCancelled)
+		return
+	}
+	held := true
+	defer func() {
+		if held {
+			release(limits)
+		}
+	}()
+
+	policy := cfg.Retry.policy()
+	cmd := executor.CommandFor(n.ResourceType)
+	nodes := []*manifest.Node{n}
+	var waited time.Duration
+	var er executor.Result
+	for attempt := 1; ; attempt++ {
+		start := cfg.Now()
+		if attempt == 1 {
+			res.StartedAt = start
+			waited = start.Sub(queuedAt)
+		}
+		b.emit(ctx, Event{Type: NodeStarted, Node: n.UniqueID, Attempt: attempt, Time: start})
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if cfg.NodeTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
+		}
+		resp, err := cfg.Executor.Execute(actx, b.request(cmd, attempt, nodes...))
+		cancel()
+		rs, inv := resultsFor(nodes, resp, err)
+		er = rs[0]
+		if er.Status != executor.Success && er.Kind == executor.KindCancelled && actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			er.Kind = executor.KindTimeout
+		}
+		end := cfg.Now()
+		res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, &er, inv))
+		res.CompletedAt = end
+		applyResult(res, &er, &inv)
+		if er.Status == executor.Success || attempt > cfg.Retry.Retries || ctx.Err() != nil || !policy(ctx, n, &er) {
+			break
+		}
+		delay := cfg.Retry.Backoff(attempt)
+		b.emit(ctx, Event{Type: NodeRetrying, Node: n.UniqueID, Attempt: attempt, Delay: delay, Error: res.Err})
+		release(limits)
+		held = false
+		if !sleep(ctx, delay) {
+			break
+		}
+		t0 := cfg.Now()
+		if err := acquire(ctx, limits); err != nil {
+			break
+		}
+		held = true
+		waited += cfg.Now().Sub(t0)
+	}
+	res.WaitTime = waited
+	if res.Status == Success && res.CacheKey != "" {
+		if err := cfg.Cache.Store(context.WithoutCancel(ctx), n, res.CacheKey, res); err != nil {
+			b.o.log.WarnContext(ctx, "cache store failed", "node", n.UniqueID, "error", err)
+		}
+	}
+}

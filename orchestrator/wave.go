@@ -1,0 +1,169 @@
+package orchestrator
+
+import (
+	"context"
+
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// runPerWave runs one `dbt build` invocation per wave, waves in order.
+// Nodes of a wave whose upstreams failed (or were skipped) are left out of
+// the wave's invocation and skipped; failed nodes of the invocation that
+// the retry policy accepts are retried together in a smaller invocation.
+func (b *build) runPerWave(ctx context.Context) {
+	cached := make([]bool, b.n)
+	isCached := func(u int32) bool { return cached[u] }
+	for _, wave := range b.plan.Waves {
+		var batch []int32
+		for _, id := range wave {
+			i := b.idx[id]
+			if failed, reason := b.skipCause(i); reason != "" {
+				b.skip(i, failed, reason)
+				b.finished(ctx, i)
+				continue
+			}
+			if ctx.Err() != nil {
+				b.skip(i, nil, ReasonCancelled)
+				b.finished(ctx, i)
+				continue
+			}
+			if b.cfg.Cache != nil && !b.isTest[i] {
+				if b.cacheHit(ctx, i, !b.opts.FullRefresh && b.upstreamsCached(i, isCached)) {
+					cached[i] = true
+					b.finished(ctx, i)
+					continue
+				}
+			}
+			batch = append(batch, i)
+		}
+		if len(batch) > 0 {
+			b.runWave(ctx, batch)
+		}
+	}
+}
+
+// cacheHit computes node i's cache key and, when lookup is set, looks it
+// up; on a hit it ends the node as Cached and returns true.
+func (b *build) cacheHit(ctx context.Context, i int32, lookup bool) bool {
+	n, res := b.nodes[i], &b.results[i]
+	key, err := b.cfg.Cache.Key(ctx, n)
+	if err != nil {
+		b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
+	}
+	res.CacheKey = key
+	if key == "" || !lookup {
+		return false
+	}
+	hit, err := b.cfg.Cache.Lookup(ctx, n, key)
+	if err != nil {
+		b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
+	}
+	if !hit {
+		return false
+	}
+	now := b.cfg.Now()
+	res.Status = Cached
+	res.StartedAt, res.CompletedAt = now, now
+	res.Message = "cached"
+	return true
+}
+
+func (b *build) finished(ctx context.Context, i int32) {
+	b.emit(ctx, Event{Type: NodeFinished, Node: b.ids[i], Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
+}
+
+// runWave runs one wave's invocation (and its retries) over batch and ends
+// every node of batch.
+func (b *build) runWave(ctx context.Context, batch []int32) {
+	cfg := b.cfg
+	queuedAt := cfg.Now()
+	nodes := make([]*manifest.Node, len(batch))
+	for k, i := range batch {
+		nodes[k] = b.nodes[i]
+		b.emit(ctx, Event{Type: NodeQueued, Node: b.ids[i], Time: queuedAt})
+	}
+	defer func() {
+		for _, i := range batch {
+			res := &b.results[i]
+			if res.Status == Success && res.CacheKey != "" {
+				if err := cfg.Cache.Store(context.WithoutCancel(ctx), b.nodes[i], res.CacheKey, res); err != nil {
+					b.o.log.WarnContext(ctx, "cache store failed", "node", b.ids[i], "error", err)
+				}
+			}
+			b.finished(ctx, i)
+		}
+	}()
+	limits := b.limitsFor(nodes...)
+	if err := acquire(ctx, limits); err != nil {
+		for _, i := range batch {
+			b.skip(i, nil, ReasonCancelled)
+		}
+		return
+	}
+	held := true
+	defer func() {
+		if held {
+			release(limits)
+		}
+	}()
+	policy := cfg.Retry.policy()
+	pending := batch
+	for attempt := 1; ; attempt++ {
+		start := cfg.Now()
+		nodes = nodes[:0]
+		for _, i := range pending {
+			nodes = append(nodes, b.nodes[i])
+			if attempt == 1 {
+				b.results[i].StartedAt = start
+				b.results[i].WaitTime = start.Sub(queuedAt)
+			}
+			b.emit(ctx, Event{Type: NodeStarted, Node: b.ids[i], Attempt: attempt, Time: start})
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if cfg.NodeTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
+		}
+		resp, err := cfg.Executor.Execute(actx, b.request(executor.Build, attempt, nodes...))
+		timedOut := actx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+		cancel()
+		rs, inv := resultsFor(nodes, resp, err)
+		end := cfg.Now()
+		var retry []int32
+		for k, i := range pending {
+			er := &rs[k]
+			if timedOut && er.Kind == executor.KindCancelled {
+				er.Kind = executor.KindTimeout
+			}
+			res := &b.results[i]
+			res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, er, inv))
+			res.CompletedAt = end
+			applyResult(res, er, &inv)
+			if er.Status != executor.Success && attempt <= cfg.Retry.Retries && ctx.Err() == nil && policy(ctx, b.nodes[i], er) {
+				retry = append(retry, i)
+			}
+		}
+		if len(retry) == 0 {
+			return
+		}
+		delay := cfg.Retry.Backoff(attempt)
+		for _, i := range retry {
+			b.emit(ctx, Event{Type: NodeRetrying, Node: b.ids[i], Attempt: attempt, Delay: delay, Error: b.results[i].Err})
+		}
+		release(limits)
+		held = false
+		if !sleep(ctx, delay) {
+			return
+		}
+		t0 := cfg.Now()
+		if err := acquire(ctx, limits); err != nil {
+			return
+		}
+		held = true
+		waited := cfg.Now().Sub(t0)
+		for _, i := range retry {
+			b.results[i].WaitTime += waited
+		}
+		pending = retry
+	}
+}
