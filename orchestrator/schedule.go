@@ -39,7 +39,7 @@ func (q *readyQueue) Less(a, b int) bool {
 	return x < y
 }
 func (q *readyQueue) Swap(a, b int) { q.items[a], q.items[b] = q.items[b], q.items[a] }
-func (q *readyQueue) Push(x any)   { q.items = append(q.items, x.(int32)) }
+func (q *readyQueue) Push(x any)    { q.items = append(q.items, x.(int32)) }
 func (q *readyQueue) Pop() any {
 	n := len(q.items) - 1
 	x := q.items[n]
@@ -103,7 +103,7 @@ func (b *build) runPerNode(ctx context.Context) {
 	}
 	curWave := int32(0)
 	heldWave := make([][]int32, len(waveLeft)) // strict waves
-	var heldTests []int32                       // deferred tests
+	var heldTests []int32                      // deferred tests
 	cached := make([]bool, b.n)
 	queuedAt := make([]time.Time, b.n)
 
