@@ -1,0 +1,13 @@
+// Package cache lets a build skip the nodes whose inputs have not changed
+// since they were last built, across runs and processes, without ever
+// serving a stale result.
+//
+// A Keyer hashes everything that changes what a node builds into its key
+// (see Keyer); a Store keeps the latest successful result per node on any
+// afero.Fs, with atomic writes and expiry; a Freshness snapshot from
+// `dbt source freshness` (RunFreshness, ParseSources) makes new data in a
+// source change the keys of exactly the nodes that read it, bounds how
+// long their entries live, and tells which nodes read stale sources.
+// Cache and Session tie these together for an orchestrator, and
+// Session.Predict tells ahead of a build what it will serve from the cache.
+package cache

@@ -1,0 +1,422 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// Source freshness statuses, as dbt writes them in sources.json.
+const (
+	StatusPass         = "pass"
+	StatusWarn         = "warn"
+	StatusError        = "error"
+	StatusRuntimeError = "runtime error"
+)
+
+// SourceFreshness is one source's result in a `dbt source freshness`
+// snapshot.
+type SourceFreshness struct {
+	UniqueID string
+	// Status is pass, warn, error or runtime error.
+	Status        string
+	MaxLoadedAt   time.Time
+	SnapshottedAt time.Time
+	// WarnAfter and ErrorAfter are the thresholds dbt applied; zero when
+	// not set.
+	WarnAfter  time.Duration
+	ErrorAfter time.Duration
+	// Error is dbt's message when the check itself failed (runtime error).
+	Error string
+}
+
+// Stale reports whether the source failed its freshness check: status
+// error or runtime error. A warning is not stale.
+func (s SourceFreshness) Stale() bool {
+	return s.Status == StatusError || s.Status == StatusRuntimeError
+}
+
+// Expiry returns the time at which results built from the source stop
+// being trustworthy: when its data crosses warn_after, or, if that is
+// unset or already crossed, error_after, counted from max_loaded_at (that
+// is, the time left at the snapshot, added to the snapshot). A source
+// that has crossed both, or whose check failed, expires at the snapshot.
+// ok is false when the source has no thresholds.
+func (s SourceFreshness) Expiry() (t time.Time, ok bool) {
+	if s.Status == StatusRuntimeError || s.MaxLoadedAt.IsZero() {
+		return s.SnapshottedAt, true
+	}
+	if s.WarnAfter <= 0 && s.ErrorAfter <= 0 {
+		return time.Time{}, false
+	}
+	for _, d := range []time.Duration{s.WarnAfter, s.ErrorAfter} {
+		if d > 0 {
+			if e := s.MaxLoadedAt.Add(d); e.After(s.SnapshottedAt) {
+				return e, true
+			}
+		}
+	}
+	return s.SnapshottedAt, true
+}
+
+// Freshness is a parsed `dbt source freshness` snapshot (sources.json).
+// It is safe for concurrent use.
+type Freshness struct {
+	GeneratedAt time.Time
+	// Sources maps a source's unique_id to its result.
+	Sources map[string]SourceFreshness
+
+	mu  sync.Mutex
+	idx map[*manifest.Graph]map[string][]string // node -> source ancestors
+}
+
+// ParseSources reads a sources.json (schema v3, and the v1/v2 layouts it
+// extends). Results that describe a failed check carry only unique_id,
+// status and error.
+func ParseSources(r io.Reader) (*Freshness, error) {
+	var raw struct {
+		Metadata struct {
+			SchemaVersion string `json:"dbt_schema_version"`
+			GeneratedAt   string `json:"generated_at"`
+		} `json:"metadata"`
+		Results *[]struct {
+			UniqueID      string `json:"unique_id"`
+			Status        string `json:"status"`
+			MaxLoadedAt   string `json:"max_loaded_at"`
+			SnapshottedAt string `json:"snapshotted_at"`
+			Error         string `json:"error"`
+			Message       string `json:"message"`
+			Criteria      struct {
+				WarnAfter  *rawPeriod `json:"warn_after"`
+				ErrorAfter *rawPeriod `json:"error_after"`
+			} `json:"criteria"`
+		} `json:"results"`
+	}
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("cache: sources.json: %w", err)
+	}
+	if raw.Results == nil {
+		return nil, errors.New("cache: sources.json: no results (not a sources.json?)")
+	}
+	if v := raw.Metadata.SchemaVersion; v != "" && !strings.Contains(v, "/sources/") {
+		return nil, fmt.Errorf("cache: sources.json: schema %s is not a sources schema", v)
+	}
+	f := &Freshness{Sources: map[string]SourceFreshness{}}
+	f.GeneratedAt, _ = parseTime(raw.Metadata.GeneratedAt)
+	for i, res := range *raw.Results {
+		if res.UniqueID == "" {
+			return nil, fmt.Errorf("cache: sources.json: result %d has no unique_id", i)
+		}
+		s := SourceFreshness{UniqueID: res.UniqueID, Status: strings.ToLower(res.Status), Error: res.Error}
+		if s.Error == "" && s.Status == StatusRuntimeError {
+			s.Error = res.Message
+		}
+		var err error
+		if res.MaxLoadedAt != "" {
+			if s.MaxLoadedAt, err = parseTime(res.MaxLoadedAt); err != nil {
+				return nil, fmt.Errorf("cache: sources.json: %s max_loaded_at: %w", res.UniqueID, err)
+			}
+		}
+		if res.SnapshottedAt != "" {
+			if s.SnapshottedAt, err = parseTime(res.SnapshottedAt); err != nil {
+				return nil, fmt.Errorf("cache: sources.json: %s snapshotted_at: %w", res.UniqueID, err)
+			}
+		}
+		if s.SnapshottedAt.IsZero() {
+			s.SnapshottedAt = f.GeneratedAt
+		}
+		if s.WarnAfter, err = res.Criteria.WarnAfter.duration(); err != nil {
+			return nil, fmt.Errorf("cache: sources.json: %s warn_after: %w", res.UniqueID, err)
+		}
+		if s.ErrorAfter, err = res.Criteria.ErrorAfter.duration(); err != nil {
+			return nil, fmt.Errorf("cache: sources.json: %s error_after: %w", res.UniqueID, err)
+		}
+		switch s.Status {
+		case StatusPass, StatusWarn, StatusError, StatusRuntimeError:
+		default:
+			return nil, fmt.Errorf("cache: sources.json: %s has unknown status %q", res.UniqueID, res.Status)
+		}
+		f.Sources[s.UniqueID] = s
+	}
+	return f, nil
+}
+
+// LoadSources reads and parses the sources.json at path on fsys.
+func LoadSources(fsys afero.Fs, path string) (*Freshness, error) {
+	file, err := fsys.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	defer file.Close()
+	return ParseSources(file)
+}
+
+type rawPeriod struct {
+	Count  *float64 `json:"count"`
+	Period string   `json:"period"`
+}
+
+func (p *rawPeriod) duration() (time.Duration, error) {
+	if p == nil || p.Count == nil || *p.Count <= 0 {
+		return 0, nil
+	}
+	var unit time.Duration
+	switch strings.ToLower(p.Period) {
+	case "minute":
+		unit = time.Minute
+	case "hour":
+		unit = time.Hour
+	case "day":
+		unit = 24 * time.Hour
+	default:
+		return 0, fmt.Errorf("unknown period %q", p.Period)
+	}
+	return time.Duration(*p.Count * float64(unit)), nil
+}
+
+// parseTime accepts the timestamp layouts dbt writes: RFC 3339 with or
+// without fraction and offset, space or T separated; no offset means UTC.
+func parseTime(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("unrecognised timestamp %q", s)
+}
+
+// FreshnessOptions says how to run `dbt source freshness`.
+type FreshnessOptions struct {
+	// DBT is the dbt executable; empty means "dbt" on PATH.
+	DBT string
+	// ProjectDir is the dbt project (the command's working directory).
+	ProjectDir  string
+	ProfilesDir string
+	Target      string
+	Vars        map[string]any
+	// Env is the command's environment; nil means os.Environ().
+	Env []string
+	// Select restricts the check to these sources (dbt --select); empty
+	// checks every source with a freshness rule.
+	Select []string
+	// Args are extra dbt arguments, appended last.
+	Args []string
+	// Fs is where the command's target dir is read; nil means the OS.
+	Fs afero.Fs
+}
+
+// FreshnessError reports that a freshness snapshot could not be taken or
+// read. Callers should report it and go on without freshness: run
+// everything, serve nothing from the cache that reads a source.
+type FreshnessError struct {
+	// ExitCode is dbt's exit code, -1 if it did not run to completion.
+	ExitCode int
+	// Output is the tail of dbt's output.
+	Output string
+	Err    error
+}
+
+func (e *FreshnessError) Error() string {
+	msg := fmt.Sprintf("cache: dbt source freshness: %v", e.Err)
+	if e.ExitCode >= 0 {
+		msg += fmt.Sprintf(" (exit %d)", e.ExitCode)
+	}
+	if e.Output != "" {
+		msg += ": " + e.Output
+	}
+	return msg
+}
+
+func (e *FreshnessError) Unwrap() error { return e.Err }
+
+// RunFreshness runs `dbt source freshness` once, with a target and log
+// path of its own (a temp dir, removed afterwards), and parses the
+// sources.json it writes. dbt exits non-zero when a source is stale but
+// still writes the file, so the exit code is not an error as long as the
+// file is there and well formed. The error is a *FreshnessError.
+func RunFreshness(ctx context.Context, opts FreshnessOptions) (*Freshness, error) {
+	dir, err := os.MkdirTemp("", "dbtorch-freshness-")
+	if err != nil {
+		return nil, &FreshnessError{ExitCode: -1, Err: err}
+	}
+	defer os.RemoveAll(dir)
+	dbt := opts.DBT
+	if dbt == "" {
+		dbt = "dbt"
+	}
+	args := []string{"source", "freshness", "--target-path", dir, "--log-path", dir}
+	if opts.ProjectDir != "" {
+		args = append(args, "--project-dir", opts.ProjectDir)
+	}
+	if opts.ProfilesDir != "" {
+		args = append(args, "--profiles-dir", opts.ProfilesDir)
+	}
+	if opts.Target != "" {
+		args = append(args, "--target", opts.Target)
+	}
+	if len(opts.Vars) > 0 {
+		js, err := json.Marshal(opts.Vars)
+		if err != nil {
+			return nil, &FreshnessError{ExitCode: -1, Err: fmt.Errorf("vars: %w", err)}
+		}
+		args = append(args, "--vars", string(js))
+	}
+	if len(opts.Select) > 0 {
+		args = append(args, "--select")
+		args = append(args, opts.Select...)
+	}
+	args = append(args, opts.Args...)
+	cmd := exec.CommandContext(ctx, dbt, args...)
+	cmd.Dir = opts.ProjectDir
+	cmd.Env = opts.Env
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	runErr := cmd.Run()
+	exit := 0
+	if runErr != nil {
+		var ee *exec.ExitError
+		if !errors.As(runErr, &ee) || ctx.Err() != nil {
+			return nil, &FreshnessError{ExitCode: -1, Output: tail(out.String()), Err: errors.Join(runErr, ctx.Err())}
+		}
+		exit = ee.ExitCode()
+	}
+	path := filepath.Join(dir, "sources.json")
+	var f *Freshness
+	if opts.Fs != nil {
+		f, err = LoadSources(opts.Fs, path)
+	} else {
+		f, err = LoadSources(afero.NewOsFs(), path)
+	}
+	if err != nil {
+		return nil, &FreshnessError{ExitCode: exit, Output: tail(out.String()), Err: err}
+	}
+	return f, nil
+}
+
+func tail(s string) string {
+	const max = 2000
+	s = strings.TrimSpace(s)
+	if len(s) > max {
+		s = "…" + s[len(s)-max:]
+	}
+	return s
+}
+
+// sourceAncestors returns, for every node of g, the sources it reads
+// directly or through any chain of nodes, sorted. It is memoized per graph.
+func (f *Freshness) sourceAncestors(g *manifest.Graph) map[string][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if idx, ok := f.idx[g]; ok {
+		return idx
+	}
+	idx := SourceAncestors(g)
+	if f.idx == nil {
+		f.idx = map[*manifest.Graph]map[string][]string{}
+	}
+	f.idx[g] = idx
+	return idx
+}
+
+// SourceAncestors returns, for every node of g, the unique_ids of the
+// sources among its ancestors (its own id for a source), sorted.
+func SourceAncestors(g *manifest.Graph) map[string][]string {
+	out := make(map[string][]string, g.Len())
+	var visit func(id string) []string
+	visit = func(id string) []string {
+		if s, ok := out[id]; ok {
+			return s
+		}
+		var acc []string
+		if n := g.Node(id); n != nil && n.ResourceType == manifest.Source {
+			acc = []string{id}
+		}
+		for _, p := range g.Parents(id) {
+			acc = append(acc, visit(p)...)
+		}
+		if len(acc) > 1 {
+			slices.Sort(acc)
+			acc = slices.Compact(acc)
+		}
+		out[id] = acc
+		return acc
+	}
+	for _, id := range g.IDs() {
+		visit(id)
+	}
+	return out
+}
+
+// StaleAncestors returns the stale sources (status error or runtime error)
+// that id reads directly or through other nodes, sorted. Nodes with such a
+// source are skipped under OnlyFreshSources; because the walk is
+// transitive, so is everything downstream of them.
+func (f *Freshness) StaleAncestors(g *manifest.Graph, id string) []string {
+	if f == nil {
+		return nil
+	}
+	var out []string
+	for _, s := range f.sourceAncestors(g)[id] {
+		if r, ok := f.Sources[s]; ok && r.Stale() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Expiry returns when a result built for id stops being trustworthy
+// because of the data it reads: the earliest SourceFreshness.Expiry of
+// its upstream sources in the snapshot. ok is false when no upstream
+// source has a threshold.
+func (f *Freshness) Expiry(g *manifest.Graph, id string) (t time.Time, ok bool) {
+	if f == nil {
+		return time.Time{}, false
+	}
+	for _, s := range f.sourceAncestors(g)[id] {
+		r, found := f.Sources[s]
+		if !found {
+			continue
+		}
+		if e, has := r.Expiry(); has && (!ok || e.Before(t)) {
+			t, ok = e, true
+		}
+	}
+	return t, ok
+}
+
+// StaleSources returns the unique_ids of the stale sources in the
+// snapshot, sorted.
+func (f *Freshness) StaleSources() []string {
+	if f == nil {
+		return nil
+	}
+	var out []string
+	for id, s := range f.Sources {
+		if s.Stale() {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,429 @@
+package cache
+
+import (
+	"fmt"
+	"maps"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/afero"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+const projectYML = `name: p
+version: "1"
+models:
+  p:
+    +materialized: view
+vars:
+  v0: 1   # a comment
+  nested:
+    x: 2
+seeds:
+  p:
+    +tags: ["raw"]
+`
+
+// keyEnv is everything a key depends on outside the manifest.
+type keyEnv struct {
+	vars      map[string]any
+	env       map[string]string
+	target    string
+	adapter   string
+	version   string
+	loadedAt  map[string]time.Time
+	projectYM string
+}
+
+func baseEnv() keyEnv {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	return keyEnv{
+		vars:      map[string]any{"v0": 1, "v1": "a", "v2": map[string]any{"k": []any{1, 2}}},
+		env:       map[string]string{"E0": "x", "E1": "y"},
+		target:    "dev",
+		loadedAt:  map[string]time.Time{"source.p.raw.t0": t0, "source.p.raw.t1": t0},
+		projectYM: projectYML,
+	}
+}
+
+// allKeys returns the key of every graph node.
+func allKeys(t *testing.T, s *synth, e keyEnv) (map[string]string, *manifest.Graph) {
+	t.Helper()
+	m, g, fs := s.build(t)
+	require.NoError(t, afero.WriteFile(fs, filepath.Join(synthProject, "dbt_project.yml"), []byte(e.projectYM), 0o644))
+	fr := &Freshness{Sources: map[string]SourceFreshness{}}
+	for id, at := range e.loadedAt {
+		fr.Sources[id] = SourceFreshness{UniqueID: id, Status: StatusPass, MaxLoadedAt: at, SnapshottedAt: at.Add(time.Hour)}
+	}
+	k, err := NewKeyer(m, g, KeyConfig{
+		Fs: fs, ProjectDir: synthProject, Vars: e.vars, Target: e.target,
+		AdapterType: e.adapter, DBTVersion: e.version, Freshness: fr,
+		LookupEnv: func(name string) (string, bool) { v, ok := e.env[name]; return v, ok },
+	})
+	require.NoError(t, err)
+	out := map[string]string{}
+	for _, id := range g.IDs() {
+		key, err := k.Key(id)
+		require.NoError(t, err, id)
+		require.Regexp(t, `^[0-9a-f]{64}$`, key)
+		out[id] = key
+	}
+	return out, g
+}
+
+// closureOf returns the macros a node calls, transitively (the synthetic
+// project has no same-named macros), with its materialization's.
+func closureOf(s *synth, id string) map[string]bool {
+	n := s.node(id)
+	seen := map[string]bool{}
+	var stack []string
+	for _, d := range macroDeps(n) {
+		stack = append(stack, d)
+	}
+	cfg, _ := n["config"].(map[string]any)
+	if mat, _ := cfg["materialized"].(string); mat != "" && n["resource_type"] != "test" {
+		stack = append(stack, "macro.dbt.materialization_"+mat+"_default")
+	}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		if mac := s.node(c); mac != nil {
+			stack = append(stack, macroDeps(mac)...)
+		}
+	}
+	return seen
+}
+
+func macroDeps(n map[string]any) []string {
+	dep, _ := n["depends_on"].(map[string]any)
+	list, _ := dep["macros"].([]any)
+	var out []string
+	for _, d := range list {
+		out = append(out, d.(string))
+	}
+	return out
+}
+
+// readsVar reports whether the node's code or macros name var.
+func readsVar(s *synth, id, name string) bool {
+	n := s.node(id)
+	code, _ := n["raw_code"].(string)
+	pat := regexp.MustCompile(`[^_]var\('` + regexp.QuoteMeta(name) + `'`)
+	if pat.MatchString(code) {
+		return true
+	}
+	for mac := range closureOf(s, id) {
+		if m := s.node(mac); m != nil && pat.MatchString(m["macro_sql"].(string)) {
+			return true
+		}
+	}
+	return false
+}
+
+func idsWhere(s *synth, g *manifest.Graph, pred func(id string, n map[string]any) bool) []string {
+	var out []string
+	for _, id := range g.IDs() {
+		if n := s.node(id); n != nil && pred(id, n) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func isModel(n map[string]any) bool { return n["resource_type"] == "model" }
+
+// TestKeyProperties changes one ingredient at a time and checks that
+// exactly the nodes it reaches, and all their descendants, change keys.
+func TestKeyProperties(t *testing.T) {
+	type mutation struct {
+		name string
+		// apply mutates the project or the environment and returns the
+		// nodes whose own recipe it changes.
+		apply func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string
+	}
+	models := func(s *synth, g *manifest.Graph) []string {
+		return idsWhere(s, g, func(_ string, n map[string]any) bool { return isModel(n) })
+	}
+	all := func(g *manifest.Graph) []string { return slices.Clone(g.IDs()) }
+	mutations := []mutation{
+		{"code checksum", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(models(s, g))
+			s.node(id)["checksum"].(map[string]any)["checksum"] = strings.Repeat("f", 64)
+			return []string{id}
+		}},
+		{"raw code", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(models(s, g))
+			s.node(id)["raw_code"] = s.node(id)["raw_code"].(string) + " where 1=1"
+			return []string{id}
+		}},
+		{"ephemeral SQL", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			eph := idsWhere(s, g, func(_ string, n map[string]any) bool {
+				return isModel(n) && n["config"].(map[string]any)["materialized"] == "ephemeral"
+			})
+			id := pick(eph)
+			s.node(id)["raw_code"] = "select 42"
+			s.node(id)["checksum"].(map[string]any)["checksum"] = strings.Repeat("e", 64)
+			return []string{id}
+		}},
+		{"config", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(idsWhere(s, g, func(_ string, n map[string]any) bool { return n["resource_type"] != "source" }))
+			s.node(id)["config"].(map[string]any)["post_hook"] = []any{"grant select on {{ this }} to x"}
+			return []string{id}
+		}},
+		{"relation name", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(idsWhere(s, g, func(_ string, n map[string]any) bool { return n["relation_name"] != nil }))
+			s.node(id)["relation_name"] = `"db"."other"."x"`
+			return []string{id}
+		}},
+		{"seed file", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(slices.Sorted(maps.Keys(s.seeds)))
+			s.seeds[id] += "99,z\n"
+			return []string{id}
+		}},
+		{"macro SQL", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			var macs []string
+			for _, id := range g.IDs() {
+				for m := range closureOf(s, id) {
+					macs = append(macs, m)
+				}
+			}
+			slices.Sort(macs)
+			mac := pick(slices.Compact(macs))
+			s.node(mac)["macro_sql"] = s.node(mac)["macro_sql"].(string) + "{# edited #}"
+			return idsWhere(s, g, func(id string, n map[string]any) bool { return closureOf(s, id)[mac] })
+		}},
+		{"var", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			name := pick([]string{"v0", "v1", "v2", "macro_var"})
+			e.vars = maps.Clone(e.vars)
+			e.vars[name] = "changed"
+			return idsWhere(s, g, func(id string, n map[string]any) bool { return readsVar(s, id, name) })
+		}},
+		{"project vars in dbt_project.yml", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			e.projectYM = strings.Replace(e.projectYM, "x: 2", "x: 3", 1)
+			return idsWhere(s, g, func(id string, n map[string]any) bool {
+				code, _ := n["raw_code"].(string)
+				return strings.Contains(strings.ReplaceAll(code, "env_var", ""), "var(") || readsVar(s, id, "macro_var")
+			})
+		}},
+		{"env var", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			name := pick([]string{"E0", "E1"})
+			e.env = maps.Clone(e.env)
+			e.env[name] = "changed"
+			return idsWhere(s, g, func(id string, n map[string]any) bool {
+				code, _ := n["raw_code"].(string)
+				return strings.Contains(code, "env_var('"+name+"'")
+			})
+		}},
+		{"source max_loaded_at", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(slices.Sorted(maps.Keys(e.loadedAt)))
+			e.loadedAt = maps.Clone(e.loadedAt)
+			e.loadedAt[id] = e.loadedAt[id].Add(time.Second)
+			return []string{id}
+		}},
+		{"contract", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(models(s, g))
+			s.node(id)["contract"] = map[string]any{"enforced": true, "checksum": "abc"}
+			return []string{id}
+		}},
+		{"test kwargs", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(idsWhere(s, g, func(_ string, n map[string]any) bool { return n["resource_type"] == "test" }))
+			s.node(id)["test_metadata"].(map[string]any)["kwargs"] = map[string]any{"column_name": "b"}
+			return []string{id}
+		}},
+		{"target", func(s *synth, e *keyEnv, g *manifest.Graph, _ func([]string) string) []string {
+			e.target = "prod"
+			return all(g)
+		}},
+		{"adapter type", func(s *synth, e *keyEnv, g *manifest.Graph, _ func([]string) string) []string {
+			e.adapter = "postgres"
+			return all(g)
+		}},
+		{"dbt version", func(s *synth, e *keyEnv, g *manifest.Graph, _ func([]string) string) []string {
+			e.version = "1.12.0"
+			return all(g)
+		}},
+		{"dbt_project.yml outside vars (no change)", func(s *synth, e *keyEnv, g *manifest.Graph, _ func([]string) string) []string {
+			e.projectYM = strings.Replace(e.projectYM, "+tags: [\"raw\"]", "+tags: [\"raw2\"]", 1)
+			return nil
+		}},
+		{"description (no change)", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			s.node(pick(models(s, g)))["description"] = "new docs"
+			return nil
+		}},
+	}
+	for seed := uint64(1); seed <= 4; seed++ {
+		base := newSynth(seed, 60)
+		baseKeys, g := allKeys(t, base, baseEnv())
+		for _, mu := range mutations {
+			t.Run(fmt.Sprintf("seed%d/%s", seed, mu.name), func(t *testing.T) {
+				s := base.clone(t)
+				e := baseEnv()
+				// Pick deterministically, differently per seed.
+				pick := func(ids []string) string {
+					require.NotEmpty(t, ids, "nothing to mutate")
+					return ids[int(seed*7919)%len(ids)]
+				}
+				roots := mu.apply(s, &e, g, pick)
+				want := map[string]bool{}
+				for _, r := range roots {
+					want[r] = true
+					for _, d := range g.Descendants(r, -1) {
+						want[d] = true
+					}
+				}
+				keys, _ := allKeys(t, s, e)
+				var got, wantList []string
+				for id, k := range keys {
+					if k != baseKeys[id] {
+						got = append(got, id)
+					}
+				}
+				for id := range want {
+					wantList = append(wantList, id)
+				}
+				sort.Strings(got)
+				sort.Strings(wantList)
+				if diff := cmp.Diff(wantList, got); diff != "" {
+					t.Errorf("changed keys (-want +got):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+func TestKeyDeterministic(t *testing.T) {
+	s := newSynth(9, 200)
+	a, _ := allKeys(t, s, baseEnv())
+	b, _ := allKeys(t, s.clone(t), baseEnv())
+	assert.Equal(t, a, b)
+	seen := map[string]string{}
+	for id, k := range a {
+		if other, dup := seen[k]; dup {
+			t.Errorf("%s and %s share key %s", id, other, k)
+		}
+		seen[k] = id
+	}
+}
+
+func TestCacheable(t *testing.T) {
+	doc := newSynth(3, 20)
+	inc := doc.node("model.p.n1")
+	inc["config"].(map[string]any)["materialized"] = "incremental"
+	doc.node("model.p.n2")["config"].(map[string]any)["materialized"] = "ephemeral"
+	m, g, fs := doc.build(t)
+	var testID string
+	for id, n := range m.Nodes {
+		if n.ResourceType == manifest.Test {
+			testID = id
+		}
+	}
+	require.NotEmpty(t, testID)
+	tests := []struct {
+		id          string
+		incremental bool
+		want        bool
+	}{
+		{"model.p.n0", false, m.Nodes["model.p.n0"].Materialized != "ephemeral"},
+		{"model.p.n1", false, false},
+		{"model.p.n1", true, true},
+		{"model.p.n2", false, false},
+		{"seed.p.s0", false, true},
+		{"source.p.raw.t0", false, false},
+		{testID, false, false},
+		{"model.p.nope", false, false},
+	}
+	for _, tt := range tests {
+		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, CacheIncremental: tt.incremental})
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, k.Cacheable(tt.id), "%s incremental=%v", tt.id, tt.incremental)
+	}
+}
+
+func TestKeySeedUnreadable(t *testing.T) {
+	s := newSynth(5, 10)
+	m, g, _ := s.build(t)
+	// No seed files at all, and the manifest only has path checksums.
+	k, err := NewKeyer(m, g, KeyConfig{Fs: afero.NewMemMapFs(), ProjectDir: synthProject})
+	require.NoError(t, err)
+	_, err = k.Key("seed.p.s0")
+	var ke *KeyError
+	require.ErrorAs(t, err, &ke)
+	assert.Equal(t, "seed.p.s0", ke.NodeID)
+	assert.False(t, k.Cacheable("seed.p.s0"))
+	// Downstream nodes cannot be keyed either.
+	for _, d := range g.Descendants("seed.p.s0", -1) {
+		_, err := k.Key(d)
+		assert.Error(t, err, d)
+	}
+	_, err = k.Key("model.p.missing")
+	assert.ErrorIs(t, err, ErrUnknownNode)
+}
+
+func TestScanRefs(t *testing.T) {
+	tests := []struct {
+		code string
+		want refs
+	}{
+		{`{{ var('a') }} {{ var("b", 1) }} {{ var('a') }}`, refs{vars: []string{"a", "b"}}},
+		{`{{ env_var('E') }}`, refs{envs: []string{"E"}}},
+		{`{{ var(name) }}`, refs{dynamicVar: true}},
+		{`select variance(x), env_var_x from t`, refs{}},
+		{`{% if var ( 'x' ) %}`, refs{vars: []string{"x"}}},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, scanRefs(tt.code), tt.code)
+	}
+}
+
+func TestVarsBlock(t *testing.T) {
+	assert.Equal(t, "vars:\n  v0: 1   # a comment\n  nested:\n    x: 2", varsBlock(projectYML))
+	assert.Equal(t, "", varsBlock("name: x\n"))
+}
+
+// TestKeyRealManifests keys every node of real manifests from the shared
+// reference set: no errors for non-seeds, distinct keys, and fast.
+func TestKeyRealManifests(t *testing.T) {
+	dir := filepath.Join("..", "..", "shared", "reference", "manifests")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) == 0 {
+		t.Skip("no shared reference manifests")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			m, err := manifest.Load(afero.NewOsFs(), f)
+			require.NoError(t, err)
+			g, err := manifest.NewGraph(m)
+			if err != nil {
+				t.Skipf("graph: %v", err)
+			}
+			k, err := NewKeyer(m, g, KeyConfig{Target: "dev"})
+			require.NoError(t, err)
+			start := time.Now()
+			seen := map[string]string{}
+			for _, id := range g.IDs() {
+				key, err := k.Key(id)
+				if err != nil {
+					continue // seeds without files, and what is below them
+				}
+				if other, dup := seen[key]; dup {
+					t.Errorf("%s and %s share a key", id, other)
+				}
+				seen[key] = id
+			}
+			t.Logf("%d nodes keyed in %s", g.Len(), time.Since(start))
+		})
+	}
+}

@@ -1,0 +1,252 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/afero"
+)
+
+// EntryFormat marks a cache entry file written by this version of the
+// package. Files with any other marker are foreign: a miss.
+const EntryFormat = "dbtorch-cache-entry/1"
+
+// Result is the summary of a node's successful build that an entry keeps,
+// so that a cached node can be reported as it last ran.
+type Result struct {
+	// Status is dbt's status word for the run that made the entry
+	// ("success", "pass", ...).
+	Status       string        `json:"status"`
+	RowsAffected *int64        `json:"rows_affected,omitempty"`
+	Message      string        `json:"message,omitempty"`
+	StartedAt    time.Time     `json:"started_at,omitzero"`
+	CompletedAt  time.Time     `json:"completed_at,omitzero"`
+	Execution    time.Duration `json:"execution_ns,omitempty"`
+	// RelationName is where the node was built.
+	RelationName string `json:"relation_name,omitempty"`
+	// BuildID is the orchestrated build that made the entry.
+	BuildID string `json:"build_id,omitempty"`
+}
+
+// Entry is one stored cache entry: the latest successful build of a node.
+type Entry struct {
+	Format  string    `json:"format"`
+	Key     string    `json:"key"`
+	NodeID  string    `json:"node_id"`
+	Result  Result    `json:"result"`
+	Created time.Time `json:"created"`
+	// Expires is when the entry stops being served; zero means never.
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Expired reports whether the entry has expired at now.
+func (e *Entry) Expired(now time.Time) bool {
+	return !e.Expires.IsZero() && !now.Before(e.Expires)
+}
+
+// StoreOptions configures a Store.
+type StoreOptions struct {
+	// Logger receives a warning for every entry that cannot be read (a
+	// miss); nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock used for expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store keeps one entry per node in a directory of an afero.Fs: the local
+// disk (afero.NewOsFs), memory (afero.NewMemMapFs) or any remote backend
+// that supports rename.
+//
+// Writes are atomic: an entry is written to a temp file in the same
+// directory, then renamed over the old one, so a reader sees the old entry
+// or the new one, never a mix. Several Stores, in one process or several,
+// may share a directory: the last writer of a node wins and nothing is
+// corrupted. A Store is safe for concurrent use.
+//
+// Reads never fail a build: a missing, truncated, corrupt, foreign or
+// mismatched entry is a miss, logged as a warning when it is not simply
+// absent.
+type Store struct {
+	fs     afero.Fs
+	dir    string
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// NewStore returns a Store on dir in fsys. The directory is created on
+// the first write.
+func NewStore(fsys afero.Fs, dir string, opts StoreOptions) *Store {
+	s := &Store{fs: fsys, dir: dir, logger: opts.Logger, now: opts.Now}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Path returns the file that holds id's entry: a readable name derived
+// from the id, with a digest suffix when the id had to be altered.
+func (s *Store) Path(id string) string {
+	return filepath.Join(s.dir, fileName(id))
+}
+
+func fileName(id string) string {
+	var b strings.Builder
+	changed := false
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+			changed = true
+		}
+	}
+	name := b.String()
+	if len(name) > 150 {
+		name = name[:150]
+		changed = true
+	}
+	if changed || strings.HasPrefix(name, ".") {
+		sum := sha256.Sum256([]byte(id))
+		name += "~" + hex.EncodeToString(sum[:6])
+	}
+	return name + ".json"
+}
+
+// Lookup returns id's entry if it holds key and has not expired. Any
+// other outcome is a miss (nil, false); unreadable entries are logged.
+func (s *Store) Lookup(ctx context.Context, id, key string) (*Entry, bool) {
+	e, err := s.Get(ctx, id)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.logger.WarnContext(ctx, "cache: ignoring unreadable entry", "node", id, "path", s.Path(id), "err", err)
+		}
+		return nil, false
+	}
+	if e.Key != key {
+		s.logger.DebugContext(ctx, "cache: key changed", "node", id)
+		return nil, false
+	}
+	if e.Expired(s.now()) {
+		s.logger.DebugContext(ctx, "cache: entry expired", "node", id, "expires", e.Expires)
+		return nil, false
+	}
+	return e, true
+}
+
+// ErrBadEntry is wrapped by Get's error for an entry file that exists but
+// is not a valid entry for the id: truncated, corrupt, foreign or written
+// for another node.
+var ErrBadEntry = errors.New("bad cache entry")
+
+// Get reads id's entry whatever its key and expiry. A missing entry is an
+// error wrapping fs.ErrNotExist; an invalid one wraps ErrBadEntry.
+func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
+	data, err := afero.ReadFile(s.fs, s.Path(id))
+	if err != nil {
+		return nil, fmt.Errorf("cache: read entry: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var e Entry
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data", ErrBadEntry)
+	}
+	switch {
+	case e.Format != EntryFormat:
+		return nil, fmt.Errorf("%w: format %q, want %q", ErrBadEntry, e.Format, EntryFormat)
+	case e.NodeID != id:
+		return nil, fmt.Errorf("%w: entry is for node %q", ErrBadEntry, e.NodeID)
+	case len(e.Key) != 64 || !isHex(e.Key):
+		return nil, fmt.Errorf("%w: key %q is not a cache key", ErrBadEntry, e.Key)
+	case e.Created.IsZero():
+		return nil, fmt.Errorf("%w: no creation time", ErrBadEntry)
+	}
+	return &e, nil
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// Put writes e atomically, replacing the node's previous entry. Format is
+// filled in, and Created when zero.
+func (s *Store) Put(ctx context.Context, e *Entry) error {
+	if e.NodeID == "" || len(e.Key) != 64 || !isHex(e.Key) {
+		return fmt.Errorf("cache: put: entry needs a node id and a 64-hex-digit key (got %q, %q)", e.NodeID, e.Key)
+	}
+	cp := *e
+	cp.Format = EntryFormat
+	if cp.Created.IsZero() {
+		cp.Created = s.now()
+	}
+	data, err := json.MarshalIndent(&cp, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
+	}
+	data = append(data, '\n')
+	if err := s.fs.MkdirAll(s.dir, 0o755); err != nil {
+		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
+	}
+	if err := writeAtomic(s.fs, s.Path(e.NodeID), data); err != nil {
+		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
+	}
+	return nil
+}
+
+// writeAtomic writes data to a temp file next to name and renames it over
+// name.
+func writeAtomic(fsys afero.Fs, name string, data []byte) (err error) {
+	dir, base := filepath.Split(name)
+	f, err := afero.TempFile(fsys, dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = fsys.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return fsys.Rename(tmp, name)
+}
+
+// Delete removes id's entry. Deleting a missing entry is not an error.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if err := s.fs.Remove(s.Path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cache: delete %s: %w", id, err)
+	}
+	return nil
+}
