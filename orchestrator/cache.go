@@ -13,9 +13,10 @@ import (
 // The orchestrator asks only about models, seeds and snapshots (never
 // tests), and only when every planned upstream of the node was itself
 // Cached in this build: anything downstream of a node that ran is run too.
-// With BuildOptions.FullRefresh it does not call Lookup, but still stores
-// what it builds. It calls Store only after a successful build of the
-// node, so a failed node leaves no entry.
+// With BuildOptions.FullRefresh it does not call Lookup, but still records
+// what it builds. After every model, seed or snapshot that ran (not cached,
+// not skipped) it calls Record, so that a success is stored and a failure
+// removes any entry: a failed node leaves no entry.
 type Cache interface {
 	// Key returns the node's cache key for this build. An empty key with a
 	// nil error means the node is not cacheable (it is then run, and not
@@ -24,8 +25,10 @@ type Cache interface {
 	// Lookup reports whether a live (unexpired) entry for node exists
 	// under key.
 	Lookup(ctx context.Context, node *manifest.Node, key string) (bool, error)
-	// Store records that node was built successfully under key.
-	Store(ctx context.Context, node *manifest.Node, key string, res *NodeResult) error
+	// Record is told the final result of a node that ran, with the key
+	// Key gave (possibly empty): store it under key when res.Status is
+	// Success, and delete the node's entry otherwise.
+	Record(ctx context.Context, node *manifest.Node, key string, res *NodeResult) error
 }
 
 // StaleChecker is an optional interface of a Cache, used when

@@ -234,7 +234,7 @@ func TestPropertyCancellation(t *testing.T) {
 			checkNoLeak(t)
 			r := rand.New(rand.NewPCG(uint64(seed), 99))
 			m := manifestOf(randomDAG(r, 200+r.IntN(200)))
-			fake := newFake(randomScripts(r, m, 2*time.Millisecond, 0.02))
+			fake := newFake(randomScripts(r, m, 2*time.Millisecond, 0.002))
 			mode := orchestrator.Mode(seed % 2)
 			o, err := orchestrator.New(orchestrator.Config{Executor: fake, Manifest: m, Mode: mode, Concurrency: 1 + r.IntN(6),
 				Retry: orchestrator.RetryConfig{Retries: 1, Delay: time.Millisecond}})

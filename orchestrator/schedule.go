@@ -305,9 +305,5 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		waited += cfg.Now().Sub(t0)
 	}
 	res.WaitTime = waited
-	if res.Status == Success && res.CacheKey != "" {
-		if err := cfg.Cache.Store(context.WithoutCancel(ctx), n, res.CacheKey, res); err != nil {
-			b.o.log.WarnContext(ctx, "cache store failed", "node", n.UniqueID, "error", err)
-		}
-	}
+	b.record(ctx, i)
 }

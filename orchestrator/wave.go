@@ -85,12 +85,7 @@ func (b *build) runWave(ctx context.Context, batch []int32) {
 	}
 	defer func() {
 		for _, i := range batch {
-			res := &b.results[i]
-			if res.Status == Success && res.CacheKey != "" {
-				if err := cfg.Cache.Store(context.WithoutCancel(ctx), b.nodes[i], res.CacheKey, res); err != nil {
-					b.o.log.WarnContext(ctx, "cache store failed", "node", b.ids[i], "error", err)
-				}
-			}
+			b.record(ctx, i)
 			b.finished(ctx, i)
 		}
 	}()
@@ -165,5 +160,16 @@ func (b *build) runWave(ctx context.Context, batch []int32) {
 			b.results[i].WaitTime += waited
 		}
 		pending = retry
+	}
+}
+
+// record tells the cache the final result of node i when it ran.
+func (b *build) record(ctx context.Context, i int32) {
+	res := &b.results[i]
+	if b.cfg.Cache == nil || b.isTest[i] || len(res.Attempts) == 0 {
+		return
+	}
+	if err := b.cfg.Cache.Record(context.WithoutCancel(ctx), b.nodes[i], res.CacheKey, res); err != nil {
+		b.o.log.WarnContext(ctx, "cache record failed", "node", b.ids[i], "error", err)
 	}
 }
