@@ -43,8 +43,12 @@ func (e *CycleError) Error() string {
 // of a cycle if the dependencies are not acyclic.
 func NewGraph(m *Manifest) (*Graph, error) {
 	g := &Graph{m: m, index: map[string]int32{}}
+	byID := map[string]*Node{}
 	m.All(func(n *Node) bool {
-		if n.Enabled {
+		// An id written into two sections (only a corrupt manifest does
+		// that) is kept once.
+		if _, dup := byID[n.UniqueID]; n.Enabled && !dup {
+			byID[n.UniqueID] = n
 			g.ids = append(g.ids, n.UniqueID)
 		}
 		return true
@@ -53,7 +57,7 @@ func NewGraph(m *Manifest) (*Graph, error) {
 	g.nodes = make([]*Node, len(g.ids))
 	for i, id := range g.ids {
 		g.index[id] = int32(i)
-		g.nodes[i] = m.Lookup(id)
+		g.nodes[i] = byID[id]
 	}
 	g.parents = make([][]int32, len(g.ids))
 	g.children = make([][]int32, len(g.ids))

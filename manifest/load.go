@@ -1,13 +1,13 @@
 package manifest
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/spf13/afero"
 )
@@ -80,293 +80,431 @@ func Load(fsys afero.Fs, path string) (*Manifest, error) {
 
 var schemaVersionRE = regexp.MustCompile(`/manifest/v(\d+)(?:\.json)?`)
 
+// nodeSections are the top-level maps whose entries are node-like.
+var nodeSections = []string{"nodes", "sources", "unit_tests", "exposures", "metrics",
+	"semantic_models", "saved_queries", "functions", "groups"}
+
 // Parse parses manifest.json bytes of any schema version dbt has written
 // (v4..v12, including v12 written by dbt's Rust engine). Unknown fields are
 // ignored and missing optional fields take their zero value (config.enabled
-// defaults to true). The returned error is a *ParseError wrapping
-// ErrMalformed when data is not a manifest.
+// defaults to true); a field of an unexpected type is read as missing. The
+// returned error is a *ParseError wrapping ErrMalformed when data is not a
+// manifest: invalid JSON anywhere in the file, a section or node that is
+// not an object, or a node without unique_id.
+//
+// Nodes keep slices of data (Node.Raw): do not modify data afterwards.
+// Sections are split sequentially and their entries decoded in parallel.
 func Parse(data []byte) (*Manifest, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(data, &top); err != nil {
-		return nil, syntaxError("", "", data, err)
+	m := &Manifest{Macros: map[string]*MacroDef{}, Disabled: map[string][]*Node{}}
+	dst := map[string]*map[string]*Node{
+		"nodes": &m.Nodes, "sources": &m.Sources, "unit_tests": &m.UnitTests,
+		"exposures": &m.Exposures, "metrics": &m.Metrics, "semantic_models": &m.SemanticModels,
+		"saved_queries": &m.SavedQueries, "functions": &m.Functions, "groups": &m.Groups,
 	}
-	if top == nil {
-		return nil, &ParseError{Offset: -1, Err: fmt.Errorf("%w: top level is null, want an object", ErrMalformed)}
+	for _, k := range nodeSections {
+		*dst[k] = map[string]*Node{}
 	}
-	m := &Manifest{}
-	if raw, ok := top["metadata"]; ok {
-		if err := decodeMetadata(raw, &m.Metadata); err != nil {
-			return nil, err
+	var jobs []entry
+	s := &scanner{data: data}
+	if c := s.peek(); c != '{' {
+		what := s.describe()
+		if err := s.skip(); err != nil {
+			return nil, asParseError(err, "", "")
 		}
+		return nil, &ParseError{Offset: -1, Err: fmt.Errorf("%w: top level is %s, want an object", ErrMalformed, what)}
 	}
-	var err error
-	sections := []struct {
-		key string
-		dst *map[string]*Node
-	}{
-		{"nodes", &m.Nodes}, {"sources", &m.Sources}, {"unit_tests", &m.UnitTests},
-		{"exposures", &m.Exposures}, {"metrics", &m.Metrics}, {"semantic_models", &m.SemanticModels},
-		{"saved_queries", &m.SavedQueries}, {"functions", &m.Functions}, {"groups", &m.Groups},
-	}
-	for _, s := range sections {
-		if *s.dst, err = decodeSection(s.key, top[s.key]); err != nil {
-			return nil, err
+	err := s.object(func(key []byte) error {
+		section := string(key)
+		switch {
+		case section == "metadata":
+			return decodeMetadata(s, &m.Metadata)
+		case dst[section] != nil || section == "macros":
+			return splitSection(s, section, &jobs)
+		case section == "disabled":
+			return decodeDisabled(s, m.Disabled)
+		case section == "selectors":
+			sel, err := s.objectMap()
+			m.Selectors = sel
+			return err
 		}
+		return s.skip()
+	})
+	if err == nil {
+		err = s.end()
 	}
-	if m.Macros, err = decodeMacros(top["macros"]); err != nil {
+	if err != nil {
+		return nil, asParseError(err, "", "")
+	}
+	nodes, macros, err := decodeEntries(data, jobs)
+	if err != nil {
 		return nil, err
 	}
-	if m.Disabled, err = decodeDisabled(top["disabled"]); err != nil {
-		return nil, err
-	}
-	if raw := top["selectors"]; len(raw) > 0 && !isNull(raw) {
-		if err := json.Unmarshal(raw, &m.Selectors); err != nil {
-			return nil, &ParseError{Section: "selectors", Offset: -1, Err: fmt.Errorf("%w: %v", ErrMalformed, err)}
+	for i, j := range jobs {
+		if j.section == "macros" {
+			m.Macros[macros[i].UniqueID] = macros[i]
+		} else {
+			(*dst[j.section])[nodes[i].UniqueID] = nodes[i]
 		}
 	}
 	resolveUnitTests(m)
 	return m, nil
 }
 
-func isNull(raw json.RawMessage) bool {
-	return bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
+// entry is one member of a node-like section: its key and the bounds of
+// its (not yet validated) object.
+type entry struct {
+	section    string
+	key        string
+	start, end int
 }
 
-func syntaxError(section, id string, data []byte, err error) error {
-	pe := &ParseError{Section: section, NodeID: id, Offset: -1}
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		pe.Offset = se.Offset
-		pe.Err = fmt.Errorf("%w: invalid JSON: %v", ErrMalformed, se)
-	case errors.As(err, &te):
-		pe.Field = te.Field
-		pe.Err = fmt.Errorf("%w: %s is JSON %s, want %s", ErrMalformed, orTop(te.Field), te.Value, kindName(te.Type.Kind().String()))
-	default:
-		pe.Err = fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	return pe
-}
-
-func orTop(field string) string {
-	if field == "" {
-		return "top level"
-	}
-	return field
-}
-
-func kindName(k string) string {
-	switch k {
-	case "map", "struct":
-		return "an object"
-	case "slice":
-		return "an array"
-	}
-	return k
-}
-
-type rawMetadata struct {
-	DBTSchemaVersion       string            `json:"dbt_schema_version"`
-	DBTVersion             string            `json:"dbt_version"`
-	GeneratedAt            string            `json:"generated_at"`
-	InvocationID           string            `json:"invocation_id"`
-	ProjectName            string            `json:"project_name"`
-	ProjectID              string            `json:"project_id"`
-	AdapterType            string            `json:"adapter_type"`
-	Env                    map[string]string `json:"env"`
-	SendAnonymousUsageStat *bool             `json:"send_anonymous_usage_stats"`
-}
-
-func decodeMetadata(raw json.RawMessage, md *Metadata) error {
-	var r rawMetadata
-	if err := json.Unmarshal(raw, &r); err != nil {
-		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) || te.Field == "" {
-			return syntaxError("metadata", "", raw, err)
-		}
-		// A field of the wrong type inside metadata: keep the rest.
-	}
-	*md = Metadata{
-		SchemaVersion: r.DBTSchemaVersion,
-		DBTVersion:    r.DBTVersion,
-		GeneratedAt:   r.GeneratedAt,
-		InvocationID:  r.InvocationID,
-		ProjectName:   r.ProjectName,
-		ProjectID:     r.ProjectID,
-		AdapterType:   r.AdapterType,
-		Env:           r.Env,
-	}
-	if r.SendAnonymousUsageStat != nil {
-		md.SendAnonUsage = *r.SendAnonymousUsageStat
-	}
-	if sm := schemaVersionRE.FindStringSubmatch(r.DBTSchemaVersion); sm != nil {
-		md.Version, _ = strconv.Atoi(sm[1])
-	}
-	return nil
-}
-
-// rawNode is the union of the fields dbtorch reads from any node-like
-// manifest entry, across schema versions.
-type rawNode struct {
-	UniqueID         *string        `json:"unique_id"`
-	Name             string         `json:"name"`
-	ResourceType     string         `json:"resource_type"`
-	PackageName      string         `json:"package_name"`
-	FQN              []string       `json:"fqn"`
-	Path             string         `json:"path"`
-	OriginalFilePath string         `json:"original_file_path"`
-	PatchPath        string         `json:"patch_path"`
-	Database         string         `json:"database"`
-	Schema           string         `json:"schema"`
-	Alias            string         `json:"alias"`
-	RelationName     string         `json:"relation_name"`
-	Tags             []string       `json:"tags"`
-	Config           map[string]any `json:"config"`
-	Checksum         struct {
-		Name     string `json:"name"`
-		Checksum string `json:"checksum"`
-	} `json:"checksum"`
-	RawCode      string `json:"raw_code"`
-	RawSQL       string `json:"raw_sql"`
-	CompiledCode string `json:"compiled_code"`
-	CompiledSQL  string `json:"compiled_sql"`
-	Language     string `json:"language"`
-	DependsOn    struct {
-		Nodes  []string `json:"nodes"`
-		Macros []string `json:"macros"`
-	} `json:"depends_on"`
-	TestMetadata *struct {
-		Name      string         `json:"name"`
-		Namespace string         `json:"namespace"`
-		Kwargs    map[string]any `json:"kwargs"`
-	} `json:"test_metadata"`
-	AttachedNode  string          `json:"attached_node"`
-	ColumnName    string          `json:"column_name"`
-	Version       json.RawMessage `json:"version"`
-	LatestVersion json.RawMessage `json:"latest_version"`
-	Access        string          `json:"access"`
-	Group         string          `json:"group"`
-	Contract      struct {
-		Enforced bool   `json:"enforced"`
-		Checksum string `json:"checksum"`
-	} `json:"contract"`
-	Description        string        `json:"description"`
-	TestedNodeUniqueID string        `json:"tested_node_unique_id"`
-	Model              string        `json:"model"`
-	SourceName         string        `json:"source_name"`
-	Identifier         string        `json:"identifier"`
-	LoadedAtField      string        `json:"loaded_at_field"`
-	Freshness          *rawFreshness `json:"freshness"`
-}
-
-type rawTime struct {
-	Count  *int   `json:"count"`
-	Period string `json:"period"`
-}
-
-type rawFreshness struct {
-	WarnAfter  *rawTime `json:"warn_after"`
-	ErrorAfter *rawTime `json:"error_after"`
-	Filter     string   `json:"filter"`
-}
-
-func (r *rawFreshness) convert() *Freshness {
-	if r == nil {
+// splitSection records the entries of a section for parallel decoding.
+func splitSection(s *scanner, section string, jobs *[]entry) error {
+	if s.null() {
 		return nil
 	}
-	f := &Freshness{Filter: r.Filter}
-	for _, p := range []struct {
-		src *rawTime
-		dst *Time
-	}{{r.WarnAfter, &f.WarnAfter}, {r.ErrorAfter, &f.ErrorAfter}} {
-		if p.src != nil && p.src.Count != nil {
-			*p.dst = Time{Count: *p.src.Count, Period: p.src.Period}
-		}
+	if s.peek() != '{' {
+		return &ParseError{Section: section, Offset: -1, Err: fmt.Errorf("%w: got %s, want an object", ErrMalformed, s.describe())}
 	}
-	return f
+	return s.object(func(key []byte) error {
+		if s.peek() != '{' {
+			return &ParseError{Section: section, NodeID: string(key), Offset: -1,
+				Err: fmt.Errorf("%w: got %s, want an object", ErrMalformed, s.describe())}
+		}
+		end := spanEnd(s.data, s.pos)
+		if end < 0 {
+			return s.fail("unexpected end of input in %s[%q]", section, key)
+		}
+		*jobs = append(*jobs, entry{section: section, key: string(key), start: s.pos, end: end})
+		s.pos = end
+		return nil
+	})
 }
 
-func decodeSection(section string, raw json.RawMessage) (map[string]*Node, error) {
-	out := map[string]*Node{}
-	if len(raw) == 0 || isNull(raw) {
-		return out, nil
+// decodeEntries decodes (and validates) the recorded entries on all
+// processors. On error it returns the error of the earliest entry.
+func decodeEntries(data []byte, jobs []entry) ([]*Node, []*MacroDef, error) {
+	nodes := make([]*Node, len(jobs))
+	macros := make([]*MacroDef, len(jobs))
+	errs := make([]error, len(jobs))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(jobs)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(jobs); i += workers {
+				j := jobs[i]
+				s := &scanner{data: data[:j.end], pos: j.start}
+				if j.section == "macros" {
+					macros[i], errs[i] = decodeMacro(s, j.key)
+				} else {
+					nodes[i], errs[i] = decodeNode(s, j.section, j.key)
+				}
+				if errs[i] == nil && s.peek() != 0 {
+					errs[i] = s.fail("invalid character %q after object", s.at())
+				}
+				if errs[i] != nil {
+					errs[i] = asParseError(errs[i], j.section, j.key)
+				}
+			}
+		}()
 	}
-	var entries map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, syntaxError(section, "", raw, err)
-	}
-	for key, body := range entries {
-		n, err := decodeNode(section, key, body)
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		out[n.UniqueID] = n
 	}
-	return out, nil
+	return nodes, macros, nil
 }
 
-func decodeNode(section, key string, body json.RawMessage) (*Node, error) {
-	var r rawNode
-	if err := json.Unmarshal(body, &r); err != nil {
-		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) || te.Field == "" {
-			return nil, syntaxError(section, key, body, err)
-		}
-		// Lenient: a field of an unexpected type keeps its zero value.
+// asParseError turns a scanner error into a *ParseError for the section
+// and node being read.
+func asParseError(err error, section, id string) error {
+	var pe *ParseError
+	if errors.As(err, &pe) {
+		return pe
 	}
-	if r.UniqueID == nil || *r.UniqueID == "" {
+	var se *scanError
+	if errors.As(err, &se) {
+		return &ParseError{Section: section, NodeID: id, Offset: int64(se.Offset),
+			Err: fmt.Errorf("%w: invalid JSON: %s", ErrMalformed, se.Msg)}
+	}
+	return &ParseError{Section: section, NodeID: id, Offset: -1, Err: fmt.Errorf("%w: %v", ErrMalformed, err)}
+}
+
+func decodeMetadata(s *scanner, md *Metadata) error {
+	if s.peek() != '{' {
+		return s.skip()
+	}
+	return s.object(func(key []byte) error {
+		var err error
+		switch string(key) {
+		case "dbt_schema_version":
+			md.SchemaVersion, err = s.str()
+			if sm := schemaVersionRE.FindStringSubmatch(md.SchemaVersion); sm != nil {
+				md.Version, _ = strconv.Atoi(sm[1])
+			}
+		case "dbt_version":
+			md.DBTVersion, err = s.str()
+		case "generated_at":
+			md.GeneratedAt, err = s.str()
+		case "invocation_id":
+			md.InvocationID, err = s.str()
+		case "project_name":
+			md.ProjectName, err = s.str()
+		case "project_id":
+			md.ProjectID, err = s.str()
+		case "adapter_type":
+			md.AdapterType, err = s.str()
+		case "send_anonymous_usage_stats":
+			md.SendAnonUsage, err = s.boolean()
+		case "env":
+			var env map[string]any
+			env, err = s.objectMap()
+			if len(env) > 0 {
+				md.Env = map[string]string{}
+				for k, v := range env {
+					if str, ok := v.(string); ok {
+						md.Env[k] = str
+					}
+				}
+			}
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+}
+
+// decodeNode decodes the node object at s.pos. key names it in errors.
+func decodeNode(s *scanner, section, key string) (*Node, error) {
+	if s.peek() != '{' {
+		return nil, &ParseError{Section: section, NodeID: key, Offset: -1,
+			Err: fmt.Errorf("%w: got %s, want an object", ErrMalformed, s.describe())}
+	}
+	start := s.pos
+	n := &Node{Enabled: true}
+	var rawCode, rawSQL, compiledCode, compiledSQL string
+	err := s.object(func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "unique_id":
+			n.UniqueID, err = s.str()
+		case "name":
+			n.Name, err = s.str()
+		case "resource_type":
+			var rt string
+			rt, err = s.str()
+			n.ResourceType = ResourceType(rt)
+		case "package_name":
+			n.PackageName, err = s.str()
+		case "fqn":
+			n.FQN, err = s.strList()
+		case "path":
+			n.Path, err = s.str()
+		case "original_file_path":
+			n.OriginalFilePath, err = s.str()
+		case "patch_path":
+			n.PatchPath, err = s.str()
+		case "database":
+			n.Database, err = s.str()
+		case "schema":
+			n.Schema, err = s.str()
+		case "alias":
+			n.Alias, err = s.str()
+		case "relation_name":
+			n.RelationName, err = s.str()
+		case "tags":
+			n.Tags, err = s.strList()
+		case "config":
+			n.Config, err = s.objectMap()
+		case "checksum":
+			err = s.fields(func(f string) error {
+				var err error
+				switch f {
+				case "name":
+					n.Checksum.Name, err = s.str()
+				case "checksum":
+					n.Checksum.Checksum, err = s.str()
+				default:
+					err = s.skip()
+				}
+				return err
+			})
+		case "raw_code":
+			rawCode, err = s.str()
+		case "raw_sql":
+			rawSQL, err = s.str()
+		case "compiled_code":
+			compiledCode, err = s.str()
+		case "compiled_sql":
+			compiledSQL, err = s.str()
+		case "language":
+			n.Language, err = s.str()
+		case "depends_on":
+			err = s.fields(func(f string) error {
+				var err error
+				switch f {
+				case "nodes":
+					n.DependsOn.Nodes, err = s.strList()
+				case "macros":
+					n.DependsOn.Macros, err = s.strList()
+				default:
+					err = s.skip()
+				}
+				return err
+			})
+		case "test_metadata":
+			if s.peek() != '{' {
+				return s.skip()
+			}
+			tm := &TestMetadata{}
+			n.TestMetadata = tm
+			err = s.fields(func(f string) error {
+				var err error
+				switch f {
+				case "name":
+					tm.Name, err = s.str()
+				case "namespace":
+					tm.Namespace, err = s.str()
+				case "kwargs":
+					tm.Kwargs, err = s.objectMap()
+				default:
+					err = s.skip()
+				}
+				return err
+			})
+		case "attached_node":
+			n.AttachedNode, err = s.str()
+		case "column_name":
+			n.ColumnName, err = s.str()
+		case "version":
+			n.Version, err = s.versionText()
+		case "latest_version":
+			n.LatestVersion, err = s.versionText()
+		case "access":
+			n.Access, err = s.str()
+		case "group":
+			n.Group, err = s.str()
+		case "contract":
+			err = s.fields(func(f string) error {
+				var err error
+				switch f {
+				case "enforced":
+					n.Contract.Enforced, err = s.boolean()
+				case "checksum":
+					n.Contract.Checksum, err = s.str()
+				default:
+					err = s.skip()
+				}
+				return err
+			})
+		case "description":
+			n.Description, err = s.str()
+		case "tested_node_unique_id":
+			n.TestedNode, err = s.str()
+		case "model":
+			n.Model, err = s.str()
+		case "source_name":
+			n.SourceName, err = s.str()
+		case "identifier":
+			n.Identifier, err = s.str()
+		case "loaded_at_field":
+			n.LoadedAtField, err = s.str()
+		case "freshness":
+			n.Freshness, err = s.freshness()
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n.UniqueID == "" {
 		return nil, &ParseError{Section: section, NodeID: key, Field: "unique_id", Offset: -1,
 			Err: fmt.Errorf("%w: missing", ErrMalformed)}
 	}
-	n := &Node{
-		UniqueID:         *r.UniqueID,
-		Name:             r.Name,
-		ResourceType:     ResourceType(r.ResourceType),
-		PackageName:      r.PackageName,
-		FQN:              r.FQN,
-		Path:             r.Path,
-		OriginalFilePath: r.OriginalFilePath,
-		PatchPath:        r.PatchPath,
-		Database:         r.Database,
-		Schema:           r.Schema,
-		Alias:            r.Alias,
-		RelationName:     r.RelationName,
-		Tags:             r.Tags,
-		Config:           r.Config,
-		Checksum:         Checksum(r.Checksum),
-		RawCode:          firstNonEmpty(r.RawCode, r.RawSQL),
-		CompiledCode:     firstNonEmpty(r.CompiledCode, r.CompiledSQL),
-		Language:         r.Language,
-		DependsOn:        DependsOn(r.DependsOn),
-		AttachedNode:     r.AttachedNode,
-		ColumnName:       r.ColumnName,
-		Version:          versionText(r.Version),
-		LatestVersion:    versionText(r.LatestVersion),
-		Access:           r.Access,
-		Group:            r.Group,
-		Contract:         Contract(r.Contract),
-		Description:      r.Description,
-		TestedNode:       r.TestedNodeUniqueID,
-		Model:            r.Model,
-		SourceName:       r.SourceName,
-		Identifier:       r.Identifier,
-		LoadedAtField:    r.LoadedAtField,
-		Freshness:        r.Freshness.convert(),
-		Enabled:          true,
-		Raw:              body,
-	}
+	n.Raw = s.data[start:s.pos]
+	n.RawCode = firstNonEmpty(rawCode, rawSQL)
+	n.CompiledCode = firstNonEmpty(compiledCode, compiledSQL)
 	if n.ResourceType == "" {
 		n.ResourceType = ResourceType(strings.SplitN(n.UniqueID, ".", 2)[0])
 	}
 	if n.ResourceType == "sql operation" {
 		n.ResourceType = SQLOperation
 	}
-	if r.TestMetadata != nil {
-		n.TestMetadata = &TestMetadata{Name: r.TestMetadata.Name, Namespace: r.TestMetadata.Namespace, Kwargs: r.TestMetadata.Kwargs}
-	}
 	applyConfig(n)
 	return n, nil
+}
+
+// fields iterates an object's members by name; null and other types are
+// skipped (lenient).
+func (s *scanner) fields(fn func(string) error) error {
+	if s.peek() != '{' {
+		return s.skip()
+	}
+	return s.object(func(k []byte) error { return fn(string(k)) })
+}
+
+// versionText reads a model version: a string, a number (kept as its
+// text), or null.
+func (s *scanner) versionText() (string, error) {
+	switch c := s.peek(); {
+	case c == '"':
+		return s.str()
+	case c == '-' || c >= '0' && c <= '9':
+		text, err := s.number()
+		return string(text), err
+	}
+	return "", s.skip()
+}
+
+func (s *scanner) freshness() (*Freshness, error) {
+	if s.peek() != '{' {
+		return nil, s.skip()
+	}
+	f := &Freshness{}
+	threshold := func(t *Time) error {
+		return s.fields(func(k string) error {
+			switch k {
+			case "count":
+				c, err := s.optInt()
+				if c != nil {
+					t.Count = *c
+				}
+				return err
+			case "period":
+				p, err := s.str()
+				t.Period = p
+				return err
+			}
+			return s.skip()
+		})
+	}
+	err := s.fields(func(k string) error {
+		var err error
+		switch k {
+		case "warn_after":
+			err = threshold(&f.WarnAfter)
+		case "error_after":
+			err = threshold(&f.ErrorAfter)
+		case "filter":
+			f.Filter, err = s.str()
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+	if f.WarnAfter.Count == 0 {
+		f.WarnAfter.Period = ""
+	}
+	if f.ErrorAfter.Count == 0 {
+		f.ErrorAfter.Period = ""
+	}
+	return f, err
 }
 
 // applyConfig lifts the config keys dbtorch branches on into typed fields.
@@ -426,21 +564,6 @@ func freshnessFromMap(m map[string]any) *Freshness {
 	return f
 }
 
-func versionText(raw json.RawMessage) string {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return ""
-	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-		return ""
-	}
-	return string(raw)
-}
-
 func firstNonEmpty(a, b string) string {
 	if a != "" {
 		return a
@@ -448,77 +571,72 @@ func firstNonEmpty(a, b string) string {
 	return b
 }
 
-type rawMacro struct {
-	UniqueID         *string `json:"unique_id"`
-	Name             string  `json:"name"`
-	PackageName      string  `json:"package_name"`
-	Path             string  `json:"path"`
-	OriginalFilePath string  `json:"original_file_path"`
-	MacroSQL         string  `json:"macro_sql"`
-	DependsOn        struct {
-		Macros []string `json:"macros"`
-	} `json:"depends_on"`
+func decodeMacro(s *scanner, key string) (*MacroDef, error) {
+	md := &MacroDef{}
+	err := s.object(func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "unique_id":
+			md.UniqueID, err = s.str()
+		case "name":
+			md.Name, err = s.str()
+		case "package_name":
+			md.PackageName, err = s.str()
+		case "path":
+			md.Path, err = s.str()
+		case "original_file_path":
+			md.OriginalFilePath, err = s.str()
+		case "macro_sql":
+			md.MacroSQL, err = s.str()
+		case "depends_on":
+			err = s.fields(func(f string) error {
+				if f == "macros" {
+					var err error
+					md.DependsOn.Macros, err = s.strList()
+					return err
+				}
+				return s.skip()
+			})
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if md.UniqueID == "" {
+		return nil, &ParseError{Section: "macros", NodeID: key, Field: "unique_id", Offset: -1,
+			Err: fmt.Errorf("%w: missing", ErrMalformed)}
+	}
+	return md, nil
 }
 
-func decodeMacros(raw json.RawMessage) (map[string]*MacroDef, error) {
-	out := map[string]*MacroDef{}
-	if len(raw) == 0 || isNull(raw) {
-		return out, nil
+// decodeDisabled reads the "disabled" map: unique_id -> list of node
+// definitions (older writers put one object per key).
+func decodeDisabled(s *scanner, out map[string][]*Node) error {
+	if s.null() {
+		return nil
 	}
-	var entries map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, syntaxError("macros", "", raw, err)
+	if s.peek() != '{' {
+		return &ParseError{Section: "disabled", Offset: -1, Err: fmt.Errorf("%w: got %s, want an object", ErrMalformed, s.describe())}
 	}
-	for key, body := range entries {
-		var r rawMacro
-		if err := json.Unmarshal(body, &r); err != nil {
-			var te *json.UnmarshalTypeError
-			if !errors.As(err, &te) || te.Field == "" {
-				return nil, syntaxError("macros", key, body, err)
-			}
-		}
-		if r.UniqueID == nil || *r.UniqueID == "" {
-			return nil, &ParseError{Section: "macros", NodeID: key, Field: "unique_id", Offset: -1,
-				Err: fmt.Errorf("%w: missing", ErrMalformed)}
-		}
-		out[*r.UniqueID] = &MacroDef{
-			UniqueID: *r.UniqueID, Name: r.Name, PackageName: r.PackageName, Path: r.Path,
-			OriginalFilePath: r.OriginalFilePath, MacroSQL: r.MacroSQL,
-			DependsOn: DependsOn{Macros: r.DependsOn.Macros},
-		}
-	}
-	return out, nil
-}
-
-func decodeDisabled(raw json.RawMessage) (map[string][]*Node, error) {
-	out := map[string][]*Node{}
-	if len(raw) == 0 || isNull(raw) {
-		return out, nil
-	}
-	var entries map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, syntaxError("disabled", "", raw, err)
-	}
-	for key, body := range entries {
-		body = bytes.TrimSpace(body)
-		var items []json.RawMessage
-		if len(body) > 0 && body[0] == '[' {
-			if err := json.Unmarshal(body, &items); err != nil {
-				return nil, syntaxError("disabled", key, body, err)
-			}
-		} else {
-			items = []json.RawMessage{body} // v4 wrote one object per key in some builds
-		}
-		for _, it := range items {
-			n, err := decodeNode("disabled", key, it)
+	return s.object(func(k []byte) error {
+		key := string(k)
+		add := func() error {
+			n, err := decodeNode(s, "disabled", key)
 			if err != nil {
-				return nil, err
+				return asParseError(err, "disabled", key)
 			}
 			n.Enabled = false
 			out[n.UniqueID] = append(out[n.UniqueID], n)
+			return nil
 		}
-	}
-	return out, nil
+		if s.peek() == '[' {
+			return s.array(add)
+		}
+		return add()
+	})
 }
 
 // resolveUnitTests fills TestedNode for unit tests written without

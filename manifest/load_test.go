@@ -203,3 +203,19 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// TestMisfiledNode: ids whose prefix does not name their section, and an id
+// written into two sections, still give a graph (found by FuzzLoad).
+func TestMisfiledNode(t *testing.T) {
+	data := `{"nodes": {
+	    "source.p.s.t": {"unique_id": "source.p.s.t", "resource_type": "model", "path": "t.sql"},
+	    "model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "path": "a.sql", "depends_on": {"nodes": ["source.p.s.t"]}}},
+	  "sources": {"model.p.a": {"unique_id": "model.p.a", "resource_type": "source"}}}`
+	m, err := manifest.Parse([]byte(data))
+	require.NoError(t, err)
+	assert.NotNil(t, m.Lookup("source.p.s.t"))
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"model.p.a", "source.p.s.t"}, g.IDs())
+	assert.Equal(t, []string{"source.p.s.t"}, g.Parents("model.p.a"))
+}

@@ -258,7 +258,16 @@ func (m *Manifest) Lookup(id string) *Node {
 			return n
 		}
 	}
-	return nil
+	// An id whose prefix does not name its section.
+	var found *Node
+	m.All(func(n *Node) bool {
+		if n.UniqueID == id {
+			found = n
+			return false
+		}
+		return true
+	})
+	return found
 }
 
 // All calls fn for every node of every kind (nodes, sources, unit tests,
