@@ -1,0 +1,155 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dbtorch/dbtorch/internal/runresults"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// kindOf maps a runresults class onto a Kind.
+func kindOf(c runresults.Class) Kind {
+	switch c {
+	case runresults.None:
+		return KindNone
+	case runresults.Compilation:
+		return KindCompilation
+	case runresults.TestFailure:
+		return KindTestFailure
+	case runresults.Database:
+		return KindDatabase
+	case runresults.Connection:
+		return KindConnection
+	}
+	return KindUnknown
+}
+
+// ClassifyMessage returns the Kind of a dbt error message (a node's
+// message in run_results.json, or the tail of dbt's log when an invocation
+// failed before running any node): KindConnection, KindCompilation,
+// KindDatabase, or KindUnknown when the message does not say. Custom
+// executors use it to classify errors as the built-in ones do.
+func ClassifyMessage(message string) Kind {
+	return kindOf(runresults.ClassifyMessage(message))
+}
+
+// ParseRunResults decodes a run_results.json written by dbt (schema v4 to
+// v6) into one Result per node dbt reported, in dbt's order, with statuses
+// mapped and errors classified as the built-in executors do: success, pass,
+// warn and no-op are Success; skipped is Skipped; everything else is Error,
+// "fail" with KindTestFailure and other errors classified from dbt's
+// message. It also returns dbt's invocation_id.
+func ParseRunResults(data []byte) (results []Result, invocationID string, err error) {
+	f, err := runresults.Parse(data)
+	if err != nil {
+		return nil, "", err
+	}
+	results = make([]Result, len(f.Results))
+	for i := range f.Results {
+		results[i] = resultOf(&f.Results[i])
+	}
+	return results, f.Metadata.InvocationID, nil
+}
+
+// resultOf converts one run_results entry.
+func resultOf(e *runresults.Entry) Result {
+	r := Result{
+		UniqueID:        e.UniqueID,
+		DBTStatus:       e.Status,
+		Message:         e.Message,
+		Failures:        e.Failures,
+		RowsAffected:    e.RowsAffected(),
+		AdapterResponse: e.AdapterResponse,
+		CompiledCode:    e.CompiledCode,
+		RelationName:    e.RelationName,
+		ThreadID:        e.ThreadID,
+		ExecutionTime:   time.Duration(e.ExecutionTime * float64(time.Second)),
+		Kind:            kindOf(runresults.Classify(e.Status, e.Message)),
+	}
+	for _, t := range e.Timing {
+		r.Timing = append(r.Timing, Timing(t))
+	}
+	switch runresults.OutcomeOf(e.Status) {
+	case runresults.OK:
+		r.Status = Success
+	case runresults.Skipped:
+		r.Status = Skipped
+	default:
+		r.Status = Error
+	}
+	return r
+}
+
+// failure describes an invocation that did not end normally: dbt exited
+// with an error before reporting every node, or the process died.
+type failure struct {
+	// kind is KindCrash unless the output says more.
+	kind    Kind
+	message string
+}
+
+// complete turns what an invocation left behind into one Result per
+// requested node, in request order. rr may be nil (no run_results.json).
+// ctxErr is the request context's error, if it ended. fail describes an
+// abnormal end, or is nil.
+func complete(nodes []*manifest.Node, rr []Result, ctxErr error, fail *failure) []Result {
+	byID := make(map[string]*Result, len(rr))
+	for i := range rr {
+		byID[rr[i].UniqueID] = &rr[i]
+	}
+	out := make([]Result, len(nodes))
+	for i, n := range nodes {
+		if r, ok := byID[n.UniqueID]; ok && (ctxErr == nil || r.Status == Success) {
+			out[i] = *r
+			continue
+		}
+		switch {
+		case ctxErr != nil:
+			kind, why := KindCancelled, "cancelled"
+			if errors.Is(ctxErr, context.DeadlineExceeded) {
+				kind, why = KindTimeout, "timed out"
+			}
+			out[i] = Result{UniqueID: n.UniqueID, Status: Cancelled, Kind: kind,
+				Message: fmt.Sprintf("dbt invocation %s before the node finished: %v", why, ctxErr)}
+		case fail != nil:
+			out[i] = Result{UniqueID: n.UniqueID, Status: Error, Kind: fail.kind, Message: fail.message}
+		default:
+			out[i] = Result{UniqueID: n.UniqueID, Status: Error, Kind: KindInternal,
+				Message: "dbt finished without a result for the node (its selector matched nothing: is the node enabled in this project?)"}
+		}
+	}
+	return out
+}
+
+// readRunResults reads <targetDir>/run_results.json; a missing file is
+// (nil, "", nil).
+func readRunResults(targetDir string) ([]Result, string, error) {
+	data, err := os.ReadFile(filepath.Join(targetDir, "run_results.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return ParseRunResults(data)
+}
+
+// crashFailure builds the failure of an invocation that exited abnormally
+// (cause says how) with output tail: classified from the output when dbt
+// said what went wrong, else KindCrash.
+func crashFailure(cause, tail string) *failure {
+	kind := ClassifyMessage(tail)
+	if kind == KindUnknown {
+		kind = KindCrash
+	}
+	msg := cause
+	if tail != "" {
+		msg += "\n" + tail
+	}
+	return &failure{kind: kind, message: msg}
+}
