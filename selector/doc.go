@@ -1,0 +1,32 @@
+// Package selector implements dbt's node-selection language natively:
+// `--select`, `--exclude`, `--selector`, `--indirect-selection` and
+// `--resource-type` give the same set of unique_ids as `dbt ls` (and
+// `dbt build`) on the same manifest, in microseconds to milliseconds and
+// without a dbt installation.
+//
+// The grammar is dbt's (dbt-core 1.11, core/dbt/graph): one criterion is
+//
+//	[@][N+][method[.arg...]:]value[+[N]]
+//
+// where a value without a method is a path when it contains "/", a file when
+// it ends in .sql, .py or .csv, and an fqn otherwise. Space-separated criteria
+// are united, comma-separated ones intersected, repeated Select elements
+// united and Exclude subtracted. Methods: fqn, tag, group, access, source,
+// path, file, package, config.KEY[.KEY...], test_name, test_type,
+// resource_type, state, exposure, metric, result, source_status, version,
+// semantic_model, saved_query and unit_test. Tests and unit tests are added
+// by indirect selection per criterion (eager, cautious, buildable, empty) as
+// dbt adds them. YAML selectors come from the manifest's "selectors" block.
+//
+// Two Resolvers give the answer: Native evaluates the manifest itself; DBTLs
+// asks `dbt ls --output json --output-keys unique_id` for dbt's own word.
+// The package's tests run hundreds of expressions through both and require
+// identical sets.
+//
+// Errors are typed: *SyntaxError for an expression that does not parse
+// (including an unknown method), *ValueError for a value a method rejects
+// (an unknown resource type, state sub-selector, version kind, ...),
+// *UnknownSelectorError for an unknown --selector name, and errors wrapping
+// ErrNoState, ErrNoRunResults or ErrNoSources when a state-based method
+// lacks its input. An unknown method is never an empty set.
+package selector

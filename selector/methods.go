@@ -1,0 +1,490 @@
+package selector
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// Node kinds as dbt's selector methods iterate them.
+func isParsed(n *manifest.Node) bool { // manifest.nodes
+	switch n.ResourceType {
+	case manifest.Source, manifest.Exposure, manifest.Metric, manifest.SemanticModel,
+		manifest.SavedQuery, manifest.UnitTest, manifest.Function:
+		return false
+	}
+	return true
+}
+
+// resourceTypes are the values dbt's NodeType accepts.
+var resourceTypes = map[string]bool{
+	"model": true, "analysis": true, "test": true, "snapshot": true, "operation": true,
+	"seed": true, "rpc": true, "sql_operation": true, "doc": true, "source": true,
+	"macro": true, "exposure": true, "metric": true, "group": true, "saved_query": true,
+	"semantic_model": true, "unit_test": true, "fixture": true, "function": true,
+}
+
+// search returns the members matching criterion c (before graph operators).
+func (e *evaluator) search(c *criterion) (bitset, error) {
+	d := e.d
+	out := newBitset(len(d.ids))
+	valueErr := func(msg string, args ...any) error {
+		return &ValueError{Criterion: c.raw, Method: c.method, Value: c.value, Msg: fmt.Sprintf(msg, args...)}
+	}
+	each := func(keep func(n *manifest.Node) bool, match func(n *manifest.Node) bool) {
+		for i, n := range d.nodes {
+			if keep(n) && match(n) {
+				out.add(int32(i))
+			}
+		}
+	}
+	all := func(*manifest.Node) bool { return true }
+	fn := e.match.match
+	v := c.value
+	switch c.method {
+	case "fqn":
+		each(func(n *manifest.Node) bool { return n.ResourceType != manifest.Source }, func(n *manifest.Node) bool {
+			return fqnMatch(fn, v, n.FQN, isVersioned(n))
+		})
+	case "tag":
+		each(all, func(n *manifest.Node) bool {
+			for _, t := range nodeTags(n) {
+				if fn(t, v) {
+					return true
+				}
+			}
+			return false
+		})
+	case "group":
+		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.Metric }, func(n *manifest.Node) bool {
+			g, _ := n.Config["group"].(string)
+			return g != "" && fn(g, v)
+		})
+	case "access":
+		each(isParsed, func(n *manifest.Node) bool { return n.ResourceType == manifest.Model && n.Access == v })
+	case "source":
+		parts := strings.Split(v, ".")
+		pkg, src, tbl := "*", "", "*"
+		switch len(parts) {
+		case 1:
+			src = parts[0]
+		case 2:
+			src, tbl = parts[0], parts[1]
+		case 3:
+			pkg, src, tbl = parts[0], parts[1], parts[2]
+		default:
+			return nil, valueErr("invalid source selector value %q: sources must be source_name, source_name.table_name or package.source_name.table_name", v)
+		}
+		each(func(n *manifest.Node) bool { return n.ResourceType == manifest.Source }, func(n *manifest.Node) bool {
+			return fn(n.PackageName, pkg) && fn(n.SourceName, src) && fn(n.Name, tbl)
+		})
+	case "exposure", "metric", "semantic_model", "saved_query", "unit_test":
+		parts := strings.Split(v, ".")
+		pkg, name := "*", ""
+		switch len(parts) {
+		case 1:
+			name = parts[0]
+		case 2:
+			pkg, name = parts[0], parts[1]
+		default:
+			return nil, valueErr("invalid %s selector value %q: expected name or package.name", c.method, v)
+		}
+		rt := manifest.ResourceType(c.method)
+		each(func(n *manifest.Node) bool { return n.ResourceType == rt }, func(n *manifest.Node) bool {
+			return fn(n.PackageName, pkg) && fn(n.Name, name)
+		})
+	case "path":
+		paths, err := e.globPaths(v)
+		if err != nil {
+			return nil, valueErr("%v", err)
+		}
+		each(all, func(n *manifest.Node) bool {
+			ofp := cleanPath(n.OriginalFilePath)
+			if paths[ofp] {
+				return true
+			}
+			if n.PatchPath != "" {
+				if _, p, ok := strings.Cut(n.PatchPath, "://"); ok && paths[cleanPath(p)] {
+					return true
+				}
+			}
+			for dir := pathParent(ofp); ; dir = pathParent(dir) {
+				if paths[dir] {
+					return true
+				}
+				if dir == "." {
+					return false
+				}
+			}
+		})
+	case "file":
+		each(all, func(n *manifest.Node) bool {
+			name := pathName(n.OriginalFilePath)
+			return fn(name, v) || fn(pathStem(name), v)
+		})
+	case "package":
+		pkg := v
+		if pkg == "this" && e.d.m.Metadata.ProjectName != "" {
+			pkg = e.d.m.Metadata.ProjectName
+		}
+		each(all, func(n *manifest.Node) bool { return fn(n.PackageName, pkg) })
+	case "config":
+		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.Source }, func(n *manifest.Node) bool {
+			return configMatch(n.Config, c.args, v)
+		})
+	case "resource_type":
+		if !resourceTypes[v] {
+			return nil, valueErr("invalid resource_type selector %q", v)
+		}
+		each(all, func(n *manifest.Node) bool { return string(n.ResourceType) == v })
+	case "test_name":
+		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.UnitTest }, func(n *manifest.Node) bool {
+			switch n.ResourceType {
+			case manifest.Test:
+				return n.TestMetadata != nil && fn(n.TestMetadata.Name, v)
+			case manifest.UnitTest:
+				return fn(n.Name, v)
+			}
+			return false
+		})
+	case "test_type":
+		var generic, singular, unit bool
+		switch {
+		case v == "generic" || v == "schema":
+			generic = true
+		case strings.Contains("data", v):
+			generic, singular = true, true
+		case strings.Contains("singular", v):
+			singular = true
+		case strings.Contains("unit", v):
+			unit = true
+		default:
+			return nil, valueErr(`invalid test type selector %s: expected "generic", "singular", "unit", or "data"`, v)
+		}
+		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.UnitTest }, func(n *manifest.Node) bool {
+			switch n.ResourceType {
+			case manifest.Test:
+				if n.TestMetadata != nil {
+					return generic
+				}
+				return singular
+			case manifest.UnitTest:
+				return unit
+			}
+			return false
+		})
+	case "version":
+		switch v {
+		case "latest", "prerelease", "old", "none":
+		default:
+			hasModel := false
+			for _, n := range d.nodes {
+				if n.ResourceType == manifest.Model {
+					hasModel = true
+					break
+				}
+			}
+			if hasModel {
+				return nil, valueErr(`invalid version type selector %s: expected one of: "latest", "prerelease", "old", or "none"`, v)
+			}
+		}
+		each(func(n *manifest.Node) bool { return n.ResourceType == manifest.Model }, func(n *manifest.Node) bool {
+			ver, latest := rawVersion(n, "version"), rawVersion(n, "latest_version")
+			switch v {
+			case "latest":
+				return ver != nil && pyEqual(ver, latest)
+			case "prerelease":
+				return truthy(ver) && truthy(latest) && versionLess(latest, ver)
+			case "old":
+				return truthy(ver) && truthy(latest) && versionLess(ver, latest)
+			case "none":
+				return ver == nil
+			}
+			return false
+		})
+	case "state":
+		return e.stateSearch(c)
+	case "result":
+		if e.results == nil {
+			return nil, fmt.Errorf("selector: %s: %w", c.raw, ErrNoRunResults)
+		}
+		each(all, func(n *manifest.Node) bool { return e.results[n.UniqueID] == v })
+	case "source_status":
+		return e.sourceStatus(c)
+	default:
+		return nil, &SyntaxError{Expr: c.raw, Token: c.method, Pos: -1, Msg: "unknown selector method"}
+	}
+	return out, nil
+}
+
+func isVersioned(n *manifest.Node) bool {
+	return n.ResourceType == manifest.Model && n.Version != ""
+}
+
+// nodeTags returns the tags dbt's tag: method sees (none for semantic
+// models, config.tags for unit tests).
+func nodeTags(n *manifest.Node) []string {
+	switch n.ResourceType {
+	case manifest.SemanticModel:
+		return nil
+	case manifest.UnitTest:
+		switch t := n.Config["tags"].(type) {
+		case string:
+			return []string{t}
+		case []any:
+			out := make([]string, 0, len(t))
+			for _, x := range t {
+				if s, ok := x.(string); ok {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+		return nil
+	}
+	return n.Tags
+}
+
+// fqnMatch is dbt's QualifiedNameSelectorMethod.node_is_match: the
+// selector matches the fqn with or without its package segment.
+func fqnMatch(fn func(name, pat string) bool, sel string, fqn []string, versioned bool) bool {
+	if len(fqn) == 0 {
+		return false
+	}
+	return isSelectedNode(fn, fqn, sel, versioned) || (len(fqn) > 1 && isSelectedNode(fn, fqn[1:], sel, versioned))
+}
+
+// isSelectedNode ports dbt's is_selected_node.
+func isSelectedNode(fn func(name, pat string) bool, fqn []string, sel string, versioned bool) bool {
+	parts := strings.Split(sel, ".")
+	if versioned && len(fqn) >= 2 {
+		if fqn[len(fqn)-2] == sel {
+			return true
+		}
+		last := parts
+		if len(last) > 2 {
+			last = last[len(last)-2:]
+		}
+		if strings.Join(fqn[len(fqn)-2:], "_") == strings.Join(last, "_") {
+			return true
+		}
+	} else if !versioned && fqn[len(fqn)-1] == sel {
+		return true
+	}
+	var flat []string
+	for _, seg := range fqn {
+		flat = append(flat, strings.Split(seg, ".")...)
+	}
+	if len(flat) < len(parts) {
+		return false
+	}
+	slurp := -1
+	for i, p := range parts {
+		if strings.ContainsAny(p, "*?[]") {
+			slurp = i
+			break
+		}
+		if flat[i] != p {
+			return false
+		}
+	}
+	if slurp < 0 {
+		return true
+	}
+	if fn(strings.Join(flat[slurp:], "."), strings.Join(parts[slurp:], ".")) {
+		return true
+	}
+	if !strings.Contains(sel, ".") {
+		leaf := fqn[len(fqn)-1]
+		if versioned && len(fqn) >= 2 {
+			leaf = fqn[len(fqn)-2]
+		}
+		return fn(leaf, sel)
+	}
+	return false
+}
+
+// configMatch is dbt's ConfigSelectorMethod for one node.
+func configMatch(cfg map[string]any, args []string, sel string) bool {
+	if len(args) == 0 {
+		return false // the whole config object never equals a string
+	}
+	var val any = cfg
+	for _, a := range args {
+		m, ok := val.(map[string]any)
+		if !ok {
+			return false
+		}
+		if val, ok = m[a]; !ok {
+			return false
+		}
+	}
+	severity := len(args) == 1 && args[0] == "severity"
+	eq := func(x any) bool {
+		s, ok := x.(string)
+		if !ok {
+			return false
+		}
+		if severity {
+			return strings.EqualFold(s, sel) || strings.ToUpper(s) == strings.ToUpper(sel)
+		}
+		return s == sel
+	}
+	isTrue := strings.ToUpper(sel) == "TRUE"
+	isFalse := strings.ToUpper(sel) == "FALSE"
+	if list, ok := val.([]any); ok {
+		for _, x := range list {
+			if eq(x) {
+				return true
+			}
+		}
+		for _, x := range list {
+			if isTrue && pyEqual(x, true) || isFalse && pyEqual(x, false) {
+				return true
+			}
+		}
+		return false
+	}
+	if eq(val) {
+		return true
+	}
+	b, ok := val.(bool)
+	return ok && (isTrue && b || isFalse && !b)
+}
+
+// rawVersion returns a model's version or latest_version as dbt holds it
+// (string or number), or nil.
+func rawVersion(n *manifest.Node, key string) any {
+	raw := nodeJSON(n)
+	if raw == nil {
+		s := n.Version
+		if key == "latest_version" {
+			s = n.LatestVersion
+		}
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	return raw[key]
+}
+
+// versionLess is dbt's UnparsedVersion.__lt__: numeric when both parse as
+// floats, else string comparison of str(v).
+func versionLess(a, b any) bool {
+	fa, errA := pyFloat(a)
+	fb, errB := pyFloat(b)
+	if errA == nil && errB == nil {
+		return fa < fb
+	}
+	return pyStr(a) < pyStr(b)
+}
+
+func pyFloat(v any) (float64, error) {
+	switch x := v.(type) {
+	case float64:
+		return x, nil
+	case bool:
+		if x {
+			return 1, nil
+		}
+		return 0, nil
+	case string:
+		return strconv.ParseFloat(strings.TrimSpace(x), 64)
+	}
+	return 0, fmt.Errorf("not a number")
+}
+
+// pyEqual compares JSON values as Python compares their decoded forms
+// (True == 1 == 1.0).
+func pyEqual(a, b any) bool {
+	num := func(v any) (float64, bool) {
+		switch x := v.(type) {
+		case float64:
+			return x, true
+		case bool:
+			if x {
+				return 1, true
+			}
+			return 0, true
+		}
+		return 0, false
+	}
+	if fa, ok := num(a); ok {
+		fb, ok := num(b)
+		return ok && fa == fb
+	}
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !pyEqual(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, xv := range x {
+			yv, ok := y[k]
+			if !ok || !pyEqual(xv, yv) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// Path helpers with pathlib's semantics on POSIX.
+
+func cleanPath(p string) string {
+	var parts []string
+	for _, s := range strings.Split(p, "/") {
+		if s != "" && s != "." {
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) == 0 {
+		return "."
+	}
+	return strings.Join(parts, "/")
+}
+
+func pathParent(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return "."
+}
+
+func pathName(p string) string {
+	p = cleanPath(p)
+	if p == "." {
+		return ""
+	}
+	return path.Base(p)
+}
+
+// pathStem is pathlib's PurePath.stem for a final component.
+func pathStem(name string) string {
+	i := strings.LastIndexByte(name, '.')
+	if i > 0 && i < len(name)-1 {
+		return name[:i]
+	}
+	return name
+}
