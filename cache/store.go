@@ -123,7 +123,11 @@ func fileName(id string) string {
 		name = name[:150]
 		changed = true
 	}
-	if changed || strings.HasPrefix(name, ".") {
+	if strings.HasPrefix(name, ".") {
+		name = "_" + name
+		changed = true
+	}
+	if changed {
 		sum := sha256.Sum256([]byte(id))
 		name += "~" + hex.EncodeToString(sum[:6])
 	}

@@ -58,8 +58,8 @@ func newSynth(seed uint64, models int) *synth {
 		s.seeds[id] = fmt.Sprintf("a,b\n%d,x\n", i)
 		nodes[id] = map[string]any{"unique_id": id, "resource_type": "seed", "name": fmt.Sprintf("s%d", i),
 			"package_name": "p", "path": path, "original_file_path": path,
-			"checksum": map[string]any{"name": "path", "checksum": "/somewhere/else/" + path},
-			"config": map[string]any{"materialized": "seed", "enabled": true},
+			"checksum":      map[string]any{"name": "path", "checksum": "/somewhere/else/" + path},
+			"config":        map[string]any{"materialized": "seed", "enabled": true},
 			"relation_name": fmt.Sprintf(`"db"."main"."s%d"`, i), "depends_on": map[string]any{"macros": []any{}}}
 		upstream = append(upstream, id)
 	}
@@ -92,8 +92,8 @@ func newSynth(seed uint64, models int) *synth {
 		nodes[id] = map[string]any{"unique_id": id, "resource_type": "model", "name": fmt.Sprintf("n%d", i),
 			"package_name": "p", "path": fmt.Sprintf("n%d.sql", i), "original_file_path": fmt.Sprintf("models/n%d.sql", i),
 			"raw_code": code, "language": "sql",
-			"checksum": map[string]any{"name": "sha256", "checksum": fmt.Sprintf("%064x", i)},
-			"config":   map[string]any{"materialized": mat, "enabled": true, "tags": []any{"t"}},
+			"checksum":      map[string]any{"name": "sha256", "checksum": fmt.Sprintf("%064x", i)},
+			"config":        map[string]any{"materialized": mat, "enabled": true, "tags": []any{"t"}},
 			"relation_name": fmt.Sprintf(`"db"."main"."n%d"`, i), "schema": "main", "database": "db", "alias": fmt.Sprintf("n%d", i),
 			"depends_on": map[string]any{"nodes": deps, "macros": mdeps}}
 		if mat == "ephemeral" {
@@ -105,7 +105,7 @@ func newSynth(seed uint64, models int) *synth {
 				"package_name": "p", "path": "x.yml", "original_file_path": "models/x.yml",
 				"config": map[string]any{"enabled": true, "severity": "ERROR"}, "attached_node": id,
 				"test_metadata": map[string]any{"name": "not_null", "kwargs": map[string]any{"column_name": "a"}},
-				"depends_on": map[string]any{"nodes": []any{id}, "macros": []any{}}}
+				"depends_on":    map[string]any{"nodes": []any{id}, "macros": []any{}}}
 		}
 		upstream = append(upstream, id)
 	}

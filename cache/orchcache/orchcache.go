@@ -1,0 +1,128 @@
+// Package orchcache plugs a cache.Session into an orchestrator: its Cache
+// implements orchestrator.Cache (keys, lookups, recording results) and
+// orchestrator.StaleChecker (skipping what reads stale sources under
+// BuildOptions.OnlyFreshSources).
+//
+// It is a package of its own because orchestrator.Cache.Record takes an
+// *orchestrator.NodeResult: package cache stays free of the orchestrator,
+// which itself does not import this package.
+package orchcache
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+// Options configures a Cache.
+type Options struct {
+	// FreshnessErr is the error of a freshness snapshot that was asked for
+	// but could not be taken (cache.RunFreshness's error). The build then
+	// fails open, visibly: it is logged, no node is skipped as stale, and
+	// nothing is served from the cache, so that everything runs.
+	FreshnessErr error
+	// Logger receives warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Cache is a cache.Session as an orchestrator.Cache and
+// orchestrator.StaleChecker. It is safe for concurrent use.
+type Cache struct {
+	s    *cache.Session
+	opts Options
+}
+
+var (
+	_ orchestrator.Cache        = (*Cache)(nil)
+	_ orchestrator.StaleChecker = (*Cache)(nil)
+)
+
+// New returns the orchestrator.Cache of session s. The session's
+// KeyConfig must describe the build it is used for (same vars, target and
+// freshness snapshot), since orchestrator.Cache.Key is asked per node only.
+func New(s *cache.Session, opts Options) *Cache {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.FreshnessErr != nil {
+		opts.Logger.Warn("cache: source freshness unavailable; running every node, serving nothing from the cache", "err", opts.FreshnessErr)
+	}
+	return &Cache{s: s, opts: opts}
+}
+
+// Session returns the underlying session.
+func (c *Cache) Session() *cache.Session { return c.s }
+
+// Key returns the node's key, or "" for a node that is not cacheable
+// (tests, incremental models by default, ...). A key that cannot be
+// computed (an unreadable seed file, say) is "" with the *cache.KeyError,
+// which the orchestrator logs before running the node.
+func (c *Cache) Key(_ context.Context, n *manifest.Node) (string, error) {
+	if !c.s.Cacheable(n.UniqueID) {
+		if _, err := c.s.Key(n.UniqueID); err != nil && n.Executable() && !n.IsTest() {
+			return "", err
+		}
+		return "", nil
+	}
+	return c.s.Key(n.UniqueID)
+}
+
+// Lookup reports a live entry for the node under key. Unreadable entries
+// are misses (logged by the store), never errors.
+func (c *Cache) Lookup(ctx context.Context, n *manifest.Node, key string) (bool, error) {
+	if c.opts.FreshnessErr != nil || key == "" {
+		return false, nil
+	}
+	_, current, hit := c.s.Lookup(ctx, n.UniqueID)
+	return hit && current == key, nil
+}
+
+// Record stores a successful result under key and deletes the node's
+// entry otherwise, so that a failed node leaves no entry.
+func (c *Cache) Record(ctx context.Context, n *manifest.Node, key string, res *orchestrator.NodeResult) error {
+	if res == nil || res.Status != orchestrator.Success || key == "" {
+		return c.s.Invalidate(ctx, n.UniqueID)
+	}
+	r := cache.Result{
+		Status:       res.DBTStatus,
+		RowsAffected: res.RowsAffected,
+		Message:      res.Message,
+		StartedAt:    res.StartedAt,
+		CompletedAt:  res.CompletedAt,
+		Execution:    res.ExecutionTime,
+		RelationName: res.RelationName,
+	}
+	if r.Status == "" {
+		r.Status = string(res.Status)
+	}
+	return c.s.Put(ctx, n.UniqueID, key, r)
+}
+
+// StaleNodes names the nodes among ids that read, directly or through
+// other nodes, a source whose freshness check ended in error or runtime
+// error, with the reason. Without a snapshot (none configured, or it
+// failed) no node is stale.
+func (c *Cache) StaleNodes(_ context.Context, g *manifest.Graph, ids []string) (map[string]string, error) {
+	f := c.s.Keyer().Config().Freshness
+	if f == nil || c.opts.FreshnessErr != nil {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, id := range ids {
+		stale := f.StaleAncestors(g, id)
+		if len(stale) == 0 {
+			continue
+		}
+		parts := make([]string, len(stale))
+		for i, s := range stale {
+			parts[i] = fmt.Sprintf("%s (%s)", s, f.Sources[s].Status)
+		}
+		out[id] = "stale source: " + strings.Join(parts, ", ")
+	}
+	return out, nil
+}
