@@ -239,8 +239,13 @@ type result struct {
 	empty bool
 }
 
+// minRedact is the shortest token redacted from text: shorter strings
+// would be replaced everywhere they happen to occur. Real tokens are far
+// longer.
+const minRedact = 6
+
 func (c *Client) redact(s string) string {
-	if c.token == "" {
+	if len(c.token) < minRedact {
 		return s
 	}
 	return strings.ReplaceAll(s, c.token, "[REDACTED]")
@@ -393,6 +398,16 @@ func mayHaveApplied(resp *http.Response, err error) bool {
 	return true // the response body was lost
 }
 
+// ask consults the retry policy: with the response when the server
+// answered, with the error when it did not (or its answer was lost).
+func (c *Client) ask(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return c.policy(ctx, resp, nil)
+	}
+	return c.policy(ctx, nil, err)
+}
+
 // do performs cl, retrying according to the policy when cl is idempotent,
 // or when the failure certainly did not take effect.
 func (c *Client) do(ctx context.Context, cl call) (*result, error) {
@@ -404,7 +419,7 @@ func (c *Client) do(ctx context.Context, cl call) (*result, error) {
 		if ctx.Err() != nil {
 			return nil, c.ctxError(ctx, cl, err)
 		}
-		retry, perr := c.policy(ctx, resp, err)
+		retry, perr := c.ask(ctx, resp, err)
 		if perr != nil {
 			return nil, perr
 		}
@@ -452,7 +467,7 @@ func (c *Client) create(ctx context.Context, op string, cl call, lookup func(con
 			}
 			return nil, c.ctxError(ctx, cl, err)
 		}
-		retry, perr := c.policy(ctx, resp, err)
+		retry, perr := c.ask(ctx, resp, err)
 		if ambiguous {
 			// Give an attempt still in flight on the server a moment to land
 			// before looking for it.

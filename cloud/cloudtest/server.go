@@ -1107,19 +1107,34 @@ func (s *Server) resolve(selectors []string) []string {
 	return out
 }
 
+// matchSelector matches one selector argument: a comma-separated
+// intersection of fqn:, resource_type:, package:, path:, unit_test:
+// criteria, unique_ids and bare names.
 func matchSelector(n *manifest.Node, sel string) bool {
-	switch {
-	case sel == n.UniqueID:
-		return true
-	case strings.HasPrefix(sel, "fqn:"):
-		return strings.Join(n.FQN, ".") == strings.TrimPrefix(sel, "fqn:")
-	case strings.HasPrefix(sel, "path:"):
-		return n.OriginalFilePath == strings.TrimPrefix(sel, "path:")
-	case strings.HasPrefix(sel, "unit_test:"):
-		return n.ResourceType == manifest.UnitTest && (n.Name == strings.TrimPrefix(sel, "unit_test:") ||
-			n.PackageName+"."+n.Name == strings.TrimPrefix(sel, "unit_test:"))
-	case !strings.Contains(sel, ":"):
-		return n.Name == sel && n.ResourceType != manifest.Source
+	for _, crit := range strings.Split(sel, ",") {
+		if !matchCriterion(n, crit) {
+			return false
+		}
+	}
+	return true
+}
+
+func matchCriterion(n *manifest.Node, sel string) bool {
+	method, value, found := strings.Cut(sel, ":")
+	if !found {
+		return sel == n.UniqueID || (n.Name == sel && n.ResourceType != manifest.Source)
+	}
+	switch method {
+	case "fqn":
+		return strings.Join(n.FQN, ".") == value
+	case "resource_type":
+		return string(n.ResourceType) == value
+	case "package":
+		return n.PackageName == value
+	case "path":
+		return n.OriginalFilePath == value
+	case "unit_test":
+		return n.ResourceType == manifest.UnitTest && (n.Name == value || n.PackageName+"."+n.Name == value)
 	}
 	return false
 }

@@ -1,0 +1,474 @@
+package cloud
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
+	"github.com/dbtorch/dbtorch/internal/runresults"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// Defaults of ExecutorConfig.
+const (
+	DefaultJobPrefix      = "dbtorch-"
+	DefaultPollInterval   = 5 * time.Second
+	DefaultCancelGrace    = 30 * time.Second
+	DefaultCleanupTimeout = 2 * time.Minute
+	DefaultManifestStep   = "dbt compile"
+)
+
+// ExecutorConfig configures an Executor. Client, ProjectID and
+// EnvironmentID are required.
+type ExecutorConfig struct {
+	Client *Client
+	// ProjectID and EnvironmentID say where the temporary jobs live and
+	// run (a deployment environment with credentials).
+	ProjectID     int64
+	EnvironmentID int64
+	// JobPrefix starts the name of every temporary job (DefaultJobPrefix
+	// when empty), so that Janitor can find leftovers. Names are
+	// JobPrefix + build id + "-" + a random suffix.
+	JobPrefix string
+	// TargetName is the jobs' settings.target_name ("default" when empty);
+	// Threads their settings.threads (4 when zero).
+	TargetName string
+	Threads    int
+	// JobTimeout is the jobs' execution timeout (none when zero).
+	JobTimeout time.Duration
+	// DBTVersion overrides the environment's dbt version when set.
+	DBTVersion string
+	// Vars are passed to every invocation as --vars, under the request's.
+	Vars map[string]any
+	// PollInterval is the mean wait between two polls of a run
+	// (DefaultPollInterval when zero); each wait is jittered by ±25%.
+	PollInterval time.Duration
+	// CancelGrace is how long a cancelled run is given to reach a terminal
+	// status before its job is deleted anyway (DefaultCancelGrace).
+	CancelGrace time.Duration
+	// CleanupTimeout bounds the clean-up after an invocation (cancelling
+	// the run, deleting the job), which runs even when the invocation's
+	// context has ended (DefaultCleanupTimeout).
+	CleanupTimeout time.Duration
+	// ManifestJobID, when set, makes Manifest read the latest
+	// manifest.json of that job instead of running a temporary job.
+	ManifestJobID int64
+	// ManifestStep is the step of the temporary job Manifest runs
+	// (DefaultManifestStep).
+	ManifestStep string
+	// Logger receives the executor's logs; nothing is logged when nil.
+	Logger *slog.Logger
+}
+
+// Executor runs dbt invocations as temporary dbt Cloud jobs: one job per
+// Execute call, deleted before Execute returns. It implements
+// executor.Executor and executor.ManifestProvider and is safe for
+// concurrent use; dbt Cloud runs the jobs in parallel up to the account's
+// run slots.
+type Executor struct {
+	cfg ExecutorConfig
+	c   *Client
+	log *slog.Logger
+}
+
+var (
+	_ executor.Executor         = (*Executor)(nil)
+	_ executor.ManifestProvider = (*Executor)(nil)
+)
+
+// NewExecutor returns an Executor for cfg. It makes no request.
+func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("dbt cloud: ExecutorConfig.Client is required")
+	}
+	if cfg.ProjectID <= 0 || cfg.EnvironmentID <= 0 {
+		return nil, errors.New("dbt cloud: ExecutorConfig.ProjectID and EnvironmentID are required")
+	}
+	if cfg.JobPrefix == "" {
+		cfg.JobPrefix = DefaultJobPrefix
+	}
+	if cfg.TargetName == "" {
+		cfg.TargetName = "default"
+	}
+	if cfg.Threads <= 0 {
+		cfg.Threads = 4
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.CancelGrace <= 0 {
+		cfg.CancelGrace = DefaultCancelGrace
+	}
+	if cfg.CleanupTimeout <= 0 {
+		cfg.CleanupTimeout = DefaultCleanupTimeout
+	}
+	if cfg.ManifestStep == "" {
+		cfg.ManifestStep = DefaultManifestStep
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Executor{cfg: cfg, c: cfg.Client, log: log}, nil
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// jobName returns a fresh, unique temporary job name for the build.
+func (e *Executor) jobName(buildID string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	id := unsafeName.ReplaceAllString(buildID, "_")
+	if id == "" {
+		id = "adhoc"
+	}
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	return e.cfg.JobPrefix + id + "-" + hex.EncodeToString(b)
+}
+
+// Execute runs req as one temporary dbt Cloud job. See the package
+// documentation of executor for the contract: one result per requested
+// node, in order, whenever the error is nil.
+//
+// Failures of dbt Cloud itself do not make Execute fail: they become error
+// results for every node, of KindConnection when they may be transient
+// (network, 429, 5xx) and KindInternal otherwise (a rejected request). A
+// run that ends without run_results.json gives error results of KindCrash.
+func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
+	if len(req.Nodes) == 0 {
+		return nil, errors.New("dbt cloud: Execute: request has no nodes")
+	}
+	for _, n := range req.Nodes {
+		if n == nil {
+			return nil, errors.New("dbt cloud: Execute: request has a nil node")
+		}
+	}
+	args, err := dbtargv.Build(dbtargv.Options{
+		Command:     string(req.Command),
+		Nodes:       req.Nodes,
+		FullRefresh: req.FullRefresh,
+		Vars:        dbtargv.MergeVars(e.cfg.Vars, req.Vars),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dbt cloud: Execute: %w", err)
+	}
+	step := "dbt " + dbtargv.ShellJoin(args)
+	name := e.jobName(req.BuildID)
+	resp := &executor.Response{Invocation: executor.Invocation{
+		Command:  req.Command,
+		Args:     append([]string{"dbt"}, args...),
+		Started:  time.Now(),
+		ExitCode: -1,
+	}}
+	ids := make([]string, len(req.Nodes))
+	for i, n := range req.Nodes {
+		ids[i] = n.UniqueID
+	}
+	desc := shorten(fmt.Sprintf("dbtorch build %s attempt %d: %s %s", req.BuildID, req.Attempt, req.Command, strings.Join(ids, " ")), 250)
+	cause := shorten(fmt.Sprintf("dbtorch build %s attempt %d (%s): %s %d node(s)", req.BuildID, req.Attempt, name, req.Command, len(ids)), 250)
+
+	var results []executor.Result
+	err = e.session(ctx, name, desc, step, cause, func(ctx context.Context, run *Run, stepIndex int) error {
+		resp.Invocation.Ended = time.Now()
+		results = e.collect(ctx, run, stepIndex, req, &resp.Invocation)
+		return nil
+	})
+	resp.Invocation.Ended = time.Now()
+	switch {
+	case results != nil:
+		resp.Results = results
+	case ctx.Err() != nil:
+		kind, why := executor.KindCancelled, "cancelled"
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			kind, why = executor.KindTimeout, "timed out"
+		}
+		msg := fmt.Sprintf("%s before the dbt Cloud run finished (%v)", why, ctx.Err())
+		resp.Results = uniform(req.Nodes, executor.Cancelled, kind, msg)
+	default:
+		resp.Invocation.Stderr = err.Error()
+		resp.Results = uniform(req.Nodes, executor.Error, errorKind(err), "dbt Cloud: "+err.Error())
+	}
+	return resp, nil
+}
+
+// errorKind classifies a failure of the dbt Cloud API.
+func errorKind(err error) executor.Kind {
+	var ae *APIError
+	if errors.As(err, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests {
+		var amb *AmbiguousError
+		if !errors.As(err, &amb) {
+			return executor.KindInternal
+		}
+	}
+	return executor.KindConnection
+}
+
+func uniform(nodes []*manifest.Node, st executor.Status, kind executor.Kind, msg string) []executor.Result {
+	out := make([]executor.Result, len(nodes))
+	for i, n := range nodes {
+		out[i] = executor.Result{UniqueID: n.UniqueID, Status: st, Kind: kind, Message: msg}
+	}
+	return out
+}
+
+// collect turns a finished run into one result per requested node.
+func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, req executor.Request, inv *executor.Invocation) []executor.Result {
+	if run.Status != RunSuccess {
+		inv.Stderr = run.StatusMessage
+	}
+	data, err := e.c.RunArtifact(ctx, run.ID, "run_results.json", stepIndex)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if IsNotFound(err) {
+			kind := executor.KindCrash
+			if run.Status == RunCancelled {
+				kind = executor.KindCancelled
+			}
+			msg := fmt.Sprintf("dbt Cloud run %d ended %s without run_results.json", run.ID, run.Status)
+			if run.StatusMessage != "" {
+				msg += ": " + run.StatusMessage
+			}
+			return uniform(req.Nodes, executor.Error, kind, msg)
+		}
+		return uniform(req.Nodes, executor.Error, errorKind(err),
+			fmt.Sprintf("dbt Cloud run %d ended %s; reading run_results.json failed: %v", run.ID, run.Status, err))
+	}
+	file, err := runresults.Parse(data)
+	if err != nil {
+		return uniform(req.Nodes, executor.Error, executor.KindCrash,
+			fmt.Sprintf("dbt Cloud run %d: unreadable run_results.json: %v", run.ID, err))
+	}
+	inv.InvocationID = file.Metadata.InvocationID
+	byID := make(map[string]*runresults.Entry, len(file.Results))
+	for i := range file.Results {
+		byID[file.Results[i].UniqueID] = &file.Results[i]
+	}
+	out := make([]executor.Result, len(req.Nodes))
+	for i, n := range req.Nodes {
+		ent := byID[n.UniqueID]
+		if ent == nil {
+			msg := fmt.Sprintf("dbt Cloud run %d (%s) did not report this node", run.ID, run.Status)
+			if run.StatusMessage != "" {
+				msg += ": " + run.StatusMessage
+			}
+			out[i] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindCrash, Message: msg}
+			continue
+		}
+		out[i] = resultOf(ent)
+	}
+	return out
+}
+
+// resultOf maps one run_results.json entry onto an executor.Result.
+func resultOf(ent *runresults.Entry) executor.Result {
+	r := executor.Result{
+		UniqueID:        ent.UniqueID,
+		DBTStatus:       ent.Status,
+		Message:         ent.Message,
+		Failures:        ent.Failures,
+		RowsAffected:    ent.RowsAffected(),
+		AdapterResponse: ent.AdapterResponse,
+		CompiledCode:    ent.CompiledCode,
+		RelationName:    ent.RelationName,
+		ThreadID:        ent.ThreadID,
+		ExecutionTime:   time.Duration(ent.ExecutionTime * float64(time.Second)),
+	}
+	for _, t := range ent.Timing {
+		r.Timing = append(r.Timing, executor.Timing{Name: t.Name, StartedAt: t.StartedAt, CompletedAt: t.CompletedAt})
+	}
+	switch runresults.OutcomeOf(ent.Status) {
+	case runresults.OK:
+		r.Status = executor.Success
+	case runresults.Skipped:
+		r.Status = executor.Skipped
+	default:
+		r.Status = executor.Error
+		r.Kind = kindOf(runresults.Classify(ent.Status, ent.Message))
+	}
+	return r
+}
+
+func kindOf(c runresults.Class) executor.Kind {
+	switch c {
+	case runresults.None:
+		return executor.KindNone
+	case runresults.Compilation:
+		return executor.KindCompilation
+	case runresults.TestFailure:
+		return executor.KindTestFailure
+	case runresults.Database:
+		return executor.KindDatabase
+	case runresults.Connection:
+		return executor.KindConnection
+	}
+	return executor.KindUnknown
+}
+
+// session creates a temporary job with one step, triggers it, polls the
+// run until it ends and calls done with it (and the index of the step, 0
+// when unknown), then deletes the job — on every path, with a context of
+// its own. When ctx ends first, the run is cancelled and given
+// CancelGrace to stop before the job is deleted; session then returns
+// ctx's error.
+func (e *Executor) session(ctx context.Context, name, desc, step, cause string, done func(context.Context, *Run, int) error) (err error) {
+	var (
+		job       *Job
+		run       *Run
+		createErr error
+		triggered bool
+	)
+	defer func() {
+		e.cleanup(ctx, name, job, createErr, run, triggered)
+	}()
+	job, createErr = e.c.CreateJob(ctx, Job{
+		ProjectID:     e.cfg.ProjectID,
+		EnvironmentID: e.cfg.EnvironmentID,
+		Name:          name,
+		Description:   desc,
+		DBTVersion:    e.cfg.DBTVersion,
+		ExecuteSteps:  []string{step},
+		Settings:      JobSettings{Threads: e.cfg.Threads, TargetName: e.cfg.TargetName},
+		Execution:     JobExecution{TimeoutSeconds: int(e.cfg.JobTimeout / time.Second)},
+	})
+	if createErr != nil {
+		job = nil
+		return createErr
+	}
+	e.log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job created", slog.Int64("job_id", job.ID), slog.String("name", name))
+	triggered = true
+	run, err = e.c.TriggerRun(ctx, job.ID, TriggerOptions{Cause: cause})
+	if err != nil {
+		run = nil
+		return err
+	}
+	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run started", slog.Int64("job_id", job.ID),
+		slog.Int64("run_id", run.ID), slog.String("step", step))
+	for !run.Status.Terminal() {
+		if err := sleep(ctx, e.pollWait()); err != nil {
+			return err
+		}
+		r, err := e.c.GetRun(ctx, run.ID, false)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		run = r
+	}
+	final, err := e.c.GetRun(ctx, run.ID, true)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	run = final
+	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run ended", slog.Int64("job_id", job.ID),
+		slog.Int64("run_id", run.ID), slog.String("status", run.Status.String()))
+	idx := 0
+	if st := stepOf(run, step); st != nil {
+		idx = st.Index
+	}
+	return done(ctx, run, idx)
+}
+
+// stepOf finds the run's step for the dbt command line step: the step
+// whose name contains it, else the last step naming the same dbt
+// sub-command.
+func stepOf(run *Run, step string) *RunStep {
+	if st := run.StepFor(step); st != nil {
+		return st
+	}
+	f := strings.Fields(step)
+	if len(f) >= 2 {
+		return run.StepFor(f[0] + " " + f[1])
+	}
+	return nil
+}
+
+func (e *Executor) pollWait() time.Duration {
+	d := e.cfg.PollInterval
+	return d*3/4 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// cleanup makes sure nothing of the session is left: the run is ended and
+// the job deleted. It uses its own context, so that it also runs after
+// the session's context has ended.
+func (e *Executor) cleanup(parent context.Context, name string, job *Job, createErr error, run *Run, triggered bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), e.cfg.CleanupTimeout)
+	defer cancel()
+	log := e.log.With(slog.String("job_name", name))
+	if job == nil {
+		var ae *APIError
+		if createErr == nil || (errors.As(createErr, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests) {
+			return // the job was certainly not created
+		}
+		// The creation may have succeeded: look for the job by its name.
+		found, err := e.c.FindJob(ctx, e.cfg.ProjectID, name)
+		if err != nil {
+			log.LogAttrs(ctx, slog.LevelError, "dbt cloud: could not check for a leftover job; run the Janitor",
+				slog.String("error", err.Error()))
+			return
+		}
+		if found == nil {
+			return
+		}
+		job = found
+	}
+	log = log.With(slog.Int64("job_id", job.ID))
+	if run == nil && triggered {
+		// The trigger may have succeeded: the job's runs are all ours.
+		latest, err := e.c.LatestRun(ctx, job.ID)
+		if err != nil {
+			log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: could not look up the job's run", slog.String("error", err.Error()))
+		}
+		run = latest
+	}
+	if run != nil && !run.Status.Terminal() {
+		e.stopRun(ctx, log, run)
+	}
+	if err := e.c.DeleteJob(ctx, job.ID); err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "dbt cloud: could not delete temporary job; run the Janitor",
+			slog.String("error", err.Error()))
+		return
+	}
+	log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job deleted")
+}
+
+// stopRun cancels a run and waits up to CancelGrace for it to end.
+func (e *Executor) stopRun(ctx context.Context, log *slog.Logger, run *Run) {
+	log = log.With(slog.Int64("run_id", run.ID))
+	r, err := e.c.CancelRun(ctx, run.ID)
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: cancelling the run failed", slog.String("error", err.Error()))
+		return
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run cancelled")
+	gctx, cancel := context.WithTimeout(ctx, e.cfg.CancelGrace)
+	defer cancel()
+	wait := min(e.cfg.PollInterval, time.Second)
+	for !r.Status.Terminal() {
+		if sleep(gctx, wait) != nil {
+			log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud run did not stop within the grace period")
+			return
+		}
+		if r, err = e.c.GetRun(gctx, run.ID, false); err != nil {
+			return
+		}
+	}
+}
