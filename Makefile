@@ -10,7 +10,7 @@ export DBTORCH_DBT := $(CURDIR)/$(VENV)/bin/dbt
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-go fuzz bench lint postgres-deps
+.PHONY: setup demo test test-go fuzz bench lint postgres-deps artifacts-deps
 
 ## setup: create .venv with the pinned dbt toolchain (idempotent: a second run costs seconds)
 setup: $(STAMP)
@@ -26,12 +26,17 @@ postgres-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	  || echo "warning: could not install postgresql; PostgreSQL tests will fail"; }
 
+## artifacts-deps: validators for the artifacts tests (npm mermaid + jsdom, Debian's xmllint), installed when missing
+artifacts-deps:
+	@test -f testdata/artifacts/mermaid/node_modules/mermaid/package.json || npm ci --prefix testdata/artifacts/mermaid --no-audit --no-fund --loglevel=error
+	@command -v xmllint >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxml2-utils >/dev/null; }
+
 ## demo: parse the bundled DuckDB project with real dbt and build it, orchestrated node by node
 demo: setup
 	$(GO) run ./examples/dbtorch demo
 
 ## test: everything, with real dbt (and PostgreSQL), race detector on, bounded fuzzing
-test: setup postgres-deps
+test: setup postgres-deps artifacts-deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
