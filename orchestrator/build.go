@@ -26,10 +26,6 @@ const (
 	ReasonCancelled = "build cancelled"
 )
 
-// ErrNoResolver is returned when a build has a selection but the
-// Orchestrator has no Resolver.
-var ErrNoResolver = errors.New("orchestrator: selection given but Config.Resolver is nil")
-
 // BuildOptions are one build's options. The zero value builds every node
 // with immediate tests.
 type BuildOptions struct {
@@ -254,10 +250,7 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 	}
 	var selected map[string]bool
 	if sel := opts.selection(); !sel.IsEmpty() {
-		if o.cfg.Resolver == nil {
-			return nil, ErrNoResolver
-		}
-		ids, err := o.cfg.Resolver.Resolve(ctx, g, sel)
+		ids, err := o.resolve(ctx, g, sel)
 		if err != nil {
 			return nil, fmt.Errorf("orchestrator: selection: %w", err)
 		}

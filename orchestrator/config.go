@@ -10,6 +10,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // Mode says how nodes are grouped into dbt invocations.
@@ -114,8 +115,9 @@ type Config struct {
 	Limits []NodeLimit
 
 	// Resolver turns the selection options of a build into node ids. Nil
-	// uses Config.DefaultResolver when set by the caller's program, and
-	// otherwise accepts only empty selections (every node).
+	// means the native resolver of package selector (dbt's selection
+	// language without running dbt); use a ResolverFunc over
+	// selector.DBTLs for exact parity with `dbt ls`.
 	Resolver Resolver
 
 	// Cache, when set, lets nodes whose inputs are unchanged be reported
@@ -149,6 +151,7 @@ type Orchestrator struct {
 	mu       sync.Mutex
 	m        *manifest.Manifest
 	g        *manifest.Graph
+	native   *selector.Native
 	prepared bool
 }
 
@@ -241,4 +244,22 @@ func (o *Orchestrator) prepare(ctx context.Context) error {
 	}
 	o.prepared = true
 	return nil
+}
+
+// resolve returns the ids selected by sel with the configured resolver, or
+// the native selector over g.
+func (o *Orchestrator) resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error) {
+	if o.cfg.Resolver != nil {
+		return o.cfg.Resolver.Resolve(ctx, g, sel)
+	}
+	o.mu.Lock()
+	if o.native == nil {
+		o.native = selector.NewNative(g)
+	}
+	native := o.native
+	o.mu.Unlock()
+	return native.Resolve(ctx, selector.Options{
+		Select: sel.Select, Exclude: sel.Exclude, Selector: sel.Selector,
+		Indirect: selector.IndirectMode(sel.Indirect), ExcludeEmpty: true,
+	})
 }

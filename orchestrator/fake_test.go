@@ -30,7 +30,11 @@ func unitTestID(i int) string { return fmt.Sprintf("unit_test.p.m.u%04d", i) }
 
 // randomDAG returns a random DAG of n models, each with up to 3 parents
 // among the previous 30 models, plus about n/4 tests and a few unit tests.
-func randomDAG(r *rand.Rand, n int) dagSpec {
+func randomDAG(r *rand.Rand, n int) dagSpec { return randomDAGWindow(r, n, 30) }
+
+// randomDAGWindow is randomDAG with parents among the previous window
+// models: a small window makes deep DAGs, a large one wide DAGs.
+func randomDAGWindow(r *rand.Rand, n, window int) dagSpec {
 	s := dagSpec{models: n, parents: map[int][]int{}}
 	for i := 1; i < n; i++ {
 		if r.IntN(10) == 0 {
@@ -39,7 +43,7 @@ func randomDAG(r *rand.Rand, n int) dagSpec {
 		k := 1 + r.IntN(3)
 		seen := map[int]bool{}
 		for range k {
-			p := i - 1 - r.IntN(min(i, 30))
+			p := i - 1 - r.IntN(min(i, window))
 			if !seen[p] {
 				seen[p] = true
 				s.parents[i] = append(s.parents[i], p)
@@ -68,7 +72,7 @@ func manifestOf(s dagSpec) *manifest.Manifest {
 	for i := range s.models {
 		n := &manifest.Node{UniqueID: modelID(i), Name: fmt.Sprintf("m%04d", i), ResourceType: manifest.Model,
 			PackageName: "p", Path: fmt.Sprintf("m%04d.sql", i), OriginalFilePath: fmt.Sprintf("models/m%04d.sql", i),
-			Materialized: "table", Enabled: true, FQN: []string{"p", fmt.Sprintf("m%04d", i)}}
+			Materialized: "table", Enabled: true, RawCode: "select 1", FQN: []string{"p", fmt.Sprintf("m%04d", i)}}
 		for _, p := range s.parents[i] {
 			n.DependsOn.Nodes = append(n.DependsOn.Nodes, modelID(p))
 		}
@@ -77,7 +81,7 @@ func manifestOf(s dagSpec) *manifest.Manifest {
 	for k, t := range s.tests {
 		n := &manifest.Node{UniqueID: testID(k), Name: fmt.Sprintf("t%04d", k), ResourceType: manifest.Test,
 			PackageName: "p", Path: fmt.Sprintf("t%04d.sql", k), OriginalFilePath: "models/schema.yml",
-			Enabled: true, AttachedNode: modelID(t[0]), Severity: "ERROR"}
+			Enabled: true, AttachedNode: modelID(t[0]), Severity: "ERROR", RawCode: "{{ test() }}"}
 		for _, mi := range t {
 			n.DependsOn.Nodes = append(n.DependsOn.Nodes, modelID(mi))
 		}

@@ -362,9 +362,13 @@ func TestSelection(t *testing.T) {
 	assert.False(t, calls[modelID(3)][0].start.Before(calls[testID(0)][0].end))
 	assert.Equal(t, []string{"+m0003"}, run.Args["select"])
 
-	noResolver := newOrch(t, orchestrator.Config{Executor: fake, Manifest: m})
-	_, err = noResolver.RunBuild(context.Background(), orchestrator.BuildOptions{Select: []string{"x"}})
-	require.ErrorIs(t, err, orchestrator.ErrNoResolver)
+	// Without a Resolver, the native selector.
+	native := newOrch(t, orchestrator.Config{Executor: newFake(nil), Manifest: m})
+	plan, err := native.Plan(context.Background(), orchestrator.BuildOptions{Select: []string{"m0001+"}, Exclude: []string{"m0002"}})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{modelID(1), modelID(3), testID(0), unitTestID(0)}, plan.Nodes, "t1 tests the excluded m2 too")
+	_, err = native.Plan(context.Background(), orchestrator.BuildOptions{Select: []string{"@m0001+"}})
+	require.Error(t, err)
 }
 
 // mapCache is an in-memory Cache keyed by node id and a fixed key.
