@@ -3,8 +3,8 @@ package orchestrator_test
 import (
 	"cmp"
 	"context"
-	"slices"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
