@@ -43,8 +43,8 @@ func fixtureManifest() *manifest.Manifest {
 			n.Alias = n.Name
 			n.RelationName = `"shop"."main"."` + n.Name + `"`
 		}
-		if n.Config == nil {
-			n.Config = map[string]any{"materialized": n.Materialized}
+		if n.Config.IsZero() {
+			n.Config = manifest.NewConfig(map[string]any{"materialized": n.Materialized})
 		}
 		if n.ResourceType == manifest.Source {
 			m.Sources[n.UniqueID] = n
@@ -67,7 +67,7 @@ func fixtureManifest() *manifest.Manifest {
 		DependsOn: manifest.DependsOn{Nodes: []string{"seed.shop.orders"}}})
 	test := func(id, name, attached, path string, severity string) {
 		add(&manifest.Node{UniqueID: id, Name: name, ResourceType: manifest.Test, FQN: []string{"shop", "marts", name}, OriginalFilePath: path,
-			Severity: severity, AttachedNode: attached, Config: map[string]any{"severity": severity},
+			Severity: severity, AttachedNode: attached, Config: manifest.NewConfig(map[string]any{"severity": severity}),
 			DependsOn: manifest.DependsOn{Nodes: []string{attached}}})
 	}
 	test("test.shop.not_null_stg_customers_customer_id.e2cfb1f9aa", "not_null_stg_customers_customer_id", "model.shop.stg_customers", "models/staging/_staging.yml", "ERROR")
