@@ -1,0 +1,83 @@
+"""dbtorch warm worker: keeps dbt imported and the project parsed, and runs
+one dbt invocation per request.
+
+Protocol (JSON lines). Requests come on stdin; replies go to the file
+descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
+
+  -> {"id": 0, "parse_args": [...], "key": "<vars>"}          (first line)
+  <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2}
+     or {"id": 0, "type": "fatal", "error": "..."} and exit 3
+  -> {"id": N, "args": [...], "parse_args": [...], "key": "<vars>"}
+  <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "elapsed": 0.4}
+
+"args" is a full dbt command line without the executable; "parse_args" is
+the `dbt parse` command line whose manifest "args" must run against. The
+worker parses once per distinct "key" (the invocation's vars) and keeps a
+few manifests. End of stdin ends the worker.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+MAX_MANIFESTS = 4
+
+
+def main():
+    fd = int(os.environ["DBTORCH_WORKER_FD"])
+    os.set_inheritable(fd, False)
+    out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def reply(msg):
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    from dbt.cli.main import dbtRunner
+
+    manifests = {}  # key -> Manifest, in insertion order
+
+    def manifest_for(key, parse_args):
+        if key in manifests:
+            return manifests[key]
+        res = dbtRunner().invoke(list(parse_args))
+        if not res.success or res.result is None:
+            raise RuntimeError("dbt parse failed: %s" % (res.exception or "see dbt's log"))
+        if len(manifests) >= MAX_MANIFESTS:
+            manifests.pop(next(iter(manifests)))
+        manifests[key] = res.result
+        return res.result
+
+    first = True
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        req = json.loads(line)
+        start = time.monotonic()
+        if first:
+            first = False
+            try:
+                manifest_for(req.get("key", ""), req["parse_args"])
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                reply({"id": req["id"], "type": "fatal", "error": "".join(traceback.format_exception_only(type(e), e)).strip()})
+                sys.exit(3)
+            reply({"id": req["id"], "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - start})
+            continue
+        error = None
+        success = False
+        try:
+            manifest = manifest_for(req.get("key", ""), req["parse_args"])
+            res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+            success = bool(res.success)
+            if res.exception is not None:
+                error = "".join(traceback.format_exception_only(type(res.exception), res.exception)).strip()
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        sys.stdout.flush()
+        reply({"id": req["id"], "type": "done", "success": success, "error": error, "elapsed": time.monotonic() - start})
+
+
+if __name__ == "__main__":
+    main()
