@@ -16,6 +16,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/cloud"
 	"github.com/dbtorch/dbtorch/cloud/cloudtest"
+	"github.com/dbtorch/dbtorch/executor"
 )
 
 func TestNewClientValidates(t *testing.T) {
@@ -451,4 +452,47 @@ func Test429PausesTheClient(t *testing.T) {
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, time.Since(start), 900*time.Millisecond, "Retry-After not honoured")
 	assert.Equal(t, 2, e.srv.Calls(cloudtest.ListJobs))
+}
+
+// TestTokenNeverLeaks: even a server that echoes the token in its error
+// pages does not get it into an error string or a log line.
+func TestTokenNeverLeaks(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	tok := e.srv.Token()
+	c := e.client(t, func(cfg *cloud.ClientConfig) { cfg.RetryMax = 1 })
+	ctx := ctxT(t)
+	echo := "<html><title>Forbidden: Token " + tok + "</title></html>"
+	var errs []error
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.GetJob, Status: 403, Body: echo})
+	_, err := c.GetJob(ctx, 1)
+	errs = append(errs, err)
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.GetJob, Status: 500, Body: `{"detail":"bad token ` + tok + `"}`, ContentType: "application/json", Times: 2})
+	_, err = c.GetJob(ctx, 1)
+	errs = append(errs, err)
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.ListJobs, Drop: true, Times: 5})
+	_, _, err = c.ListJobs(ctx, cloud.ListJobsOptions{})
+	errs = append(errs, err)
+	bad := e.client(t, func(cfg *cloud.ClientConfig) { cfg.Token = tok + "-wrong" })
+	_, err = bad.GetJob(ctx, 1)
+	errs = append(errs, err)
+
+	x := e.executor(t, func(cfg *cloud.ExecutorConfig) { cfg.Client = c })
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.CreateJob, Status: 400, Body: echo})
+	resp, err := x.Execute(ctx, executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a"), BuildID: "b", Attempt: 1})
+	require.NoError(t, err)
+
+	for _, err := range errs {
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), tok)
+		assert.NotContains(t, fmt.Sprintf("%+v %#v", err, err), tok)
+		var ae *cloud.APIError
+		if errors.As(err, &ae) {
+			assert.NotContains(t, string(ae.Body), tok)
+		}
+	}
+	assert.Contains(t, errs[0].Error(), "Forbidden: Token [REDACTED]")
+	assert.NotContains(t, resp.Results[0].Message, tok)
+	assert.NotContains(t, resp.Invocation.Stderr, tok)
+	assert.Contains(t, e.logs.String(), "dbt cloud request", "nothing was logged")
+	// newEnv's clean-up checks the logs.
 }
