@@ -1,0 +1,232 @@
+// Command cloudbuild runs a dbt project's build on dbt Cloud, node by node:
+// every node (or wave) is a temporary dbt Cloud job, so a failed model is
+// retried alone and everything downstream of a failure is skipped while
+// independent branches go on.
+//
+// Against a real account (no dbt needed locally):
+//
+//	DBT_CLOUD_TOKEN=... cloudbuild -host https://cloud.getdbt.com -account 123 \
+//	    -project 456 -environment 789 [-manifest-job 1011] [-mode per-node|per-wave] \
+//	    [-concurrency 4] [-retries 2]
+//
+// With -janitor it deletes the temporary jobs that interrupted builds left
+// behind (older than -janitor-age) and exits.
+//
+// Without DBT_CLOUD_TOKEN it runs a demonstration against the fake server of
+// package cloudtest, in which one model always fails and one fails once.
+//
+// Exit codes: 0 success, 1 failed nodes, 2 bad input or dbt Cloud errors.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dbtorch/dbtorch/cloud"
+	"github.com/dbtorch/dbtorch/cloud/cloudtest"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv("DBT_CLOUD_TOKEN"), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type options struct {
+	host        string
+	account     int64
+	project     int64
+	environment int64
+	manifestJob int64
+	prefix      string
+	mode        string
+	concurrency int
+	retries     int
+	poll        time.Duration
+	janitor     bool
+	janitorAge  time.Duration
+	verbose     bool
+}
+
+func run(ctx context.Context, args []string, token string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cloudbuild", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.host, "host", cloud.DefaultHost, "dbt Cloud host")
+	fs.Int64Var(&o.account, "account", 0, "dbt Cloud account id")
+	fs.Int64Var(&o.project, "project", 0, "dbt Cloud project id")
+	fs.Int64Var(&o.environment, "environment", 0, "deployment environment the temporary jobs run in")
+	fs.Int64Var(&o.manifestJob, "manifest-job", 0, "job whose latest manifest.json to use (default: a temporary `dbt compile` job)")
+	fs.StringVar(&o.prefix, "job-prefix", cloud.DefaultJobPrefix, "name prefix of the temporary jobs")
+	fs.StringVar(&o.mode, "mode", "per-node", "per-node or per-wave")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "jobs running at once (per-node mode)")
+	fs.IntVar(&o.retries, "retries", 2, "retries of a failed node")
+	fs.DurationVar(&o.poll, "poll", cloud.DefaultPollInterval, "mean interval between polls of a run")
+	fs.BoolVar(&o.janitor, "janitor", false, "delete leftover temporary jobs and exit")
+	fs.DurationVar(&o.janitorAge, "janitor-age", 6*time.Hour, "with -janitor: spare jobs younger than this")
+	fs.BoolVar(&o.verbose, "v", false, "log dbt Cloud requests")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if token == "" {
+		fmt.Fprintln(stderr, "DBT_CLOUD_TOKEN is not set: running the demonstration against a fake dbt Cloud")
+		srv, err := demoServer()
+		if err != nil {
+			fmt.Fprintln(stderr, "cloudbuild:", err)
+			return 2
+		}
+		defer func() {
+			fmt.Fprintf(stdout, "jobs left on the fake server: %d\n", len(srv.Jobs()))
+			srv.Close()
+		}()
+		o.host, o.account, o.project, o.environment = srv.URL, srv.AccountID(), srv.ProjectID(), srv.EnvironmentID()
+		o.poll = 20 * time.Millisecond
+		token = srv.Token()
+	}
+	client, err := cloud.NewClient(cloud.ClientConfig{Host: o.host, AccountID: o.account, Token: token, Logger: logger})
+	if err != nil {
+		fmt.Fprintln(stderr, "cloudbuild:", err)
+		return 2
+	}
+	if o.janitor {
+		j := &cloud.Janitor{Client: client, Prefix: o.prefix, ProjectID: o.project, OlderThan: o.janitorAge, Logger: logger}
+		deleted, err := j.Sweep(ctx)
+		fmt.Fprintf(stdout, "deleted %d leftover job(s)\n", len(deleted))
+		if err != nil {
+			fmt.Fprintln(stderr, "cloudbuild:", err)
+			return 2
+		}
+		return 0
+	}
+	return build(ctx, o, client, logger, stdout, stderr)
+}
+
+func build(ctx context.Context, o options, client *cloud.Client, logger *slog.Logger, stdout, stderr io.Writer) int {
+	mode, err := orchestrator.ParseMode(o.mode)
+	if err != nil {
+		fmt.Fprintln(stderr, "cloudbuild:", err)
+		return 2
+	}
+	exec, err := cloud.NewExecutor(cloud.ExecutorConfig{
+		Client:        client,
+		ProjectID:     o.project,
+		EnvironmentID: o.environment,
+		JobPrefix:     o.prefix,
+		ManifestJobID: o.manifestJob,
+		PollInterval:  o.poll,
+		Logger:        logger,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "cloudbuild:", err)
+		return 2
+	}
+	orch, err := orchestrator.New(orchestrator.Config{
+		Executor:    exec, // also provides the manifest
+		Mode:        mode,
+		Concurrency: o.concurrency,
+		Retry:       orchestrator.RetryConfig{Retries: o.retries, Delay: time.Second, Jitter: 0.2},
+		Logger:      logger,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "cloudbuild:", err)
+		return 2
+	}
+	run, err := orch.RunBuild(ctx, orchestrator.BuildOptions{})
+	if run == nil {
+		fmt.Fprintln(stderr, "cloudbuild:", err)
+		return 2
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATUS\tATTEMPTS\tDETAIL")
+	for _, r := range run.Results {
+		detail := r.Message
+		switch {
+		case r.Err != nil:
+			detail = fmt.Sprintf("%s: %s", r.Err.Kind, firstLine(r.Err.Message))
+		case len(r.FailedUpstream) > 0:
+			detail = fmt.Sprintf("%s: %v", r.SkipReason, r.FailedUpstream)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.UniqueID, r.Status, len(r.Attempts), detail)
+	}
+	_ = tw.Flush()
+	var be *orchestrator.BuildError
+	switch {
+	case errors.As(err, &be):
+		fmt.Fprintln(stdout, be)
+		return 1
+	case err != nil:
+		fmt.Fprintln(stderr, "cloudbuild:", err)
+		return 2
+	}
+	return 0
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// demoManifest is a small project: two branches over one seed.
+const demoManifest = `{
+  "metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json", "project_name": "shop"},
+  "nodes": {
+    "seed.shop.raw_orders": {"unique_id": "seed.shop.raw_orders", "name": "raw_orders", "resource_type": "seed",
+      "package_name": "shop", "fqn": ["shop", "raw_orders"], "path": "raw_orders.csv",
+      "original_file_path": "seeds/raw_orders.csv", "config": {"enabled": true}, "depends_on": {"nodes": []}},
+    "model.shop.stg_orders": {"unique_id": "model.shop.stg_orders", "name": "stg_orders", "resource_type": "model",
+      "package_name": "shop", "fqn": ["shop", "staging", "stg_orders"], "path": "staging/stg_orders.sql",
+      "original_file_path": "models/staging/stg_orders.sql", "config": {"enabled": true, "materialized": "view"},
+      "depends_on": {"nodes": ["seed.shop.raw_orders"]}},
+    "model.shop.stg_payments": {"unique_id": "model.shop.stg_payments", "name": "stg_payments", "resource_type": "model",
+      "package_name": "shop", "fqn": ["shop", "staging", "stg_payments"], "path": "staging/stg_payments.sql",
+      "original_file_path": "models/staging/stg_payments.sql", "config": {"enabled": true, "materialized": "view"},
+      "depends_on": {"nodes": ["seed.shop.raw_orders"]}},
+    "model.shop.orders": {"unique_id": "model.shop.orders", "name": "orders", "resource_type": "model",
+      "package_name": "shop", "fqn": ["shop", "marts", "orders"], "path": "marts/orders.sql",
+      "original_file_path": "models/marts/orders.sql", "config": {"enabled": true, "materialized": "table"},
+      "depends_on": {"nodes": ["model.shop.stg_orders"]}},
+    "model.shop.payments": {"unique_id": "model.shop.payments", "name": "payments", "resource_type": "model",
+      "package_name": "shop", "fqn": ["shop", "marts", "payments"], "path": "marts/payments.sql",
+      "original_file_path": "models/marts/payments.sql", "config": {"enabled": true, "materialized": "table"},
+      "depends_on": {"nodes": ["model.shop.stg_payments"]}}
+  }
+}`
+
+// demoServer is a fake dbt Cloud where stg_payments always fails and
+// stg_orders fails on its first attempt.
+func demoServer() (*cloudtest.Server, error) {
+	return cloudtest.NewServer(cloudtest.Options{
+		Manifest: []byte(demoManifest),
+		RunTime:  200 * time.Millisecond,
+		Outcome: func(id string, attempt int) cloudtest.NodeOutcome {
+			switch {
+			case id == "model.shop.stg_payments":
+				return cloudtest.NodeOutcome{Status: "error", Message: "Database Error in model stg_payments\n  column \"amount\" does not exist"}
+			case id == "model.shop.stg_orders" && attempt == 1:
+				return cloudtest.NodeOutcome{Status: "error", Message: "Database Error in model stg_orders\n  could not serialize access due to concurrent update"}
+			}
+			return cloudtest.NodeOutcome{RowsAffected: 100}
+		},
+	})
+}
