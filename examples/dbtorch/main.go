@@ -25,8 +25,9 @@ type command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func commands() map[string]command {
 	return map[string]command{
-		"plan": runPlan,
-		"demo": runDemo,
+		"plan":  runPlan,
+		"build": runBuild,
+		"demo":  runDemo,
 	}
 }
 

@@ -1,0 +1,129 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"io"
+	"time"
+)
+
+// RunJSON is the JSON form of a Run: dbtorch's own results contract (what
+// `dbtorch build --results` writes and what services return). Times are
+// RFC 3339 in UTC; durations are seconds. Fields are never removed; new
+// ones may be added.
+type RunJSON struct {
+	RunID       string         `json:"run_id"`
+	StartedAt   time.Time      `json:"started_at"`
+	CompletedAt time.Time      `json:"completed_at"`
+	Elapsed     float64        `json:"elapsed_seconds"`
+	Args        map[string]any `json:"args"`
+	// Counts holds how many nodes ended in each status (all four keys
+	// always present).
+	Counts  map[Status]int   `json:"counts"`
+	Waves   int              `json:"waves"`
+	Results []NodeResultJSON `json:"results"`
+}
+
+// NodeResultJSON is the JSON form of a NodeResult.
+type NodeResultJSON struct {
+	UniqueID     string  `json:"unique_id"`
+	Name         string  `json:"name"`
+	ResourceType string  `json:"resource_type"`
+	Wave         int     `json:"wave"`
+	Status       Status  `json:"status"`
+	DBTStatus    string  `json:"dbt_status,omitempty"`
+	StartedAt    *string `json:"started_at"`
+	CompletedAt  *string `json:"completed_at"`
+	// ExecutionSeconds is dbt's execution time of the final attempt;
+	// WaitSeconds the time spent waiting for a worker or a limit.
+	ExecutionSeconds float64         `json:"execution_seconds"`
+	WaitSeconds      float64         `json:"wait_seconds"`
+	Attempts         []AttemptJSON   `json:"attempts"`
+	Invocation       *InvocationJSON `json:"invocation"`
+	RowsAffected     *int64          `json:"rows_affected"`
+	Failures         *int64          `json:"failures"`
+	Message          string          `json:"message"`
+	RelationName     string          `json:"relation_name,omitempty"`
+	CacheKey         string          `json:"cache_key,omitempty"`
+	Error            *NodeErrorJSON  `json:"error"`
+	SkipReason       string          `json:"skip_reason,omitempty"`
+	FailedUpstream   []string        `json:"failed_upstream"`
+	AdapterResponse  map[string]any  `json:"adapter_response,omitempty"`
+}
+
+// AttemptJSON is one attempt of a node.
+type AttemptJSON struct {
+	Number      int     `json:"number"`
+	Status      string  `json:"status"`
+	Kind        string  `json:"kind,omitempty"`
+	Message     string  `json:"message,omitempty"`
+	StartedAt   *string `json:"started_at"`
+	CompletedAt *string `json:"completed_at"`
+}
+
+// InvocationJSON is the dbt invocation of a node's final attempt.
+type InvocationJSON struct {
+	Command      string   `json:"command"`
+	Args         []string `json:"args"`
+	InvocationID string   `json:"invocation_id,omitempty"`
+	ExitCode     int      `json:"exit_code"`
+}
+
+// NodeErrorJSON is why a node ended in error.
+type NodeErrorJSON struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+func jsonTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format(time.RFC3339Nano)
+	return &s
+}
+
+// JSON returns the run in the results contract's shape.
+func (r *Run) JSON() *RunJSON {
+	out := &RunJSON{
+		RunID: r.ID, StartedAt: r.StartedAt.UTC(), CompletedAt: r.CompletedAt.UTC(),
+		Elapsed: r.CompletedAt.Sub(r.StartedAt).Seconds(), Args: r.Args,
+		Counts:  map[Status]int{Success: 0, Error: 0, Skipped: 0, Cached: 0},
+		Results: make([]NodeResultJSON, 0, len(r.Results)),
+	}
+	if r.Plan != nil {
+		out.Waves = len(r.Plan.Waves)
+	}
+	for i := range r.Results {
+		nr := &r.Results[i]
+		out.Counts[nr.Status]++
+		j := NodeResultJSON{
+			UniqueID: nr.UniqueID, Name: nr.Name, ResourceType: string(nr.ResourceType), Wave: nr.Wave,
+			Status: nr.Status, DBTStatus: nr.DBTStatus,
+			StartedAt: jsonTime(nr.StartedAt), CompletedAt: jsonTime(nr.CompletedAt),
+			ExecutionSeconds: nr.ExecutionTime.Seconds(), WaitSeconds: nr.WaitTime.Seconds(),
+			Attempts:     []AttemptJSON{},
+			RowsAffected: nr.RowsAffected, Failures: nr.Failures, Message: nr.Message,
+			RelationName: nr.RelationName, CacheKey: nr.CacheKey, SkipReason: nr.SkipReason,
+			FailedUpstream: nonNil(nr.FailedUpstream), AdapterResponse: nr.AdapterResponse,
+		}
+		for _, a := range nr.Attempts {
+			j.Attempts = append(j.Attempts, AttemptJSON{Number: a.Number, Status: string(a.Status), Kind: string(a.Kind),
+				Message: a.Message, StartedAt: jsonTime(a.StartedAt), CompletedAt: jsonTime(a.CompletedAt)})
+		}
+		if inv := nr.Invocation; inv != nil {
+			j.Invocation = &InvocationJSON{Command: string(inv.Command), Args: nonNil(inv.Args), InvocationID: inv.InvocationID, ExitCode: inv.ExitCode}
+		}
+		if nr.Err != nil {
+			j.Error = &NodeErrorJSON{Kind: string(nr.Err.Kind), Message: nr.Err.Message}
+		}
+		out.Results = append(out.Results, j)
+	}
+	return out
+}
+
+// WriteJSON writes the run's JSON form (see RunJSON), indented, to w.
+func (r *Run) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r.JSON())
+}
