@@ -59,8 +59,11 @@ func fixtureManifest() *manifest.Manifest {
 		DependsOn: manifest.DependsOn{Nodes: []string{"seed.shop.customers", "source.shop.raw.events"}}})
 	add(&manifest.Node{UniqueID: "model.shop.fct_orders", Name: "fct_orders", ResourceType: manifest.Model, Materialized: "table", FQN: []string{"shop", "marts", "fct_orders"}, OriginalFilePath: "models/marts/fct_orders.sql",
 		DependsOn: manifest.DependsOn{Nodes: []string{"seed.shop.orders"}}})
+	add(&manifest.Node{UniqueID: "model.shop.int_customer_orders", Name: "int_customer_orders", ResourceType: manifest.Model, Materialized: "ephemeral", FQN: []string{"shop", "intermediate", "int_customer_orders"}, OriginalFilePath: "models/intermediate/int_customer_orders.sql",
+		DependsOn: manifest.DependsOn{Nodes: []string{"seed.shop.orders"}}})
 	add(&manifest.Node{UniqueID: "model.shop.customer_revenue", Name: "customer_revenue", ResourceType: manifest.Model, Materialized: "table", FQN: []string{"shop", "marts", "customer_revenue"}, OriginalFilePath: "models/marts/customer_revenue.sql",
-		DependsOn: manifest.DependsOn{Nodes: []string{"model.shop.stg_customers", "model.shop.fct_orders"}}})
+		Description: "Revenue per customer.",
+		DependsOn:   manifest.DependsOn{Nodes: []string{"model.shop.stg_customers", "model.shop.fct_orders", "model.shop.int_customer_orders"}}})
 	add(&manifest.Node{UniqueID: "model.shop.revenue_by_segment", Name: "revenue_by_segment", ResourceType: manifest.Model, Materialized: "view", FQN: []string{"shop", "marts", "revenue_by_segment"}, OriginalFilePath: "models/marts/revenue_by_segment.sql",
 		DependsOn: manifest.DependsOn{Nodes: []string{"model.shop.customer_revenue"}}})
 	add(&manifest.Node{UniqueID: "snapshot.shop.orders_snapshot", Name: "orders_snapshot", ResourceType: manifest.Snapshot, Materialized: "snapshot", FQN: []string{"shop", "orders_snapshot"}, OriginalFilePath: "snapshots/orders_snapshot.yml",

@@ -180,7 +180,7 @@ func (s *Session) nodeTTL(id string) (time.Duration, bool) {
 // MetaTTL reads the TTLMetaKey override from a node's config meta. ok is
 // false when the node has none.
 func MetaTTL(n *manifest.Node) (ttl time.Duration, ok bool, err error) {
-	meta, _ := n.Config["meta"].(map[string]any)
+	meta, _ := n.Config.Get("meta").(map[string]any)
 	v, has := meta[TTLMetaKey]
 	if !has || v == nil {
 		return 0, false, nil

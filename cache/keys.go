@@ -283,7 +283,7 @@ func (k *Keyer) compute(id string) (string, error) {
 		field(h, "checksum", n.Checksum.Checksum)
 	}
 	field(h, "raw_code", n.RawCode)
-	cfgJSON, err := canonicalJSON(n.Config)
+	cfgJSON, err := canonicalJSON(n.Config.Map())
 	if err != nil {
 		return "", fmt.Errorf("config: %w", err)
 	}

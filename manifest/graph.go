@@ -42,8 +42,9 @@ func (e *CycleError) Error() string {
 // NewGraph builds the graph of m. It returns a *CycleError naming the nodes
 // of a cycle if the dependencies are not acyclic.
 func NewGraph(m *Manifest) (*Graph, error) {
-	g := &Graph{m: m, index: map[string]int32{}}
-	byID := map[string]*Node{}
+	size := len(m.Nodes) + len(m.Sources) + len(m.UnitTests)
+	g := &Graph{m: m, index: make(map[string]int32, size)}
+	byID := make(map[string]*Node, size)
 	m.All(func(n *Node) bool {
 		// An id written into two sections (only a corrupt manifest does
 		// that) is kept once.
@@ -202,6 +203,13 @@ func (g *Graph) addTestEdges() {
 		}
 		return false
 	}
+	// Visited marks are stamped with the test's index, so one array serves
+	// every walk.
+	visited := make([]int32, len(g.ids))
+	for i := range visited {
+		visited[i] = -1
+	}
+	var stack []int32
 	for t, n := range g.nodes {
 		ps := g.parents[t]
 		if n.ResourceType != Test || len(ps) == 0 {
@@ -216,15 +224,14 @@ func (g *Graph) addTestEdges() {
 			}
 			return true
 		}
-		seen := map[int32]bool{}
-		stack := slices.Clone(g.children[ps[0]])
+		stack = append(stack[:0], g.children[ps[0]]...)
 		for len(stack) > 0 {
 			c := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
-			if seen[c] || !receives(c) {
+			if visited[c] == int32(t) || !receives(c) {
 				continue
 			}
-			seen[c] = true
+			visited[c] = int32(t)
 			if len(ps) == 1 || covers(c) {
 				g.testEdges[c] = append(g.testEdges[c], int32(t))
 				continue

@@ -319,7 +319,7 @@ func decodeNode(s *scanner, section, key string) (*Node, error) {
 		case "tags":
 			n.Tags, err = s.strList()
 		case "config":
-			n.Config, err = s.objectMap()
+			err = decodeConfig(s, n)
 		case "checksum":
 			err = s.fields(func(f string) error {
 				var err error
@@ -507,61 +507,69 @@ func (s *scanner) freshness() (*Freshness, error) {
 	return f, err
 }
 
-// applyConfig lifts the config keys dbtorch branches on into typed fields.
-func applyConfig(n *Node) {
-	c := n.Config
-	if c == nil {
-		return
+// decodeConfig keeps the config's JSON and lifts the keys dbtorch
+// branches on into typed fields.
+func decodeConfig(s *scanner, n *Node) error {
+	if s.peek() != '{' {
+		return s.skip()
 	}
-	if v, ok := c["materialized"].(string); ok {
-		n.Materialized = v
-	}
-	if v, ok := c["enabled"].(bool); ok {
-		n.Enabled = v
-	}
-	if v, ok := c["severity"].(string); ok {
-		n.Severity = strings.ToLower(v)
-	}
-	if n.ResourceType == Source {
-		if n.LoadedAtField == "" {
-			if v, ok := c["loaded_at_field"].(string); ok {
-				n.LoadedAtField = v
+	start := s.pos
+	var loadedAt string
+	var fresh *Freshness
+	err := s.object(func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "materialized":
+			n.Materialized, err = s.str()
+		case "enabled":
+			if c := s.peek(); c == 't' || c == 'f' {
+				n.Enabled, err = s.boolean()
+			} else {
+				err = s.skip()
 			}
-		}
-		if !n.Freshness.IsSet() {
-			if raw, ok := c["freshness"].(map[string]any); ok {
-				if f := freshnessFromMap(raw); f.IsSet() {
-					n.Freshness = f
-				}
+		case "severity":
+			var sev string
+			sev, err = s.str()
+			n.Severity = strings.ToLower(sev)
+		case "loaded_at_field":
+			loadedAt, err = s.str()
+		case "freshness":
+			fresh, err = s.freshness()
+		case "access":
+			var v string
+			if v, err = s.str(); n.Access == "" {
+				n.Access = v
 			}
+		case "group":
+			var v string
+			if v, err = s.str(); n.Group == "" {
+				n.Group = v
+			}
+		default:
+			err = s.skip()
 		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	if n.Access == "" {
-		if v, ok := c["access"].(string); ok {
-			n.Access = v
-		}
-	}
-	if n.Group == "" {
-		if v, ok := c["group"].(string); ok {
-			n.Group = v
-		}
-	}
+	n.Config = Config{raw: s.data[start:s.pos]}
+	n.configLoadedAt, n.configFreshness = loadedAt, fresh
+	return nil
 }
 
-func freshnessFromMap(m map[string]any) *Freshness {
-	f := &Freshness{}
-	f.Filter, _ = m["filter"].(string)
-	for key, dst := range map[string]*Time{"warn_after": &f.WarnAfter, "error_after": &f.ErrorAfter} {
-		t, ok := m[key].(map[string]any)
-		if !ok {
-			continue
+// applyConfig fills source fields from the config when dbt wrote them
+// there (dbt 1.9+) rather than on the source.
+func applyConfig(n *Node) {
+	if n.ResourceType == Source {
+		if n.LoadedAtField == "" {
+			n.LoadedAtField = n.configLoadedAt
 		}
-		if c, ok := t["count"].(float64); ok {
-			dst.Count = int(c)
+		if !n.Freshness.IsSet() && n.configFreshness.IsSet() {
+			n.Freshness = n.configFreshness
 		}
-		dst.Period, _ = t["period"].(string)
 	}
-	return f
+	n.configLoadedAt, n.configFreshness = "", nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -219,3 +219,20 @@ func TestMisfiledNode(t *testing.T) {
 	assert.Equal(t, []string{"model.p.a", "source.p.s.t"}, g.IDs())
 	assert.Equal(t, []string{"source.p.s.t"}, g.Parents("model.p.a"))
 }
+
+func TestConfig(t *testing.T) {
+	m, err := manifest.Parse([]byte(`{"nodes": {"model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "path": "a.sql",
+	  "config": {"materialized": "incremental", "enabled": true, "meta": {"owner": "x", "n": [1, "two"]}, "tags": ["a"], "unique_key": null}}}}`))
+	require.NoError(t, err)
+	c := m.Nodes["model.p.a"].Config
+	assert.False(t, c.IsZero())
+	assert.Equal(t, "incremental", c.String("materialized"))
+	assert.Equal(t, map[string]any{"owner": "x", "n": []any{1.0, "two"}}, c.Get("meta"))
+	assert.Nil(t, c.Get("unique_key"))
+	assert.Nil(t, c.Get("absent"))
+	assert.Equal(t, map[string]any{"materialized": "incremental", "enabled": true,
+		"meta": map[string]any{"owner": "x", "n": []any{1.0, "two"}}, "tags": []any{"a"}, "unique_key": nil}, c.Map())
+	assert.Equal(t, manifest.NewConfig(map[string]any{"a": 1.0}).Map(), map[string]any{"a": 1.0})
+	assert.True(t, manifest.Config{}.IsZero())
+	assert.Nil(t, manifest.Config{}.Map())
+}

@@ -133,7 +133,14 @@ func (g *Graph) Plan(selected map[string]bool, strategy TestStrategy) *Plan {
 		up[i] = dedup(acc)
 		done[i] = true
 	}
-	p := &Plan{Strategy: strategy, Upstream: map[string][]string{}, Downstream: map[string][]string{}, Wave: map[string]int{}}
+	kept := 0
+	for _, k := range keep {
+		if k {
+			kept++
+		}
+	}
+	p := &Plan{Strategy: strategy, Upstream: make(map[string][]string, kept),
+		Downstream: make(map[string][]string, kept), Wave: make(map[string]int, kept)}
 	wave := make([]int, len(g.ids))
 	maxWave := -1
 	for _, i := range order {

@@ -98,9 +98,9 @@ type Node struct {
 	Alias            string
 	RelationName     string
 	Tags             []string
-	// Config is the node's resolved config as an open map, exactly as dbt
-	// wrote it (nested maps and lists included).
-	Config map[string]any
+	// Config is the node's resolved config as dbt wrote it, decoded on
+	// demand (Config.Map, Config.Get).
+	Config Config
 	// Materialized is Config["materialized"], for models, seeds and snapshots.
 	Materialized string
 	// Enabled is Config["enabled"]; true unless dbt wrote false.
@@ -139,6 +139,11 @@ type Node struct {
 	Identifier    string
 	LoadedAtField string
 	Freshness     *Freshness
+
+	// configLoadedAt and configFreshness hold config.loaded_at_field and
+	// config.freshness while a source is decoded.
+	configLoadedAt  string
+	configFreshness *Freshness
 
 	// Raw is the node's JSON exactly as dbt wrote it, for the fields dbtorch
 	// does not type (unrendered_config, columns, constraints, quoting, ...);

@@ -60,7 +60,7 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 		})
 	case "group":
 		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.Metric }, func(n *manifest.Node) bool {
-			g, _ := n.Config["group"].(string)
+			g, _ := n.Config.Get("group").(string)
 			return g != "" && fn(g, v)
 		})
 	case "access":
@@ -133,7 +133,7 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 		each(all, func(n *manifest.Node) bool { return fn(n.PackageName, pkg) })
 	case "config":
 		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.Source }, func(n *manifest.Node) bool {
-			return configMatch(n.Config, c.args, v)
+			return configMatch(n.Config.Map(), c.args, v)
 		})
 	case "resource_type":
 		if !resourceTypes[v] {
@@ -231,7 +231,7 @@ func nodeTags(n *manifest.Node) []string {
 	case manifest.SemanticModel:
 		return nil
 	case manifest.UnitTest:
-		switch t := n.Config["tags"].(type) {
+		switch t := n.Config.Get("tags").(type) {
 		case string:
 			return []string{t}
 		case []any:
