@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // maxErrorBody bounds how much of an error response an APIError keeps.
@@ -206,9 +207,14 @@ func htmlText(s string) string {
 	return shorten(t, 300)
 }
 
+// shorten cuts s to at most n bytes (on a rune boundary) plus an
+// ellipsis.
 func shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

@@ -376,13 +376,6 @@ var (
 	reJobArt  = regexp.MustCompile(`^jobs/(\d+)/artifacts/(.+)$`)
 )
 
-// response is a buffered answer.
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	m := reAccount.FindStringSubmatch(r.URL.Path)
 	if m == nil {
