@@ -132,25 +132,25 @@ func TestWriteParsesAndMatchesWriteManifest(t *testing.T) {
 	env := dbttest.Env(t, dir)
 	data, err := os.ReadFile(dbttest.Parse(t, dir, env))
 	require.NoError(t, err)
-	real := decode(t, data)
+	parsed := decode(t, data)
 	syn := decode(t, synthetic(t, projgen.ManifestOptions{Models: models, Seed: 42}))
 
 	count := map[string]int{}
-	for _, n := range real.Nodes {
+	for _, n := range parsed.Nodes {
 		count[n["resource_type"].(string)]++
 	}
 	assert.Equal(t, models, count["model"])
 	assert.Equal(t, 8, count["seed"])
 	assert.Positive(t, count["test"])
-	assert.NotEmpty(t, real.UnitTests)
-	assert.Len(t, real.Sources, 8)
+	assert.NotEmpty(t, parsed.UnitTests)
+	assert.Len(t, parsed.Sources, 8)
 
 	// Every edge dbt resolved points at a node or source that exists, and
 	// models have 1..3 model or seed parents.
-	for id, n := range real.Nodes {
+	for id, n := range parsed.Nodes {
 		for _, dep := range dependsOn(n) {
-			_, isNode := real.Nodes[dep]
-			_, isSource := real.Sources[dep]
+			_, isNode := parsed.Nodes[dep]
+			_, isSource := parsed.Sources[dep]
 			assert.True(t, isNode || isSource, "%s depends on missing %s", id, dep)
 		}
 		if n["resource_type"] == "model" {
@@ -175,10 +175,10 @@ func TestWriteParsesAndMatchesWriteManifest(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
-	assert.Equal(t, ids(real), ids(syn))
-	assert.Equal(t, normalizeMap(real.ParentMap), normalizeMap(syn.ParentMap))
-	assert.Equal(t, normalizeMap(real.ChildMap), normalizeMap(syn.ChildMap))
-	for id, n := range real.Nodes {
+	assert.Equal(t, ids(parsed), ids(syn))
+	assert.Equal(t, normalizeMap(parsed.ParentMap), normalizeMap(syn.ParentMap))
+	assert.Equal(t, normalizeMap(parsed.ChildMap), normalizeMap(syn.ChildMap))
+	for id, n := range parsed.Nodes {
 		if n["resource_type"] != "model" {
 			continue
 		}
@@ -194,7 +194,7 @@ func TestWriteParsesAndMatchesWriteManifest(t *testing.T) {
 
 	// Same shape: the synthetic manifest is compiled, dbt's is only parsed.
 	compiledOnly := []string{"compiled", "compiled_code", "extra_ctes", "extra_ctes_injected"}
-	realKeys := keySets(real.Nodes, real.Sources, real.UnitTests)
+	realKeys := keySets(parsed.Nodes, parsed.Sources, parsed.UnitTests)
 	synKeys := keySets(syn.Nodes, syn.Sources, syn.UnitTests)
 	assert.Equal(t, keysOf(toAny(realKeys)), keysOf(toAny(synKeys)))
 	for kind, keys := range realKeys {
@@ -210,8 +210,8 @@ func TestWriteParsesAndMatchesWriteManifest(t *testing.T) {
 		}
 		return nil
 	}
-	assert.Equal(t, macroKeys(real), macroKeys(syn))
-	assert.Equal(t, keysOf(real.Metadata), keysOf(syn.Metadata))
+	assert.Equal(t, macroKeys(parsed), macroKeys(syn))
+	assert.Equal(t, keysOf(parsed.Metadata), keysOf(syn.Metadata))
 }
 
 func toAny(m map[string][]string) map[string]any {
@@ -222,7 +222,7 @@ func toAny(m map[string][]string) map[string]any {
 	return out
 }
 
-// TestWriteBuilds builds a 30-model project with real dbt on DuckDB: every
+// TestWriteBuilds builds a 30-model project with parsed dbt on DuckDB: every
 // seed, model, test and unit test passes.
 func TestWriteBuilds(t *testing.T) {
 	t.Parallel()
