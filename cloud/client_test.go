@@ -496,3 +496,35 @@ func TestTokenNeverLeaks(t *testing.T) {
 	assert.Contains(t, e.logs.String(), "dbt cloud request", "nothing was logged")
 	// newEnv's clean-up checks the logs.
 }
+
+// TestDeleteAnswers: DELETE answered 204 without a body, 200 with an
+// envelope, or 404 (already gone) all succeed.
+func TestDeleteAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		ok     bool
+	}{
+		{204, "", true},
+		{200, `{"status":{"code":200,"is_success":true,"user_message":"Success!","developer_message":""},"data":{"id":3,"state":2}}`, true},
+		{404, `{"status":{"code":404,"is_success":false,"user_message":"Job not found.","developer_message":""},"data":null}`, true},
+		{403, `{"detail":"You do not have permission to perform this action."}`, false},
+		{200, `{"status":{"code":403,"is_success":false,"user_message":"Nope.","developer_message":""},"data":null}`, false},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			var method, path string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				method, path = r.Method, r.URL.Path
+				w.WriteHeader(tc.status)
+				fmt.Fprint(w, tc.body)
+			}))
+			defer srv.Close()
+			c, err := cloud.NewClient(cloud.ClientConfig{Host: srv.URL, AccountID: 7, Token: "tok-12345678", RetryMax: -1})
+			require.NoError(t, err)
+			err = c.DeleteJob(t.Context(), 3)
+			assert.Equal(t, tc.ok, err == nil, "%v", err)
+			assert.Equal(t, http.MethodDelete, method)
+			assert.Equal(t, "/api/v2/accounts/7/jobs/3/", path)
+		})
+	}
+}

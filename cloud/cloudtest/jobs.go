@@ -1,0 +1,215 @@
+package cloudtest
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var requiredJobKeys = []string{"account_id", "environment_id", "errors_on_lint_failure", "execution",
+	"generate_docs", "lifecycle_webhooks", "name", "project_id", "run_compare_changes",
+	"run_generate_sources", "run_lint", "settings", "state", "triggers"}
+
+func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
+	var body map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		writeEnvelope(w, http.StatusBadRequest, nil, nil, "JSON parse error - "+err.Error())
+		return
+	}
+	bad := map[string]string{}
+	for _, k := range requiredJobKeys {
+		if _, ok := body[k]; !ok {
+			bad[k] = "This field is required."
+		}
+	}
+	sub := func(key string, keys ...string) {
+		m, ok := body[key].(map[string]any)
+		if _, present := body[key]; present && !ok {
+			bad[key] = "Expected an object."
+			return
+		}
+		for _, k := range keys {
+			if _, ok := m[k]; m != nil && !ok {
+				bad[key+"."+k] = "This field is required."
+			}
+		}
+	}
+	sub("settings", "threads", "target_name")
+	sub("execution", "timeout_seconds")
+	sub("triggers", "github_webhook", "schedule")
+	name, _ := body["name"].(string)
+	if _, ok := body["name"]; ok && (name == "" || len(name) > 255) {
+		bad["name"] = "Ensure this field has between 1 and 255 characters."
+	}
+	if d, ok := body["description"].(string); ok && len(d) > 255 {
+		bad["description"] = "Ensure this field has no more than 255 characters."
+	}
+	num := func(k string) int64 { f, _ := body[k].(float64); return int64(f) }
+	if _, ok := body["account_id"]; ok && num("account_id") != s.opts.AccountID {
+		bad["account_id"] = "Invalid account."
+	}
+	if _, ok := body["project_id"]; ok && num("project_id") != s.opts.ProjectID {
+		bad["project_id"] = "Invalid pk - object does not exist."
+	}
+	if _, ok := body["environment_id"]; ok && num("environment_id") != s.opts.EnvironmentID {
+		bad["environment_id"] = "Invalid pk - object does not exist."
+	}
+	var steps []string
+	if raw, ok := body["execute_steps"].([]any); ok {
+		for _, x := range raw {
+			st, _ := x.(string)
+			if !strings.HasPrefix(strings.TrimSpace(st), "dbt ") {
+				bad["execute_steps"] = "Each step must be a dbt command."
+			}
+			steps = append(steps, st)
+		}
+	}
+	if len(bad) > 0 {
+		badRequest(w, bad)
+		return
+	}
+	desc, _ := body["description"].(string)
+	s.mu.Lock()
+	s.nextID++
+	j := &fakeJob{JobInfo: JobInfo{ID: s.nextID, Name: name, Description: desc, ExecuteSteps: steps, Body: body}, created: time.Now()}
+	s.jobs[j.ID] = j
+	s.created++
+	out := s.jobJSON(j)
+	s.mu.Unlock()
+	writeEnvelope(w, http.StatusCreated, out, nil, "")
+}
+
+func (s *Server) jobJSON(j *fakeJob) map[string]any {
+	out := map[string]any{}
+	for k, v := range j.Body {
+		out[k] = v
+	}
+	state := 1
+	if j.Deleted {
+		state = 2
+	}
+	out["id"] = j.ID
+	out["state"] = state
+	out["created_at"] = ts(j.created)
+	out["updated_at"] = ts(j.created)
+	return out
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, offset, ok := s.page(w, q)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	var sel []*fakeJob
+	for _, j := range s.jobs {
+		if j.Deleted && q.Get("state") != "all" && q.Get("state") != "deleted" && q.Get("state") != "2" {
+			continue
+		}
+		if v := q.Get("project_id"); v != "" && v != strconv.FormatInt(s.opts.ProjectID, 10) {
+			continue
+		}
+		if v := q.Get("environment_id"); v != "" && v != strconv.FormatInt(s.opts.EnvironmentID, 10) {
+			continue
+		}
+		if v := q.Get("name__icontains"); v != "" && !strings.Contains(strings.ToLower(j.Name), strings.ToLower(v)) {
+			continue
+		}
+		sel = append(sel, j)
+	}
+	desc := strings.HasPrefix(q.Get("order_by"), "-")
+	sort.Slice(sel, func(a, b int) bool {
+		if desc {
+			return sel[a].ID > sel[b].ID
+		}
+		return sel[a].ID < sel[b].ID
+	})
+	total := len(sel)
+	sel = window(sel, offset, limit)
+	data := make([]any, 0, len(sel))
+	for _, j := range sel {
+		data = append(data, s.jobJSON(j))
+	}
+	s.mu.Unlock()
+	writeEnvelope(w, http.StatusOK, data, extra(q, len(data), total), "")
+}
+
+func (s *Server) page(w http.ResponseWriter, q map[string][]string) (limit, offset int, ok bool) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	limit, offset = 100, 0
+	if v := get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			badRequest(w, map[string]string{"limit": "Ensure this value is between 1 and 100."})
+			return 0, 0, false
+		}
+		limit = n
+	}
+	if v := get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			badRequest(w, map[string]string{"offset": "A valid integer is required."})
+			return 0, 0, false
+		}
+		offset = n
+	}
+	return min(limit, s.opts.PageSize), offset, true
+}
+
+func window[T any](s []T, offset, limit int) []T {
+	if offset >= len(s) {
+		return nil
+	}
+	return s[offset:min(len(s), offset+limit)]
+}
+
+func extra(q map[string][]string, count, total int) map[string]any {
+	filters := map[string]any{}
+	for k, v := range q {
+		if k != "limit" && k != "offset" && k != "order_by" && len(v) > 0 {
+			filters[k] = v[0]
+		}
+	}
+	order := "id"
+	if v := q["order_by"]; len(v) > 0 {
+		order = v[0]
+	}
+	return map[string]any{"filters": filters, "order_by": order,
+		"pagination": map[string]any{"count": count, "total_count": total}}
+}
+
+func (s *Server) getJob(w http.ResponseWriter, id int64) {
+	s.mu.Lock()
+	j := s.jobs[id]
+	if j == nil || j.Deleted {
+		s.mu.Unlock()
+		notFound(w, "Job")
+		return
+	}
+	out := s.jobJSON(j)
+	s.mu.Unlock()
+	writeEnvelope(w, http.StatusOK, out, nil, "")
+}
+
+func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
+	s.mu.Lock()
+	j := s.jobs[id]
+	if j == nil || j.Deleted {
+		s.mu.Unlock()
+		notFound(w, "Job")
+		return
+	}
+	j.Deleted = true
+	out := s.jobJSON(j)
+	s.mu.Unlock()
+	writeEnvelope(w, http.StatusOK, out, nil, "")
+}
