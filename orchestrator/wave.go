@@ -7,7 +7,8 @@ import (
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-// runPerWave runs one `dbt build` invocation per wave, waves in order.
+// runPerWave runs one `dbt build` invocation per wave, waves in order (and
+// one `dbt test` for the wave's unit tests, if any).
 // Nodes of a wave whose upstreams failed (or were skipped) are left out of
 // the wave's invocation and skipped; failed nodes of the invocation that
 // the retry policy accepts are retried together in a smaller invocation.
@@ -37,8 +38,22 @@ func (b *build) runPerWave(ctx context.Context) {
 			}
 			batch = append(batch, i)
 		}
-		if len(batch) > 0 {
-			b.runWave(ctx, batch)
+		// dbt build runs a unit test only together with its model, which
+		// is in a later wave: a wave's unit tests get a dbt test of their
+		// own, before the wave's dbt build.
+		var units, rest []int32
+		for _, i := range batch {
+			if b.nodes[i].ResourceType == manifest.UnitTest {
+				units = append(units, i)
+			} else {
+				rest = append(rest, i)
+			}
+		}
+		if len(units) > 0 {
+			b.runWave(ctx, executor.Test, units)
+		}
+		if len(rest) > 0 {
+			b.runWave(ctx, executor.Build, rest)
 		}
 	}
 }
@@ -73,9 +88,9 @@ func (b *build) finished(ctx context.Context, i int32) {
 	b.emit(ctx, Event{Type: NodeFinished, Node: b.ids[i], Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
 }
 
-// runWave runs one wave's invocation (and its retries) over batch and ends
-// every node of batch.
-func (b *build) runWave(ctx context.Context, batch []int32) {
+// runWave runs one invocation of cmd (and its retries) over batch, nodes
+// of one wave, and ends every node of batch.
+func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32) {
 	cfg := b.cfg
 	queuedAt := cfg.Now()
 	nodes := make([]*manifest.Node, len(batch))
@@ -119,7 +134,7 @@ func (b *build) runWave(ctx context.Context, batch []int32) {
 		if cfg.NodeTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
 		}
-		resp, err := cfg.Executor.Execute(actx, b.request(executor.Build, attempt, nodes...))
+		resp, err := cfg.Executor.Execute(actx, b.request(cmd, attempt, nodes...))
 		timedOut := actx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 		cancel()
 		rs, inv := resultsFor(nodes, resp, err)

@@ -1,0 +1,100 @@
+// Command service embeds the dbtorch orchestrator in a long-running Go
+// service: it builds one dbt project on a schedule and whenever asked over
+// HTTP, and the scheduled and requested builds share one named
+// concurrency limit ("warehouse") from an in-process registry.
+//
+//	go run ./examples/service --project-dir testdata/shop --every 1h --addr 127.0.0.1:8080
+//	curl -X POST '127.0.0.1:8080/builds?select=marts'
+//	curl 127.0.0.1:8080/builds
+//	curl 127.0.0.1:8080/builds/<id>
+//
+// SIGINT or SIGTERM cancels running builds (every node gets a final
+// status), waits for them and stops.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "service:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("service", flag.ContinueOnError)
+	projectDir := fs.String("project-dir", "", "dbt project directory (required)")
+	profilesDir := fs.String("profiles-dir", "", "dbt profiles directory")
+	target := fs.String("target", "", "dbt target")
+	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address")
+	every := fs.Duration("every", time.Hour, "interval of scheduled builds (0: none)")
+	schedSelect := fs.String("schedule-select", "", "selection of scheduled builds, comma-separated (default: everything)")
+	slots := fs.Int("warehouse-slots", 4, "nodes running at once against the warehouse, across all builds")
+	workers := fs.Int("workers", 4, "warm dbt workers (use 1 on DuckDB)")
+	retries := fs.Int("retries", 1, "retries of transient failures")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *projectDir == "" {
+		return errors.New("--project-dir is required")
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	ex, err := executor.NewWarm(executor.WarmConfig{ProjectDir: *projectDir, ProfilesDir: *profilesDir, Target: *target, Workers: *workers, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer ex.Close()
+	m, err := ex.Manifest(ctx)
+	if err != nil {
+		return err
+	}
+	svc, err := NewService(ServiceConfig{
+		Executor: ex, Manifest: m, Registry: &orchestrator.Registry{}, WarehouseSlots: *slots,
+		ScheduledConcurrency: *slots, RequestedConcurrency: *slots,
+		Retry:  orchestrator.RetryConfig{Retries: *retries, Delay: 5 * time.Second, Jitter: 0.2},
+		Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	if *every > 0 {
+		go svc.Schedule(ctx, *every, orchestrator.BuildOptions{Select: splitList(*schedSelect)})
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: svc.Handler(ctx), ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("listening", "addr", ln.Addr().String(), "project", *projectDir, "nodes", len(m.Nodes))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: cancelling builds")
+	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdown)
+	svc.Wait()
+	return err
+}
