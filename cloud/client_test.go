@@ -348,7 +348,7 @@ func TestPagination(t *testing.T) {
 // TestRunLifecycle follows a run through the fake's status progression
 // and reads its steps and per-step artifacts.
 func TestRunLifecycle(t *testing.T) {
-	e := newEnv(t, cloudtest.Options{QueueTime: 30 * time.Millisecond, StartTime: 30 * time.Millisecond, RunTime: 30 * time.Millisecond})
+	e := newEnv(t, cloudtest.Options{QueueTime: 80 * time.Millisecond, StartTime: 80 * time.Millisecond, RunTime: 80 * time.Millisecond})
 	ctx := ctxT(t)
 	j := e.tempJob("dbtorch-lifecycle")
 	j.ExecuteSteps = []string{"dbt seed --select fqn:shop.raw", "dbt run --select fqn:shop.stg_a,resource_type:model,package:shop"}
