@@ -1,0 +1,282 @@
+package orchcache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/afero"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+// fakeExec succeeds for every node except those in fail, and records what
+// it ran.
+type fakeExec struct {
+	mu   sync.Mutex
+	ran  []string
+	fail map[string]bool
+}
+
+func (f *fakeExec) Execute(_ context.Context, req executor.Request) (*executor.Response, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp := &executor.Response{}
+	for _, n := range req.Nodes {
+		f.ran = append(f.ran, n.UniqueID)
+		r := executor.Result{UniqueID: n.UniqueID, Status: executor.Success, DBTStatus: "success", Message: "OK"}
+		if f.fail[n.UniqueID] {
+			r.Status, r.DBTStatus, r.Kind, r.Message = executor.Error, "error", executor.KindDatabase, "boom"
+		}
+		resp.Results = append(resp.Results, r)
+	}
+	return resp, nil
+}
+
+func (f *fakeExec) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := slices.Sorted(slices.Values(f.ran))
+	f.ran = nil
+	return out
+}
+
+// project: seed s -> source src (freshness) -> a -> b ; seed s -> c -> d ;
+// test on a; source crm (no freshness) -> e.
+func project(t *testing.T) (*manifest.Manifest, *manifest.Graph) {
+	t.Helper()
+	node := func(id, rt, mat string, deps ...string) string {
+		d := `"` + strings.Join(deps, `","`) + `"`
+		if len(deps) == 0 {
+			d = ""
+		}
+		return fmt.Sprintf(`%q: {"unique_id": %q, "resource_type": %q, "name": %q, "package_name": "p",
+			"path": "x", "original_file_path": "x", "raw_code": "select 1 -- %s",
+			"checksum": {"name": "sha256", "checksum": "%064d"}, "config": {"materialized": %q},
+			"relation_name": "r_%s", "depends_on": {"nodes": [%s], "macros": []}}`,
+			id, id, rt, id[strings.LastIndex(id, ".")+1:], id, 0, mat, id, d)
+	}
+	doc := `{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json", "adapter_type": "duckdb", "project_name": "p"},
+	"nodes": {` + strings.Join([]string{
+		node("seed.p.s", "seed", "seed"),
+		node("model.p.a", "model", "table", "source.p.raw.src", "seed.p.s"),
+		node("model.p.b", "model", "view", "model.p.a"),
+		node("model.p.c", "model", "table", "seed.p.s"),
+		node("model.p.d", "model", "table", "model.p.c"),
+		node("model.p.e", "model", "table", "source.p.crm.notes"),
+		node("test.p.t", "test", "test", "model.p.a"),
+	}, ",") + `},
+	"sources": {
+		"source.p.raw.src": {"unique_id": "source.p.raw.src", "resource_type": "source", "name": "src", "source_name": "raw",
+			"package_name": "p", "path": "s.yml", "original_file_path": "s.yml", "relation_name": "raw_src",
+			"loaded_at_field": "at", "freshness": {"warn_after": {"count": 6, "period": "hour"}, "error_after": {"count": 12, "period": "hour"}}},
+		"source.p.crm.notes": {"unique_id": "source.p.crm.notes", "resource_type": "source", "name": "notes", "source_name": "crm",
+			"package_name": "p", "path": "s.yml", "original_file_path": "s.yml", "relation_name": "crm_notes"}
+	}}`
+	m, err := manifest.Parse([]byte(doc))
+	require.NoError(t, err)
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	return m, g
+}
+
+var snap = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func freshness(t *testing.T, loadedAgo time.Duration, status string) *cache.Freshness {
+	t.Helper()
+	doc := fmt.Sprintf(`{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/sources/v3.json"},
+	"results": [{"unique_id": "source.p.raw.src", "status": %q, "max_loaded_at": %q, "snapshotted_at": %q,
+	"criteria": {"warn_after": {"count": 6, "period": "hour"}, "error_after": {"count": 12, "period": "hour"}}}]}`,
+		status, snap.Add(-loadedAgo).Format(time.RFC3339), snap.Format(time.RFC3339))
+	f, err := cache.ParseSources(strings.NewReader(doc))
+	require.NoError(t, err)
+	return f
+}
+
+type harness struct {
+	t     *testing.T
+	m     *manifest.Manifest
+	g     *manifest.Graph
+	store *cache.Store
+	ex    *fakeExec
+	clock time.Time
+}
+
+func newHarness(t *testing.T) *harness {
+	m, g := project(t)
+	h := &harness{t: t, m: m, g: g, ex: &fakeExec{}, clock: snap}
+	h.store = cache.NewStore(afero.NewMemMapFs(), "cache", cache.StoreOptions{Now: func() time.Time { return h.clock }})
+	return h
+}
+
+type buildOpts struct {
+	fresh     *cache.Freshness
+	freshErr  error
+	onlyFresh bool
+	full      bool
+}
+
+func (h *harness) build(o buildOpts) (*orchestrator.Run, []string) {
+	t := h.t
+	t.Helper()
+	now := func() time.Time { return h.clock }
+	sess, err := cache.New(h.store, cache.Options{Now: now}).Open(h.m, h.g, cache.KeyConfig{Freshness: o.fresh, Target: "dev"})
+	require.NoError(t, err)
+	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Now: now,
+		Cache: orchcache.New(sess, orchcache.Options{FreshnessErr: o.freshErr})})
+	require.NoError(t, err)
+	run, err := orch.RunBuild(context.Background(), orchestrator.BuildOptions{OnlyFreshSources: o.onlyFresh, FullRefresh: o.full})
+	var be *orchestrator.BuildError
+	if err != nil && !errors.As(err, &be) {
+		require.NoError(t, err)
+	}
+	return run, h.ex.take()
+}
+
+func byStatus(run *orchestrator.Run, s orchestrator.Status) []string {
+	var out []string
+	for _, r := range run.Results {
+		if r.Status == s {
+			out = append(out, r.UniqueID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestFreshnessThroughOrchestrator(t *testing.T) {
+	h := newHarness(t)
+	models := []string{"model.p.a", "model.p.b", "model.p.c", "model.p.d", "model.p.e", "seed.p.s"}
+
+	// Loaded 2h before the snapshot: everything runs, entries downstream
+	// of the source expire when it crosses warn_after (4h later).
+	recent := freshness(t, 2*time.Hour, "pass")
+	_, ran := h.build(buildOpts{fresh: recent, onlyFresh: true})
+	assert.Equal(t, append(slices.Clone(models), "test.p.t"), ran)
+	for _, id := range []string{"model.p.a", "model.p.b"} {
+		e, err := h.store.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, snap.Add(4*time.Hour), e.Expires, id)
+	}
+	e, err := h.store.Get(context.Background(), "model.p.c")
+	require.NoError(t, err)
+	assert.True(t, e.Expires.IsZero(), "c reads no source with freshness")
+
+	// Same snapshot, 3h59m later: all cached but the test.
+	h.clock = snap.Add(4*time.Hour - time.Minute)
+	run, ran := h.build(buildOpts{fresh: recent, onlyFresh: true})
+	assert.Equal(t, []string{"test.p.t"}, ran)
+	assert.Equal(t, models, byStatus(run, orchestrator.Cached))
+
+	// At 4h the source's entries have expired: a and b run again.
+	h.clock = snap.Add(4 * time.Hour)
+	_, ran = h.build(buildOpts{fresh: recent, onlyFresh: true})
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "test.p.t"}, ran)
+
+	// New data (a later max_loaded_at) changes a's and b's keys only.
+	h.clock = snap.Add(time.Hour)
+	newer := freshness(t, time.Hour, "pass")
+	_, ran = h.build(buildOpts{fresh: newer, onlyFresh: true})
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "test.p.t"}, ran)
+
+	// Loaded 13h ago: stale. a, its test and b are skipped, with the
+	// reason; the rest is cached.
+	stale := freshness(t, 13*time.Hour, "error")
+	run, ran = h.build(buildOpts{fresh: stale, onlyFresh: true})
+	assert.Empty(t, ran)
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "test.p.t"}, byStatus(run, orchestrator.Skipped))
+	assert.Contains(t, run.Result("model.p.a").SkipReason, "stale source: source.p.raw.src (error)")
+	assert.Contains(t, run.Result("model.p.b").SkipReason, "source.p.raw.src")
+
+	// Without OnlyFreshSources, stale data still runs, and its result is
+	// not stored (it would be expired already).
+	_, ran = h.build(buildOpts{fresh: stale})
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "test.p.t"}, ran)
+	_, err = h.store.Get(context.Background(), "model.p.a")
+	assert.Error(t, err, "no entry for a result built on stale data")
+
+	// Freshness unavailable: fail open, everything runs, nothing skipped.
+	run, ran = h.build(buildOpts{freshErr: errors.New("dbt source freshness: exit 2"), onlyFresh: true})
+	assert.Equal(t, append(slices.Clone(models), "test.p.t"), ran)
+	assert.Empty(t, byStatus(run, orchestrator.Skipped))
+}
+
+func TestRecordAndFullRefresh(t *testing.T) {
+	h := newHarness(t)
+	_, ran := h.build(buildOpts{})
+	require.Len(t, ran, 7)
+
+	// c fails: it and d (downstream) have no entry afterwards; a failed
+	// node leaves no entry even if it had one.
+	h.ex.fail = map[string]bool{"model.p.c": true}
+	run, ran := h.build(buildOpts{full: true})
+	assert.Len(t, ran, 6, "full refresh runs everything (d is skipped)")
+	assert.Equal(t, []string{"model.p.c"}, byStatus(run, orchestrator.Error))
+	_, err := h.store.Get(context.Background(), "model.p.c")
+	assert.Error(t, err)
+	_, err = h.store.Get(context.Background(), "model.p.d")
+	assert.NoError(t, err, "d did not run; its old entry stays but c must run first")
+
+	h.ex.fail = nil
+	run, ran = h.build(buildOpts{})
+	assert.Equal(t, []string{"model.p.c", "model.p.d", "test.p.t"}, ran, "c missing; d runs because c ran")
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "model.p.e", "seed.p.s"}, byStatus(run, orchestrator.Cached))
+}
+
+// TestPredict: the prediction matches what the orchestrator then does.
+func TestPredict(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	open := func() *cache.Session {
+		sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev"})
+		require.NoError(t, err)
+		return sess
+	}
+	plan := h.g.Plan(nil, manifest.Immediate)
+	reasons := func(ps []cache.Prediction) map[string]cache.Reason {
+		out := map[string]cache.Reason{}
+		for _, p := range ps {
+			out[p.UniqueID] = p.Reason
+		}
+		return out
+	}
+	assert.Equal(t, map[string]cache.Reason{
+		"seed.p.s": cache.ReasonNoEntry, "model.p.a": cache.ReasonNoEntry, "model.p.b": cache.ReasonNoEntry,
+		"model.p.c": cache.ReasonNoEntry, "model.p.d": cache.ReasonNoEntry, "model.p.e": cache.ReasonNoEntry,
+		"test.p.t": cache.ReasonNotCacheable,
+	}, reasons(open().Predict(ctx, plan, false)))
+	h.build(buildOpts{})
+	// Change c's entry key: c misses, d is downstream of a node that runs.
+	e, err := h.store.Get(ctx, "model.p.c")
+	require.NoError(t, err)
+	e.Key = strings.Repeat("0", 64)
+	require.NoError(t, h.store.Put(ctx, e))
+	got := open().Predict(ctx, plan, false)
+	want := map[string]cache.Reason{
+		"seed.p.s": cache.ReasonHit, "model.p.a": cache.ReasonHit, "model.p.b": cache.ReasonHit,
+		"model.p.c": cache.ReasonKeyChanged, "model.p.d": cache.ReasonUpstreamRuns, "model.p.e": cache.ReasonHit,
+		"test.p.t": cache.ReasonNotCacheable,
+	}
+	if diff := cmp.Diff(want, reasons(got)); diff != "" {
+		t.Errorf("predictions (-want +got):\n%s", diff)
+	}
+	run, _ := h.build(buildOpts{})
+	for _, p := range got {
+		assert.Equal(t, p.Hit, run.Result(p.UniqueID).Status == orchestrator.Cached, p.UniqueID)
+	}
+	for _, p := range open().Predict(ctx, plan, true) {
+		assert.False(t, p.Hit, "full refresh: %s", p.UniqueID)
+	}
+}
