@@ -235,8 +235,11 @@ func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, req exe
 		}
 		if IsNotFound(err) {
 			kind := executor.KindCrash
-			if run.Status == RunCancelled {
+			switch msg := strings.ToLower(run.StatusMessage); {
+			case run.Status == RunCancelled:
 				kind = executor.KindCancelled
+			case strings.Contains(msg, "timed out") || strings.Contains(msg, "timeout"):
+				kind = executor.KindTimeout
 			}
 			msg := fmt.Sprintf("dbt Cloud run %d ended %s without run_results.json", run.ID, run.Status)
 			if run.StatusMessage != "" {
@@ -356,7 +359,7 @@ func (e *Executor) session(ctx context.Context, name, desc, step, cause string, 
 		return err
 	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run started", slog.Int64("job_id", job.ID),
-		slog.Int64("run_id", run.ID), slog.String("step", step))
+		slog.Int64("run_id", run.ID), slog.String("step", step), slog.String("href", run.Href))
 	for !run.Status.Terminal() {
 		if err := sleep(ctx, e.pollWait()); err != nil {
 			return err

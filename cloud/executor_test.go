@@ -150,6 +150,21 @@ func TestExecuteCancel(t *testing.T) {
 	}
 }
 
+// TestExecuteJobTimeout: a run that dbt Cloud stops at the job's timeout
+// is a timeout of every node, not a success and not a crash.
+func TestExecuteJobTimeout(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{Outcome: script(map[string][]cloudtest.NodeOutcome{"stg_a": {{Hang: true}}})})
+	x := e.executor(t, func(c *cloud.ExecutorConfig) { c.JobTimeout = time.Second })
+	resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a", "stg_b"), BuildID: "b", Attempt: 1})
+	require.NoError(t, err)
+	for _, r := range resp.Results {
+		assert.Equal(t, executor.Error, r.Status)
+		assert.Equal(t, executor.KindTimeout, r.Kind)
+		assert.Contains(t, r.Message, "timed out after running for 1 seconds")
+	}
+	assert.Contains(t, resp.Invocation.Stderr, "timed out")
+}
+
 // TestExecuteCancelDuringCreate: a context that ends while the job is
 // being created (the creation took effect, its answer is slow) still
 // leaves nothing behind.

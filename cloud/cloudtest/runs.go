@@ -48,8 +48,39 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request, jobID int64) {
 	s.nextID++
 	run := &fakeRun{id: s.nextID, jobID: jobID, cause: cause, trigger: body, steps: steps, created: time.Now()}
 	s.execute(run)
+	s.applyTimeout(run, timeoutOf(j.Body, body))
 	s.runs[run.id] = run
 	writeEnvelope(w, http.StatusOK, s.runJSON(run, time.Now(), true, false), nil, "")
+}
+
+// timeoutOf returns a run's timeout: the trigger's
+// timeout_seconds_override, else the job's execution.timeout_seconds.
+func timeoutOf(job, trigger map[string]any) time.Duration {
+	if v, ok := trigger["timeout_seconds_override"].(float64); ok && v > 0 {
+		return time.Duration(v) * time.Second
+	}
+	if ex, ok := job["execution"].(map[string]any); ok {
+		if v, ok := ex["timeout_seconds"].(float64); ok && v > 0 {
+			return time.Duration(v) * time.Second
+		}
+	}
+	return 0
+}
+
+// applyTimeout makes a run that would run longer than timeout end in
+// error when it expires, without artifacts from the step it was in.
+// Called with s.mu held.
+func (s *Server) applyTimeout(run *fakeRun, timeout time.Duration) {
+	if timeout <= 0 || (!run.hang && s.opts.RunTime+run.runFor <= timeout) {
+		return
+	}
+	run.hang = false
+	run.runFor = timeout - s.opts.RunTime
+	run.failed = true
+	for i := range run.results {
+		run.results[i] = stepResult{failed: true}
+	}
+	run.logs = append(run.logs, fmt.Sprintf("This run timed out after running for %d seconds", int(timeout.Seconds())))
 }
 
 // execute decides, at trigger time, what each dbt step of the run does.

@@ -6,7 +6,8 @@
 // "/" (others are redirected with 301, as Django's APPEND_SLASH does);
 // job bodies missing a required key and triggers without a cause are
 // rejected with 400; runs move through 1 queued → 2 starting → 3 running →
-// 10 success, 20 error or 30 cancelled with time; each dbt step of a run has
+// 10 success, 20 error or 30 cancelled with time (a run longer than its
+// job's execution.timeout_seconds ends in error); each dbt step of a run has
 // its own artifacts (run_results.json built from a scripted outcome per
 // node, manifest.json when the server was given one); cancelling, deleting
 // (soft: state 2) and pagination work. No dbt is needed.
@@ -70,7 +71,8 @@ type NodeOutcome struct {
 	// Crash makes the step die: the run errors and the step writes no
 	// run_results.json at all.
 	Crash bool
-	// Hang keeps the run running until it is cancelled.
+	// Hang keeps the run running until it is cancelled or reaches its
+	// timeout.
 	Hang bool
 	// Duration is added to the run's running time.
 	Duration time.Duration
