@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // multiFlag collects a repeatable string flag.
@@ -166,11 +167,19 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// selectNodes resolves --select/--exclude/--selector to a node set; nil
-// means every node.
+// selectNodes resolves --select/--exclude/--selector natively to a node
+// set; nil means every node (dbt's default selection, tests included).
 func selectNodes(ctx context.Context, g *manifest.Graph, sel, excl []string, selectorName string) (map[string]bool, error) {
 	if len(sel) == 0 && len(excl) == 0 && selectorName == "" {
 		return nil, nil
 	}
-	return nil, errors.New("--select, --exclude and --selector need the selector package (not built yet)")
+	ids, err := selector.NewNative(g).Resolve(ctx, selector.Options{Select: sel, Exclude: excl, Selector: selectorName})
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	return set, nil
 }
