@@ -323,8 +323,10 @@ func (c *Client) send(ctx context.Context, cl call) (*result, *http.Response, er
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, resp, &APIError{Method: cl.method, Path: cl.path, StatusCode: resp.StatusCode,
-			Message: "response is not a JSON envelope: " + c.redact(err.Error()), Body: c.redactBody(data)}
+		ae := c.apiError(cl, resp, nil)
+		ae.Message = "response is not a JSON envelope: " + c.redact(err.Error())
+		ae.Body = c.redactBody(data)
+		return nil, resp, ae
 	}
 	if env.Status != nil && env.Status.IsSuccess != nil && !*env.Status.IsSuccess {
 		ae := c.apiError(cl, resp, data)

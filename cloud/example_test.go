@@ -102,9 +102,11 @@ func ExampleExecutor_Execute() {
 	r := resp.Results[0]
 	fmt.Println(resp.Invocation.Args[:4])
 	fmt.Println(r.UniqueID, r.Status, r.Kind)
+	fmt.Println("jobs left:", len(srv.Jobs()))
 	// Output:
 	// [dbt run --select fqn:shop.orders,resource_type:model,package:shop]
 	// model.shop.orders error database
+	// jobs left: 0
 }
 
 // ExampleJanitor removes the temporary jobs of crashed builds.

@@ -197,8 +197,11 @@ func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor
 		msg := fmt.Sprintf("%s before the dbt Cloud run finished (%v)", why, ctx.Err())
 		resp.Results = uniform(req.Nodes, executor.Cancelled, kind, msg)
 	default:
+		if err == nil {
+			err = errors.New("dbt cloud: the run gave no results")
+		}
 		resp.Invocation.Stderr = err.Error()
-		resp.Results = uniform(req.Nodes, executor.Error, errorKind(err), "dbt Cloud: "+err.Error())
+		resp.Results = uniform(req.Nodes, executor.Error, errorKind(err), "dbt Cloud request failed: "+err.Error())
 	}
 	return resp, nil
 }

@@ -75,4 +75,14 @@ func TestEnvelope(t *testing.T) {
 	code, _ = do(http.MethodGet, "runs/999/", "")
 	assert.Equal(t, 404, code)
 	assert.Equal(t, 3, s.Calls(ListJobs)+s.Calls(GetRun))
+
+	for _, j := range s.Jobs() {
+		code, out := do(http.MethodDelete, fmt.Sprintf("jobs/%d/", j.ID), "")
+		require.Equal(t, 200, code)
+		assert.EqualValues(t, 2, out["data"].(map[string]any)["state"])
+		code, _ = do(http.MethodDelete, fmt.Sprintf("jobs/%d/", j.ID), "")
+		assert.Equal(t, 404, code)
+	}
+	assert.Empty(t, s.Jobs())
+	assert.Equal(t, 2, s.JobsCreated())
 }
