@@ -8,18 +8,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 )
 
 // DBTLs resolves selections by asking dbt: `dbt ls --output json
 // --output-keys unique_id` in the project directory. It is the reference
 // the Native resolver is tested against, for users who want dbt's own word.
-// Each Resolve starts one dbt process (seconds); ResolveBatch answers many
-// selections from one Python process that parses the project once.
+// Each Resolve starts one dbt process (seconds); Start returns a Session that
+// answers many selections from one Python process that parses the project
+// once.
 //
 // The fields must not change while a call is running. Concurrent calls are
 // safe: every invocation gets its own target and log directories.
@@ -163,81 +167,194 @@ func (d *DBTLs) Resolve(ctx context.Context, opts Options) ([]string, error) {
 	return ids, nil
 }
 
-//go:embed dbtls_batch.py
-var batchScript []byte
+//go:embed dbtls_worker.py
+var workerScript []byte
 
-// BatchResult is dbt's answer to one selection of a batch: the sorted
-// unique_ids, or the error dbt raised.
-type BatchResult struct {
-	IDs []string
-	Err error
+// Session is a long-lived Python process that has parsed the project once
+// and answers selections through dbt's programmatic runner (about 0.1 s per
+// selection on a small project instead of seconds for a new `dbt ls`). It
+// implements Resolver; calls are serialized. Close it when done.
+type Session struct {
+	d       *DBTLs
+	tmp     string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	replies *bufio.Reader
+	log     *syncBuffer
+	mu      sync.Mutex
+	dead    error
 }
 
-// ResolveBatch answers every selection in opts from one Python process
-// that parses the project once and calls dbt's programmatic runner for
-// each (about 0.1 s per selection on a small project instead of seconds).
-// The returned error is for the batch as a whole; per-selection errors
-// are in the results.
-func (d *DBTLs) ResolveBatch(ctx context.Context, opts []Options) ([]BatchResult, error) {
-	queries := make([][]string, len(opts))
-	pre := make([]error, len(opts))
-	for i, o := range opts {
-		a, err := d.args(o)
-		if err != nil {
-			pre[i] = err
-			a = []string{"--select", "fqn:__dbtorch_invalid__"}
-		}
-		queries[i] = a
-	}
-	tmp, err := os.MkdirTemp("", "dbtorch-ls-batch-")
+var _ Resolver = (*Session)(nil)
+
+// Start starts a Session: it runs `dbt deps` (when the project has a
+// packages.yml and no dbt_packages directory) and `dbt parse`, and returns
+// when dbt is ready to answer.
+func (d *DBTLs) Start(ctx context.Context) (*Session, error) {
+	tmp, err := os.MkdirTemp("", "dbtorch-ls-worker-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	script := filepath.Join(tmp, "dbtls_batch.py")
-	reqPath, respPath := filepath.Join(tmp, "request.json"), filepath.Join(tmp, "response.json")
-	req, _ := json.Marshal(map[string]any{"project_dir": d.ProjectDir, "base_args": d.baseArgs(), "queries": queries})
-	if err := os.WriteFile(script, batchScript, 0o644); err != nil {
+	s := &Session{d: d, tmp: tmp, log: &syncBuffer{}}
+	fail := func(err error) (*Session, error) {
+		_ = s.Close()
 		return nil, err
 	}
-	if err := os.WriteFile(reqPath, req, 0o644); err != nil {
-		return nil, err
+	script := filepath.Join(tmp, "dbtls_worker.py")
+	if err := os.WriteFile(script, workerScript, 0o644); err != nil {
+		return fail(err)
 	}
+	_, errPkg := os.Stat(filepath.Join(d.ProjectDir, "packages.yml"))
+	_, errDir := os.Stat(filepath.Join(d.ProjectDir, "dbt_packages"))
+	cfg, _ := json.Marshal(map[string]any{"project_dir": d.ProjectDir, "base_args": d.baseArgs(),
+		"deps": errPkg == nil && errDir != nil})
 	py := d.Python
 	if py == "" {
 		py = filepath.Join(filepath.Dir(d.DBT), "python")
 	}
-	cmd := exec.CommandContext(ctx, py, script, reqPath, respPath)
-	cmd.Dir = d.ProjectDir
-	cmd.Env = d.env(tmp)
-	out, err := cmd.CombinedOutput()
+	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, &DBTError{Args: []string{"(batch)", fmt.Sprint(len(opts), " selections")}, Output: strings.TrimSpace(string(out)), Err: err}
+		return fail(err)
 	}
-	data, err := os.ReadFile(respPath)
+	s.cmd = exec.Command(py, script, string(cfg))
+	s.cmd.Dir = d.ProjectDir
+	s.cmd.Env = d.env(tmp)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.ExtraFiles = []*os.File{w}
+	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
+		r.Close()
+		w.Close()
+		return fail(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		s.cmd = nil
+		return fail(err)
+	}
+	w.Close()
+	s.replies = bufio.NewReaderSize(r, 1<<20)
+	type ready struct {
+		Ready bool   `json:"ready"`
+		Error string `json:"error"`
+	}
+	var rd ready
+	if err := s.read(ctx, &rd); err != nil {
+		return fail(err)
+	}
+	if !rd.Ready {
+		return fail(&DBTError{Args: []string{"parse"}, Output: rd.Error + "\n" + s.log.String(), Err: errors.New("worker not ready")})
+	}
+	return s, nil
+}
+
+// read reads one reply line, giving up when ctx ends (the worker is then
+// killed: a half-answered protocol cannot be resumed).
+func (s *Session) read(ctx context.Context, v any) error {
+	type res struct {
+		line []byte
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		line, err := s.replies.ReadBytes('\n')
+		ch <- res{line, err}
+	}()
+	select {
+	case <-ctx.Done():
+		s.dead = ctx.Err()
+		_ = s.cmd.Process.Kill()
+		return ctx.Err()
+	case r := <-ch:
+		if r.err != nil {
+			s.dead = fmt.Errorf("selector: dbt worker exited: %w", r.err)
+			return &DBTError{Args: []string{"(worker)"}, Output: strings.TrimSpace(s.log.String()), Err: s.dead}
+		}
+		return json.Unmarshal(r.line, v)
+	}
+}
+
+// ManifestPath returns the manifest.json dbt wrote when the session
+// started; it is removed by Close.
+func (s *Session) ManifestPath() string { return filepath.Join(s.tmp, "target", "manifest.json") }
+
+// Resolve implements Resolver: dbt's answer from the warm worker.
+func (s *Session) Resolve(ctx context.Context, opts Options) ([]string, error) {
+	args, err := s.d.args(opts)
 	if err != nil {
-		return nil, fmt.Errorf("selector: dbt batch: %w", err)
+		return nil, err
 	}
-	var resp []struct {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead != nil {
+		return nil, s.dead
+	}
+	line, _ := json.Marshal(args)
+	if _, err := s.stdin.Write(append(line, '\n')); err != nil {
+		s.dead = err
+		return nil, fmt.Errorf("selector: dbt worker: %w", err)
+	}
+	var reply struct {
 		IDs   []string `json:"ids"`
 		Error *string  `json:"error"`
 	}
-	if err := json.Unmarshal(data, &resp); err != nil || len(resp) != len(opts) {
-		return nil, fmt.Errorf("selector: dbt batch: bad response (%d answers for %d selections): %v", len(resp), len(opts), err)
+	if err := s.read(ctx, &reply); err != nil {
+		return nil, err
 	}
-	results := make([]BatchResult, len(opts))
-	for i, r := range resp {
-		switch {
-		case pre[i] != nil:
-			results[i].Err = pre[i]
-		case r.Error != nil:
-			results[i].Err = &DBTError{Args: queries[i], Output: *r.Error}
-		default:
-			results[i].IDs = r.IDs
-			if results[i].IDs == nil {
-				results[i].IDs = []string{}
-			}
+	if reply.Error != nil {
+		return nil, &DBTError{Args: args, Output: *reply.Error}
+	}
+	if reply.IDs == nil {
+		reply.IDs = []string{}
+	}
+	return reply.IDs, nil
+}
+
+// Close stops the worker and removes its files.
+func (s *Session) Close() error {
+	var err error
+	if s.cmd != nil && s.cmd.Process != nil {
+		if s.stdin != nil {
+			s.stdin.Close()
 		}
+		done := make(chan error, 1)
+		go func() { done <- s.cmd.Wait() }()
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			err = <-done
+		}
+		s.cmd = nil
 	}
-	return results, nil
+	if rmErr := os.RemoveAll(s.tmp); err == nil {
+		err = rmErr
+	}
+	if s.dead != nil && err != nil {
+		return nil // the worker was killed on purpose
+	}
+	return err
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
+// process's output copiers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > 8000 {
+		s = s[len(s)-8000:]
+	}
+	return s
 }

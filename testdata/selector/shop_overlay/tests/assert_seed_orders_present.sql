@@ -1,0 +1,2 @@
+{{ config(tags=['seed_check']) }}
+select * from {{ ref('orders') }} where 1 = 0

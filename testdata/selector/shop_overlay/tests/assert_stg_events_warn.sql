@@ -1,0 +1,3 @@
+-- Always returns rows at severity warn: a "warn" result.
+{{ config(severity='warn') }}
+select * from {{ ref('stg_events') }}
