@@ -4,17 +4,16 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spf13/afero"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -41,75 +40,6 @@ type dbtResults struct {
 	} `json:"results"`
 }
 
-// runFromDBT builds an orchestrator.Run out of a real `dbt build`'s
-// manifest.json and run_results.json, as the orchestrator reports one
-// node's dbt result.
-func runFromDBT(t *testing.T, manifestPath, resultsPath string, args map[string]any) *orchestrator.Run {
-	t.Helper()
-	m, err := manifest.Load(afero.NewOsFs(), manifestPath)
-	require.NoError(t, err)
-	g, err := manifest.NewGraph(m)
-	require.NoError(t, err)
-	data, err := os.ReadFile(resultsPath)
-	require.NoError(t, err)
-	var dr dbtResults
-	require.NoError(t, json.Unmarshal(data, &dr))
-	run := &orchestrator.Run{ID: "9b2f63f6-6c7e-4f55-9d2a-3f4f1c1d2e3a", Manifest: m, Plan: g.Plan(nil, manifest.Immediate), Args: args}
-	byID := map[string]int{}
-	for i, r := range dr.Results {
-		byID[r.UniqueID] = i
-	}
-	for _, id := range run.Plan.Nodes {
-		i, ok := byID[id]
-		if !ok {
-			continue
-		}
-		r := dr.Results[i]
-		n := m.Lookup(id)
-		nr := orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: run.Plan.Wave[id],
-			DBTStatus: r.Status, ThreadID: r.ThreadID, ExecutionTime: time.Duration(r.ExecutionTime * float64(time.Second)),
-			AdapterResponse: r.AdapterResponse, Failures: r.Failures}
-		switch r.Status {
-		case "success", "pass", "warn":
-			nr.Status = orchestrator.Success
-		case "error", "fail":
-			nr.Status = orchestrator.Error
-			nr.Err = &orchestrator.NodeError{Kind: "database"}
-		default:
-			nr.Status = orchestrator.Skipped
-			nr.SkipReason = "upstream failed"
-		}
-		if r.Message != nil {
-			nr.Message = *r.Message
-			if nr.Err != nil {
-				nr.Err.Message = nr.Message
-			}
-		}
-		if r.CompiledCode != nil {
-			nr.CompiledCode = *r.CompiledCode
-		}
-		if r.RelationName != nil {
-			nr.RelationName = *r.RelationName
-		}
-		for _, tm := range r.Timing {
-			nr.Timing = append(nr.Timing, executorTiming(tm.Name, tm.StartedAt, tm.CompletedAt))
-			if nr.StartedAt.IsZero() || tm.StartedAt.Before(nr.StartedAt) {
-				nr.StartedAt = tm.StartedAt
-			}
-			nr.CompletedAt = tm.CompletedAt
-		}
-		if run.StartedAt.IsZero() || (!nr.StartedAt.IsZero() && nr.StartedAt.Before(run.StartedAt)) {
-			run.StartedAt = nr.StartedAt
-		}
-		if nr.CompletedAt.After(run.CompletedAt) {
-			run.CompletedAt = nr.CompletedAt
-		}
-		run.Results = append(run.Results, nr)
-	}
-	require.NotEmpty(t, run.Results)
-	return run
-}
-
 // lsIDs runs `dbt ls` with args and returns the unique_ids it printed, sorted.
 func lsIDs(t *testing.T, dir string, env []string, args ...string) []string {
 	t.Helper()
@@ -131,36 +61,60 @@ func lsIDs(t *testing.T, dir string, env []string, args ...string) []string {
 	return ids
 }
 
-// TestDBTReadsRunResults is the end-to-end check that dbt itself accepts
-// our run_results.json: after a build of testdata/shop with a broken model,
-// `dbt ls --select result:error+ --state DIR` lists the failed node and
-// everything downstream of it, and `dbt retry --state DIR` re-runs exactly
-// the nodes that failed or were skipped.
-func TestDBTReadsRunResults(t *testing.T) {
+// findFile returns the first file named name under dir, or "".
+func findFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	var found string
+	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && found == "" && !d.IsDir() && d.Name() == name {
+			found = path
+		}
+		return nil
+	})
+	return found
+}
+
+// TestDBTReadsOurArtifacts is the end-to-end check: a real build of
+// testdata/shop through orchestrator.RunBuild with a broken model, every
+// reporter of this package plugged in; then dbt itself reads our
+// run_results.json: `dbt ls --select result:error+ --state DIR` lists the
+// failed node and everything downstream of it, and `dbt retry --state DIR`
+// re-runs exactly the nodes that failed or were skipped. The other
+// artifacts of the same build are validated too (schema, Mermaid, XSD,
+// OpenLineage).
+func TestDBTReadsOurArtifacts(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs real dbt")
+		t.Skip("real dbt: not in -short mode")
 	}
 	dir := dbttest.CopyProject(t, "shop")
 	env := dbttest.Env(t, dir)
-	if out, err := dbttest.Run(t, dir, env, "deps"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	vars := map[string]any{"broken_model": true}
-	out, err := dbttest.Run(t, dir, env, "build", "--vars", `{broken_model: true}`)
-	require.Error(t, err, "the broken model must fail the build:\n%s", out)
-
-	manifestPath := filepath.Join(dir, "target", "manifest.json")
-	run := runFromDBT(t, manifestPath, filepath.Join(dir, "target", "run_results.json"),
-		map[string]any{"select": []string{}, "exclude": []string{}, "vars": vars, "full_refresh": false, "target": nil})
-
-	state := t.TempDir()
-	manifestData, err := os.ReadFile(manifestPath)
+	work := t.TempDir()
+	ex, err := executor.NewWarm(executor.WarmConfig{
+		DBTPath: dbttest.DBT(t), ProjectDir: dir, ProfilesDir: dir, Env: env, WorkDir: work, Workers: 1, KeepArtifacts: true,
+	})
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(state, "manifest.json"), manifestData, 0o644))
-	require.NoError(t, (&artifacts.RunResults{Path: filepath.Join(state, "run_results.json")}).Report(t.Context(), run))
-	written, err := os.ReadFile(filepath.Join(state, "run_results.json"))
+	t.Cleanup(func() { _ = ex.Close() })
+	m, err := ex.Manifest(t.Context())
 	require.NoError(t, err)
-	validate(t, runResultsSchema(t), written)
+
+	state, out := t.TempDir(), t.TempDir()
+	lineage := filepath.Join(out, "lineage.jsonl")
+	o, err := orchestrator.New(orchestrator.Config{
+		Executor: ex, Manifest: m, Concurrency: 1,
+		Reporters: []orchestrator.Reporter{
+			&artifacts.RunResults{Path: filepath.Join(state, "run_results.json")},
+			&artifacts.Summary{Path: filepath.Join(out, "summary.md"), CompiledSQL: true},
+			&artifacts.JUnit{Path: filepath.Join(out, "junit.xml")},
+			&artifacts.Lineage{Transport: &artifacts.FileTransport{Path: lineage}, DatasetNamespace: "duckdb://" + filepath.Join(dir, "shop.duckdb")},
+		},
+	})
+	require.NoError(t, err)
+	// The broken model with everything upstream (so that it reaches the
+	// warehouse) and downstream of it.
+	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Select: []string{"+customer_revenue+"}, Vars: map[string]any{"broken_model": true}})
+	var be *orchestrator.BuildError
+	require.ErrorAs(t, err, &be, "the broken model fails the build")
+	require.NoError(t, ex.Close(), "warm workers hold the DuckDB file; dbt retry needs it")
 
 	var failed, retryable []string
 	for _, r := range run.Results {
@@ -174,23 +128,57 @@ func TestDBTReadsRunResults(t *testing.T) {
 	}
 	require.Equal(t, []string{"model.shop.customer_revenue"}, failed)
 
-	// dbt ls over our results equals dbt ls over the failed node itself.
-	got := lsIDs(t, dir, env, "--select", "result:error+", "--state", state)
-	want := lsIDs(t, dir, env, "--select", strings.Join(slices.Collect(func(yield func(string) bool) {
-		for _, id := range failed {
-			if !yield(run.Result(id).Name + "+") {
-				return
-			}
+	// run_results.json validates against dbt's schema.
+	written, err := os.ReadFile(filepath.Join(state, "run_results.json"))
+	require.NoError(t, err)
+	validate(t, runResultsSchema(t), written)
+
+	// The other artifacts of the same build are valid too.
+	md, err := os.ReadFile(filepath.Join(out, "summary.md"))
+	require.NoError(t, err)
+	chart := mermaidBlock.FindStringSubmatch(string(md))
+	require.NotNil(t, chart)
+	assert.Equal(t, []string{""}, parseMermaid(t, chart[1]))
+	assert.Contains(t, string(md), "Binder Error")
+	for _, xsd := range []string{"JUnit.xsd", "junit-10.xsd"} {
+		assert.Empty(t, validateXML(t, filepath.Join(dbttest.SharedDir(t), "reference", "junit", xsd), filepath.Join(out, "junit.xml")), xsd)
+	}
+	events, err := os.ReadFile(lineage)
+	require.NoError(t, err)
+	schemas := openLineageSchemas(t)
+	lines := strings.Split(strings.TrimSpace(string(events)), "\n")
+	assert.Greater(t, len(lines), 20)
+	for _, line := range lines {
+		for _, err := range schemas.check(t, []byte(line)) {
+			t.Errorf("%v\nevent: %s", err, line)
 		}
-	}), " "))
+	}
+
+	// dbt's --state needs the manifest beside run_results.json.
+	manifestPath := findFile(t, work, "manifest.json")
+	if manifestPath == "" {
+		manifestPath = dbttest.Parse(t, dir, env)
+	}
+	manifestData, err := os.ReadFile(manifestPath)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(state, "manifest.json"), manifestData, 0o644))
+
+	// dbt ls over our results lists the failed node and its descendants
+	// (tests of the descendants included, as dbt's eager indirect selection
+	// does).
+	got := lsIDs(t, dir, env, "--select", "result:error+", "--state", state)
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	want := append([]string{"model.shop.customer_revenue"}, g.Descendants("model.shop.customer_revenue", -1)...)
+	sort.Strings(want)
 	assert.Equal(t, want, got)
 	assert.Contains(t, got, "model.shop.revenue_by_segment")
 	assert.NotContains(t, got, "model.shop.fct_orders")
 
 	// dbt retry re-runs what failed or was skipped, and only that.
-	require.NoError(t, os.Remove(filepath.Join(dir, "target", "run_results.json")))
-	out, err = dbttest.Run(t, dir, env, "retry", "--state", state, "--vars", `{broken_model: false}`)
-	require.NoError(t, err, out)
+	_ = os.Remove(filepath.Join(dir, "target", "run_results.json"))
+	retryOut, err := dbttest.Run(t, dir, env, "retry", "--state", state, "--vars", `{broken_model: false}`)
+	require.NoError(t, err, retryOut)
 	retried, err := os.ReadFile(filepath.Join(dir, "target", "run_results.json"))
 	require.NoError(t, err)
 	var rr dbtResults

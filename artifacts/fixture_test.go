@@ -166,7 +166,3 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 		Results:     results,
 	}
 }
-
-func executorTiming(name string, start, end time.Time) executor.Timing {
-	return executor.Timing{Name: name, StartedAt: start, CompletedAt: end}
-}
