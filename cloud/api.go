@@ -85,6 +85,15 @@ func (c *Client) DeleteJob(ctx context.Context, id int64) error {
 	return err
 }
 
+// GetEnvironment returns the environment with the given id.
+func (c *Client) GetEnvironment(ctx context.Context, id int64) (*Environment, error) {
+	var env Environment
+	if _, err := c.get(ctx, fmt.Sprintf("environments/%d/", id), nil, &env); err != nil {
+		return nil, err
+	}
+	return &env, nil
+}
+
 // ListJobsOptions filters ListJobs and Jobs. Zero fields do not filter.
 type ListJobsOptions struct {
 	ProjectID     int64

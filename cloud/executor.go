@@ -84,7 +84,28 @@ type Executor struct {
 var (
 	_ executor.Executor         = (*Executor)(nil)
 	_ executor.ManifestProvider = (*Executor)(nil)
+	_ executor.Preparer         = (*Executor)(nil)
 )
+
+// Prepare checks, with one request, that the token, account, project and
+// environment are usable before a build: the environment must exist,
+// belong to ProjectID and be a deployment environment. A misconfigured
+// executor then fails the build at once instead of failing every node.
+func (e *Executor) Prepare(ctx context.Context) error {
+	env, err := e.c.GetEnvironment(ctx, e.cfg.EnvironmentID)
+	if err != nil {
+		return fmt.Errorf("dbt cloud: checking environment %d: %w", e.cfg.EnvironmentID, err)
+	}
+	switch {
+	case env.State == JobDeleted:
+		return fmt.Errorf("dbt cloud: environment %d (%s) is deleted", env.ID, env.Name)
+	case env.ProjectID != e.cfg.ProjectID:
+		return fmt.Errorf("dbt cloud: environment %d (%s) belongs to project %d, not %d", env.ID, env.Name, env.ProjectID, e.cfg.ProjectID)
+	case env.Type != "" && env.Type != "deployment":
+		return fmt.Errorf("dbt cloud: environment %d (%s) is a %s environment; jobs need a deployment environment", env.ID, env.Name, env.Type)
+	}
+	return nil
+}
 
 // NewExecutor returns an Executor for cfg. It makes no request.
 func NewExecutor(cfg ExecutorConfig) (*Executor, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/dbtorch/dbtorch/cloud"
 	"github.com/dbtorch/dbtorch/cloud/cloudtest"
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
 // script returns an Outcome function giving each named node its outcomes
@@ -382,4 +383,34 @@ func TestJanitor(t *testing.T) {
 	}
 	_, err = (&cloud.Janitor{Client: e.c}).Sweep(ctx)
 	require.Error(t, err, "an empty prefix would match everything")
+}
+
+func TestPrepare(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	ctx := ctxT(t)
+	require.NoError(t, e.executor(t, nil).Prepare(ctx))
+	for _, tc := range []struct {
+		name string
+		edit func(*cloud.ExecutorConfig)
+		want string
+	}{
+		{"unknown environment", func(c *cloud.ExecutorConfig) { c.EnvironmentID = 999 }, "404"},
+		{"environment of another project", func(c *cloud.ExecutorConfig) { c.ProjectID = 11 }, "belongs to project 10, not 11"},
+		{"bad token", func(c *cloud.ExecutorConfig) {
+			c.Client = e.client(t, func(cc *cloud.ClientConfig) { cc.Token = "not-the-token" })
+		}, "401"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := e.executor(t, tc.edit).Prepare(ctx)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	// A misconfigured build fails before creating any job.
+	o, err := orchestrator.New(orchestrator.Config{Executor: e.executor(t, func(c *cloud.ExecutorConfig) { c.EnvironmentID = 999 }), Manifest: e.m})
+	require.NoError(t, err)
+	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{})
+	require.ErrorContains(t, err, "environment 999")
+	require.NotNil(t, run)
+	assert.Equal(t, len(project), run.Count(orchestrator.Error))
+	assert.Zero(t, e.srv.JobsCreated())
 }

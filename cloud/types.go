@@ -210,3 +210,18 @@ func (r *Run) StepFor(cmd string) *RunStep {
 	}
 	return nil
 }
+
+// Environment is a dbt Cloud environment. Temporary jobs need one of Type
+// "deployment".
+type Environment struct {
+	ID        int64  `json:"id"`
+	AccountID int64  `json:"account_id"`
+	ProjectID int64  `json:"project_id"`
+	Name      string `json:"name"`
+	// Type is "deployment" or "development"; DeploymentType "production",
+	// "staging" or empty.
+	Type           string `json:"type"`
+	DeploymentType string `json:"deployment_type,omitempty"`
+	DBTVersion     string `json:"dbt_version,omitempty"`
+	State          int    `json:"state"`
+}

@@ -213,3 +213,17 @@ func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
 	s.mu.Unlock()
 	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
+
+// getEnvironment serves the one environment that exists: a production
+// deployment environment of the project.
+func (s *Server) getEnvironment(w http.ResponseWriter, id int64) {
+	if id != s.opts.EnvironmentID {
+		notFound(w, "Environment")
+		return
+	}
+	writeEnvelope(w, http.StatusOK, map[string]any{
+		"id": id, "account_id": s.opts.AccountID, "project_id": s.opts.ProjectID,
+		"name": "Production", "type": "deployment", "deployment_type": "production",
+		"dbt_version": "latest", "state": 1,
+	}, nil, "")
+}

@@ -52,6 +52,7 @@ const (
 	ListArtifacts Route = "list_artifacts"
 	RunArtifact   Route = "run_artifact"
 	JobArtifact   Route = "job_artifact"
+	GetEnv        Route = "get_environment"
 )
 
 // NodeOutcome scripts what happens to one node when a run executes it.
@@ -374,6 +375,7 @@ var (
 	reRunArts = regexp.MustCompile(`^runs/(\d+)/artifacts/$`)
 	reRunArt  = regexp.MustCompile(`^runs/(\d+)/artifacts/(.+)$`)
 	reJobArt  = regexp.MustCompile(`^jobs/(\d+)/artifacts/(.+)$`)
+	reEnv     = regexp.MustCompile(`^environments/(\d+)/$`)
 )
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -516,6 +518,9 @@ func (s *Server) route(method, rest string) (Route, []int64, bool) {
 			return DeleteJob, num(m), false
 		}
 	}
+	if m := reEnv.FindStringSubmatch(rest); m != nil && method == http.MethodGet {
+		return GetEnv, num(m), false
+	}
 	if m := reCancel.FindStringSubmatch(rest); m != nil && method == http.MethodPost {
 		return CancelRun, num(m), false
 	}
@@ -558,6 +563,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, route Route, ids
 		s.runArtifact(w, r, ids[0])
 	case JobArtifact:
 		s.jobArtifact(w, r, ids[0])
+	case GetEnv:
+		s.getEnvironment(w, ids[0])
 	default:
 		if strings.HasSuffix(r.URL.Path, "/") {
 			writeEnvelope(w, http.StatusMethodNotAllowed, nil, nil, fmt.Sprintf("Method %q not allowed.", r.Method))
