@@ -11,7 +11,8 @@ import (
 )
 
 // runDemo copies the bundled DuckDB project to a temporary directory,
-// parses it with the pinned dbt, and prints its plan.
+// parses it with the pinned dbt, prints its plan, and builds it node by
+// node with live progress and a summary.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root, err := repoRoot()
 	if err != nil {
@@ -33,9 +34,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dbtorch demo: copy project: %v\n", err)
 		return 1
 	}
-	env := append(os.Environ(),
-		"DBTORCH_DUCKDB_PATH="+filepath.Join(work, "shop.duckdb"),
-		"DBT_SEND_ANONYMOUS_USAGE_STATS=false", "DO_NOT_TRACK=1")
+	// The profile reads the DuckDB path from the environment; the build
+	// below runs dbt in this process's environment too.
+	for k, v := range map[string]string{"DBTORCH_DUCKDB_PATH": filepath.Join(work, "shop.duckdb"),
+		"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"} {
+		if err := os.Setenv(k, v); err != nil {
+			fmt.Fprintf(stderr, "dbtorch demo: %v\n", err)
+			return 1
+		}
+	}
+	env := os.Environ()
 	for _, step := range [][]string{{"deps"}, {"parse"}} {
 		fmt.Fprintf(stdout, "$ dbt %s\n", step[0])
 		cmd := exec.CommandContext(ctx, dbt, append(step, "--project-dir", project, "--profiles-dir", project)...)
@@ -47,7 +55,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	manifestPath := filepath.Join(project, "target", "manifest.json")
 	fmt.Fprintf(stdout, "\n$ dbtorch plan --manifest %s --output text\n", manifestPath)
-	return runPlan(ctx, []string{"--manifest", manifestPath, "--output", "text"}, stdout, stderr)
+	if code := runPlan(ctx, []string{"--manifest", manifestPath, "--output", "text"}, stdout, stderr); code != 0 {
+		return code
+	}
+	summary := filepath.Join(work, "summary.md")
+	buildArgs := []string{"--project-dir", project, "--profiles-dir", project, "--concurrency", "2",
+		"--run-results", filepath.Join(work, "run_results.json"), "--summary", summary}
+	fmt.Fprintf(stdout, "\n$ dbtorch build --project-dir %s --concurrency 2\n", project)
+	return runBuild(ctx, buildArgs, stdout, stderr)
 }
 
 // repoRoot finds the repository root: the working directory or a parent
