@@ -414,3 +414,55 @@ func TestPrepare(t *testing.T) {
 	assert.Equal(t, len(project), run.Count(orchestrator.Error))
 	assert.Zero(t, e.srv.JobsCreated())
 }
+
+// TestExecuteChaos: concurrent invocations under a stream of faults on
+// every route never leave a job behind, never run a job twice, and never
+// report a success that did not happen.
+func TestExecuteChaos(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{Outcome: script(map[string][]cloudtest.NodeOutcome{
+		"rpt_b": {{Status: "error", Message: "Database Error in model rpt_b"}},
+	})})
+	e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 250 * time.Millisecond; c.RetryMax = 8 })
+	x := e.executor(t, nil)
+	kinds := []cloudtest.Fault{
+		{LoseResponse: true}, {Drop: true}, {Status: 500}, {Status: 429, RetryAfter: "0"},
+		{Delay: 400 * time.Millisecond}, {Status: 502, Body: "<html><title>Bad Gateway</title></html>"},
+	}
+	for i := range 36 {
+		e.srv.Inject(kinds[i%len(kinds)])
+	}
+	names := []string{"raw", "stg_a", "stg_b", "fct_a", "fct_b", "rpt_a", "rpt_b", "not_null_stg_b"}
+	results := make([]executor.Result, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
+			nd := e.nodes(t, n)
+			resp, err := x.Execute(t.Context(), executor.Request{Command: executor.CommandFor(nd[0].ResourceType), Nodes: nd, BuildID: "chaos", Attempt: 1})
+			if assert.NoError(t, err) {
+				results[i] = resp.Results[0]
+			}
+		})
+	}
+	wg.Wait()
+	succeeded := 0
+	for i, r := range results {
+		switch {
+		case names[i] == "rpt_b":
+			assert.Equal(t, executor.Error, r.Status, "rpt_b must never succeed")
+		case r.Status == executor.Success:
+			succeeded++
+		default:
+			assert.Equal(t, executor.KindConnection, r.Kind, "%s: %s", names[i], r.Message)
+		}
+	}
+	assert.GreaterOrEqual(t, succeeded, 5, "too few invocations survived the faults")
+	perJob := map[int64]int{}
+	for _, r := range e.srv.Runs() {
+		perJob[r.JobID]++
+	}
+	for id, n := range perJob {
+		assert.Equal(t, 1, n, "job %d ran %d times", id, n)
+	}
+	assert.LessOrEqual(t, e.srv.JobsCreated(), len(names), "duplicate jobs")
+	t.Logf("%d faults left unused, %d of %d invocations succeeded", e.srv.PendingFaults(), succeeded, len(names)-1)
+}
