@@ -97,6 +97,9 @@ func NewStore(fsys afero.Fs, dir string, opts StoreOptions) *Store {
 	return s
 }
 
+// Fs returns the store's file system.
+func (s *Store) Fs() afero.Fs { return s.fs }
+
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 

@@ -1,0 +1,83 @@
+package cache_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spf13/afero"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+// BenchmarkCacheShop measures, in one run on the shop project with real
+// dbt on DuckDB (warm executor, models, seeds and snapshots; tests are
+// never cached and are left out), the wall time of a cold build that
+// fills the cache against an unchanged rerun served from it: first with
+// the parsed manifest in hand (the orchestrated build alone), then end to
+// end including a fresh executor's parse of the project.
+func BenchmarkCacheShop(b *testing.B) {
+	project := dbttest.CopyProject(b, "shop")
+	env := dbttest.Env(b, project)
+	out, err := dbttest.Run(b, project, env, "deps")
+	require.NoError(b, err, out)
+	ctx := b.Context()
+	cacheDir := filepath.Join(b.TempDir(), "cache")
+
+	newExec := func() (*executor.Warm, *manifest.Manifest, *manifest.Graph) {
+		w, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(b), ProjectDir: project, Env: env, Workers: 1, NoDeps: true})
+		require.NoError(b, err)
+		b.Cleanup(func() { w.Close() })
+		m, err := w.Manifest(ctx)
+		require.NoError(b, err)
+		g, err := manifest.NewGraph(m)
+		require.NoError(b, err)
+		return w, m, g
+	}
+	build := func(ex executor.Executor, m *manifest.Manifest, g *manifest.Graph) (*orchestrator.Run, int) {
+		store := cache.NewStore(afero.NewOsFs(), cacheDir, cache.StoreOptions{})
+		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{ProjectDir: project, Target: "dev", CacheIncremental: true})
+		require.NoError(b, err)
+		rec := &recorder{Executor: ex}
+		o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: m, Concurrency: 1, Cache: orchcache.New(sess, orchcache.Options{})})
+		require.NoError(b, err)
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.SkipTests})
+		require.NoError(b, err)
+		return run, len(rec.take())
+	}
+
+	for b.Loop() {
+		w, m, g := newExec()
+		start := time.Now()
+		cold, coldInv := build(w, m, g)
+		coldTime := time.Since(start)
+		require.Zero(b, cold.Count(orchestrator.Cached))
+
+		start = time.Now()
+		warm, warmInv := build(w, m, g)
+		warmTime := time.Since(start)
+		require.Equal(b, len(warm.Results), warm.Count(orchestrator.Cached))
+
+		start = time.Now()
+		w2, m2, g2 := newExec()
+		_, e2eInv := build(w2, m2, g2)
+		e2eTime := time.Since(start)
+
+		b.ReportMetric(coldTime.Seconds(), "cold-s")
+		b.ReportMetric(warmTime.Seconds(), "rerun-s")
+		b.ReportMetric(warmTime.Seconds()/coldTime.Seconds()*100, "rerun-%-of-cold")
+		b.ReportMetric(float64(warmInv), "rerun-dbt-nodes")
+		b.ReportMetric(e2eTime.Seconds()/coldTime.Seconds()*100, "rerun+parse-%-of-cold")
+		b.Logf("shop, %d nodes: cold build %s (%d dbt node runs); unchanged rerun %s = %.2f%% of cold, %d dbt node runs; "+
+			"rerun with a fresh executor's parse %s = %.1f%% of cold, %d dbt node runs",
+			len(cold.Results), coldTime.Round(time.Millisecond), coldInv, warmTime.Round(time.Microsecond),
+			warmTime.Seconds()/coldTime.Seconds()*100, warmInv, e2eTime.Round(time.Millisecond),
+			e2eTime.Seconds()/coldTime.Seconds()*100, e2eInv)
+	}
+}
