@@ -528,3 +528,22 @@ func TestDeleteAnswers(t *testing.T) {
 		})
 	}
 }
+
+func TestTimestamp(t *testing.T) {
+	want := time.Date(2024, 5, 1, 12, 30, 45, 123456000, time.UTC)
+	for _, in := range []string{`"2024-05-01 12:30:45.123456+00:00"`, `"2024-05-01T12:30:45.123456Z"`, `"2024-05-01 12:30:45.123456"`} {
+		var ts cloud.Timestamp
+		require.NoError(t, ts.UnmarshalJSON([]byte(in)), in)
+		assert.True(t, want.Equal(ts.Time), "%s: %v", in, ts.Time)
+	}
+	for _, in := range []string{`null`, `""`} {
+		var ts cloud.Timestamp
+		require.NoError(t, ts.UnmarshalJSON([]byte(in)))
+		assert.True(t, ts.IsZero())
+	}
+	var ts cloud.Timestamp
+	require.Error(t, ts.UnmarshalJSON([]byte(`"yesterday"`)))
+	b, err := cloud.Timestamp{Time: want}.MarshalJSON()
+	require.NoError(t, err)
+	assert.Equal(t, `"2024-05-01T12:30:45.123456Z"`, string(b))
+}
