@@ -547,8 +547,11 @@ func applyResult(r *NodeResult, er *executor.Result, inv *executor.Invocation) {
 		r.Status = Error
 		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindCancelled), Message: cmpOr(er.Message, "cancelled")}
 	case executor.Skipped:
-		r.Status = Error
-		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindUnknown), Message: "dbt skipped the node: " + er.Message}
+		// dbt skipped it within a multi-node invocation (it saw a failure
+		// upstream of the node in the same invocation).
+		r.Status = Skipped
+		r.Err = nil
+		r.SkipReason = cmpOr(er.Message, "skipped by dbt")
 	default:
 		r.Status = Error
 		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindUnknown), Message: er.Message}

@@ -53,7 +53,18 @@ func (b *build) runPerWave(ctx context.Context) {
 			b.runWave(ctx, executor.Test, units)
 		}
 		if len(rest) > 0 {
-			b.runWave(ctx, executor.Build, rest)
+			// A wave of data tests only (the deferred test wave) runs with
+			// dbt test: dbt build would add its parent_test edges between
+			// them and skip tests downstream of a failing one, which
+			// deferred tests must not do.
+			cmd := executor.Test
+			for _, i := range rest {
+				if !b.isTest[i] {
+					cmd = executor.Build
+					break
+				}
+			}
+			b.runWave(ctx, cmd, rest)
 		}
 	}
 }
