@@ -40,6 +40,7 @@ type APIError struct {
 	Body []byte
 }
 
+// Error describes the request, the status and the server's message.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dbt cloud: %s %s: %d %s", e.Method, e.Path, e.StatusCode, http.StatusText(e.StatusCode))
@@ -70,10 +71,12 @@ type AmbiguousError struct {
 	Err error
 }
 
+// Error says that the outcome is unknown, and why.
 func (e *AmbiguousError) Error() string {
 	return fmt.Sprintf("dbt cloud: %s: outcome unknown (it may have succeeded): %v", e.Op, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *AmbiguousError) Unwrap() error { return e.Err }
 
 // redactedError wraps a transport error so that its text never carries the

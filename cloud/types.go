@@ -127,6 +127,7 @@ func (s RunStatus) Terminal() bool {
 	return s == RunSuccess || s == RunError || s == RunCancelled
 }
 
+// String returns the status in lower case ("queued", ..., "cancelled").
 func (s RunStatus) String() string {
 	switch s {
 	case RunQueued:

@@ -249,9 +249,14 @@ func (s *Server) Close() { s.srv.Close() }
 // Token returns the token the server accepts.
 func (s *Server) Token() string { return s.opts.Token }
 
-// AccountID, ProjectID and EnvironmentID return the ids that exist.
-func (s *Server) AccountID() int64     { return s.opts.AccountID }
-func (s *Server) ProjectID() int64     { return s.opts.ProjectID }
+// AccountID returns the id of the only account.
+func (s *Server) AccountID() int64 { return s.opts.AccountID }
+
+// ProjectID returns the id of the only project.
+func (s *Server) ProjectID() int64 { return s.opts.ProjectID }
+
+// EnvironmentID returns the id of the only environment, a deployment
+// environment of the project.
 func (s *Server) EnvironmentID() int64 { return s.opts.EnvironmentID }
 
 // Inject queues a fault.
