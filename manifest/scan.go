@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -242,6 +243,14 @@ func (s *scanner) scanString() (start, end int, escaped bool, err error) {
 	i := s.pos + 1
 	start = i
 	for i < len(d) {
+		// Skip 8 plain bytes at a time: no quote, backslash or control
+		// character among them.
+		for i+8 <= len(d) && plain8(binary.LittleEndian.Uint64(d[i:])) {
+			i += 8
+		}
+		if i >= len(d) {
+			break
+		}
 		c := d[i]
 		switch {
 		case c == '"':
@@ -275,6 +284,22 @@ func (s *scanner) scanString() (start, end int, escaped bool, err error) {
 	}
 	s.pos = i
 	return 0, 0, false, s.fail("unexpected end of input in string")
+}
+
+const (
+	lo8 = 0x0101010101010101
+	hi8 = 0x8080808080808080
+)
+
+// plain8 reports whether none of the 8 bytes in w is a quote, a backslash
+// or a control character (< 0x20), with the classic SWAR tests.
+func plain8(w uint64) bool {
+	less := (w - lo8*0x20) & ^w & hi8
+	q := w ^ (lo8 * '"')
+	quote := (q - lo8) & ^q & hi8
+	b := w ^ (lo8 * '\\')
+	slash := (b - lo8) & ^b & hi8
+	return less|quote|slash == 0
 }
 
 func isHex4(b []byte) bool {
