@@ -320,11 +320,15 @@ func mermaidOf(run *orchestrator.Run, ids []string) string {
 	for i, id := range ids {
 		index[id] = i
 	}
+	results := make(map[string]*orchestrator.NodeResult, len(run.Results))
+	for i := range run.Results {
+		results[run.Results[i].UniqueID] = &run.Results[i]
+	}
 	var b strings.Builder
 	b.WriteString("flowchart LR\n")
 	used := map[Outcome]bool{}
 	for i, id := range ids {
-		nr := run.Result(id)
+		nr := results[id]
 		rt := resourceType(run, nr)
 		o := OutcomeOf(rt, nr)
 		used[o] = true

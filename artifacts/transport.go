@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -346,4 +348,33 @@ func (t *HTTPTransport) post(body []byte) (*http.Response, error) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	return resp, nil
+}
+
+// Close does nothing: every Emit has already written and synced its line.
+// It lets a FileTransport stand wherever a transport is closed after use.
+func (t *FileTransport) Close(context.Context) error { return nil }
+
+// ClosingTransport is a Transport that must be closed after the last
+// event: FileTransport and HTTPTransport.
+type ClosingTransport interface {
+	Transport
+	Close(ctx context.Context) error
+}
+
+// OpenTransport returns the transport for target, as a command-line flag
+// gives it: an HTTPTransport posting to target when it is an http:// or
+// https:// URL (opts apply), else a FileTransport appending JSON lines to
+// the file target. Close it when the build is done; for HTTP, give Close a
+// deadline so that an unreachable endpoint cannot hold the program.
+func OpenTransport(target string, opts HTTPOptions) (ClosingTransport, error) {
+	switch {
+	case target == "":
+		return nil, errors.New("artifacts: empty lineage target")
+	case strings.HasPrefix(target, "http://"), strings.HasPrefix(target, "https://"):
+		if _, err := url.ParseRequestURI(target); err != nil {
+			return nil, fmt.Errorf("artifacts: lineage URL: %w", err)
+		}
+		return NewHTTPTransport(target, opts), nil
+	}
+	return &FileTransport{Path: target}, nil
 }

@@ -228,3 +228,22 @@ func TestDefaultRetryPolicy(t *testing.T) {
 	assert.Equal(t, 7*time.Second, artifacts.DefaultBackoff(1, resp(503, "7")))
 	assert.Equal(t, 30*time.Second, artifacts.DefaultBackoff(1, resp(503, "3600")))
 }
+
+func TestOpenTransport(t *testing.T) {
+	tr, err := artifacts.OpenTransport("https://marquez.example:5000/api/v1/lineage", artifacts.HTTPOptions{})
+	require.NoError(t, err)
+	assert.IsType(t, &artifacts.HTTPTransport{}, tr)
+	require.NoError(t, tr.Close(t.Context()))
+
+	path := t.TempDir() + "/events.jsonl"
+	tr, err = artifacts.OpenTransport(path, artifacts.HTTPOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, &artifacts.FileTransport{Path: path}, tr)
+	require.NoError(t, tr.Emit(t.Context(), mustEvents(t)[0]))
+	require.NoError(t, tr.Close(t.Context()))
+
+	_, err = artifacts.OpenTransport("", artifacts.HTTPOptions{})
+	require.Error(t, err)
+	_, err = artifacts.OpenTransport("http://%zz", artifacts.HTTPOptions{})
+	require.Error(t, err)
+}
