@@ -293,6 +293,22 @@ func (k *Keyer) compute(id string) (string, error) {
 	field(h, "schema", n.Schema)
 	field(h, "alias", n.Alias)
 	field(h, "contract", fmt.Sprintf("%t/%s", n.Contract.Enforced, n.Contract.Checksum))
+	if persistsDocs(n) {
+		// Descriptions become relation and column comments.
+		field(h, "description", n.Description)
+		var cols struct {
+			Columns json.RawMessage `json:"columns"`
+		}
+		if len(n.Raw) > 0 {
+			if err := json.Unmarshal(n.Raw, &cols); err == nil && len(cols.Columns) > 0 {
+				var v any
+				if err := json.Unmarshal(cols.Columns, &v); err == nil {
+					js, _ := canonicalJSON(v)
+					field(h, "columns", string(js))
+				}
+			}
+		}
+	}
 	if n.TestMetadata != nil {
 		kw, err := canonicalJSON(n.TestMetadata.Kwargs)
 		if err != nil {
@@ -363,6 +379,18 @@ func (k *Keyer) writeVars(h hash.Hash, r refs) error {
 		field(h, "env", name+"="+v)
 	}
 	return nil
+}
+
+// persistsDocs reports whether the node's config persists descriptions
+// into the warehouse (persist_docs: {relation: true} or {columns: true}).
+func persistsDocs(n *manifest.Node) bool {
+	pd, _ := n.Config.Get("persist_docs").(map[string]any)
+	for _, v := range pd {
+		if b, _ := v.(bool); b {
+			return true
+		}
+	}
+	return false
 }
 
 // materializationMacros returns the ids of the macros that implement the

@@ -86,9 +86,7 @@ func closureOf(s *synth, id string) map[string]bool {
 	n := s.node(id)
 	seen := map[string]bool{}
 	var stack []string
-	for _, d := range macroDeps(n) {
-		stack = append(stack, d)
-	}
+	stack = append(stack, macroDeps(n)...)
 	cfg, _ := n["config"].(map[string]any)
 	if mat, _ := cfg["materialized"].(string); mat != "" && n["resource_type"] != "test" {
 		stack = append(stack, "macro.dbt.materialization_"+mat+"_default")
@@ -259,8 +257,18 @@ func TestKeyProperties(t *testing.T) {
 			e.projectYM = strings.Replace(e.projectYM, "+tags: [\"raw\"]", "+tags: [\"raw2\"]", 1)
 			return nil
 		}},
-		{"description (no change)", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
-			s.node(pick(models(s, g)))["description"] = "new docs"
+		{"description with persist_docs", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(idsWhere(s, g, func(_ string, n map[string]any) bool { return n["description"] == "docs" }))
+			s.node(id)["description"] = "new docs"
+			return []string{id}
+		}},
+		{"column description with persist_docs", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			id := pick(idsWhere(s, g, func(_ string, n map[string]any) bool { return n["description"] == "docs" }))
+			s.node(id)["columns"].(map[string]any)["a"].(map[string]any)["description"] = "changed"
+			return []string{id}
+		}},
+		{"description without persist_docs (no change)", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			s.node(pick(idsWhere(s, g, func(_ string, n map[string]any) bool { return isModel(n) && n["description"] != "docs" })))["description"] = "new docs"
 			return nil
 		}},
 	}

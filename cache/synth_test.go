@@ -96,6 +96,12 @@ func newSynth(seed uint64, models int) *synth {
 			"config":        map[string]any{"materialized": mat, "enabled": true, "tags": []any{"t"}},
 			"relation_name": fmt.Sprintf(`"db"."main"."n%d"`, i), "schema": "main", "database": "db", "alias": fmt.Sprintf("n%d", i),
 			"depends_on": map[string]any{"nodes": deps, "macros": mdeps}}
+		if i%5 == 0 && mat != "ephemeral" {
+			n := nodes[id].(map[string]any)
+			n["config"].(map[string]any)["persist_docs"] = map[string]any{"relation": true, "columns": true}
+			n["description"] = "docs"
+			n["columns"] = map[string]any{"a": map[string]any{"name": "a", "description": "col a"}}
+		}
 		if mat == "ephemeral" {
 			nodes[id].(map[string]any)["relation_name"] = nil
 		}
