@@ -23,13 +23,23 @@ const maxPage = 100
 // succeeded it looks for an active job with exactly job.Name in the job's
 // project and environment, and returns that job if there is one. Give
 // every job a unique name to make this safe. If the look-up itself fails,
-// the error is an *AmbiguousError: the job may exist.
+// the error is an *AmbiguousError: the job may exist. One race remains: an
+// attempt that reaches the server only after the look-up (it was still in
+// flight) creates a second job of that name; Executor removes such
+// duplicates, and Janitor finds them later.
 func (c *Client) CreateJob(ctx context.Context, job Job) (*Job, error) {
+	j, _, err := c.createJob(ctx, job)
+	return j, err
+}
+
+// createJob is CreateJob, also reporting whether the creation was sent
+// more than once (a duplicate is then possible, see create).
+func (c *Client) createJob(ctx context.Context, job Job) (*Job, bool, error) {
 	if job.ID != 0 {
-		return nil, errors.New("dbt cloud: CreateJob: job already has an id")
+		return nil, false, errors.New("dbt cloud: CreateJob: job already has an id")
 	}
 	if job.Name == "" {
-		return nil, errors.New("dbt cloud: CreateJob: job has no name")
+		return nil, false, errors.New("dbt cloud: CreateJob: job has no name")
 	}
 	if job.AccountID == 0 {
 		job.AccountID = c.accountID
@@ -53,16 +63,16 @@ func (c *Client) CreateJob(ctx context.Context, job Job) (*Job, error) {
 		}
 		return json.Marshal(found)
 	}
-	data, err := c.create(ctx, "create job "+strconv.Quote(job.Name),
+	data, resent, err := c.create(ctx, "create job "+strconv.Quote(job.Name),
 		call{method: http.MethodPost, path: "jobs/", body: job}, lookup)
 	if err != nil {
-		return nil, err
+		return nil, resent, err
 	}
 	var out Job
 	if err := decodeData(data, &out); err != nil {
-		return nil, fmt.Errorf("dbt cloud: create job: %w", err)
+		return nil, resent, fmt.Errorf("dbt cloud: create job: %w", err)
 	}
-	return &out, nil
+	return &out, resent, nil
 }
 
 // GetJob returns the job with the given id. A deleted job is returned with
@@ -213,11 +223,18 @@ type TriggerOptions struct {
 // every trigger of a job a distinct cause to make this safe. If the look-up
 // itself fails, the error is an *AmbiguousError: the run may exist.
 func (c *Client) TriggerRun(ctx context.Context, jobID int64, opts TriggerOptions) (*Run, error) {
+	r, _, err := c.triggerRun(ctx, jobID, opts)
+	return r, err
+}
+
+// triggerRun is TriggerRun, also reporting whether the trigger was sent
+// more than once.
+func (c *Client) triggerRun(ctx context.Context, jobID int64, opts TriggerOptions) (*Run, bool, error) {
 	if strings.TrimSpace(opts.Cause) == "" {
-		return nil, errors.New("dbt cloud: TriggerRun: a cause is required")
+		return nil, false, errors.New("dbt cloud: TriggerRun: a cause is required")
 	}
 	if len(opts.Cause) > 255 {
-		return nil, errors.New("dbt cloud: TriggerRun: the cause is longer than 255 characters")
+		return nil, false, errors.New("dbt cloud: TriggerRun: the cause is longer than 255 characters")
 	}
 	lookup := func(ctx context.Context) (json.RawMessage, error) {
 		runs, _, err := c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id", Limit: 20, IncludeTrigger: true})
@@ -231,16 +248,16 @@ func (c *Client) TriggerRun(ctx context.Context, jobID int64, opts TriggerOption
 		}
 		return nil, nil
 	}
-	data, err := c.create(ctx, fmt.Sprintf("trigger job %d", jobID),
+	data, resent, err := c.create(ctx, fmt.Sprintf("trigger job %d", jobID),
 		call{method: http.MethodPost, path: fmt.Sprintf("jobs/%d/run/", jobID), body: opts}, lookup)
 	if err != nil {
-		return nil, err
+		return nil, resent, err
 	}
 	var r Run
 	if err := decodeData(data, &r); err != nil {
-		return nil, fmt.Errorf("dbt cloud: trigger job %d: %w", jobID, err)
+		return nil, resent, fmt.Errorf("dbt cloud: trigger job %d: %w", jobID, err)
 	}
-	return &r, nil
+	return &r, resent, nil
 }
 
 // GetRun returns the run with its trigger, and with its steps when steps

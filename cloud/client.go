@@ -455,46 +455,50 @@ func (c *Client) wait(ctx context.Context, cl call, attempt int, resp *http.Resp
 // create performs a non-idempotent POST that creates something. After a
 // failure that may have taken effect it waits a backoff and calls lookup;
 // if lookup finds the object, create returns it instead of posting again.
-func (c *Client) create(ctx context.Context, op string, cl call, lookup func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
+//
+// resent reports whether the request was sent more than once: then, if an
+// earlier attempt was still in flight on the server when lookup ran, a
+// duplicate may exist.
+func (c *Client) create(ctx context.Context, op string, cl call, lookup func(context.Context) (json.RawMessage, error)) (data json.RawMessage, resent bool, err error) {
 	cl.idempotent = false
 	for attempt := 0; ; attempt++ {
 		res, resp, err := c.send(ctx, cl)
 		if err == nil {
-			return res.data, nil
+			return res.data, attempt > 0, nil
 		}
 		ambiguous := mayHaveApplied(resp, err)
 		if ctx.Err() != nil {
 			if ambiguous {
-				return nil, &AmbiguousError{Op: op, Err: c.ctxError(ctx, cl, err)}
+				return nil, attempt > 0, &AmbiguousError{Op: op, Err: c.ctxError(ctx, cl, err)}
 			}
-			return nil, c.ctxError(ctx, cl, err)
+			return nil, attempt > 0, c.ctxError(ctx, cl, err)
 		}
 		retry, perr := c.ask(ctx, resp, err)
 		if ambiguous {
 			// Give an attempt still in flight on the server a moment to land
 			// before looking for it.
 			if werr := c.wait(ctx, cl, attempt, resp, err); werr != nil {
-				return nil, &AmbiguousError{Op: op, Err: werr}
+				return nil, attempt > 0, &AmbiguousError{Op: op, Err: werr}
 			}
 			found, lerr := lookup(ctx)
 			if lerr != nil {
-				return nil, &AmbiguousError{Op: op, Err: errors.Join(err, lerr)}
+				return nil, attempt > 0, &AmbiguousError{Op: op, Err: errors.Join(err, lerr)}
 			}
 			if found != nil {
 				c.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud: request had succeeded despite the error",
 					slog.String("op", op), slog.String("error", c.redact(err.Error())))
-				return found, nil
+				return found, attempt > 0, nil
 			}
 		}
 		if perr != nil {
-			return nil, perr
+			return nil, attempt > 0, perr
 		}
 		if !retry || attempt >= c.retryMax {
-			return nil, err
+			return nil, attempt > 0, err
 		}
 		if !ambiguous {
 			if err := c.wait(ctx, cl, attempt, resp, err); err != nil {
-				return nil, err
+				return nil, attempt > 0, err
 			}
 		}
 	}

@@ -352,16 +352,9 @@ func kindOf(c runresults.Class) executor.Kind {
 // CancelGrace to stop before the job is deleted; session then returns
 // ctx's error.
 func (e *Executor) session(ctx context.Context, name, desc, step, cause string, done func(context.Context, *Run, int) error) (err error) {
-	var (
-		job       *Job
-		run       *Run
-		createErr error
-		triggered bool
-	)
-	defer func() {
-		e.cleanup(ctx, name, job, createErr, run, triggered)
-	}()
-	job, createErr = e.c.CreateJob(ctx, Job{
+	st := &sessionState{name: name}
+	defer e.cleanup(ctx, st)
+	st.job, st.createResent, st.createErr = e.c.createJob(ctx, Job{
 		ProjectID:     e.cfg.ProjectID,
 		EnvironmentID: e.cfg.EnvironmentID,
 		Name:          name,
@@ -371,17 +364,19 @@ func (e *Executor) session(ctx context.Context, name, desc, step, cause string, 
 		Settings:      JobSettings{Threads: e.cfg.Threads, TargetName: e.cfg.TargetName},
 		Execution:     JobExecution{TimeoutSeconds: int(e.cfg.JobTimeout / time.Second)},
 	})
-	if createErr != nil {
-		job = nil
-		return createErr
+	if st.createErr != nil {
+		st.job = nil
+		return st.createErr
 	}
+	job := st.job
 	e.log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job created", slog.Int64("job_id", job.ID), slog.String("name", name))
-	triggered = true
-	run, err = e.c.TriggerRun(ctx, job.ID, TriggerOptions{Cause: cause})
+	st.triggered = true
+	run, resent, err := e.c.triggerRun(ctx, job.ID, TriggerOptions{Cause: cause})
+	st.triggerResent = resent
 	if err != nil {
-		run = nil
 		return err
 	}
+	st.run = run
 	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run started", slog.Int64("job_id", job.ID),
 		slog.Int64("run_id", run.ID), slog.String("step", step), slog.String("href", run.Href))
 	for !run.Status.Terminal() {
@@ -396,6 +391,7 @@ func (e *Executor) session(ctx context.Context, name, desc, step, cause string, 
 			return err
 		}
 		run = r
+		st.run = r
 	}
 	final, err := e.c.GetRun(ctx, run.ID, true)
 	if err != nil {
@@ -412,6 +408,20 @@ func (e *Executor) session(ctx context.Context, name, desc, step, cause string, 
 		idx = st.Index
 	}
 	return done(ctx, run, idx)
+}
+
+// sessionState is what a session knows of what it created, for cleanup.
+type sessionState struct {
+	name string
+	// job is the created job; nil when creation failed (createErr).
+	job          *Job
+	createErr    error
+	createResent bool
+	// run is the last state seen of the job's run; nil when the trigger
+	// was not sent or failed.
+	run           *Run
+	triggered     bool
+	triggerResent bool
 }
 
 // stepOf finds the run's step for the dbt command line step: the step
@@ -433,20 +443,40 @@ func (e *Executor) pollWait() time.Duration {
 	return d*3/4 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
-// cleanup makes sure nothing of the session is left: the run is ended and
-// the job deleted. It uses its own context, so that it also runs after
-// the session's context has ended.
-func (e *Executor) cleanup(parent context.Context, name string, job *Job, createErr error, run *Run, triggered bool) {
+// cleanup makes sure nothing of the session is left: every run it started
+// is ended and every job it created is deleted, including duplicates that
+// a resent request may have made. It uses its own context, so that it also
+// runs after the session's context has ended. What it cannot remove, it
+// logs at error level (Janitor removes it later).
+func (e *Executor) cleanup(parent context.Context, st *sessionState) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), e.cfg.CleanupTimeout)
 	defer cancel()
-	log := e.log.With(slog.String("job_name", name))
+	log := e.log.With(slog.String("job_name", st.name))
+	job := st.job
 	if job == nil {
 		var ae *APIError
-		if createErr == nil || (errors.As(createErr, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests) {
+		if st.createErr == nil || (errors.As(st.createErr, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests) {
 			return // the job was certainly not created
 		}
-		// The creation may have succeeded: look for the job by its name.
-		found, err := e.c.FindJob(ctx, e.cfg.ProjectID, name)
+	} else {
+		// Runs of the job: the one followed, or every run when the trigger
+		// failed or was resent (they are all this session's).
+		if st.run == nil && st.triggered || st.triggerResent {
+			e.stopAllRuns(ctx, log, job.ID)
+		} else if st.run != nil && !st.run.Status.Terminal() {
+			e.stopRun(ctx, log, st.run)
+		}
+		if !e.deleteJob(ctx, log, job.ID) {
+			return
+		}
+		if !st.createResent {
+			return
+		}
+	}
+	// The creation may have succeeded (or succeeded twice): delete every
+	// job of this session's unique name.
+	for range 5 {
+		found, err := e.c.FindJob(ctx, e.cfg.ProjectID, st.name)
 		if err != nil {
 			log.LogAttrs(ctx, slog.LevelError, "dbt cloud: could not check for a leftover job; run the Janitor",
 				slog.String("error", err.Error()))
@@ -455,26 +485,36 @@ func (e *Executor) cleanup(parent context.Context, name string, job *Job, create
 		if found == nil {
 			return
 		}
-		job = found
-	}
-	log = log.With(slog.Int64("job_id", job.ID))
-	if run == nil && triggered {
-		// The trigger may have succeeded: the job's runs are all ours.
-		latest, err := e.c.LatestRun(ctx, job.ID)
-		if err != nil {
-			log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: could not look up the job's run", slog.String("error", err.Error()))
+		e.stopAllRuns(ctx, log, found.ID)
+		if !e.deleteJob(ctx, log, found.ID) {
+			return
 		}
-		run = latest
 	}
-	if run != nil && !run.Status.Terminal() {
-		e.stopRun(ctx, log, run)
-	}
-	if err := e.c.DeleteJob(ctx, job.ID); err != nil {
+}
+
+func (e *Executor) deleteJob(ctx context.Context, log *slog.Logger, id int64) bool {
+	if err := e.c.DeleteJob(ctx, id); err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "dbt cloud: could not delete temporary job; run the Janitor",
+			slog.Int64("job_id", id), slog.String("error", err.Error()))
+		return false
+	}
+	log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job deleted", slog.Int64("job_id", id))
+	return true
+}
+
+// stopAllRuns cancels every unfinished run of the job.
+func (e *Executor) stopAllRuns(ctx context.Context, log *slog.Logger, jobID int64) {
+	runs, _, err := e.c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id"})
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: could not list the job's runs", slog.Int64("job_id", jobID),
 			slog.String("error", err.Error()))
 		return
 	}
-	log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job deleted")
+	for i := range runs {
+		if !runs[i].Status.Terminal() {
+			e.stopRun(ctx, log, &runs[i])
+		}
+	}
 }
 
 // stopRun cancels a run and waits up to CancelGrace for it to end.

@@ -466,3 +466,20 @@ func TestExecuteChaos(t *testing.T) {
 	assert.LessOrEqual(t, e.srv.JobsCreated(), len(names), "duplicate jobs")
 	t.Logf("%d faults left unused, %d of %d invocations succeeded", e.srv.PendingFaults(), succeeded, len(names)-1)
 }
+
+// TestExecuteInFlightDuplicate: a creation that reaches dbt Cloud only
+// after the client has given up on it, looked for the job, found nothing
+// and created it again leaves a second job of the same name; the executor
+// deletes it too.
+func TestExecuteInFlightDuplicate(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{RunTime: 600 * time.Millisecond})
+	e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 150 * time.Millisecond })
+	x := e.executor(t, nil)
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.CreateJob, Stall: 300 * time.Millisecond})
+	resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a"), BuildID: "b", Attempt: 1})
+	require.NoError(t, err)
+	assert.Equal(t, executor.Success, resp.Results[0].Status)
+	assert.Equal(t, 2, e.srv.JobsCreated(), "the stalled creation should have landed after the retry")
+	assert.Len(t, e.srv.Runs(), 1)
+	// newEnv's clean-up checks that neither job is left.
+}

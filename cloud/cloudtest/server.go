@@ -20,8 +20,10 @@
 package cloudtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -127,6 +129,10 @@ type Fault struct {
 	// Delay does what was asked, then waits this long (or until the client
 	// goes away) before answering.
 	Delay time.Duration
+	// Stall waits this long before doing what was asked, and does it even
+	// if the client has given up meanwhile: a request still in flight on
+	// the server when the client looks for its effect.
+	Stall time.Duration
 	Times int
 }
 
@@ -435,6 +441,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if fault != nil && fault.Stall > 0 {
+		body, _ := io.ReadAll(r.Body) // before the client may hang up
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		time.Sleep(fault.Stall)
+	}
 	rec := httptest.NewRecorder()
 	s.handle(rec, r, route, ids)
 
