@@ -445,16 +445,6 @@ func (s *scanner) objectMap() (map[string]any, error) {
 	return m, err
 }
 
-// raw consumes one value and returns its bytes (aliasing the input).
-func (s *scanner) raw() ([]byte, error) {
-	s.ws()
-	start := s.pos
-	if err := s.skip(); err != nil {
-		return nil, err
-	}
-	return s.data[start:s.pos], nil
-}
-
 // unescape decodes the content of a validated JSON string with escapes.
 func unescape(b []byte) []byte {
 	out := make([]byte, 0, len(b))
