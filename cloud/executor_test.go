@@ -483,3 +483,18 @@ func TestExecuteInFlightDuplicate(t *testing.T) {
 	assert.Len(t, e.srv.Runs(), 1)
 	// newEnv's clean-up checks that neither job is left.
 }
+
+// TestExecuteInFlightDuplicateRun: the same for a trigger: the duplicate
+// run is cancelled before the job is deleted.
+func TestExecuteInFlightDuplicateRun(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{RunTime: 600 * time.Millisecond})
+	e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 150 * time.Millisecond })
+	x := e.executor(t, nil)
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.TriggerRun, Stall: 300 * time.Millisecond})
+	resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a"), BuildID: "b", Attempt: 1})
+	require.NoError(t, err)
+	assert.Equal(t, executor.Success, resp.Results[0].Status)
+	runs := e.srv.Runs()
+	require.Len(t, runs, 2, "the stalled trigger should have landed after the retry")
+	assert.True(t, runs[0].Cancelled || runs[1].Cancelled, "the duplicate run was not cancelled")
+}
