@@ -99,13 +99,14 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 
 	state, out := t.TempDir(), t.TempDir()
 	lineage := filepath.Join(out, "lineage.jsonl")
+	lineageFile := &artifacts.FileTransport{Path: lineage}
 	o, err := orchestrator.New(orchestrator.Config{
 		Executor: ex, Manifest: m, Concurrency: 1,
 		Reporters: []orchestrator.Reporter{
 			&artifacts.RunResults{Path: filepath.Join(state, "run_results.json")},
 			&artifacts.Summary{Path: filepath.Join(out, "summary.md"), CompiledSQL: true},
 			&artifacts.JUnit{Path: filepath.Join(out, "junit.xml")},
-			&artifacts.Lineage{Transport: &artifacts.FileTransport{Path: lineage}, DatasetNamespace: "duckdb://" + filepath.Join(dir, "shop.duckdb")},
+			&artifacts.Lineage{Transport: lineageFile, DatasetNamespace: "duckdb://" + filepath.Join(dir, "shop.duckdb")},
 		},
 	})
 	require.NoError(t, err)
@@ -115,6 +116,7 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 	var be *orchestrator.BuildError
 	require.ErrorAs(t, err, &be, "the broken model fails the build")
 	require.NoError(t, ex.Close(), "warm workers hold the DuckDB file; dbt retry needs it")
+	require.NoError(t, lineageFile.Close(t.Context()))
 
 	var failed, retryable []string
 	for _, r := range run.Results {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"regexp"
 	"slices"
@@ -152,6 +153,8 @@ type Lineage struct {
 	Parent *JobRef
 	// Producer is the producer URI; empty means DefaultProducer.
 	Producer string
+	// Logger receives the Observer's emit errors; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Report builds the events of run and hands them to l.Transport, returning
@@ -195,15 +198,11 @@ func (l *Lineage) Events(run *orchestrator.Run) ([]*RunEvent, error) {
 		at time.Time
 	}
 	var nodes []timed
-	var failed []string
 	for i := range run.Results {
 		nr := &run.Results[i]
 		rt := resourceType(run, nr)
 		if rt != manifest.Model && rt != manifest.Seed && rt != manifest.Snapshot {
 			continue
-		}
-		if nr.Status == orchestrator.Error {
-			failed = append(failed, nr.UniqueID)
 		}
 		if nr.Status != orchestrator.Success && nr.Status != orchestrator.Error {
 			continue
@@ -226,17 +225,30 @@ func (l *Lineage) Events(run *orchestrator.Run) ([]*RunEvent, error) {
 	for _, n := range nodes {
 		out = append(out, n.ev)
 	}
-	for i := range run.Results {
-		if nr := &run.Results[i]; nr.Status == orchestrator.Error && isTestType(resourceType(run, nr)) {
-			failed = append(failed, nr.UniqueID)
-		}
-	}
-	if len(failed) > 0 {
+	if failed := failedNodes(run); len(failed) > 0 {
 		out = append(out, e.buildEvent(EventFail, buildEnd, failed))
 	} else {
 		out = append(out, e.buildEvent(EventComplete, buildEnd, nil))
 	}
 	return out, nil
+}
+
+// failedNodes lists the nodes of run that ended in Error: models, seeds and
+// snapshots first, then tests, each in run order.
+func failedNodes(run *orchestrator.Run) []string {
+	var nodes, tests []string
+	for i := range run.Results {
+		nr := &run.Results[i]
+		if nr.Status != orchestrator.Error {
+			continue
+		}
+		if isTestType(resourceType(run, nr)) {
+			tests = append(tests, nr.UniqueID)
+		} else {
+			nodes = append(nodes, nr.UniqueID)
+		}
+	}
+	return append(nodes, tests...)
 }
 
 // emitter holds what every event of one run shares.

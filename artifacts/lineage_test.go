@@ -111,8 +111,10 @@ func (u *unknownFacet) Error() string { return "facet without a schema in the te
 func lineageLines(t *testing.T, l *artifacts.Lineage) [][]byte {
 	t.Helper()
 	fs := afero.NewMemMapFs()
-	l.Transport = &artifacts.FileTransport{Path: "/lineage/events.jsonl", Fs: fs}
+	tr := &artifacts.FileTransport{Path: "/lineage/events.jsonl", Fs: fs}
+	l.Transport = tr
 	require.NoError(t, l.Report(t.Context(), fixtureRun(t)))
+	require.NoError(t, tr.Close(t.Context()))
 	data, err := afero.ReadFile(fs, "/lineage/events.jsonl")
 	require.NoError(t, err)
 	return bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
@@ -280,7 +282,10 @@ func TestFileTransportAppends(t *testing.T) {
 	l := &artifacts.Lineage{Transport: tr}
 	run := fixtureRun(t)
 	require.NoError(t, l.Report(t.Context(), run))
-	require.NoError(t, l.Report(t.Context(), run))
+	require.NoError(t, tr.Close(t.Context()))
+	require.NoError(t, l.Report(t.Context(), run), "a closed FileTransport opens the file again")
+	require.NoError(t, tr.Close(t.Context()))
+	require.NoError(t, tr.Close(t.Context()), "Close is idempotent")
 	data, err := afero.ReadFile(fs, "/x/events.jsonl")
 	require.NoError(t, err)
 	events, err := l.Events(run)

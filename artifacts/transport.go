@@ -28,16 +28,19 @@ type Transport interface {
 }
 
 // FileTransport appends each event as one line of JSON to a file (the
-// format of OpenLineage's file transport and of `jq -c`). Emit writes and
-// syncs the line before it returns. The zero value with Path set is ready
-// to use; it is safe for concurrent use.
+// format of OpenLineage's file transport and of `jq -c`). The file is
+// opened (created when missing) on the first Emit and kept open; each
+// Emit writes its whole line with one write call, so a reader never sees
+// half an event. Close syncs and closes the file. The zero value with Path
+// set is ready to use; it is safe for concurrent use.
 type FileTransport struct {
-	// Path is the file to append to; it is created when missing.
+	// Path is the file to append to.
 	Path string
 	// Fs is the file system; nil means the operating system's.
 	Fs afero.Fs
 
 	mu sync.Mutex
+	f  afero.File
 }
 
 // Emit appends ev to the file.
@@ -52,15 +55,28 @@ func (t *FileTransport) Emit(ctx context.Context, ev *RunEvent) error {
 	line = append(line, '\n')
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fsys := fsOrOS(t.Fs)
-	f, err := fsys.OpenFile(t.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("artifacts: lineage file: %w", err)
+	if t.f == nil {
+		f, err := fsOrOS(t.Fs).OpenFile(t.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("artifacts: lineage file: %w", err)
+		}
+		t.f = f
 	}
-	if _, err := f.Write(line); err != nil {
-		_ = f.Close()
+	if _, err := t.f.Write(line); err != nil {
 		return fmt.Errorf("artifacts: lineage file %s: %w", t.Path, err)
 	}
+	return nil
+}
+
+// Close syncs and closes the file; a later Emit opens it again.
+func (t *FileTransport) Close(context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.f == nil {
+		return nil
+	}
+	f := t.f
+	t.f = nil
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("artifacts: lineage file %s: %w", t.Path, err)
@@ -349,10 +365,6 @@ func (t *HTTPTransport) post(body []byte) (*http.Response, error) {
 	_ = resp.Body.Close()
 	return resp, nil
 }
-
-// Close does nothing: every Emit has already written and synced its line.
-// It lets a FileTransport stand wherever a transport is closed after use.
-func (t *FileTransport) Close(context.Context) error { return nil }
 
 // ClosingTransport is a Transport that must be closed after the last
 // event: FileTransport and HTTPTransport.
