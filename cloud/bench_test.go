@@ -61,6 +61,9 @@ func BenchmarkExecuteRequests(b *testing.B) {
 	b.ReportMetric(reqs-polls, "fixed-requests/op")
 	b.ReportMetric(polls, "polls/op")
 	b.ReportMetric(time.Since(start).Seconds()/n/0.1, "wall/run-time")
+	perMin := time.Minute.Seconds() / cloud.DefaultPollInterval.Seconds()
+	b.Logf("%.1f requests per invocation (%.0f fixed + %.1f polls); at the default %v poll interval a running invocation costs %.0f requests/min, so dbt Cloud's 5,000/min sustains ~%.0f concurrent runs",
+		reqs, reqs-polls, polls, cloud.DefaultPollInterval, perMin, 5000/perMin)
 	if len(srv.Jobs()) != 0 {
 		b.Fatal("jobs left behind")
 	}
