@@ -63,9 +63,13 @@ func TestFingerprint(t *testing.T) {
 		}, true},
 		{"env var read by profiles", func(_ *testing.T, _ string, _ *FingerprintOptions, e map[string]string) { e["DB_PATH"] = "/tmp/y" }, true},
 		{"env var read by a package", func(_ *testing.T, _ string, _ *FingerprintOptions, e map[string]string) { delete(e, "PKG_X") }, true},
-		{"vars", func(_ *testing.T, _ string, o *FingerprintOptions, _ map[string]string) { o.Vars = map[string]any{"x": 1} }, true},
+		{"vars", func(_ *testing.T, _ string, o *FingerprintOptions, _ map[string]string) {
+			o.Vars = map[string]any{"x": 1}
+		}, true},
 		{"target", func(_ *testing.T, _ string, o *FingerprintOptions, _ map[string]string) { o.Target = "prod" }, true},
-		{"extra", func(_ *testing.T, _ string, o *FingerprintOptions, _ map[string]string) { o.Extra = []string{"dbt 1.12"} }, true},
+		{"extra", func(_ *testing.T, _ string, o *FingerprintOptions, _ map[string]string) {
+			o.Extra = []string{"dbt 1.12"}
+		}, true},
 		{"target dir, logs, hidden dirs, other files", func(t *testing.T, d string, _ *FingerprintOptions, _ map[string]string) {
 			writeFiles(t, d, map[string]string{"target/manifest.yml": "x", "logs/dbt.log.md": "x", ".git/HEAD.yml": "x",
 				"db.duckdb": "changed", "notes.json": "x", "target/new.sql": "x"})
