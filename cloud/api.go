@@ -261,13 +261,14 @@ func (c *Client) triggerRun(ctx context.Context, jobID int64, opts TriggerOption
 }
 
 // GetRun returns the run with its trigger, and with its steps when steps
-// is true.
+// is true (include_related=["trigger","run_steps"], the list form dbt's
+// documentation uses).
 func (c *Client) GetRun(ctx context.Context, id int64, steps bool) (*Run, error) {
 	q := url.Values{}
 	if steps {
-		q.Set("include_related", "trigger,run_steps")
+		q.Set("include_related", `["trigger","run_steps"]`)
 	} else {
-		q.Set("include_related", "trigger")
+		q.Set("include_related", `["trigger"]`)
 	}
 	var r Run
 	if _, err := c.get(ctx, fmt.Sprintf("runs/%d/", id), q, &r); err != nil {
@@ -315,7 +316,7 @@ func (c *Client) ListRuns(ctx context.Context, opts ListRunsOptions) ([]Run, Pag
 		q.Set("order_by", opts.OrderBy)
 	}
 	if opts.IncludeTrigger {
-		q.Set("include_related", "trigger")
+		q.Set("include_related", `["trigger"]`)
 	}
 	setPage(q, opts.Limit, opts.Offset)
 	var runs []Run
