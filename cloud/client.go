@@ -41,7 +41,9 @@ type ClientConfig struct {
 	// AccountID is the dbt Cloud account every request is made in.
 	AccountID int64
 	// Token is a service token or personal access token. It is sent as
-	// "Authorization: Token <token>" and never logged or put in an error.
+	// "Authorization: Token <token>" and never logged or put in an error;
+	// text the server sends back is redacted of it too (when it is at
+	// least 6 characters long, as every real token is).
 	Token string
 	// HTTPClient sends the requests; http.DefaultClient when nil.
 	HTTPClient *http.Client

@@ -41,10 +41,15 @@
 // short grace period, and the job deleted with a fresh context, and the
 // nodes are reported cancelled.
 //
-// Executor also implements executor.ManifestProvider: the manifest comes
-// from the latest manifest.json of a given job, or from a temporary
-// `dbt compile` job. Janitor finds and deletes temporary jobs that a
-// crashed process left behind.
+// If a creation or trigger had to be resent, the clean-up also removes any
+// duplicate it made (jobs of the same unique name, other runs of the job).
+//
+// Executor also implements executor.Preparer (one request that checks the
+// token, project and deployment environment before a build, so that a
+// misconfiguration fails the build at once) and executor.ManifestProvider:
+// the manifest comes from the latest manifest.json of a given job, or from
+// a temporary `dbt compile` job. Janitor finds and deletes temporary jobs
+// that a crashed process left behind.
 //
 // The package cloudtest holds a fake dbt Cloud server for tests.
 package cloud
