@@ -15,7 +15,6 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
-	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -274,20 +273,20 @@ func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, req exe
 		return uniform(req.Nodes, executor.Error, errorKind(err),
 			fmt.Sprintf("dbt Cloud run %d ended %s; reading run_results.json failed: %v", run.ID, run.Status, err))
 	}
-	file, err := runresults.Parse(data)
+	rr, invocationID, err := executor.ParseRunResults(data)
 	if err != nil {
 		return uniform(req.Nodes, executor.Error, executor.KindCrash,
 			fmt.Sprintf("dbt Cloud run %d: unreadable run_results.json: %v", run.ID, err))
 	}
-	inv.InvocationID = file.Metadata.InvocationID
-	byID := make(map[string]*runresults.Entry, len(file.Results))
-	for i := range file.Results {
-		byID[file.Results[i].UniqueID] = &file.Results[i]
+	inv.InvocationID = invocationID
+	byID := make(map[string]*executor.Result, len(rr))
+	for i := range rr {
+		byID[rr[i].UniqueID] = &rr[i]
 	}
 	out := make([]executor.Result, len(req.Nodes))
 	for i, n := range req.Nodes {
-		ent := byID[n.UniqueID]
-		if ent == nil {
+		r := byID[n.UniqueID]
+		if r == nil {
 			msg := fmt.Sprintf("dbt Cloud run %d (%s) did not report this node", run.ID, run.Status)
 			if run.StatusMessage != "" {
 				msg += ": " + run.StatusMessage
@@ -295,54 +294,9 @@ func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, req exe
 			out[i] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindCrash, Message: msg}
 			continue
 		}
-		out[i] = resultOf(ent)
+		out[i] = *r
 	}
 	return out
-}
-
-// resultOf maps one run_results.json entry onto an executor.Result.
-func resultOf(ent *runresults.Entry) executor.Result {
-	r := executor.Result{
-		UniqueID:        ent.UniqueID,
-		DBTStatus:       ent.Status,
-		Message:         ent.Message,
-		Failures:        ent.Failures,
-		RowsAffected:    ent.RowsAffected(),
-		AdapterResponse: ent.AdapterResponse,
-		CompiledCode:    ent.CompiledCode,
-		RelationName:    ent.RelationName,
-		ThreadID:        ent.ThreadID,
-		ExecutionTime:   time.Duration(ent.ExecutionTime * float64(time.Second)),
-	}
-	for _, t := range ent.Timing {
-		r.Timing = append(r.Timing, executor.Timing{Name: t.Name, StartedAt: t.StartedAt, CompletedAt: t.CompletedAt})
-	}
-	switch runresults.OutcomeOf(ent.Status) {
-	case runresults.OK:
-		r.Status = executor.Success
-	case runresults.Skipped:
-		r.Status = executor.Skipped
-	default:
-		r.Status = executor.Error
-		r.Kind = kindOf(runresults.Classify(ent.Status, ent.Message))
-	}
-	return r
-}
-
-func kindOf(c runresults.Class) executor.Kind {
-	switch c {
-	case runresults.None:
-		return executor.KindNone
-	case runresults.Compilation:
-		return executor.KindCompilation
-	case runresults.TestFailure:
-		return executor.KindTestFailure
-	case runresults.Database:
-		return executor.KindDatabase
-	case runresults.Connection:
-		return executor.KindConnection
-	}
-	return executor.KindUnknown
 }
 
 // session creates a temporary job with one step, triggers it, polls the
