@@ -10,7 +10,7 @@ export DBTORCH_DBT := $(CURDIR)/$(VENV)/bin/dbt
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-go fuzz bench lint postgres-deps artifacts-deps
+.PHONY: setup demo test test-go fuzz bench lint postgres-deps artifacts-deps golden-selector
 
 ## setup: create .venv with the pinned dbt toolchain (idempotent: a second run costs seconds)
 setup: $(STAMP)
@@ -40,9 +40,14 @@ test: setup postgres-deps artifacts-deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
+## golden-selector: re-record testdata/selector/shop_run_results.json from a real dbt build
+golden-selector: setup
+	$(GO) test -run '^TestRecordRunResults$$' -count=1 ./selector -update
+
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./manifest
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./selector
 
 ## bench: the figures BENCHMARKS.md records
 bench: setup postgres-deps

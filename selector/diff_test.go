@@ -372,6 +372,7 @@ func sample(cases []dcase, n int) []dcase {
 // state: and result: expressions against an edited copy, on the shop
 // project with the selector overlay.
 func TestDifferentialShop(t *testing.T) {
+	t.Parallel()
 	dir, env := shopProject(t)
 	base := prepare(t, dir, env)
 
@@ -399,8 +400,9 @@ func TestDifferentialShop(t *testing.T) {
 // TestDifferentialGenerated checks expressions on a generated project of a
 // few hundred models.
 func TestDifferentialGenerated(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "gen")
-	require.NoError(t, projgen.Write(dir, projgen.Options{Models: 300, Seed: 7}))
+	require.NoError(t, projgen.Write(dir, projgen.Options{Models: 200, Seed: 7}))
 	p := prepare(t, dir, dbttest.Env(t, dir))
 	var cases []dcase
 	for _, s := range []string{"*", "tag:*", "+tag:mart*", "source:*+", "config.materialized:ephemeral+",
@@ -410,7 +412,7 @@ func TestDifferentialGenerated(t *testing.T) {
 	for _, mode := range []IndirectMode{Cautious, Buildable} {
 		cases = append(cases, dcase{name: "marts cautious/buildable", opts: Options{Select: []string{"+tag:marts,resource_type:model"}, Indirect: mode}})
 	}
-	cases = append(cases, randomCases(p.m, 3, 110, []string{"fqn:*", "source:raw.*"})...)
+	cases = append(cases, randomCases(p.m, 3, 45, []string{"fqn:*", "source:raw.*"})...)
 	differential(t, p, sample(cases, 20))
 }
 

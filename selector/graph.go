@@ -3,6 +3,7 @@ package selector
 import (
 	"math/bits"
 	"sort"
+	"strings"
 
 	"github.com/dbtorch/dbtorch/manifest"
 )
@@ -90,6 +91,11 @@ type dag struct {
 	sources bitset // every source
 	// inManifestNodes marks members of manifest.nodes (not unit tests etc.).
 	inNodes bitset
+	// Precomputed per node for the fqn, path and file methods.
+	flatFQN [][]string // fqn segments split on "."
+	ofp     []string   // cleaned original_file_path
+	patch   []string   // cleaned patch path without "pkg://", or ""
+	fname   []string   // base name of original_file_path
 }
 
 func newDAG(m *manifest.Manifest) *dag {
@@ -122,6 +128,20 @@ func newDAG(m *manifest.Manifest) *dag {
 	d.deps = make([][]int32, n)
 	d.sources = newBitset(n)
 	d.inNodes = newBitset(n)
+	d.flatFQN = make([][]string, n)
+	d.ofp = make([]string, n)
+	d.patch = make([]string, n)
+	d.fname = make([]string, n)
+	for i, node := range d.nodes {
+		for _, seg := range node.FQN {
+			d.flatFQN[i] = append(d.flatFQN[i], strings.Split(seg, ".")...)
+		}
+		d.ofp[i] = cleanPath(node.OriginalFilePath)
+		if _, p, ok := strings.Cut(node.PatchPath, "://"); ok {
+			d.patch[i] = cleanPath(p)
+		}
+		d.fname[i] = pathName(node.OriginalFilePath)
+	}
 	for i, node := range d.nodes {
 		if node.ResourceType == manifest.Source {
 			d.sources.add(int32(i))
@@ -201,3 +221,6 @@ func (d *dag) successors(sel bitset) bitset {
 	})
 	return out
 }
+
+// Len returns the number of graph members.
+func (d *dag) Len() int { return len(d.ids) }

@@ -34,8 +34,10 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 	valueErr := func(msg string, args ...any) error {
 		return &ValueError{Criterion: c.raw, Method: c.method, Value: c.value, Msg: fmt.Sprintf(msg, args...)}
 	}
+	cur := 0 // index of the node being matched, for precomputed fields
 	each := func(keep func(n *manifest.Node) bool, match func(n *manifest.Node) bool) {
 		for i, n := range d.nodes {
+			cur = i
 			if keep(n) && match(n) {
 				out.add(int32(i))
 			}
@@ -46,8 +48,9 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 	v := c.value
 	switch c.method {
 	case "fqn":
+		q := newFQNQuery(fn, v)
 		each(func(n *manifest.Node) bool { return n.ResourceType != manifest.Source }, func(n *manifest.Node) bool {
-			return fqnMatch(fn, v, n.FQN, isVersioned(n))
+			return q.match(n.FQN, d.flatFQN[cur], isVersioned(n))
 		})
 	case "tag":
 		each(all, func(n *manifest.Node) bool {
@@ -102,14 +105,12 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 			return nil, valueErr("%v", err)
 		}
 		each(all, func(n *manifest.Node) bool {
-			ofp := cleanPath(n.OriginalFilePath)
-			if paths[ofp] {
+			ofp := d.ofp[cur]
+			if paths[ofp] || d.patch[cur] != "" && paths[d.patch[cur]] {
 				return true
 			}
-			if n.PatchPath != "" {
-				if _, p, ok := strings.Cut(n.PatchPath, "://"); ok && paths[cleanPath(p)] {
-					return true
-				}
+			if ofp == "." {
+				return false // pathlib: Path("").parents is empty
 			}
 			for dir := pathParent(ofp); ; dir = pathParent(dir) {
 				if paths[dir] {
@@ -122,7 +123,7 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 		})
 	case "file":
 		each(all, func(n *manifest.Node) bool {
-			name := pathName(n.OriginalFilePath)
+			name := d.fname[cur]
 			return fn(name, v) || fn(pathStem(name), v)
 		})
 	case "package":
@@ -133,7 +134,7 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 		each(all, func(n *manifest.Node) bool { return fn(n.PackageName, pkg) })
 	case "config":
 		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.Source }, func(n *manifest.Node) bool {
-			return configMatch(n.Config.Map(), c.args, v)
+			return configMatch(n.Config, c.args, v)
 		})
 	case "resource_type":
 		if !resourceTypes[v] {
@@ -248,75 +249,98 @@ func nodeTags(n *manifest.Node) []string {
 	return n.Tags
 }
 
-// fqnMatch is dbt's QualifiedNameSelectorMethod.node_is_match: the
-// selector matches the fqn with or without its package segment.
-func fqnMatch(fn func(name, pat string) bool, sel string, fqn []string, versioned bool) bool {
+// fqnQuery is one fqn: selector value, prepared for matching many nodes
+// as dbt's QualifiedNameSelectorMethod.node_is_match does: the value
+// matches the fqn with or without its package segment.
+type fqnQuery struct {
+	fn     func(name, pat string) bool
+	sel    string
+	parts  []string
+	last2  string // the last two parts joined by "_"
+	slurp  int    // index of the first part with a wildcard, or -1
+	rest   string // parts[slurp:] joined by "."
+	hasDot bool
+}
+
+func newFQNQuery(fn func(name, pat string) bool, sel string) *fqnQuery {
+	q := &fqnQuery{fn: fn, sel: sel, parts: strings.Split(sel, "."), slurp: -1, hasDot: strings.Contains(sel, ".")}
+	last := q.parts
+	if len(last) > 2 {
+		last = last[len(last)-2:]
+	}
+	q.last2 = strings.Join(last, "_")
+	for i, p := range q.parts {
+		if strings.ContainsAny(p, "*?[]") {
+			q.slurp = i
+			q.rest = strings.Join(q.parts[i:], ".")
+			break
+		}
+	}
+	return q
+}
+
+func (q *fqnQuery) match(fqn, flat []string, versioned bool) bool {
 	if len(fqn) == 0 {
 		return false
 	}
-	return isSelectedNode(fn, fqn, sel, versioned) || (len(fqn) > 1 && isSelectedNode(fn, fqn[1:], sel, versioned))
-}
-
-// isSelectedNode ports dbt's is_selected_node.
-func isSelectedNode(fn func(name, pat string) bool, fqn []string, sel string, versioned bool) bool {
-	parts := strings.Split(sel, ".")
-	if versioned && len(fqn) >= 2 {
-		if fqn[len(fqn)-2] == sel {
-			return true
-		}
-		last := parts
-		if len(last) > 2 {
-			last = last[len(last)-2:]
-		}
-		if strings.Join(fqn[len(fqn)-2:], "_") == strings.Join(last, "_") {
-			return true
-		}
-	} else if !versioned && fqn[len(fqn)-1] == sel {
+	if q.selected(fqn, flat, versioned) {
 		return true
 	}
-	var flat []string
-	for _, seg := range fqn {
-		flat = append(flat, strings.Split(seg, ".")...)
-	}
-	if len(flat) < len(parts) {
+	if len(fqn) < 2 {
 		return false
 	}
-	slurp := -1
-	for i, p := range parts {
-		if strings.ContainsAny(p, "*?[]") {
-			slurp = i
-			break
+	// the same without the package: drop the first segment's flat parts
+	drop := strings.Count(fqn[0], ".") + 1
+	return q.selected(fqn[1:], flat[drop:], versioned)
+}
+
+// selected ports dbt's is_selected_node.
+func (q *fqnQuery) selected(fqn, flat []string, versioned bool) bool {
+	if versioned && len(fqn) >= 2 {
+		if fqn[len(fqn)-2] == q.sel || fqn[len(fqn)-2]+"_"+fqn[len(fqn)-1] == q.last2 {
+			return true
 		}
-		if flat[i] != p {
+	} else if !versioned && fqn[len(fqn)-1] == q.sel {
+		return true
+	}
+	if len(flat) < len(q.parts) {
+		return false
+	}
+	end := len(q.parts)
+	if q.slurp >= 0 {
+		end = q.slurp
+	}
+	for i := 0; i < end; i++ {
+		if flat[i] != q.parts[i] {
 			return false
 		}
 	}
-	if slurp < 0 {
+	if q.slurp < 0 {
 		return true
 	}
-	if fn(strings.Join(flat[slurp:], "."), strings.Join(parts[slurp:], ".")) {
+	if q.fn(strings.Join(flat[q.slurp:], "."), q.rest) {
 		return true
 	}
-	if !strings.Contains(sel, ".") {
+	if !q.hasDot {
 		leaf := fqn[len(fqn)-1]
 		if versioned && len(fqn) >= 2 {
 			leaf = fqn[len(fqn)-2]
 		}
-		return fn(leaf, sel)
+		return q.fn(leaf, q.sel)
 	}
 	return false
 }
 
 // configMatch is dbt's ConfigSelectorMethod for one node.
-func configMatch(cfg map[string]any, args []string, sel string) bool {
+func configMatch(cfg manifest.Config, args []string, sel string) bool {
 	if len(args) == 0 {
 		return false // the whole config object never equals a string
 	}
-	var val any = cfg
-	for _, a := range args {
+	val := cfg.Get(args[0])
+	for _, a := range args[1:] {
 		m, ok := val.(map[string]any)
-		if !ok {
-			return false
+		if !ok || dictAttrs[a] {
+			return false // Python's getattr finds the dict's method first
 		}
 		if val, ok = m[a]; !ok {
 			return false
@@ -354,6 +378,11 @@ func configMatch(cfg map[string]any, args []string, sel string) bool {
 	b, ok := val.(bool)
 	return ok && (isTrue && b || isFalse && !b)
 }
+
+// dictAttrs are the attributes of a Python dict, which dbt's config lookup
+// finds before the dict's keys.
+var dictAttrs = map[string]bool{"clear": true, "copy": true, "fromkeys": true, "get": true, "items": true,
+	"keys": true, "pop": true, "popitem": true, "setdefault": true, "update": true, "values": true}
 
 // rawVersion returns a model's version or latest_version as dbt holds it
 // (string or number), or nil.

@@ -68,7 +68,11 @@ type Native struct {
 	files struct {
 		once  sync.Once
 		paths map[string]bool // files and directories of the root project
+		kids  map[string][]string
 	}
+	stateMu    sync.Mutex
+	stateCache map[string]*stateFiles
+	jcache     sync.Map // *manifest.Node -> *jnode
 }
 
 // NewNative returns a resolver over g's manifest. It builds its own view of
@@ -193,7 +197,6 @@ type evaluator struct {
 	srcPrev  *SourceFreshness
 	srcCur   *SourceFreshness
 	modMacro map[string]bool // lazily computed modified macros
-	jcache   map[*manifest.Node]*jnode
 }
 
 func (e *evaluator) loadState() error {
@@ -206,36 +209,74 @@ func (e *evaluator) loadState() error {
 	if o.StatePath == "" {
 		return nil
 	}
-	if e.state == nil {
-		data, err := os.ReadFile(filepath.Join(o.StatePath, "manifest.json"))
-		switch {
-		case err == nil:
-			if e.state, err = manifest.Parse(data); err != nil {
-				return fmt.Errorf("selector: state manifest: %w", err)
-			}
-		case !errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("selector: state manifest: %w", err)
-		}
+	st, err := e.Native.stateDir(o.StatePath)
+	if err != nil {
+		return err
 	}
-	if e.results == nil {
-		rr, err := LoadRunResults(filepath.Join(o.StatePath, "run_results.json"))
-		switch {
-		case err == nil:
-			e.results = rr.statuses()
-		case !errors.Is(err, fs.ErrNotExist):
-			return err
-		}
+	if e.state == nil {
+		e.state = st.manifest
+	}
+	if e.results == nil && st.results != nil {
+		e.results = st.results
 	}
 	if e.srcPrev == nil {
-		sf, err := LoadSourceFreshness(filepath.Join(o.StatePath, "sources.json"))
-		switch {
-		case err == nil:
-			e.srcPrev = sf
-		case !errors.Is(err, fs.ErrNotExist):
-			return err
-		}
+		e.srcPrev = st.sources
 	}
 	return nil
+}
+
+// stateFiles is what a --state directory holds, cached by path and the
+// files' modification times and sizes.
+type stateFiles struct {
+	stamp    string
+	manifest *manifest.Manifest
+	results  map[string]string
+	sources  *SourceFreshness
+}
+
+// stateDir loads (or returns the cached) contents of a --state directory.
+func (n *Native) stateDir(dir string) (*stateFiles, error) {
+	names := []string{"manifest.json", "run_results.json", "sources.json"}
+	var stamp strings.Builder
+	for _, name := range names {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			fmt.Fprintf(&stamp, "%s:%d:%d;", name, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	n.stateMu.Lock()
+	defer n.stateMu.Unlock()
+	if st := n.stateCache[dir]; st != nil && st.stamp == stamp.String() {
+		return st, nil
+	}
+	st := &stateFiles{stamp: stamp.String()}
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	switch {
+	case err == nil:
+		if st.manifest, err = manifest.Parse(data); err != nil {
+			return nil, fmt.Errorf("selector: state manifest: %w", err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("selector: state manifest: %w", err)
+	}
+	rr, err := LoadRunResults(filepath.Join(dir, "run_results.json"))
+	switch {
+	case err == nil:
+		st.results = rr.statuses()
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	sf, err := LoadSourceFreshness(filepath.Join(dir, "sources.json"))
+	switch {
+	case err == nil:
+		st.sources = sf
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	if n.stateCache == nil {
+		n.stateCache = map[string]*stateFiles{}
+	}
+	n.stateCache[dir] = st
+	return st, nil
 }
 
 // eval is dbt's select_nodes_recursively: it returns the directly selected

@@ -2,7 +2,6 @@ package selector
 
 import (
 	"errors"
-	"sort"
 	"strings"
 
 	"github.com/dbtorch/dbtorch/manifest"
@@ -42,6 +41,12 @@ func (n *Native) projectTree() map[string]bool {
 			}
 		}
 		n.files.paths = paths
+		n.files.kids = map[string][]string{}
+		for p := range paths {
+			if p != "." {
+				n.files.kids[pathParent(p)] = append(n.files.kids[pathParent(p)], p)
+			}
+		}
 	})
 	return n.files.paths
 }
@@ -70,13 +75,7 @@ func (e *evaluator) globPaths(pattern string) (map[string]bool, error) {
 		}
 	}
 	tree := e.projectTree()
-	// children of each directory
-	kids := map[string][]string{}
-	for p := range tree {
-		if p != "." {
-			kids[pathParent(p)] = append(kids[pathParent(p)], p)
-		}
-	}
+	kids := e.files.kids
 	isDir := func(p string) bool { return len(kids[p]) > 0 || p == "." }
 	cur := map[string]bool{".": true}
 	for i, part := range parts {
@@ -130,5 +129,3 @@ func joinPath(dir, name string) string {
 	}
 	return dir + "/" + name
 }
-
-var _ = sort.Strings

@@ -41,15 +41,11 @@ func (e *evaluator) decode(n *manifest.Node) *jnode {
 	if n == nil {
 		return nil
 	}
-	if x, ok := e.jcache[n]; ok {
-		return x
+	if x, ok := e.Native.jcache.Load(n); ok {
+		return x.(*jnode)
 	}
-	x := decode(n)
-	if e.jcache == nil {
-		e.jcache = map[*manifest.Node]*jnode{}
-	}
-	e.jcache[n] = x
-	return x
+	x, _ := e.Native.jcache.LoadOrStore(n, decode(n))
+	return x.(*jnode)
 }
 
 func decode(n *manifest.Node) *jnode {

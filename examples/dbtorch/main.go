@@ -26,6 +26,7 @@ type command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func commands() map[string]command {
 	return map[string]command{
 		"plan":  runPlan,
+		"ls":    runLs,
 		"build": runBuild,
 		"demo":  runDemo,
 	}
