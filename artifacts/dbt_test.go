@@ -183,6 +183,7 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 	require.NoError(t, err, retryOut)
 	retried, err := os.ReadFile(filepath.Join(dir, "target", "run_results.json"))
 	require.NoError(t, err)
+	validate(t, runResultsSchema(t), retried) // the validator takes dbt's own file, too
 	var rr dbtResults
 	require.NoError(t, json.Unmarshal(retried, &rr))
 	var ids []string

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"os"
 	"strings"
 	"time"
 
@@ -60,6 +61,9 @@ type RunResults struct {
 	// Which is args.which, the dbt command `dbt retry` replays; empty
 	// means the run's Args["which"], else "build".
 	Which string
+	// Env is metadata.env. Nil means dbt's own rule: the process's
+	// environment variables named DBT_ENV_CUSTOM_ENV_<KEY>, as <KEY>.
+	Env map[string]string
 }
 
 // RunResultsFile is the JSON document of run_results.json v6.
@@ -178,7 +182,7 @@ func (r *RunResults) Build(run *orchestrator.Run) (*RunResultsFile, error) {
 			DBTSchemaVersion: RunResultsSchemaVersion,
 			DBTVersion:       r.DBTVersion,
 			GeneratedAt:      formatTime(orNow(run.CompletedAt)),
-			Env:              map[string]string{},
+			Env:              r.env(),
 		},
 		Results: make([]RunResult, 0, len(run.Results)),
 		Args:    runArgs(run, r.Which),
@@ -199,6 +203,24 @@ func (r *RunResults) Build(run *orchestrator.Run) (*RunResultsFile, error) {
 		doc.Results = append(doc.Results, runResult(run, &run.Results[i], cached))
 	}
 	return doc, nil
+}
+
+// customEnvPrefix marks the environment variables dbt copies into its
+// artifacts' metadata.env.
+const customEnvPrefix = "DBT_ENV_CUSTOM_ENV_"
+
+func (r *RunResults) env() map[string]string {
+	env := map[string]string{}
+	if r.Env != nil {
+		maps.Copy(env, r.Env)
+		return env
+	}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, customEnvPrefix) && len(k) > len(customEnvPrefix) {
+			env[k[len(customEnvPrefix):]] = v
+		}
+	}
+	return env
 }
 
 // runArgs returns the args block: the run's Args, "which", and the build ID.

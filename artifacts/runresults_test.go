@@ -193,3 +193,15 @@ func TestRunResultsErrors(t *testing.T) {
 	err = (&artifacts.RunResults{Path: "x", Fs: afero.NewMemMapFs()}).Report(ctx, run)
 	require.True(t, errors.Is(err, context.Canceled))
 }
+
+func TestRunResultsEnv(t *testing.T) {
+	t.Setenv("DBT_ENV_CUSTOM_ENV_JOB_ID", "nightly-42")
+	t.Setenv("DBT_ENV_SECRET_TOKEN", "s3cret")
+	doc, err := (&artifacts.RunResults{Path: "x"}).Build(fixtureRun(t))
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"JOB_ID": "nightly-42"}, doc.Metadata.Env, "dbt's rule: custom env vars only")
+
+	doc, err = (&artifacts.RunResults{Path: "x", Env: map[string]string{"a": "b"}}).Build(fixtureRun(t))
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"a": "b"}, doc.Metadata.Env)
+}
