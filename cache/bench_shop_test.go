@@ -50,7 +50,7 @@ func BenchmarkCacheShop(b *testing.B) {
 	}
 	build := func(ex executor.Executor, m *manifest.Manifest, g *manifest.Graph) (*orchestrator.Run, int) {
 		store := cache.NewStore(afero.NewOsFs(), cacheDir, cache.StoreOptions{})
-		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{ProjectDir: project, Target: "dev", CacheIncremental: true})
+		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{ProjectDir: project, Target: "dev", CacheIncremental: true, CacheSnapshots: true})
 		require.NoError(b, err)
 		rec := &recorder{Executor: ex}
 		o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: m, Concurrency: 1, Cache: orchcache.New(sess, orchcache.Options{})})

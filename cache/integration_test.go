@@ -102,7 +102,7 @@ func (h *shopHarness) run(b shopBuild) (*orchestrator.Run, []string, time.Durati
 	}
 	store := cache.NewStore(afero.NewOsFs(), h.cacheDir, cache.StoreOptions{})
 	sess, err := cache.New(store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{
-		ProjectDir: h.project, Vars: b.vars, Target: targetName(b.target), CacheIncremental: true, Freshness: b.freshness,
+		ProjectDir: h.project, Vars: b.vars, Target: targetName(b.target), CacheIncremental: true, CacheSnapshots: true, Freshness: b.freshness,
 	})
 	require.NoError(t, err)
 	rec := &recorder{Executor: h.ex}

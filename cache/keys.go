@@ -59,6 +59,10 @@ type KeyConfig struct {
 	// default: an incremental model's result depends on the data already in
 	// its table, which no key can see.
 	CacheIncremental bool
+	// CacheSnapshots makes snapshots cacheable. They are not by default: a
+	// snapshot records how its input changes over time, and a change that
+	// a skipped run did not record is history lost for good.
+	CacheSnapshots bool
 }
 
 // KeyError reports that a node's key could not be computed (for example a
@@ -197,8 +201,9 @@ func varsBlock(yml string) string {
 func (k *Keyer) Config() KeyConfig { return k.cfg }
 
 // Cacheable reports whether a result for id may be stored and served:
-// models (not ephemeral; incremental only with CacheIncremental), seeds
-// and snapshots whose key can be computed. Tests and unit tests never are.
+// models (not ephemeral; incremental only with CacheIncremental), seeds,
+// and snapshots with CacheSnapshots, whose key can be computed. Tests and
+// unit tests never are.
 func (k *Keyer) Cacheable(id string) bool {
 	n := k.g.Node(id)
 	if n == nil || !n.Executable() {
@@ -209,7 +214,11 @@ func (k *Keyer) Cacheable(id string) bool {
 		if n.Materialized == "incremental" && !k.cfg.CacheIncremental {
 			return false
 		}
-	case manifest.Seed, manifest.Snapshot:
+	case manifest.Snapshot:
+		if !k.cfg.CacheSnapshots {
+			return false
+		}
+	case manifest.Seed:
 	default:
 		return false
 	}

@@ -331,6 +331,10 @@ func TestCacheable(t *testing.T) {
 	inc := doc.node("model.p.n1")
 	inc["config"].(map[string]any)["materialized"] = "incremental"
 	doc.node("model.p.n2")["config"].(map[string]any)["materialized"] = "ephemeral"
+	doc.doc["nodes"].(map[string]any)["snapshot.p.snap"] = map[string]any{"unique_id": "snapshot.p.snap",
+		"resource_type": "snapshot", "name": "snap", "package_name": "p", "path": "snap.yml", "original_file_path": "snapshots/snap.yml",
+		"checksum": map[string]any{"name": "sha256", "checksum": "ab"}, "config": map[string]any{"materialized": "snapshot"},
+		"relation_name": "snap", "depends_on": map[string]any{"nodes": []any{"model.p.n0"}}}
 	m, g, fs := doc.build(t)
 	var testID string
 	for id, n := range m.Nodes {
@@ -340,23 +344,25 @@ func TestCacheable(t *testing.T) {
 	}
 	require.NotEmpty(t, testID)
 	tests := []struct {
-		id          string
-		incremental bool
-		want        bool
+		id                     string
+		incremental, snapshots bool
+		want                   bool
 	}{
-		{"model.p.n0", false, m.Nodes["model.p.n0"].Materialized != "ephemeral"},
-		{"model.p.n1", false, false},
-		{"model.p.n1", true, true},
-		{"model.p.n2", false, false},
-		{"seed.p.s0", false, true},
-		{"source.p.raw.t0", false, false},
-		{testID, false, false},
-		{"model.p.nope", false, false},
+		{"model.p.n0", false, false, m.Nodes["model.p.n0"].Materialized != "ephemeral"},
+		{"model.p.n1", false, false, false},
+		{"model.p.n1", true, false, true},
+		{"model.p.n2", false, false, false},
+		{"seed.p.s0", false, false, true},
+		{"snapshot.p.snap", false, false, false},
+		{"snapshot.p.snap", false, true, true},
+		{"source.p.raw.t0", false, false, false},
+		{testID, false, false, false},
+		{"model.p.nope", false, false, false},
 	}
 	for _, tt := range tests {
-		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, CacheIncremental: tt.incremental})
+		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, CacheIncremental: tt.incremental, CacheSnapshots: tt.snapshots})
 		require.NoError(t, err)
-		assert.Equal(t, tt.want, k.Cacheable(tt.id), "%s incremental=%v", tt.id, tt.incremental)
+		assert.Equal(t, tt.want, k.Cacheable(tt.id), "%s incremental=%v snapshots=%v", tt.id, tt.incremental, tt.snapshots)
 	}
 }
 
