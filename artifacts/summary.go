@@ -101,7 +101,16 @@ type Summary struct {
 	// are too many, it is left out. Zero means DefaultMaxGraphNodes; a
 	// negative value leaves the chart out.
 	MaxGraphNodes int
+	// MaxSuccessRows caps the table of successful nodes, so that the
+	// summary of a very large build stays within what CI job summaries
+	// accept (GitHub takes 1 MiB); the rest are counted in a last line.
+	// Zero means DefaultMaxSuccessRows; negative means no cap.
+	MaxSuccessRows int
 }
+
+// DefaultMaxSuccessRows is Summary's default cap on listed successful
+// nodes.
+const DefaultMaxSuccessRows = 1000
 
 // Report writes the summary of run to s.Path.
 func (s *Summary) Report(ctx context.Context, run *orchestrator.Run) error {
@@ -206,7 +215,15 @@ func (s *Summary) Render(w io.Writer, run *orchestrator.Run) error {
 
 	if len(good) > 0 {
 		b.WriteString("## Successful nodes\n\n| node | type | outcome | time | rows | attempts |\n|---|---|---|---:|---:|---:|\n")
-		for _, nr := range good {
+		limit := s.MaxSuccessRows
+		if limit == 0 {
+			limit = DefaultMaxSuccessRows
+		}
+		for k, nr := range good {
+			if limit > 0 && k == limit {
+				fmt.Fprintf(&b, "| _… and %d more_ | | | | | |\n", len(good)-limit)
+				break
+			}
 			rt := resourceType(run, nr)
 			o := OutcomeOf(rt, nr)
 			t, rows, attempts := "", "", ""

@@ -165,3 +165,12 @@ func TestSummaryReportWritesFile(t *testing.T) {
 	assert.Equal(t, render(t, &artifacts.Summary{}, run), string(got))
 	require.Error(t, (&artifacts.Summary{}).Report(t.Context(), run))
 }
+
+func TestSummaryCapsSuccessRows(t *testing.T) {
+	run := bigRun(t, 40) // 20 successes
+	md := render(t, &artifacts.Summary{MaxSuccessRows: 5}, run)
+	assert.Equal(t, 5, strings.Count(md, "| model | success |"))
+	assert.Contains(t, md, "| _… and 15 more_ |")
+	assert.Equal(t, 20, strings.Count(render(t, &artifacts.Summary{MaxSuccessRows: -1}, run), "| model | success |"))
+	assert.Equal(t, 20, strings.Count(render(t, &artifacts.Summary{}, run), "| model | success |"))
+}

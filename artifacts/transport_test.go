@@ -191,6 +191,7 @@ func TestHTTPTransportDoesNotBlock(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, dropped, 10-4-1, "at most the queue plus the one in flight are kept")
 
+	require.Eventually(t, func() bool { return requests.Load() == 1 }, 10*time.Second, time.Millisecond, "the first event reaches the hung server")
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, tr.Flush(ctx), context.DeadlineExceeded)
