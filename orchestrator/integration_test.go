@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/afero"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -121,31 +120,233 @@ func csvRows(t *testing.T, path string) int64 {
 	return int64(len(lines) - 1)
 }
 
-func TestShopFullBuildPerNode(t *testing.T) {
-	s := newShop(t, 1, "")
-	log := &eventLog{}
-	o := s.orch(t, orchestrator.Config{Concurrency: 1, Observer: log})
-	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{})
-	require.NoError(t, err)
-	plan := run.Plan
-	require.Len(t, run.Results, len(plan.Nodes))
-	assert.Equal(t, len(plan.Nodes), run.Count(orchestrator.Success), "every node succeeds")
+// TestShopDuckDB runs the shop project on DuckDB through one warm
+// executor (one parse, one worker): a full per-node build with a flaky
+// model retried, per-wave builds with a broken model, a failing test and
+// deferred tests, a per-node broken-model build, selections and
+// strategies on plans, and a cancelled build. Each build passes vars of
+// its own: the warm worker keeps one manifest per set of vars, and a
+// worker reusing a manifest that already compiled fct_orders loses its
+// ephemeral CTE (an executor bug, reported to its owner).
+func TestShopDuckDB(t *testing.T) {
+	counter := filepath.Join(t.TempDir(), "flaky")
+	s := newShop(t, 1, "", "DBTORCH_FLAKY_COUNTER="+counter)
+	ctx := t.Context()
+	var full *orchestrator.Run
 
-	// One invocation per node, with the command for its type.
+	t.Run("full build per node with retries", func(t *testing.T) {
+		log := &eventLog{}
+		o := s.orch(t, orchestrator.Config{Concurrency: 1, Observer: log, Retry: orchestrator.RetryConfig{Retries: 2, Delay: 10 * time.Millisecond}})
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"build": "full"}})
+		for _, r := range run.Results {
+			if r.Status == orchestrator.Error {
+				t.Errorf("%s: %s: %s", r.UniqueID, r.Err.Kind, r.Err.Message)
+			}
+		}
+		require.NoError(t, err)
+		full = run
+		plan := run.Plan
+		require.Len(t, run.Results, len(plan.Nodes))
+		assert.Equal(t, len(plan.Nodes), run.Count(orchestrator.Success), "every node succeeds")
+
+		// One invocation per attempt, with the command for the node's type;
+		// the flaky model failed once and was retried.
+		for _, r := range run.Results {
+			require.NotNil(t, r.Invocation, r.UniqueID)
+			assert.Equal(t, executor.CommandFor(r.ResourceType), r.Invocation.Command, r.UniqueID)
+			if r.UniqueID != "model.shop.flaky_events" {
+				assert.Len(t, r.Attempts, 1, r.UniqueID)
+			}
+		}
+		flaky := run.Result("model.shop.flaky_events")
+		require.Len(t, flaky.Attempts, 2)
+		assert.Equal(t, executor.Error, flaky.Attempts[0].Status)
+		assert.Contains(t, flaky.Attempts[0].Message, "failing on the first attempt on purpose")
+		assert.Equal(t, executor.Success, flaky.Attempts[1].Status)
+		data, err := os.ReadFile(counter)
+		require.NoError(t, err)
+		assert.Equal(t, "2", strings.TrimSpace(string(data)), "the flaky model ran twice")
+
+		// From the events: nothing started before its upstreams finished,
+		// and the retry was announced.
+		finished := map[string]time.Time{}
+		retrying := 0
+		for _, e := range log.all() {
+			switch e.Type {
+			case orchestrator.NodeStarted:
+				for _, u := range plan.Upstream[e.Node] {
+					f, ok := finished[u]
+					require.True(t, ok, "%s started before %s finished", e.Node, u)
+					assert.False(t, e.Time.Before(f))
+				}
+			case orchestrator.NodeRetrying:
+				retrying++
+				assert.Equal(t, "model.shop.flaky_events", e.Node)
+			case orchestrator.NodeFinished:
+				finished[e.Node] = e.Time
+			}
+		}
+		assert.Equal(t, 1, retrying)
+		// The unit test ran before its model.
+		unit := run.Result("unit_test.shop.fct_orders.fct_orders_sums_payments")
+		require.NotNil(t, unit)
+		assert.False(t, run.Result("model.shop.fct_orders").StartedAt.Before(unit.CompletedAt))
+	})
+
+	t.Run("per-wave broken model", func(t *testing.T) {
+		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"broken_model": true}})
+		assertBrokenModel(t, run, err)
+		// One dbt build per wave, over the wave's runnable nodes, and a dbt
+		// test for the unit test (dbt build runs a unit test only with its
+		// model).
+		type group struct {
+			wave int
+			cmd  executor.Command
+		}
+		invocations := map[string]group{}
+		groups := map[group]bool{}
+		for _, r := range run.Results {
+			if r.Invocation == nil {
+				continue
+			}
+			g := group{r.Wave, r.Invocation.Command}
+			switch {
+			case r.ResourceType == manifest.UnitTest:
+				assert.Equal(t, executor.Test, g.cmd, r.UniqueID)
+			case !s.m.Lookup(r.UniqueID).IsTest():
+				assert.Equal(t, executor.Build, g.cmd, r.UniqueID)
+			}
+			if prev, ok := invocations[r.Invocation.InvocationID]; ok {
+				assert.Equal(t, prev, g, "one invocation spans waves or commands")
+			}
+			invocations[r.Invocation.InvocationID] = g
+			groups[g] = true
+		}
+		assert.Len(t, invocations, len(groups), "one invocation per wave and command")
+		waves := map[int]bool{}
+		for g := range groups {
+			waves[g.wave] = true
+		}
+		assert.Len(t, groups, len(waves)+1, "one dbt build or test per wave, plus the unit test's dbt test")
+	})
+
+	t.Run("per-wave failing test", func(t *testing.T) {
+		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"failing_test": true}})
+		const failing = "test.shop.assert_order_amounts_non_negative"
+		var be *orchestrator.BuildError
+		require.ErrorAs(t, err, &be)
+		assert.Equal(t, []string{failing}, be.Failed)
+		assert.Equal(t, executor.KindTestFailure, run.Result(failing).Err.Kind)
+		for _, id := range []string{"model.shop.dim_customers.v1", "model.shop.dim_customers.v2", "model.shop.customer_revenue", "model.shop.revenue_by_segment"} {
+			r := run.Result(id)
+			assert.Equal(t, orchestrator.Skipped, r.Status, id)
+			assert.Equal(t, []string{failing}, r.FailedUpstream, id)
+		}
+		for _, id := range []string{"model.shop.fct_orders", "model.shop.event_counts", "model.shop.payments_incremental", "snapshot.shop.orders_snapshot"} {
+			assert.Equal(t, orchestrator.Success, run.Result(id).Status, id)
+		}
+	})
+
+	t.Run("per-wave deferred tests", func(t *testing.T) {
+		// Deferred: the failing test runs after every model and skips
+		// nothing.
+		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.Deferred, Vars: map[string]any{"failing_test": true, "deferred": true}})
+		var be *orchestrator.BuildError
+		require.ErrorAs(t, err, &be)
+		for _, r := range run.Results {
+			if r.Status == orchestrator.Error && r.Err.Kind != executor.KindTestFailure {
+				t.Errorf("%s: %s: %s", r.UniqueID, r.Err.Kind, r.Err.Message)
+			}
+		}
+		assert.Equal(t, []string{"test.shop.assert_order_amounts_non_negative"}, be.Failed)
+		assert.Zero(t, run.Count(orchestrator.Skipped))
+		last := run.Plan.Waves[len(run.Plan.Waves)-1]
+		for _, id := range last {
+			assert.True(t, s.m.Lookup(id).IsTest(), id)
+		}
+		var lastModel time.Time
+		for _, r := range run.Results {
+			if !s.m.Lookup(r.UniqueID).IsTest() && r.CompletedAt.After(lastModel) {
+				lastModel = r.CompletedAt
+			}
+		}
+		for _, id := range last {
+			assert.False(t, run.Result(id).StartedAt.Before(lastModel), id)
+		}
+	})
+
+	t.Run("per-node broken model", func(t *testing.T) {
+		// The broken model's lineage and one independent branch, without
+		// tests (the skip strategy), to keep dbt invocations few.
+		o := s.orch(t, orchestrator.Config{})
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{
+			Select: []string{"+customer_revenue+", "+event_counts"}, Tests: manifest.SkipTests,
+			Vars: map[string]any{"broken_model": true, "per_node": true}})
+		require.Error(t, err)
+		assertBrokenModel(t, run, err)
+		assert.Equal(t, orchestrator.Success, run.Result("model.shop.event_counts").Status)
+		assert.Equal(t, orchestrator.Success, run.Result("model.shop.fct_orders").Status)
+		assert.Nil(t, run.Result("model.shop.payments_incremental"), "not selected")
+		for _, r := range run.Results {
+			assert.False(t, s.m.Lookup(r.UniqueID).IsTest(), "skip strategy ran %s", r.UniqueID)
+		}
+	})
+
+	t.Run("selection and strategies", func(t *testing.T) {
+		checkShopPlans(t, s.m)
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var finished atomic.Int32
+		o := s.orch(t, orchestrator.Config{Observer: orchestrator.ObserverFunc(func(_ context.Context, e orchestrator.Event) {
+			if e.Type == orchestrator.NodeFinished && finished.Add(1) == 2 {
+				cancel()
+			}
+		})})
+		run, err := o.RunBuild(cctx, orchestrator.BuildOptions{Vars: map[string]any{"build": "cancelled"}})
+		require.ErrorIs(t, err, context.Canceled)
+		require.Len(t, run.Results, len(run.Plan.Nodes))
+		ran := 0
+		for _, r := range run.Results {
+			switch r.Status {
+			case orchestrator.Success:
+				ran++
+			case orchestrator.Error:
+				assert.Equal(t, executor.KindCancelled, r.Err.Kind, r.UniqueID)
+			case orchestrator.Skipped:
+				assert.Empty(t, r.Attempts, r.UniqueID)
+			default:
+				t.Errorf("%s: status %s", r.UniqueID, r.Status)
+			}
+		}
+		assert.GreaterOrEqual(t, ran, 2)
+		assert.Greater(t, run.Count(orchestrator.Skipped), len(run.Results)/2, "the build was cut short")
+		// Nothing left running: the executor is idle and builds again.
+		run2, err := s.orch(t, orchestrator.Config{}).RunBuild(ctx, orchestrator.BuildOptions{
+			Select: []string{"customers"}, Tests: manifest.SkipTests, Vars: map[string]any{"build": "cancelled"}})
+		require.NoError(t, err)
+		require.Len(t, run2.Results, 1)
+		assert.Equal(t, "seed.shop.customers", run2.Results[0].UniqueID)
+		assert.Equal(t, orchestrator.Success, run2.Results[0].Status)
+	})
+
+	// Rows: every model, seed and snapshot of the full build is in DuckDB;
+	// seeds hold the rows dbt reported and their CSV files hold; marts hold
+	// what they should.
+	require.NotNil(t, full, "the full build failed")
 	var relations []string
-	for _, r := range run.Results {
-		require.Len(t, r.Attempts, 1, r.UniqueID)
-		require.NotNil(t, r.Invocation, r.UniqueID)
-		assert.Equal(t, executor.CommandFor(r.ResourceType), r.Invocation.Command, r.UniqueID)
-		n := s.m.Lookup(r.UniqueID)
-		if !n.IsTest() {
+	for _, r := range full.Results {
+		if n := s.m.Lookup(r.UniqueID); !n.IsTest() {
 			relations = append(relations, n.RelationName)
 		}
 	}
-	// Every model, seed and snapshot exists in DuckDB; seeds hold the rows
-	// dbt reported and their CSV files hold; marts hold what they should.
 	counts := s.duckdbCounts(t, relations)
-	for _, r := range run.Results {
+	for _, r := range full.Results {
 		n := s.m.Lookup(r.UniqueID)
 		if n.IsTest() {
 			continue
@@ -160,26 +361,6 @@ func TestShopFullBuildPerNode(t *testing.T) {
 	rel := func(id string) string { return s.m.Lookup(id).RelationName }
 	assert.Equal(t, counts[rel("seed.shop.orders")], counts[rel("model.shop.fct_orders")], "one row per order")
 	assert.Equal(t, counts[rel("seed.shop.customers")], counts[rel("model.shop.dim_customers.v2")], "one row per customer")
-
-	// Order: from the events, nothing started before its upstreams
-	// finished.
-	finished := map[string]time.Time{}
-	for _, e := range log.all() {
-		switch e.Type {
-		case orchestrator.NodeStarted:
-			for _, u := range plan.Upstream[e.Node] {
-				f, ok := finished[u]
-				require.True(t, ok, "%s started before %s finished", e.Node, u)
-				assert.False(t, e.Time.Before(f))
-			}
-		case orchestrator.NodeFinished:
-			finished[e.Node] = e.Time
-		}
-	}
-	// The unit test ran before its model.
-	unit := run.Result("unit_test.shop.fct_orders.fct_orders_sums_payments")
-	require.NotNil(t, unit)
-	assert.False(t, run.Result("model.shop.fct_orders").StartedAt.Before(unit.CompletedAt))
 }
 
 // assertBrokenModel checks a build with broken_model on: the model fails
@@ -218,125 +399,10 @@ func assertBrokenModel(t *testing.T, run *orchestrator.Run, err error) {
 	}
 }
 
-func TestShopPerWave(t *testing.T) {
-	s := newShop(t, 1, "")
-	ctx := t.Context()
-
-	t.Run("broken model", func(t *testing.T) {
-		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
-		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"broken_model": true}})
-		assertBrokenModel(t, run, err)
-		// One dbt build per wave, over the wave's runnable nodes, and a dbt
-		// test for the unit test (dbt build runs a unit test only with its
-		// model).
-		type group struct {
-			wave int
-			cmd  executor.Command
-		}
-		invocations := map[string]group{}
-		groups := map[group]bool{}
-		for _, r := range run.Results {
-			if r.Invocation == nil {
-				continue
-			}
-			g := group{r.Wave, r.Invocation.Command}
-			switch {
-			case r.ResourceType == manifest.UnitTest:
-				assert.Equal(t, executor.Test, g.cmd, r.UniqueID)
-			case !s.m.Lookup(r.UniqueID).IsTest():
-				assert.Equal(t, executor.Build, g.cmd, r.UniqueID)
-			}
-			if prev, ok := invocations[r.Invocation.InvocationID]; ok {
-				assert.Equal(t, prev, g, "one invocation spans waves or commands")
-			}
-			invocations[r.Invocation.InvocationID] = g
-			groups[g] = true
-		}
-		assert.Len(t, invocations, len(groups), "one invocation per wave and command")
-		waves := map[int]bool{}
-		for g := range groups {
-			waves[g.wave] = true
-		}
-		assert.Len(t, groups, len(waves)+1, "one dbt build or test per wave, plus the unit test's dbt test")
-	})
-
-	t.Run("failing test", func(t *testing.T) {
-		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
-		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"failing_test": true}})
-		const failing = "test.shop.assert_order_amounts_non_negative"
-		var be *orchestrator.BuildError
-		require.ErrorAs(t, err, &be)
-		assert.Equal(t, []string{failing}, be.Failed)
-		assert.Equal(t, executor.KindTestFailure, run.Result(failing).Err.Kind)
-		for _, id := range []string{"model.shop.dim_customers.v1", "model.shop.dim_customers.v2", "model.shop.customer_revenue", "model.shop.revenue_by_segment"} {
-			r := run.Result(id)
-			assert.Equal(t, orchestrator.Skipped, r.Status, id)
-			assert.Equal(t, []string{failing}, r.FailedUpstream, id)
-		}
-		for _, id := range []string{"model.shop.fct_orders", "model.shop.event_counts", "model.shop.payments_incremental", "snapshot.shop.orders_snapshot"} {
-			assert.Equal(t, orchestrator.Success, run.Result(id).Status, id)
-		}
-	})
-
-	t.Run("deferred tests", func(t *testing.T) {
-		// Deferred: the failing test runs after every model and skips
-		// nothing.
-		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
-		// (An extra var gives the warm worker a manifest of its own: a
-		// worker reusing a manifest that already compiled fct_orders loses
-		// its ephemeral CTE, an executor bug reported to its owner.)
-		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.Deferred, Vars: map[string]any{"failing_test": true, "deferred": true}})
-		var be *orchestrator.BuildError
-		require.ErrorAs(t, err, &be)
-		for _, r := range run.Results {
-			if r.Status == orchestrator.Error && r.Err.Kind != executor.KindTestFailure {
-				t.Errorf("%s: %s: %s", r.UniqueID, r.Err.Kind, r.Err.Message)
-			}
-		}
-		assert.Equal(t, []string{"test.shop.assert_order_amounts_non_negative"}, be.Failed)
-		assert.Zero(t, run.Count(orchestrator.Skipped))
-		last := run.Plan.Waves[len(run.Plan.Waves)-1]
-		for _, id := range last {
-			assert.True(t, s.m.Lookup(id).IsTest(), id)
-		}
-		var lastModel time.Time
-		for _, r := range run.Results {
-			if !s.m.Lookup(r.UniqueID).IsTest() && r.CompletedAt.After(lastModel) {
-				lastModel = r.CompletedAt
-			}
-		}
-		for _, id := range last {
-			assert.False(t, run.Result(id).StartedAt.Before(lastModel), id)
-		}
-	})
-}
-
-func TestShopBrokenModelPerNode(t *testing.T) {
-	// The broken model's lineage and one independent branch, without
-	// tests (the skip strategy), to keep dbt invocations few.
-	s := newShop(t, 1, "")
-	o := s.orch(t, orchestrator.Config{})
-	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{
-		Select: []string{"+customer_revenue+", "+event_counts"}, Tests: manifest.SkipTests, Vars: map[string]any{"broken_model": true}})
-	require.Error(t, err)
-	assertBrokenModel(t, run, err)
-	assert.Equal(t, orchestrator.Success, run.Result("model.shop.event_counts").Status)
-	assert.Equal(t, orchestrator.Success, run.Result("model.shop.fct_orders").Status)
-	assert.Nil(t, run.Result("model.shop.payments_incremental"), "not selected")
-	for _, r := range run.Results {
-		assert.False(t, s.m.Lookup(r.UniqueID).IsTest(), "skip strategy ran %s", r.UniqueID)
-	}
-}
-
-func TestShopSelectionAndStrategies(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	// Plans only: the shop manifest from dbt parse, no build.
-	dir := dbttest.CopyProject(t, "shop")
-	env := dbttest.Env(t, dir)
-	m, err := manifest.Load(afero.NewOsFs(), dbttest.Parse(t, dir, env))
-	require.NoError(t, err)
+// checkShopPlans checks selections and test strategies on plans of the
+// shop manifest (no build).
+func checkShopPlans(t *testing.T, m *manifest.Manifest) {
+	t.Helper()
 	o := newOrch(t, orchestrator.Config{Executor: noopExec{}, Manifest: m})
 	plan := func(opts orchestrator.BuildOptions) []string {
 		t.Helper()
@@ -385,69 +451,6 @@ func TestShopSelectionAndStrategies(t *testing.T) {
 	p, err = o.Plan(t.Context(), orchestrator.BuildOptions{})
 	require.NoError(t, err)
 	assert.Less(t, p.Wave["test.shop.unique_stg_orders_order_id.e3b841c71a"], p.Wave["model.shop.fct_orders"], "immediate: a model waits for its upstream's tests")
-}
-
-func TestShopRetriesFlaky(t *testing.T) {
-	counter := filepath.Join(t.TempDir(), "flaky")
-	s := newShop(t, 1, "", "DBTORCH_FLAKY_COUNTER="+counter)
-	log := &eventLog{}
-	o := s.orch(t, orchestrator.Config{Observer: log, Retry: orchestrator.RetryConfig{Retries: 2, Delay: 10 * time.Millisecond}})
-	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Select: []string{"flaky_events"}})
-	require.NoError(t, err)
-	res := run.Result("model.shop.flaky_events")
-	require.NotNil(t, res)
-	assert.Equal(t, orchestrator.Success, res.Status)
-	require.Len(t, res.Attempts, 2)
-	assert.Equal(t, executor.Error, res.Attempts[0].Status)
-	assert.Contains(t, res.Attempts[0].Message, "failing on the first attempt on purpose")
-	assert.Equal(t, executor.Success, res.Attempts[1].Status)
-	data, err := os.ReadFile(counter)
-	require.NoError(t, err)
-	assert.Equal(t, "2", strings.TrimSpace(string(data)), "the model ran twice")
-	var retrying int
-	for _, e := range log.all() {
-		if e.Type == orchestrator.NodeRetrying && e.Node == "model.shop.flaky_events" {
-			retrying++
-			assert.Equal(t, 1, e.Attempt)
-		}
-	}
-	assert.Equal(t, 1, retrying)
-}
-
-func TestShopCancel(t *testing.T) {
-	checkNoLeak(t)
-	s := newShop(t, 1, "")
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var finished atomic.Int32
-	o := s.orch(t, orchestrator.Config{Observer: orchestrator.ObserverFunc(func(_ context.Context, e orchestrator.Event) {
-		if e.Type == orchestrator.NodeFinished && finished.Add(1) == 2 {
-			cancel()
-		}
-	})})
-	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{})
-	require.ErrorIs(t, err, context.Canceled)
-	require.Len(t, run.Results, len(run.Plan.Nodes))
-	ran := 0
-	for _, r := range run.Results {
-		switch r.Status {
-		case orchestrator.Success:
-			ran++
-		case orchestrator.Error:
-			assert.Equal(t, executor.KindCancelled, r.Err.Kind, r.UniqueID)
-		case orchestrator.Skipped:
-			assert.Empty(t, r.Attempts, r.UniqueID)
-		default:
-			t.Errorf("%s: status %s", r.UniqueID, r.Status)
-		}
-	}
-	assert.GreaterOrEqual(t, ran, 2)
-	assert.Greater(t, run.Count(orchestrator.Skipped), len(run.Results)/2, "the build was cut short")
-	// Nothing left running: the executor is idle and can run again.
-	o2 := s.orch(t, orchestrator.Config{})
-	run2, err := o2.RunBuild(t.Context(), orchestrator.BuildOptions{Select: []string{"seed.shop.customers"}})
-	require.NoError(t, err)
-	assert.Equal(t, 1, run2.Count(orchestrator.Success))
 }
 
 func TestShopPostgresConcurrency(t *testing.T) {
