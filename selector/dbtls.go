@@ -289,6 +289,9 @@ func (s *Session) Resolve(ctx context.Context, opts Options) ([]string, error) {
 	if s.dead != nil {
 		return nil, s.dead
 	}
+	if args == nil {
+		args = []string{}
+	}
 	line, _ := json.Marshal(args)
 	if _, err := s.stdin.Write(append(line, '\n')); err != nil {
 		s.dead = err
