@@ -164,16 +164,9 @@ func (o *Orchestrator) RunBuild(ctx context.Context, opts BuildOptions) (*Run, e
 		Args:      b.args(),
 	}
 	b.emit(ctx, Event{Type: RunStarted, Plan: b.plan})
-	var prepErr error
-	if b.n > 0 {
-		prepErr = o.prepare(ctx)
-	}
-	switch {
-	case prepErr != nil:
-		b.failAll(prepErr)
-	case o.cfg.Mode == PerWave:
+	if o.cfg.Mode == PerWave {
 		b.runPerWave(ctx)
-	default:
+	} else {
 		b.runPerNode(ctx)
 	}
 	run.Results = b.results
@@ -181,8 +174,8 @@ func (o *Orchestrator) RunBuild(ctx context.Context, opts BuildOptions) (*Run, e
 	b.emit(ctx, Event{Type: RunFinished, Run: run})
 
 	var errs []error
-	if prepErr != nil {
-		errs = append(errs, prepErr)
+	if b.prepErr != nil {
+		errs = append(errs, b.prepErr)
 	}
 	if be := buildError(run); be != nil {
 		errs = append(errs, be)
@@ -241,6 +234,21 @@ type build struct {
 	results []NodeResult
 
 	obsMu sync.Mutex
+
+	prepOnce sync.Once
+	prepErr  error
+}
+
+// execute runs one invocation. The executor is prepared (Preparer) before
+// the build's first invocation, not before the build: a build that runs
+// nothing (all cached, all skipped) starts no dbt. When preparing fails,
+// every invocation of the build fails with that error.
+func (b *build) execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
+	b.prepOnce.Do(func() { b.prepErr = b.o.prepare(ctx) })
+	if b.prepErr != nil {
+		return nil, b.prepErr
+	}
+	return b.cfg.Executor.Execute(ctx, req)
 }
 
 func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build, error) {
@@ -389,17 +397,6 @@ func (b *build) emit(ctx context.Context, e Event) {
 	b.obsMu.Lock()
 	defer b.obsMu.Unlock()
 	obs.Event(ctx, e)
-}
-
-// failAll ends every node in Error with the given cause (the build could
-// not start).
-func (b *build) failAll(err error) {
-	for i := range b.results {
-		r := &b.results[i]
-		r.Status = Error
-		r.Err = &NodeError{Kind: executor.KindInternal, Message: err.Error()}
-		r.Message = err.Error()
-	}
 }
 
 // upstreamsCached reports whether every non-test planned upstream of i is

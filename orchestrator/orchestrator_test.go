@@ -538,3 +538,48 @@ func TestNewRejects(t *testing.T) {
 		assert.Error(t, err, name)
 	}
 }
+
+// preparingExec counts Prepare calls and fails them while failPrepare is
+// set.
+type preparingExec struct {
+	*fakeExec
+	prepares    int
+	failPrepare bool
+}
+
+func (p *preparingExec) Prepare(context.Context) error {
+	p.prepares++
+	if p.failPrepare {
+		return errors.New("dbt deps failed")
+	}
+	return nil
+}
+
+func TestPrepareLazily(t *testing.T) {
+	m := manifestOf(dagSpec{models: 3, parents: map[int][]int{1: {0}}})
+	ctx := context.Background()
+
+	failing := &preparingExec{fakeExec: newFake(nil), failPrepare: true}
+	run, err := newOrch(t, orchestrator.Config{Executor: failing, Manifest: m}).RunBuild(ctx, orchestrator.BuildOptions{})
+	require.ErrorContains(t, err, "dbt deps failed")
+	assert.Equal(t, 1, failing.prepares, "one failed Prepare per build")
+	assert.Equal(t, orchestrator.Error, run.Result(modelID(0)).Status)
+	assert.Equal(t, executor.KindInternal, run.Result(modelID(0)).Err.Kind)
+	assert.Equal(t, orchestrator.Skipped, run.Result(modelID(1)).Status)
+	assert.Empty(t, failing.byNode(), "nothing executed")
+
+	c := newMapCache()
+	ex := &preparingExec{fakeExec: newFake(nil)}
+	o := newOrch(t, orchestrator.Config{Executor: ex, Manifest: m, Cache: c})
+	_, err = o.RunBuild(ctx, orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	_, err = o.RunBuild(ctx, orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, 1, ex.prepares, "prepared once, before the first invocation")
+
+	cachedOnly := &preparingExec{fakeExec: newFake(nil)}
+	run, err = newOrch(t, orchestrator.Config{Executor: cachedOnly, Manifest: m, Cache: c}).RunBuild(ctx, orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, 3, run.Count(orchestrator.Cached))
+	assert.Zero(t, cachedOnly.prepares, "a build that runs nothing starts no dbt")
+}

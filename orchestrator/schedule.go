@@ -276,7 +276,7 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		if cfg.NodeTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
 		}
-		resp, err := cfg.Executor.Execute(actx, b.request(cmd, attempt, nodes...))
+		resp, err := b.execute(actx, b.request(cmd, attempt, nodes...))
 		cancel()
 		rs, inv := resultsFor(nodes, resp, err)
 		er = rs[0]

@@ -145,7 +145,7 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 		if cfg.NodeTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
 		}
-		resp, err := cfg.Executor.Execute(actx, b.request(cmd, attempt, nodes...))
+		resp, err := b.execute(actx, b.request(cmd, attempt, nodes...))
 		timedOut := actx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 		cancel()
 		rs, inv := resultsFor(nodes, resp, err)
