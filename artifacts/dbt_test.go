@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -176,6 +177,21 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 	assert.Equal(t, want, got)
 	assert.Contains(t, got, "model.shop.revenue_by_segment")
 	assert.NotContains(t, got, "model.shop.fct_orders")
+
+	// A cached node written as "no-op" is what dbt 1.11 selects with
+	// result:no-op (and, by default, "success" with result:success).
+	cached := *run
+	cached.Results = slices.Clone(run.Results)
+	for i := range cached.Results {
+		if cached.Results[i].UniqueID == "model.shop.fct_orders" {
+			cached.Results[i].Status = orchestrator.Cached
+		}
+	}
+	noop := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(noop, "manifest.json"), manifestData, 0o644))
+	require.NoError(t, (&artifacts.RunResults{Path: filepath.Join(noop, "run_results.json"), CachedStatus: "no-op"}).Report(t.Context(), &cached))
+	got = lsIDs(t, dir, env, "--select", "result:no-op", "--state", noop, "--resource-type", "model")
+	assert.Equal(t, []string{"model.shop.fct_orders"}, got)
 
 	// dbt retry re-runs what failed or was skipped, and only that.
 	_ = os.Remove(filepath.Join(dir, "target", "run_results.json"))
