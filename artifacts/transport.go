@@ -114,6 +114,10 @@ func (e *DeliveryError) Error() string {
 
 func (e *DeliveryError) Unwrap() error { return e.Err }
 
+// DefaultQueueSize is HTTPTransport's default queue: room for the events of
+// a 30,000-node build, at the cost of 8 bytes a slot.
+const DefaultQueueSize = 1 << 16
+
 // HTTPOptions configures an HTTPTransport. The zero value gives the
 // defaults.
 type HTTPOptions struct {
@@ -124,7 +128,9 @@ type HTTPOptions struct {
 	// Header is added to every request.
 	Header http.Header
 	// QueueSize is how many events wait to be sent before Emit drops
-	// events (ErrQueueFull); 0 means 1024.
+	// events (ErrQueueFull); 0 means DefaultQueueSize. Lineage.Report
+	// queues a whole build's events at once (two per model, seed and
+	// snapshot, and two for the build).
 	QueueSize int
 	// MaxRetries is how many times a failed event is sent again; 0 means
 	// 3, a negative value none.
@@ -198,7 +204,7 @@ func NewHTTPTransport(url string, opts HTTPOptions) *HTTPTransport {
 		opts.Client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if opts.QueueSize <= 0 {
-		opts.QueueSize = 1024
+		opts.QueueSize = DefaultQueueSize
 	}
 	switch {
 	case opts.MaxRetries == 0:
