@@ -196,48 +196,25 @@ func TestCacheShop(t *testing.T) {
 		wantSkipped []string
 	}{
 		{
-			name: "model SQL and a seed CSV",
-			apply: func(t *testing.T) *cache.Freshness {
-				edit(t, filepath.Join(project, "models/marts/events/event_counts.sql"), "select", "select distinct")
-				edit(t, filepath.Join(project, "seeds/raw_customer_notes.csv"), "1,prefers email", "1,prefers phone")
-				return nil
-			},
-			build: shopBuild{reparse: true},
-			want: []string{"model.shop.event_counts",
-				"seed.shop.raw_customer_notes", "model.shop.stg_customer_notes", "model.shop.dim_customers.v2",
-				"model.shop.customer_revenue", "model.shop.revenue_by_segment"},
-		},
-		{
-			name: "a macro",
-			apply: func(t *testing.T) *cache.Freshness {
-				edit(t, filepath.Join(project, "macros/cents_to_dollars.sql"), "100.0", "100.00")
-				return nil
-			},
-			build: shopBuild{reparse: true},
-			want: []string{"model.shop.stg_payments", "model.shop.fct_orders", "model.shop.dim_customers.v1",
-				"model.shop.dim_customers.v2", "model.shop.customer_revenue", "model.shop.revenue_by_segment",
-				"model.shop.payments_incremental"},
-		},
-		{
-			name: "an ephemeral model, and a corrupted entry",
+			// Four edits whose reaches do not overlap.
+			name: "an ephemeral model, a seed CSV, a package model's SQL, a corrupted entry",
 			apply: func(t *testing.T) *cache.Freshness {
 				edit(t, filepath.Join(project, "models/intermediate/int_order_payments.sql"), "select", "select /* edited */")
+				edit(t, filepath.Join(project, "seeds/raw_events.csv"), "1,1,page_view,", "1,1,home_view,")
+				edit(t, filepath.Join(project, "packages/shop_pkg/models/pkg_order_status_counts.sql"), "select", "select /* edited */")
 				corrupt(t, h.cacheDir, "snapshot.shop.orders_snapshot")
 				return nil
 			},
 			build: shopBuild{reparse: true},
 			want: []string{"model.shop.fct_orders", "model.shop.dim_customers.v1", "model.shop.dim_customers.v2",
-				"model.shop.customer_revenue", "model.shop.revenue_by_segment", "snapshot.shop.orders_snapshot"},
+				"model.shop.customer_revenue", "model.shop.revenue_by_segment",
+				"seed.shop.raw_events", "model.shop.stg_events", "model.shop.event_counts", "model.shop.flaky_events",
+				"model.shop_pkg.pkg_order_status_counts", "snapshot.shop.orders_snapshot"},
 		},
 		{
-			name:  "a var",
-			build: shopBuild{vars: noVar},
-			want:  []string{"model.shop.customer_revenue", "model.shop.revenue_by_segment"},
-		},
-		{
-			// raw.events (rows from January 2024) past error_after: what
-			// reads it is skipped, the rest is still cached.
-			name: "a stale source, only fresh sources",
+			// raw.events (rows from January 2024) is past error_after: what
+			// reads it is skipped; the macro's edit runs what calls it.
+			name: "a macro, and a stale source with only fresh sources",
 			apply: func(t *testing.T) *cache.Freshness {
 				// The warm worker holds the DuckDB file: stop it first.
 				h.ex.Close()
@@ -248,10 +225,19 @@ func TestCacheShop(t *testing.T) {
 				s := f.Sources["source.shop.raw.events"]
 				require.Equal(t, cache.StatusError, s.Status)
 				require.True(t, time.Date(2024, 1, 8, 17, 45, 0, 0, time.UTC).Equal(s.MaxLoadedAt), "%s", s.MaxLoadedAt)
+				edit(t, filepath.Join(project, "macros/cents_to_dollars.sql"), "100.0", "100.00")
 				return f
 			},
-			build:       shopBuild{vars: noVar},
+			build: shopBuild{reparse: true},
+			want: []string{"model.shop.stg_payments", "model.shop.fct_orders", "model.shop.dim_customers.v1",
+				"model.shop.dim_customers.v2", "model.shop.customer_revenue", "model.shop.revenue_by_segment",
+				"model.shop.payments_incremental"},
 			wantSkipped: eventsBranch,
+		},
+		{
+			name:  "a var",
+			build: shopBuild{vars: noVar},
+			want:  []string{"model.shop.customer_revenue", "model.shop.revenue_by_segment"},
 		},
 		{
 			name:  "the target",

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -440,4 +441,25 @@ func TestKeyRealManifests(t *testing.T) {
 			t.Logf("%d nodes keyed in %s", g.Len(), time.Since(start))
 		})
 	}
+}
+
+func TestCanonicalJSON(t *testing.T) {
+	tests := []struct {
+		in   any
+		want string
+	}{
+		{nil, `null`},
+		{map[string]any{"b": 1.5, "a": []any{true, nil, "x\"y\\z\n<>"}, "c": map[string]any{}}, `{"a":[true,null,"x\"y\\z\u000a<>"],"b":1.5,"c":{}}`},
+		{map[string]any{"n": float64(1e21), "i": 3}, `{"i":3,"n":1e+21}`},
+		{[]string{"typed"}, `["typed"]`},
+	}
+	for _, tt := range tests {
+		got, err := canonicalJSON(tt.in)
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, string(got))
+		var back any
+		require.NoError(t, json.Unmarshal(got, &back), "valid JSON: %s", got)
+	}
+	_, err := canonicalJSON(map[string]any{"f": func() {}})
+	assert.Error(t, err)
 }
