@@ -246,6 +246,7 @@ func (s *Summary) Render(w io.Writer, run *orchestrator.Run) error {
 		}
 		if chart != "" {
 			writeFence(&b, "mermaid", chart)
+			b.WriteString("_Green: success · red: error · orange: test failure · yellow: warning · grey, dashed: skipped · blue: cached._\n\n")
 		}
 	}
 
