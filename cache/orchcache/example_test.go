@@ -1,0 +1,66 @@
+package orchcache_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+// okExecutor stands in for dbt: every node succeeds.
+type okExecutor struct{ runs int }
+
+func (e *okExecutor) Execute(_ context.Context, req executor.Request) (*executor.Response, error) {
+	resp := &executor.Response{}
+	for _, n := range req.Nodes {
+		e.runs++
+		resp.Results = append(resp.Results, executor.Result{UniqueID: n.UniqueID, Status: executor.Success, DBTStatus: "success"})
+	}
+	return resp, nil
+}
+
+// An orchestrator with a cache: the second build of an unchanged project
+// runs nothing.
+func Example() {
+	m, err := manifest.Parse([]byte(`{"metadata": {"adapter_type": "duckdb", "project_name": "p"}, "nodes": {
+	  "model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "name": "a", "package_name": "p", "path": "a.sql",
+	    "original_file_path": "models/a.sql", "raw_code": "select 1", "checksum": {"name": "sha256", "checksum": "1"},
+	    "config": {"materialized": "table"}, "relation_name": "a", "depends_on": {"nodes": []}},
+	  "model.p.b": {"unique_id": "model.p.b", "resource_type": "model", "name": "b", "package_name": "p", "path": "b.sql",
+	    "original_file_path": "models/b.sql", "raw_code": "select * from {{ ref('a') }}", "checksum": {"name": "sha256", "checksum": "2"},
+	    "config": {"materialized": "view"}, "relation_name": "b", "depends_on": {"nodes": ["model.p.a"]}}}}`))
+	if err != nil {
+		panic(err)
+	}
+	g, err := manifest.NewGraph(m)
+	if err != nil {
+		panic(err)
+	}
+	store := cache.NewStore(afero.NewMemMapFs(), "/cache", cache.StoreOptions{})
+	ex := &okExecutor{}
+	for range 2 {
+		// One session per build, opened with the build's vars and target.
+		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Target: "dev"})
+		if err != nil {
+			panic(err)
+		}
+		o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m, Cache: orchcache.New(sess, orchcache.Options{})})
+		if err != nil {
+			panic(err)
+		}
+		run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Printf("success %d, cached %d, dbt runs so far %d\n", run.Count(orchestrator.Success), run.Count(orchestrator.Cached), ex.runs)
+	}
+	// Output:
+	// success 2, cached 0, dbt runs so far 2
+	// success 0, cached 2, dbt runs so far 2
+}
