@@ -255,3 +255,21 @@ func TestStoreConcurrentMem(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStoreUnwritable: a store that cannot be written reports the error
+// on Put and stays a quiet miss on Lookup.
+func TestStoreUnwritable(t *testing.T) {
+	ctx := context.Background()
+	base := afero.NewMemMapFs()
+	ro := NewStore(afero.NewReadOnlyFs(base), "c", StoreOptions{})
+	err := ro.Put(ctx, &Entry{Key: key1, NodeID: "model.p.a"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "model.p.a")
+	_, hit := ro.Lookup(ctx, "model.p.a", key1)
+	assert.False(t, hit)
+	// Entries written through another view are served read-only.
+	require.NoError(t, NewStore(base, "c", StoreOptions{}).Put(ctx, &Entry{Key: key1, NodeID: "model.p.a"}))
+	_, hit = ro.Lookup(ctx, "model.p.a", key1)
+	assert.True(t, hit)
+	assert.Error(t, ro.Delete(ctx, "model.p.a"))
+}
