@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -272,4 +273,57 @@ func TestStoreUnwritable(t *testing.T) {
 	_, hit = ro.Lookup(ctx, "model.p.a", key1)
 	assert.True(t, hit)
 	assert.Error(t, ro.Delete(ctx, "model.p.a"))
+}
+
+// TestStoreTwoProcesses runs two processes (this test binary, re-run as
+// writers) that write and read the same entries of one directory at once.
+func TestStoreTwoProcesses(t *testing.T) {
+	dir := t.TempDir()
+	var cmds []*exec.Cmd
+	for w := range 2 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestStoreWriterProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "DBTORCH_CACHE_WRITER_DIR="+dir, fmt.Sprintf("DBTORCH_CACHE_WRITER_ID=%d", w))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("writer %d:\n%s", w, out.String())
+			}
+		})
+		cmds = append(cmds, cmd)
+	}
+	for _, cmd := range cmds {
+		assert.NoError(t, cmd.Wait())
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 5, "one file per node, no temp files left")
+	s := NewStore(afero.NewOsFs(), dir, StoreOptions{})
+	for i := range 5 {
+		_, err := s.Get(context.Background(), fmt.Sprintf("model.p.n%d", i))
+		assert.NoError(t, err)
+	}
+}
+
+// TestStoreWriterProcess is the body of one writer process of
+// TestStoreTwoProcesses; it does nothing when run directly.
+func TestStoreWriterProcess(t *testing.T) {
+	dir := os.Getenv("DBTORCH_CACHE_WRITER_DIR")
+	if dir == "" {
+		t.Skip("run by TestStoreTwoProcesses")
+	}
+	id := os.Getenv("DBTORCH_CACHE_WRITER_ID")
+	logger, logs := logBuffer()
+	s := NewStore(afero.NewOsFs(), dir, StoreOptions{Logger: logger})
+	ctx := context.Background()
+	for i := range 300 {
+		node := fmt.Sprintf("model.p.n%d", i%5)
+		msg := strings.Repeat(id, 500+i)
+		require.NoError(t, s.Put(ctx, &Entry{Key: key1, NodeID: node, Result: Result{Message: msg}}))
+		e, err := s.Get(ctx, node)
+		require.NoError(t, err, "read during the other process's writes")
+		require.Equal(t, node, e.NodeID)
+	}
+	require.Empty(t, logs.String())
 }
