@@ -44,7 +44,8 @@ type KeyConfig struct {
 	// Vars are the vars passed to the build (dbt --vars). A node's key
 	// covers the value of every var its code, config or macros name
 	// literally (all of Vars when they name one dynamically), and the
-	// vars block of ProjectDir/dbt_project.yml.
+	// vars blocks of ProjectDir/dbt_project.yml and of every installed
+	// package's dbt_project.yml.
 	Vars map[string]any
 	// Target is the dbt target name.
 	Target string
@@ -166,12 +167,21 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 	field(h, "dbt_version", k.cfg.DBTVersion)
 	k.base = h.Sum(nil)
 	if cfg.ProjectDir != "" {
-		data, err := afero.ReadFile(k.fs, filepath.Join(cfg.ProjectDir, "dbt_project.yml"))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("cache: read dbt_project.yml: %w", err)
+		// The root project's vars block, and each installed package's
+		// (a package's defaults apply to its own nodes and macros).
+		files := []string{filepath.Join(cfg.ProjectDir, "dbt_project.yml")}
+		pkgs, _ := afero.Glob(k.fs, filepath.Join(k.packagesDir(), "*", "dbt_project.yml"))
+		sort.Strings(pkgs)
+		files = append(files, pkgs...)
+		vh := sha256.New()
+		for _, f := range files {
+			data, err := afero.ReadFile(k.fs, f)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("cache: read %s: %w", f, err)
+			}
+			field(vh, "vars", varsBlock(string(data)))
 		}
-		sum := sha256.Sum256([]byte(varsBlock(string(data))))
-		k.projectVars = sum[:]
+		k.projectVars = vh.Sum(nil)
 	}
 	return k, nil
 }
@@ -578,6 +588,18 @@ func mergeRefs(a, b *refs) refs {
 	return out
 }
 
+// packagesDir returns where dbt installed the project's packages.
+func (k *Keyer) packagesDir() string {
+	pk := k.cfg.PackagesDir
+	if pk == "" {
+		pk = "dbt_packages"
+	}
+	if !filepath.IsAbs(pk) {
+		pk = filepath.Join(k.cfg.ProjectDir, pk)
+	}
+	return pk
+}
+
 // seedDigest hashes a seed's file. The file is looked for where dbt
 // recorded it (a "path" checksum holds the absolute path dbt read), then
 // under ProjectDir (root package) or ProjectDir/PackagesDir/<package>.
@@ -591,14 +613,7 @@ func (k *Keyer) seedDigest(n *manifest.Node) ([]byte, error) {
 		if n.PackageName == k.m.Metadata.ProjectName || k.m.Metadata.ProjectName == "" {
 			candidates = append(candidates, filepath.Join(k.cfg.ProjectDir, n.OriginalFilePath))
 		}
-		pk := k.cfg.PackagesDir
-		if pk == "" {
-			pk = "dbt_packages"
-		}
-		if !filepath.IsAbs(pk) {
-			pk = filepath.Join(k.cfg.ProjectDir, pk)
-		}
-		candidates = append(candidates, filepath.Join(pk, n.PackageName, n.OriginalFilePath))
+		candidates = append(candidates, filepath.Join(k.packagesDir(), n.PackageName, n.OriginalFilePath))
 	}
 	var firstErr error
 	for _, p := range candidates {

@@ -43,6 +43,7 @@ type keyEnv struct {
 	version   string
 	loadedAt  map[string]time.Time
 	projectYM string
+	pkgYML    string
 }
 
 func baseEnv() keyEnv {
@@ -53,6 +54,7 @@ func baseEnv() keyEnv {
 		target:    "dev",
 		loadedAt:  map[string]time.Time{"source.p.raw.t0": t0, "source.p.raw.t1": t0},
 		projectYM: projectYML,
+		pkgYML:    "name: pkg\nvars:\n  x: 1\n",
 	}
 }
 
@@ -61,6 +63,7 @@ func allKeys(t *testing.T, s *synth, e keyEnv) (map[string]string, *manifest.Gra
 	t.Helper()
 	m, g, fs := s.build(t)
 	require.NoError(t, afero.WriteFile(fs, filepath.Join(synthProject, "dbt_project.yml"), []byte(e.projectYM), 0o644))
+	require.NoError(t, afero.WriteFile(fs, filepath.Join(synthProject, "dbt_packages", "pkg", "dbt_project.yml"), []byte(e.pkgYML), 0o644))
 	fr := &Freshness{Sources: map[string]SourceFreshness{}}
 	for id, at := range e.loadedAt {
 		fr.Sources[id] = SourceFreshness{UniqueID: id, Status: StatusPass, MaxLoadedAt: at, SnapshottedAt: at.Add(time.Hour)}
@@ -212,6 +215,13 @@ func TestKeyProperties(t *testing.T) {
 		}},
 		{"project vars in dbt_project.yml", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
 			e.projectYM = strings.Replace(e.projectYM, "x: 2", "x: 3", 1)
+			return idsWhere(s, g, func(id string, n map[string]any) bool {
+				code, _ := n["raw_code"].(string)
+				return strings.Contains(strings.ReplaceAll(code, "env_var", ""), "var(") || readsVar(s, id, "macro_var")
+			})
+		}},
+		{"package's project vars", func(s *synth, e *keyEnv, g *manifest.Graph, pick func([]string) string) []string {
+			e.pkgYML = "name: pkg\nvars:\n  x: 2\n"
 			return idsWhere(s, g, func(id string, n map[string]any) bool {
 				code, _ := n["raw_code"].(string)
 				return strings.Contains(strings.ReplaceAll(code, "env_var", ""), "var(") || readsVar(s, id, "macro_var")
