@@ -201,3 +201,10 @@ func MetaTTL(n *manifest.Node) (ttl time.Duration, ok bool, err error) {
 	}
 	return 0, false, fmt.Errorf("%s: want a duration string or seconds, got %T", TTLMetaKey, v)
 }
+
+// Prune removes from the store the entries of nodes that are no longer in
+// the session's graph, and every entry that can no longer be served (see
+// Store.Prune).
+func (s *Session) Prune(ctx context.Context) (int, error) {
+	return s.c.store.Prune(ctx, s.g.Has)
+}

@@ -257,3 +257,66 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// staleTempAge is how old a writer's leftover temp file must be before
+// Prune removes it (a writer that is still going has just created it).
+const staleTempAge = time.Hour
+
+// Prune removes the entries that can no longer be served: expired ones,
+// unreadable ones, those of nodes for which keep returns false (nil keep
+// keeps every node), and temp files left behind by writers that died more
+// than an hour ago. It returns how many files it removed. Prune is safe to
+// run while other Stores write to the directory.
+func (s *Store) Prune(ctx context.Context, keep func(id string) bool) (int, error) {
+	infos, err := afero.ReadDir(s.fs, s.dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("cache: prune: %w", err)
+	}
+	now := s.now()
+	removed := 0
+	var errs []error
+	for _, fi := range infos {
+		name := fi.Name()
+		path := filepath.Join(s.dir, name)
+		var drop bool
+		switch {
+		case fi.IsDir():
+			continue
+		case strings.HasPrefix(name, "."):
+			drop = strings.Contains(name, ".tmp-") && now.Sub(fi.ModTime()) > staleTempAge
+		case strings.HasSuffix(name, ".json"):
+			drop = s.prunable(path, name, now, keep)
+		}
+		if !drop {
+			continue
+		}
+		if err := s.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		removed++
+	}
+	if len(errs) > 0 {
+		return removed, fmt.Errorf("cache: prune: %w", errors.Join(errs...))
+	}
+	return removed, nil
+}
+
+// prunable reports whether the entry file name should go.
+func (s *Store) prunable(path, name string, now time.Time, keep func(string) bool) bool {
+	data, err := afero.ReadFile(s.fs, path)
+	if err != nil {
+		return false
+	}
+	var e Entry
+	if json.Unmarshal(data, &e) != nil || e.Format != EntryFormat || e.NodeID == "" || fileName(e.NodeID) != name {
+		return true
+	}
+	if e.Expired(now) {
+		return true
+	}
+	return keep != nil && !keep(e.NodeID)
+}

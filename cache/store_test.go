@@ -327,3 +327,39 @@ func TestStoreWriterProcess(t *testing.T) {
 	}
 	require.Empty(t, logs.String())
 }
+
+func TestStorePrune(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	fsys := afero.NewMemMapFs()
+	s := NewStore(fsys, "c", StoreOptions{Now: func() time.Time { return now }})
+	n, err := s.Prune(ctx, nil)
+	require.NoError(t, err)
+	assert.Zero(t, n, "no directory yet")
+	for _, id := range []string{"model.p.live", "model.p.gone", "model.p.expired", "model.p.bad"} {
+		e := &Entry{Key: key1, NodeID: id}
+		if id == "model.p.expired" {
+			e.Expires = now.Add(-time.Second)
+		}
+		require.NoError(t, s.Put(ctx, e))
+	}
+	require.NoError(t, afero.WriteFile(fsys, s.Path("model.p.bad"), []byte("{"), 0o644))
+	require.NoError(t, afero.WriteFile(fsys, "c/.x.json.tmp-old", []byte("{"), 0o644))
+	require.NoError(t, fsys.Chtimes("c/.x.json.tmp-old", now.Add(-2*time.Hour), now.Add(-2*time.Hour)))
+	require.NoError(t, afero.WriteFile(fsys, "c/.y.json.tmp-new", []byte("{"), 0o644))
+	require.NoError(t, fsys.Chtimes("c/.y.json.tmp-new", now, now))
+	require.NoError(t, s.PutManifest(ctx, key2, []byte("{}")))
+
+	n, err = s.Prune(ctx, func(id string) bool { return id != "model.p.gone" })
+	require.NoError(t, err)
+	assert.Equal(t, 4, n)
+	var left []string
+	infos, err := afero.ReadDir(fsys, "c")
+	require.NoError(t, err)
+	for _, fi := range infos {
+		left = append(left, fi.Name())
+	}
+	assert.ElementsMatch(t, []string{".y.json.tmp-new", "manifests", "model.p.live.json"}, left)
+	_, ok := s.Manifest(ctx, key2)
+	assert.True(t, ok, "the kept manifest survives")
+}

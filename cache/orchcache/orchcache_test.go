@@ -280,3 +280,19 @@ func TestPredict(t *testing.T) {
 		assert.False(t, p.Hit, "full refresh: %s", p.UniqueID)
 	}
 }
+
+func TestSessionPrune(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.build(buildOpts{})
+	require.NoError(t, h.store.Put(ctx, &cache.Entry{Key: strings.Repeat("a", 64), NodeID: "model.p.deleted"}))
+	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev"})
+	require.NoError(t, err)
+	n, err := sess.Prune(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	_, err = h.store.Get(ctx, "model.p.deleted")
+	assert.Error(t, err)
+	_, err = h.store.Get(ctx, "model.p.a")
+	assert.NoError(t, err)
+}
