@@ -1,11 +1,24 @@
 // Package executor defines how dbtorch runs dbt: the small Executor
 // interface an orchestrator calls for one dbt invocation over one or more
-// nodes, the request and result types, and the error kinds a retry policy
-// branches on.
+// nodes, the request and result types, the error kinds a retry policy
+// branches on, and two executors for dbt Core:
+//
+//   - Core (NewCore) runs the dbt executable once per invocation, as a
+//     subprocess with its own target and log directories, reusing one
+//     partial-parse file. Every invocation pays Python start-up and
+//     project loading (seconds).
+//   - Warm (NewWarm) keeps a pool of long-lived Python workers that import
+//     dbt and parse the project once, and runs each invocation through
+//     dbt's programmatic runner with that manifest: per-node invocations
+//     cost little more than the nodes themselves.
+//
+// Both report the same results, read from the invocation's
+// run_results.json.
 //
 // Writing an executor: implement Execute. It must
 //   - run the request's Command over exactly the nodes in Request.Nodes
-//     (never more: no indirect selection of tests unless asked for);
+//     (never more: no indirect selection of tests unless asked for;
+//     NodeSelector gives an argument that selects exactly one node);
 //   - return one Result per requested node, in request order, whenever the
 //     returned error is nil — a node dbt did not report is an error Result
 //     naming the cause (Kind Crash when the invocation died), never a
@@ -16,9 +29,14 @@
 //   - be safe for concurrent calls from several goroutines, each with its
 //     own request.
 //
+// ParseRunResults turns dbt's run_results.json into Results exactly as the
+// built-in executors do, and ClassifyMessage gives the Kind of a dbt error
+// text. examples/customexecutor shows a complete executor.
+//
 // A non-nil error from Execute means the request itself could not be
-// attempted (it is invalid, or the executor is closed); the orchestrator
-// then marks every node of the request as an error of KindInternal.
+// attempted (it is invalid: *ConfigError, or the executor is closed:
+// ErrClosed); the orchestrator then marks every node of the request as an
+// error of KindInternal.
 //
 // Optional capabilities are separate interfaces found by type assertion, as
 // database/sql/driver does: ManifestProvider, Preparer and io.Closer.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
 	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 )
@@ -152,4 +153,12 @@ func crashFailure(cause, tail string) *failure {
 		msg += "\n" + tail
 	}
 	return &failure{kind: kind, message: msg}
+}
+
+// NodeSelector returns a dbt --select argument that picks exactly n, e.g.
+// "fqn:shop.staging.stg_orders,resource_type:model,package:shop". Run dbt
+// with --indirect-selection empty so that it does not add n's tests.
+// Custom executors use it to build their dbt command lines.
+func NodeSelector(n *manifest.Node) (string, error) {
+	return dbtargv.Selector(n)
 }

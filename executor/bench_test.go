@@ -1,0 +1,102 @@
+package executor_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/internal/projgen"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// BenchmarkPerNodeOverhead measures what running a project one node per
+// invocation costs with each executor, against one `dbt build --threads 1`
+// of the same nodes in the same run: on testdata/shop and on a generated
+// 50-model project, both on DuckDB. Each of the three runs gets its own
+// DuckDB file; executors are prepared (deps, parse, workers started)
+// before the clock starts, and dbt build runs after a `dbt parse`, so all
+// three start from a parsed project.
+//
+// Reported: core/build and warm/build (wall time over dbt build's),
+// core/warm, and the wall seconds of each.
+func BenchmarkPerNodeOverhead(b *testing.B) {
+	projects := []struct {
+		name  string
+		setup func(b *testing.B) string
+	}{
+		{"shop", func(b *testing.B) string { return dbttest.CopyProject(b, "shop") }},
+		{"gen50", func(b *testing.B) string {
+			dir := filepath.Join(b.TempDir(), "gen50")
+			require.NoError(b, projgen.Write(dir, projgen.Options{Models: 50, Seed: 1}))
+			return dir
+		}},
+	}
+	for _, p := range projects {
+		b.Run(p.name, func(b *testing.B) {
+			for b.Loop() {
+				benchProject(b, p.setup(b))
+			}
+		})
+	}
+}
+
+func benchProject(b *testing.B, dir string) {
+	dbt := dbttest.DBT(b)
+	ctx := b.Context()
+
+	// Baseline: dbt build --threads 1 after deps and parse.
+	env := dbttest.Env(b, dir)
+	dbttest.Parse(b, dir, env)
+	start := time.Now()
+	out, err := dbttest.Run(b, dir, env, "build", "--threads", "1")
+	require.NoError(b, err, out)
+	build := time.Since(start)
+
+	run := func(ex executor.Executor, m *manifest.Manifest) (time.Duration, int) {
+		b.Helper()
+		g, err := manifest.NewGraph(m)
+		require.NoError(b, err)
+		plan := g.Plan(nil, manifest.Immediate)
+		start := time.Now()
+		for _, id := range plan.Nodes {
+			n := m.Lookup(id)
+			resp, err := ex.Execute(ctx, executor.Request{Command: executor.CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1})
+			require.NoError(b, err)
+			if r := resp.Results[0]; r.Status != executor.Success {
+				b.Errorf("%s: %s %s: %s", id, r.Status, r.Kind, r.Message)
+			}
+		}
+		return time.Since(start), len(plan.Nodes)
+	}
+
+	core, err := executor.NewCore(executor.CoreConfig{DBTPath: dbt, ProjectDir: dir, Env: dbttest.Env(b, dir), WorkDir: b.TempDir()})
+	require.NoError(b, err)
+	defer core.Close()
+	m, err := core.Manifest(ctx)
+	require.NoError(b, err)
+	coreWall, nodes := run(core, m)
+
+	warm, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbt, ProjectDir: dir, Env: dbttest.Env(b, dir), WorkDir: b.TempDir(), Workers: 1})
+	require.NoError(b, err)
+	defer warm.Close()
+	prepStart := time.Now()
+	require.NoError(b, warm.Prepare(ctx))
+	warmStart := time.Since(prepStart)
+	warmWall, _ := run(warm, m)
+
+	b.ReportMetric(float64(nodes), "nodes")
+	b.ReportMetric(build.Seconds(), "build_s")
+	b.ReportMetric(coreWall.Seconds(), "core_s")
+	b.ReportMetric(warmWall.Seconds(), "warm_s")
+	b.ReportMetric(coreWall.Seconds()/build.Seconds(), "core/build")
+	b.ReportMetric(warmWall.Seconds()/build.Seconds(), "warm/build")
+	b.ReportMetric(coreWall.Seconds()/warmWall.Seconds(), "core/warm")
+	b.Logf("%d nodes one invocation at a time in plan order: dbt build --threads 1 %.1fs; core %.1fs (%.2fx build, %.0fms/node); warm %.1fs (%.2fx build, %.0fms/node; workers started in %.1fs); core/warm %.2fx",
+		nodes, build.Seconds(), coreWall.Seconds(), coreWall.Seconds()/build.Seconds(), coreWall.Seconds()*1000/float64(nodes),
+		warmWall.Seconds(), warmWall.Seconds()/build.Seconds(), warmWall.Seconds()*1000/float64(nodes), warmStart.Seconds(),
+		coreWall.Seconds()/warmWall.Seconds())
+}
