@@ -22,7 +22,18 @@ import (
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-var update = flag.Bool("update", false, "rebuild testdata/selector/shop_run_results.json from a real dbt build")
+var (
+	update = flag.Bool("update", false, "rebuild testdata/selector/shop_run_results.json from a real dbt build")
+	full   = flag.Bool("selector-full", false, "differential tests: also run the long random suites (about 250 more expressions)")
+)
+
+// nRandom returns n with -selector-full, else short.
+func nRandom(short, n int) int {
+	if *full {
+		return n
+	}
+	return short
+}
 
 // project is a parsed copy of a dbt project with the resolvers over it.
 type project struct {
@@ -377,8 +388,22 @@ func TestDifferentialShop(t *testing.T) {
 	base := prepare(t, dir, env)
 
 	extra := []string{"exposure:*", "group:finance_team", "access:private", "tag:bi", "unit_test:*", "config.meta.owner:alice", "contracted", "grouped_revenue"}
-	cases := append(handCases(), randomCases(base.m, 1, 160, extra)...)
+	cases := append(handCases(), randomCases(base.m, 1, nRandom(60, 160), extra)...)
 	t.Run("base", func(t *testing.T) { differential(t, base, sample(cases, 40)) })
+	t.Run("one dbt ls process", func(t *testing.T) {
+		cold := NewDBTLs(dbttest.DBT(t), dir)
+		cold.ProfilesDir, cold.Env = dir, env
+		o := Options{Select: []string{"+fct_orders"}, Exclude: []string{"stg_payments"}, Indirect: Cautious}
+		want, err := cold.Resolve(t.Context(), o)
+		require.NoError(t, err)
+		got, err := base.native.Resolve(t.Context(), o)
+		require.NoError(t, err)
+		require.Empty(t, cmp.Diff(want, got))
+		require.NotEmpty(t, got)
+		_, err = cold.Resolve(t.Context(), sel("bogus:x"))
+		var de *DBTError
+		require.ErrorAs(t, err, &de)
+	})
 
 	// state: the base manifest and a recorded run's results
 	stateDir := t.TempDir()
@@ -390,8 +415,9 @@ func TestDifferentialShop(t *testing.T) {
 	editedDir, editedEnv := shopProject(t)
 	edit(t, editedDir)
 	edited := prepare(t, editedDir, editedEnv)
-	sc := append(stateCases(stateDir), randomCases(edited.m, 2, 40, []string{"state:modified", "state:new", "result:error", "result:fail", "state:modified.body", "result:success"})...)
-	for i := len(sc) - 40; i < len(sc); i++ {
+	nState := nRandom(10, 40)
+	sc := append(stateCases(stateDir), randomCases(edited.m, 2, nState, []string{"state:modified", "state:new", "result:error", "result:fail", "state:modified.body", "result:success"})...)
+	for i := len(sc) - nState; i < len(sc); i++ {
 		sc[i].opts.StatePath = stateDir
 	}
 	t.Run("state", func(t *testing.T) { differential(t, edited, sample(sc, 20)) })
@@ -412,7 +438,7 @@ func TestDifferentialGenerated(t *testing.T) {
 	for _, mode := range []IndirectMode{Cautious, Buildable} {
 		cases = append(cases, dcase{name: "marts cautious/buildable", opts: Options{Select: []string{"+tag:marts,resource_type:model"}, Indirect: mode}})
 	}
-	cases = append(cases, randomCases(p.m, 3, 45, []string{"fqn:*", "source:raw.*"})...)
+	cases = append(cases, randomCases(p.m, 3, nRandom(20, 45), []string{"fqn:*", "source:raw.*"})...)
 	differential(t, p, sample(cases, 20))
 }
 

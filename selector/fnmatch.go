@@ -20,6 +20,9 @@ func (m *matcher) match(name, pat string) bool {
 	if !strings.ContainsAny(pat, "*?[") {
 		return name == pat
 	}
+	if pat == "*" {
+		return true
+	}
 	m.mu.Lock()
 	re, ok := m.re[pat]
 	if !ok {
