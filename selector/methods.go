@@ -353,12 +353,12 @@ func configMatch(cfg manifest.Config, args []string, sel string) bool {
 			return false
 		}
 		if severity {
-			return strings.EqualFold(s, sel) || strings.ToUpper(s) == strings.ToUpper(sel)
+			return pyUpper(s) == pyUpper(sel) // dbt's CaseInsensitive compares str.upper()
 		}
 		return s == sel
 	}
-	isTrue := strings.ToUpper(sel) == "TRUE"
-	isFalse := strings.ToUpper(sel) == "FALSE"
+	isTrue := pyUpper(sel) == "TRUE"
+	isFalse := pyUpper(sel) == "FALSE"
 	if list, ok := val.([]any); ok {
 		for _, x := range list {
 			if eq(x) {
@@ -377,6 +377,12 @@ func configMatch(cfg manifest.Config, args []string, sel string) bool {
 	}
 	b, ok := val.(bool)
 	return ok && (isTrue && b || isFalse && !b)
+}
+
+// pyUpper approximates Python's str.upper(), which also expands some
+// letters (ß -> SS) where Go's ToUpper keeps one rune.
+func pyUpper(s string) string {
+	return strings.ReplaceAll(strings.ToUpper(s), "ß", "SS")
 }
 
 // dictAttrs are the attributes of a Python dict, which dbt's config lookup

@@ -105,7 +105,7 @@ func TestYAMLSelectors(t *testing.T) {
 	got, err = n.Resolve(ctx, Options{Selector: "alias"})
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
-	got, err = n.Resolve(ctx, Options{Exclude: []string{"resource_type:nothing_like_this*"}, ResourceTypes: nil})
+	_, err = n.Resolve(ctx, Options{Exclude: []string{"resource_type:nothing_like_this*"}})
 	assert.Error(t, err, "resource_type values are checked")
 	got, err = n.Resolve(ctx, Options{Select: []string{"*"}})
 	require.NoError(t, err)
