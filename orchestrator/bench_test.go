@@ -84,8 +84,8 @@ func simulate(p *manifest.Plan, dur map[string]time.Duration, workers int) time.
 // critical path well below work/workers) and "deep" (parents among the
 // previous 30 nodes: critical path about work/workers, where no schedule
 // reaches the bound). Variants: eager critical-path-first with the
-// durations as estimates (as from a previous run), eager depth-first, and
-// strict waves. "sim" is an overhead-free simulation of eager
+// durations as estimates (as from a previous run), the same without
+// estimates (every node one unit), eager depth-first, and strict waves. "sim" is an overhead-free simulation of eager
 // critical-path list scheduling on the same DAG, for reference.
 func BenchmarkSchedulingEfficiency(b *testing.B) {
 	const (
@@ -100,6 +100,7 @@ func BenchmarkSchedulingEfficiency(b *testing.B) {
 	}
 	variants := []variant{
 		{"eager-critical-path", orchestrator.CriticalPath, true, false},
+		{"eager-critical-path-unit", orchestrator.CriticalPath, false, false},
 		{"eager-depth", orchestrator.Depth, false, false},
 		{"strict-waves", orchestrator.CriticalPath, true, true},
 	}
