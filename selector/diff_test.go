@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/internal/dbttest"
@@ -92,9 +93,11 @@ func edit(t testing.TB, dir string) {
 		require.Contains(t, string(data), old, rel)
 		require.NoError(t, os.WriteFile(p, []byte(strings.Replace(string(data), old, new, 1)), 0o644))
 	}
+	replace("models/semantic/_semantic.yml", "label: Total revenue", "label: Revenue")           // metric
+	replace("models/semantic/_semantic.yml", "agg: count", "agg: count_distinct")                // semantic model
 	appendTo("models/staging/stg_orders.sql", "\n-- edited body\n")                              // body
-	replace("models/extras/_extras.yml", "tier: 1", "tier: 2\n        alias: gr_alias")          // config + relation
-	appendTo("macros/cents_to_dollars.sql", "\n{# edited macro #}\n")                            // macro
+	replace("models/extras/_extras.yml", "tier: 1", "tier: 2\n      alias: gr_alias")            // config + relation
+	replace("macros/cents_to_dollars.sql", "{%- endmacro %}", "{# edited #}{%- endmacro %}")     // macro
 	replace("models/extras/_extras.yml", "data_type: varchar", "data_type: text")                // contract
 	appendTo("seeds/payments.csv", "")                                                           // unchanged seed
 	replace("dbt_project.yml", "+tags: [\"raw\"]", "+tags: [\"raw\"]\n    +quote_columns: true") // seed config
@@ -155,6 +158,12 @@ func handCases() []dcase {
 		"bogus:x", "@stg_orders+", "resource_type:nope", "test_type:xyz", "version:newest", "source:a.b.c.d",
 		"exposure:a.b.c", "unit_test:a.b.c", "state:modified", "result:error", "source_status:fresher", "path:",
 		"path:/abs", "path:.", "path:mo**", "Tag:x",
+		// metrics, semantic models, saved queries
+		"metric:total_revenue", "metric:shop.*", "+metric:order_count", "semantic_model:orders_sm+", "saved_query:*",
+		"saved_query:revenue_by_day", "+saved_query:revenue_by_day", "tag:kpi", "@metric:total_revenue",
+		"resource_type:metric", "resource_type:semantic_model", "resource_type:saved_query", "fqn:total_revenue",
+		"total_revenue", "orders_sm", "path:models/semantic", "file:_semantic.yml", "config.group:finance_team",
+		"fct_orders+1", "metric:a.b.c", "semantic_model:x.y.z", "saved_query:1.2.3",
 	} {
 		add(sel(s))
 	}
@@ -420,6 +429,24 @@ func TestDifferentialShop(t *testing.T) {
 	for i := len(sc) - nState; i < len(sc); i++ {
 		sc[i].opts.StatePath = stateDir
 	}
+	t.Run("edits are seen", func(t *testing.T) {
+		for sub, want := range map[string][]string{
+			"modified":          {"model.shop.stg_orders", "model.shop.stg_payments", "model.shop.grouped_revenue", "model.shop.contracted", "model.shop.brand_new", "metric.shop.total_revenue", "semantic_model.shop.orders_sm", "seed.shop.payments"},
+			"modified.body":     {"model.shop.stg_orders"},
+			"modified.macros":   {"model.shop.stg_payments"},
+			"modified.configs":  {"model.shop.grouped_revenue", "seed.shop.payments"},
+			"modified.relation": {"model.shop.grouped_revenue"},
+			"modified.contract": {"model.shop.contracted"},
+			"new":               {"model.shop.brand_new"},
+		} {
+			got, err := edited.native.Resolve(t.Context(), Options{Select: []string{"state:" + sub}, StatePath: stateDir, Indirect: Empty})
+			require.NoError(t, err)
+			assert.Subset(t, got, want, sub)
+		}
+		got, err := edited.native.Resolve(t.Context(), Options{Select: []string{"result:error result:fail result:warn"}, StatePath: stateDir, Indirect: Empty})
+		require.NoError(t, err)
+		assert.Len(t, got, 3, "the recorded run has one error, one failure and one warning")
+	})
 	t.Run("state", func(t *testing.T) { differential(t, edited, sample(sc, 20)) })
 }
 
