@@ -132,7 +132,7 @@ func TestShopDuckDB(t *testing.T) {
 	counter := filepath.Join(t.TempDir(), "flaky")
 	s := newShop(t, 1, "", "DBTORCH_FLAKY_COUNTER="+counter)
 	ctx := t.Context()
-	var full *orchestrator.Run
+	var full, wave *orchestrator.Run
 
 	t.Run("full build per node with retries", func(t *testing.T) {
 		log := &eventLog{}
@@ -197,6 +197,7 @@ func TestShopDuckDB(t *testing.T) {
 		o := s.orch(t, orchestrator.Config{Mode: orchestrator.PerWave})
 		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"broken_model": true}})
 		assertBrokenModel(t, run, err)
+		wave = run
 		// One dbt build per wave, over the wave's runnable nodes, and a dbt
 		// test for the unit test (dbt build runs a unit test only with its
 		// model).
@@ -356,6 +357,14 @@ func TestShopDuckDB(t *testing.T) {
 			require.NotNil(t, r.RowsAffected, r.UniqueID)
 			assert.Equal(t, *r.RowsAffected, counts[n.RelationName], r.UniqueID)
 			assert.Equal(t, csvRows(t, filepath.Join(s.dir, n.OriginalFilePath)), counts[n.RelationName], r.UniqueID)
+		}
+	}
+	// The per-wave build reported the same seed rows.
+	require.NotNil(t, wave)
+	for _, r := range wave.Results {
+		if r.ResourceType == manifest.Seed {
+			require.NotNil(t, r.RowsAffected, r.UniqueID)
+			assert.Equal(t, counts[s.m.Lookup(r.UniqueID).RelationName], *r.RowsAffected, r.UniqueID)
 		}
 	}
 	rel := func(id string) string { return s.m.Lookup(id).RelationName }
