@@ -43,7 +43,9 @@ type project struct {
 	m      *manifest.Manifest
 	raw    []byte // manifest.json
 	native *Native
-	dbt    *Session
+	// nativeFS globs path: criteria on the project's real files
+	nativeFS *Native
+	dbt      *Session
 }
 
 // prepare starts a dbt worker on dir (deps and parse once) and returns
@@ -61,7 +63,8 @@ func prepare(t testing.TB, dir string, env []string) *project {
 	require.NoError(t, err)
 	m, err := manifest.Parse(raw)
 	require.NoError(t, err)
-	return &project{dir: dir, env: env, m: m, raw: raw, native: NewNativeManifest(m), dbt: sess}
+	n := NewNativeManifest(m)
+	return &project{dir: dir, env: env, m: m, raw: raw, native: n, nativeFS: n.WithProjectFS(os.DirFS(dir)), dbt: sess}
 }
 
 // shopProject copies testdata/shop with the selector overlay (exposures,
@@ -363,6 +366,9 @@ func differential(t *testing.T, p *project, cases []dcase) {
 		case gotErr != nil:
 			t.Errorf("%s: native fails (%v), dbt selects %v", c.name, gotErr, wIDs)
 		default:
+			if withFS, err := p.nativeFS.Resolve(context.Background(), c.opts); err != nil || !cmp.Equal(wIDs, withFS) {
+				t.Errorf("%s: native with the project's files differs from dbt: %v\n%s", c.name, err, cmp.Diff(wIDs, withFS))
+			}
 			if diff := cmp.Diff(wIDs, got); diff != "" {
 				t.Errorf("%s: native differs from dbt (-dbt +native):\n%s", c.name, diff)
 			} else {

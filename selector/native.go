@@ -70,6 +70,9 @@ type Native struct {
 		paths map[string]bool // files and directories of the root project
 		kids  map[string][]string
 	}
+	// fsys is the project directory for path: globs; nil: the manifest's
+	// own view of the project's files.
+	fsys       fs.FS
 	stateMu    sync.Mutex
 	stateCache map[string]*stateFiles
 	jcache     sync.Map // *manifest.Node -> *jnode
@@ -85,6 +88,16 @@ func NewNative(g *manifest.Graph) *Native {
 // NewNativeManifest returns a resolver over m.
 func NewNativeManifest(m *manifest.Manifest) *Native {
 	return &Native{d: newDAG(m), match: &matcher{}}
+}
+
+// WithProjectFS returns a resolver that shares n's graph but evaluates
+// path: criteria against the project's real files, exactly as dbt's
+// pathlib glob does, instead of the files the manifest names (which
+// differ only for patterns that match files no node comes from, or package
+// nodes whose package-relative paths also exist in the root project).
+// Pass os.DirFS(projectDir).
+func (n *Native) WithProjectFS(fsys fs.FS) *Native {
+	return &Native{d: n.d, match: n.match, fsys: fsys}
 }
 
 var _ Resolver = (*Native)(nil)

@@ -2,6 +2,7 @@ package selector
 
 import (
 	"errors"
+	"io/fs"
 	"strings"
 
 	"github.com/dbtorch/dbtorch/manifest"
@@ -74,9 +75,20 @@ func (e *evaluator) globPaths(pattern string) (map[string]bool, error) {
 			return nil, errors.New("invalid pattern: '**' can only be an entire path component")
 		}
 	}
-	tree := e.projectTree()
-	kids := e.files.kids
-	isDir := func(p string) bool { return len(kids[p]) > 0 || p == "." }
+	var (
+		kids   func(dir string) []string
+		isDir  func(p string) bool
+		exists func(p string) bool
+	)
+	if e.fsys != nil {
+		kids, isDir, exists = fsTree(e.fsys)
+	} else {
+		tree := e.projectTree()
+		k := e.files.kids
+		kids = func(dir string) []string { return k[dir] }
+		isDir = func(p string) bool { return len(k[p]) > 0 || p == "." }
+		exists = func(p string) bool { return tree[p] }
+	}
 	cur := map[string]bool{".": true}
 	for i, part := range parts {
 		last := i == len(parts)-1
@@ -96,7 +108,7 @@ func (e *evaluator) globPaths(pattern string) (map[string]bool, error) {
 						continue
 					}
 					next[d] = true
-					for _, k := range kids[d] {
+					for _, k := range kids(d) {
 						if isDir(k) {
 							stack = append(stack, k)
 						}
@@ -106,14 +118,14 @@ func (e *evaluator) globPaths(pattern string) (map[string]bool, error) {
 				// pathlib keeps ".." unresolved; such paths never equal a
 				// node's path.
 			case strings.ContainsAny(part, "*?["):
-				for _, k := range kids[dir] {
+				for _, k := range kids(dir) {
 					if (last || isDir(k)) && e.match.match(k[strings.LastIndexByte(k, '/')+1:], part) {
 						next[k] = true
 					}
 				}
 			default:
 				k := joinPath(dir, part)
-				if tree[k] && (last || isDir(k)) {
+				if exists(k) && (last || isDir(k)) {
 					next[k] = true
 				}
 			}
@@ -128,4 +140,43 @@ func joinPath(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
+}
+
+// fsTree lists a real project directory lazily, for one glob.
+func fsTree(fsys fs.FS) (kids func(string) []string, isDir, exists func(string) bool) {
+	listed := map[string][]string{}
+	dirs := map[string]bool{".": true}
+	kids = func(dir string) []string {
+		if k, ok := listed[dir]; ok {
+			return k
+		}
+		entries, _ := fs.ReadDir(fsys, dir)
+		var out []string
+		for _, e := range entries {
+			p := joinPath(dir, e.Name())
+			out = append(out, p)
+			if e.IsDir() {
+				dirs[p] = true
+			} else if e.Type()&fs.ModeSymlink != 0 {
+				if fi, err := fs.Stat(fsys, p); err == nil && fi.IsDir() {
+					dirs[p] = true
+				}
+			}
+		}
+		listed[dir] = out
+		return out
+	}
+	stat := func(p string) (fs.FileInfo, error) { return fs.Stat(fsys, p) }
+	isDir = func(p string) bool {
+		if dirs[p] {
+			return true
+		}
+		fi, err := stat(p)
+		return err == nil && fi.IsDir()
+	}
+	exists = func(p string) bool {
+		_, err := stat(p)
+		return err == nil
+	}
+	return kids, isDir, exists
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/afero"
@@ -30,6 +31,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	selectorName := fs.String("selector", "", "YAML selector name")
 	indirect := fs.String("indirect-selection", "eager", "eager, cautious, buildable or empty")
 	state := fs.String("state", "", "directory with the comparison manifest.json (and run_results.json, sources.json)")
+	projectDir := fs.String("project-dir", "", "dbt project directory: path: selection globs its real files (default: the files the manifest names)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,7 +58,11 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, t := range exclTypes {
 		opts.ExcludeResourceTypes = append(opts.ExcludeResourceTypes, manifest.ResourceType(t))
 	}
-	ids, err := selector.NewNativeManifest(m).Resolve(ctx, opts)
+	resolver := selector.NewNativeManifest(m)
+	if *projectDir != "" {
+		resolver = resolver.WithProjectFS(os.DirFS(*projectDir))
+	}
+	ids, err := resolver.Resolve(ctx, opts)
 	if err != nil {
 		return badInput(stderr, "ls", err)
 	}
