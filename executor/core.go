@@ -374,6 +374,10 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 			args = append(args, "--no-partial-parse-file-diff")
 		}
 	}
+	if !c.cfg.KeepArtifacts {
+		// The log directory is removed after the invocation.
+		args = append(args, "--log-level-file", "none")
+	}
 	args = append(args, c.cfg.ExtraArgs...)
 
 	c.log.DebugContext(ctx, "dbt start", "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)

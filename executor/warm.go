@@ -191,6 +191,8 @@ type workerReq struct {
 	Args      []string `json:"args,omitempty"`
 	ParseArgs []string `json:"parse_args"`
 	Key       string   `json:"key"`
+	// ResultsPath is where the worker writes run_results.json.
+	ResultsPath string `json:"results_path,omitempty"`
 }
 
 // kill ends the worker's process group: SIGINT, then SIGKILL after grace
@@ -524,12 +526,22 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	}
 
 	var w *worker
-	select {
-	case w = <-x.idle:
-	case <-ctx.Done():
-		return x.failAll(req, nil, ctx.Err()), nil
-	case <-x.done:
-		return nil, ErrClosed
+	for w == nil {
+		select {
+		case w = <-x.idle:
+		case <-ctx.Done():
+			return x.failAll(req, nil, ctx.Err()), nil
+		case <-x.done:
+			return nil, ErrClosed
+		}
+		select {
+		case <-w.exited:
+			// It died while idle: replace it and take another.
+			x.log.WarnContext(ctx, "dbtorch: warm worker died while idle", "worker", w.id, "exit", exitDescription(w.cmd), "output", w.out.Lines(5))
+			x.retire(w)
+			w = nil
+		default:
+		}
 	}
 	if w.err != nil {
 		// A placeholder: the replacement could not start. Try again.
@@ -546,9 +558,16 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		defer os.RemoveAll(dir)
 	}
 	targetDir, logDir := filepath.Join(dir, "target"), filepath.Join(dir, "logs")
-	args = append(args, "--project-dir", x.cfg.ProjectDir, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors")
+	args = append(args, "--project-dir", x.cfg.ProjectDir, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors",
+		// The worker writes run_results.json itself: dbt would also write
+		// manifest.json in every invocation.
+		"--no-write-json")
 	if x.cfg.ProfilesDir != "" {
 		args = append(args, "--profiles-dir", x.cfg.ProfilesDir)
+	}
+	if !x.cfg.KeepArtifacts {
+		// The log directory is removed after the invocation.
+		args = append(args, "--log-level-file", "none")
 	}
 	args = append(args, x.cfg.ExtraArgs...)
 	x.mu.Lock()
@@ -562,7 +581,8 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	x.log.DebugContext(ctx, "dbt start (warm)", "worker", w.id, "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)
 	var fail *failure
 	healthy := true
-	if err := w.send(workerReq{ID: id, Args: args, ParseArgs: x.parseArgs(vars, parseDir, pp), Key: vars}); err != nil {
+	if err := w.send(workerReq{ID: id, Args: args, ParseArgs: x.parseArgs(vars, parseDir, pp), Key: vars,
+		ResultsPath: filepath.Join(targetDir, "run_results.json")}); err != nil {
 		healthy = false
 		w.kill(0)
 		fail = crashFailure(fmt.Sprintf("dbt warm worker %d could not take the request: %v", w.id, err), w.out.Lines(tailLines))

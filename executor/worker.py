@@ -7,13 +7,16 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   -> {"id": 0, "parse_args": [...], "key": "<vars>"}          (first line)
   <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2}
      or {"id": 0, "type": "fatal", "error": "..."} and exit 3
-  -> {"id": N, "args": [...], "parse_args": [...], "key": "<vars>"}
+  -> {"id": N, "args": [...], "parse_args": [...], "key": "<vars>", "results_path": "..."}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "elapsed": 0.4}
 
 "args" is a full dbt command line without the executable; "parse_args" is
 the `dbt parse` command line whose manifest "args" must run against. The
 worker parses once per distinct "key" (the invocation's vars) and keeps a
-few manifests. End of stdin ends the worker.
+few manifests. When "results_path" is set, the worker writes dbt's run
+results there itself (the parent then passes --no-write-json, which saves
+dbt writing manifest.json in every invocation). End of stdin ends the
+worker.
 """
 
 import json
@@ -71,6 +74,10 @@ def main():
             manifest = manifest_for(req.get("key", ""), req["parse_args"])
             res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
             success = bool(res.success)
+            path = req.get("results_path")
+            if path and res.result is not None and hasattr(res.result, "write"):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                res.result.write(path)
             if res.exception is not None:
                 error = "".join(traceback.format_exception_only(type(res.exception), res.exception)).strip()
         except BaseException as e:  # noqa: BLE001 - reported to the parent
