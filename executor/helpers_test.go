@@ -99,15 +99,6 @@ func processesWith(t *testing.T, s string) []string {
 	return pids
 }
 
-// ids returns the unique_ids of nodes.
-func ids(ns []*manifest.Node) []string {
-	out := make([]string, len(ns))
-	for i, n := range ns {
-		out[i] = n.UniqueID
-	}
-	return out
-}
-
 // testLogger returns a logger that writes debug records to t.Log.
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -98,7 +98,6 @@ type Warm struct {
 	mu       sync.Mutex
 	closed   bool
 	started  bool
-	startErr error
 	workers  map[*worker]bool
 	nextID   int
 	ppFile   string // partial_parse.msgpack of the first parse
