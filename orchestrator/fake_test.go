@@ -128,6 +128,9 @@ type fakeExec struct {
 	tries   map[string]int
 	active  atomic.Int64
 	peak    atomic.Int64
+	// activeModels and peakModels count calls with a model, seed or
+	// snapshot (what the property test's named limit applies to).
+	activeModels, peakModels atomic.Int64
 	reqs    []executor.Request
 	onStart func(id string) // called at the start of each call, if set
 }
@@ -146,6 +149,20 @@ func (f *fakeExec) Execute(ctx context.Context, req executor.Request) (*executor
 		p := f.peak.Load()
 		if a <= p || f.peak.CompareAndSwap(p, a) {
 			break
+		}
+	}
+	hasModel := false
+	for _, n := range req.Nodes {
+		hasModel = hasModel || !n.IsTest()
+	}
+	if hasModel {
+		a := f.activeModels.Add(1)
+		defer f.activeModels.Add(-1)
+		for {
+			p := f.peakModels.Load()
+			if a <= p || f.peakModels.CompareAndSwap(p, a) {
+				break
+			}
 		}
 	}
 	start := time.Now()

@@ -209,6 +209,7 @@ func TestPropertyRandomDAGs(t *testing.T) {
 				assert.LessOrEqual(t, fake.peak.Load(), int64(1), "per-wave runs one invocation at a time")
 			}
 			assert.LessOrEqual(t, lim.peak.Load(), int64(limitSize), "named limit exceeded")
+			assert.LessOrEqual(t, fake.peakModels.Load(), int64(limitSize), "more limited nodes ran at once than the limit allows")
 
 			// Events: one finished per node, run events bracket them.
 			require.NotEmpty(t, events)
