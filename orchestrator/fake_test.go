@@ -123,16 +123,16 @@ type fakeExec struct {
 	// sleep replaces time.Sleep-with-context when set (benchmarks).
 	noSleep bool
 
-	mu      sync.Mutex
-	calls   []call
-	tries   map[string]int
-	active  atomic.Int64
-	peak    atomic.Int64
+	mu     sync.Mutex
+	calls  []call
+	tries  map[string]int
+	active atomic.Int64
+	peak   atomic.Int64
 	// activeModels and peakModels count calls with a model, seed or
 	// snapshot (what the property test's named limit applies to).
 	activeModels, peakModels atomic.Int64
-	reqs    []executor.Request
-	onStart func(id string) // called at the start of each call, if set
+	reqs                     []executor.Request
+	onStart                  func(id string) // called at the start of each call, if set
 }
 
 func newFake(scripts map[string]script) *fakeExec {
