@@ -85,9 +85,9 @@ type Config struct {
 
 	// Mode is PerNode (zero value) or PerWave.
 	Mode Mode
-	// Concurrency is how many nodes run at once in PerNode mode. Zero
-	// means 4 (dbt's default thread count in new projects). PerWave mode
-	// runs one invocation at a time and leaves threads to dbt.
+	// Concurrency is how many nodes run at once in PerNode mode; zero
+	// means 4. PerWave mode runs one invocation at a time and leaves
+	// threads to dbt (the executor's Threads setting).
 	Concurrency int
 	// Priority orders ready nodes; zero value CriticalPath.
 	Priority Priority

@@ -583,3 +583,38 @@ func TestPrepareLazily(t *testing.T) {
 	assert.Equal(t, 3, run.Count(orchestrator.Cached))
 	assert.Zero(t, cachedOnly.prepares, "a build that runs nothing starts no dbt")
 }
+
+// dyingExec is a fakeExec whose invocations that include die (no results
+// at all, as when dbt is killed before writing run_results.json).
+type dyingExec struct {
+	*fakeExec
+	die string
+}
+
+func (d dyingExec) Execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
+	for _, n := range req.Nodes {
+		if n.UniqueID == d.die {
+			return &executor.Response{Invocation: executor.Invocation{Command: req.Command, ExitCode: -1}}, nil
+		}
+	}
+	return d.fakeExec.Execute(ctx, req)
+}
+
+func TestPerWaveDeadInvocationFailsItsWave(t *testing.T) {
+	// Wave 0: m0, m4; wave 1: m1, m2; wave 2: m3. The wave-1 invocation
+	// dies: m1 and m2 fail, m3 is skipped, and m4 (wave 0) was built.
+	spec := dagSpec{models: 5, parents: map[int][]int{1: {0}, 2: {0}, 3: {1, 2}}}
+	ex := dyingExec{newFake(nil), modelID(1)}
+	o := newOrch(t, orchestrator.Config{Executor: ex, Manifest: manifestOf(spec), Mode: orchestrator.PerWave})
+	run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
+	var be *orchestrator.BuildError
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, []string{modelID(1), modelID(2)}, be.Failed)
+	for _, id := range be.Failed {
+		assert.Equal(t, executor.KindCrash, run.Result(id).Err.Kind)
+	}
+	assert.Equal(t, orchestrator.Skipped, run.Result(modelID(3)).Status)
+	assert.Equal(t, []string{modelID(1), modelID(2)}, run.Result(modelID(3)).FailedUpstream)
+	assert.Equal(t, orchestrator.Success, run.Result(modelID(4)).Status)
+	assert.Equal(t, orchestrator.Success, run.Result(modelID(0)).Status)
+}
