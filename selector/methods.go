@@ -133,8 +133,13 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 		}
 		each(all, func(n *manifest.Node) bool { return fn(n.PackageName, pkg) })
 	case "config":
+		if len(c.args) == 0 {
+			break // the whole config object never equals a string
+		}
+		top := e.configValues(c.args[0])
+		q := newConfigQuery(c.args, v)
 		each(func(n *manifest.Node) bool { return isParsed(n) || n.ResourceType == manifest.Source }, func(n *manifest.Node) bool {
-			return configMatch(n.Config, c.args, v)
+			return q.match(top[cur])
 		})
 	case "resource_type":
 		if !resourceTypes[v] {
@@ -331,13 +336,25 @@ func (q *fqnQuery) selected(fqn, flat []string, versioned bool) bool {
 	return false
 }
 
-// configMatch is dbt's ConfigSelectorMethod for one node.
-func configMatch(cfg manifest.Config, args []string, sel string) bool {
-	if len(args) == 0 {
-		return false // the whole config object never equals a string
-	}
-	val := cfg.Get(args[0])
-	for _, a := range args[1:] {
+// configQuery is one config.KEY[.KEY...]:value criterion, as dbt's
+// ConfigSelectorMethod evaluates it.
+type configQuery struct {
+	rest            []string // keys below the top-level one
+	sel, selUpper   string
+	severity        bool
+	isTrue, isFalse bool
+}
+
+func newConfigQuery(args []string, sel string) *configQuery {
+	u := pyUpper(sel)
+	return &configQuery{rest: args[1:], sel: sel, selUpper: u, severity: len(args) == 1 && args[0] == "severity",
+		isTrue: u == "TRUE", isFalse: u == "FALSE"}
+}
+
+// match reports whether a node whose top-level config value is val
+// matches.
+func (q *configQuery) match(val any) bool {
+	for _, a := range q.rest {
 		m, ok := val.(map[string]any)
 		if !ok || dictAttrs[a] {
 			return false // Python's getattr finds the dict's method first
@@ -346,19 +363,16 @@ func configMatch(cfg manifest.Config, args []string, sel string) bool {
 			return false
 		}
 	}
-	severity := len(args) == 1 && args[0] == "severity"
 	eq := func(x any) bool {
 		s, ok := x.(string)
 		if !ok {
 			return false
 		}
-		if severity {
-			return pyUpper(s) == pyUpper(sel) // dbt's CaseInsensitive compares str.upper()
+		if q.severity {
+			return pyUpper(s) == q.selUpper // dbt's CaseInsensitive compares str.upper()
 		}
-		return s == sel
+		return s == q.sel
 	}
-	isTrue := pyUpper(sel) == "TRUE"
-	isFalse := pyUpper(sel) == "FALSE"
 	if list, ok := val.([]any); ok {
 		for _, x := range list {
 			if eq(x) {
@@ -366,7 +380,7 @@ func configMatch(cfg manifest.Config, args []string, sel string) bool {
 			}
 		}
 		for _, x := range list {
-			if isTrue && pyEqual(x, true) || isFalse && pyEqual(x, false) {
+			if q.isTrue && pyEqual(x, true) || q.isFalse && pyEqual(x, false) {
 				return true
 			}
 		}
@@ -376,7 +390,28 @@ func configMatch(cfg manifest.Config, args []string, sel string) bool {
 		return true
 	}
 	b, ok := val.(bool)
-	return ok && (isTrue && b || isFalse && !b)
+	return ok && (q.isTrue && b || q.isFalse && !b)
+}
+
+// configValues returns every member's decoded value of top-level config
+// key, by node index, decoding each config once per key for the life of
+// the resolver.
+func (e *evaluator) configValues(key string) []any {
+	n := e.Native
+	n.cfgMu.Lock()
+	defer n.cfgMu.Unlock()
+	if v, ok := n.cfgCache[key]; ok {
+		return v
+	}
+	vals := make([]any, len(n.d.nodes))
+	for i, node := range n.d.nodes {
+		vals[i] = node.Config.Get(key)
+	}
+	if n.cfgCache == nil {
+		n.cfgCache = map[string][]any{}
+	}
+	n.cfgCache[key] = vals
+	return vals
 }
 
 // pyUpper approximates Python's str.upper(), which also expands some

@@ -73,6 +73,8 @@ type Native struct {
 	// fsys is the project directory for path: globs; nil: the manifest's
 	// own view of the project's files.
 	fsys       fs.FS
+	cfgMu      sync.Mutex
+	cfgCache   map[string][]any // top-level config key -> value by node index
 	stateMu    sync.Mutex
 	stateCache map[string]*stateFiles
 	jcache     sync.Map // *manifest.Node -> *jnode
