@@ -21,6 +21,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error returns "executor: <field>: <value>: <reason>".
 func (e *ConfigError) Error() string {
 	if e.Value != "" {
 		return fmt.Sprintf("executor: %s: %q: %s", e.Field, e.Value, e.Reason)

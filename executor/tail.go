@@ -15,6 +15,7 @@ type tailBuffer struct {
 
 func newTail(max int) *tailBuffer { return &tailBuffer{max: max} }
 
+// Write keeps the tail of p; it never fails.
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,0 +1,72 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+func TestComplete(t *testing.T) {
+	a := &manifest.Node{UniqueID: "model.p.a"}
+	b := &manifest.Node{UniqueID: "model.p.b"}
+	ok := Result{UniqueID: "model.p.a", Status: Success, DBTStatus: "success"}
+	bad := Result{UniqueID: "model.p.b", Status: Error, DBTStatus: "error", Kind: KindDatabase, Message: "Database Error"}
+	crash := &failure{kind: KindCrash, message: "dbt was killed by signal killed"}
+	tests := []struct {
+		name   string
+		rr     []Result
+		ctxErr error
+		fail   *failure
+		status []Status
+		kinds  []Kind
+	}{
+		{"all reported, out of order", []Result{bad, ok}, nil, nil, []Status{Success, Error}, []Kind{KindNone, KindDatabase}},
+		{"one missing after a crash", []Result{ok}, nil, crash, []Status{Success, Error}, []Kind{KindNone, KindCrash}},
+		{"one missing after exit 0", []Result{ok}, nil, nil, []Status{Success, Error}, []Kind{KindNone, KindInternal}},
+		{"cancelled keeps successes only", []Result{ok, bad}, context.Canceled, nil, []Status{Success, Cancelled}, []Kind{KindNone, KindCancelled}},
+		{"timeout", nil, fmt.Errorf("wrapped: %w", context.DeadlineExceeded), crash, []Status{Cancelled, Cancelled}, []Kind{KindTimeout, KindTimeout}},
+		{"nothing reported", nil, nil, crash, []Status{Error, Error}, []Kind{KindCrash, KindCrash}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := complete([]*manifest.Node{a, b}, tt.rr, tt.ctxErr, tt.fail)
+			assert.Len(t, got, 2)
+			for i, r := range got {
+				assert.Equal(t, []string{"model.p.a", "model.p.b"}[i], r.UniqueID)
+				assert.Equal(t, tt.status[i], r.Status, r.UniqueID)
+				assert.Equal(t, tt.kinds[i], r.Kind, r.UniqueID)
+				if r.Status != Success {
+					assert.NotEmpty(t, r.Message, r.UniqueID)
+				}
+			}
+		})
+	}
+}
+
+func TestCrashFailure(t *testing.T) {
+	assert.Equal(t, KindCrash, crashFailure("dbt was killed by signal killed", "12:00:01  1 of 1 START python table model main.crashy").kind)
+	assert.Equal(t, KindCompilation, crashFailure("dbt exited with status 2", "Encountered an error:\nCompilation Error in model x (models/x.sql)").kind)
+	assert.Equal(t, KindConnection, crashFailure("dbt exited with status 2", "Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused").kind)
+	f := crashFailure("cause", "tail")
+	assert.Equal(t, "cause\ntail", f.message)
+}
+
+func TestTailBuffer(t *testing.T) {
+	tb := newTail(16)
+	for i := range 10 {
+		fmt.Fprintf(tb, "line %d\n", i)
+	}
+	assert.Equal(t, "7\nline 8\nline 9", tb.Lines(5), "keeps the last 16 bytes only")
+	tb = newTail(1024)
+	tb.Write([]byte("\x1b[0m12:00  \x1b[31mERROR\x1b[0m x\nA\nB\nC\n"))
+	assert.Equal(t, "12:00  ERROR x\nA\nB\nC", tb.Lines(10))
+	assert.Equal(t, "B\nC", tb.Lines(2))
+	big := strings.Repeat("x", 2000)
+	tb.Write([]byte(big))
+	assert.Len(t, tb.Lines(1), 1024)
+}
