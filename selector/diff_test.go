@@ -221,7 +221,10 @@ func stateCases(stateDir string) []dcase {
 	add(Options{Select: []string{"state:modified+"}, Exclude: []string{"result:success"}})
 	add(Options{Select: []string{"result:fail+"}, Indirect: Buildable})
 	add(Options{Select: []string{"state:new state:modified.contract"}, Indirect: Empty})
-	add(Options{Select: []string{"source_status:fresher"}})
+	for _, s := range []string{"source_status:fresher", "source_status:fresher+", "+source_status:fresher+", "source_status:stale",
+		"source_status:fresher state:modified", "source_status:fresher,tag:nope", "source_status:fresher+,resource_type:model"} {
+		add(sel(s))
+	}
 	return out
 }
 
@@ -426,14 +429,26 @@ func TestDifferentialShop(t *testing.T) {
 	rr, err := os.ReadFile(filepath.Join(dbttest.RepoRoot(t), "testdata", "selector", "shop_run_results.json"))
 	require.NoError(t, err, "run `make golden-selector` to record a run")
 	require.NoError(t, os.WriteFile(filepath.Join(stateDir, "run_results.json"), rr, 0o644))
+	copyFile := func(name, dst string) {
+		data, err := os.ReadFile(filepath.Join(dbttest.RepoRoot(t), "testdata", "selector", name))
+		require.NoError(t, err, "run `make golden-selector` to record")
+		require.NoError(t, os.WriteFile(dst, data, 0o644))
+	}
+	copyFile("shop_sources_previous.json", filepath.Join(stateDir, "sources.json"))
 
 	editedDir, editedEnv := shopProject(t)
 	edit(t, editedDir)
 	edited := prepare(t, editedDir, editedEnv)
+	// dbt reads the current freshness results from its target directory
+	curSources := filepath.Join(filepath.Dir(edited.dbt.ManifestPath()), "sources.json")
+	copyFile("shop_sources_current.json", curSources)
+	cur, err := LoadSourceFreshness(curSources)
+	require.NoError(t, err)
 	nState := nRandom(10, 40)
 	sc := append(stateCases(stateDir), randomCases(edited.m, 2, nState, []string{"state:modified", "state:new", "result:error", "result:fail", "state:modified.body", "result:success"})...)
-	for i := len(sc) - nState; i < len(sc); i++ {
+	for i := range sc {
 		sc[i].opts.StatePath = stateDir
+		sc[i].opts.CurrentSources = cur
 	}
 	t.Run("edits are seen", func(t *testing.T) {
 		for sub, want := range map[string][]string{
@@ -452,6 +467,9 @@ func TestDifferentialShop(t *testing.T) {
 		got, err := edited.native.Resolve(t.Context(), Options{Select: []string{"result:error result:fail result:warn"}, StatePath: stateDir, Indirect: Empty})
 		require.NoError(t, err)
 		assert.Len(t, got, 3, "the recorded run has one error, one failure and one warning")
+		got, err = edited.native.Resolve(t.Context(), Options{Select: []string{"source_status:fresher"}, StatePath: stateDir, CurrentSources: cur})
+		require.NoError(t, err)
+		assert.Equal(t, []string{"source.shop.raw.events"}, got, "newer rows arrived in raw.events")
 	})
 	t.Run("state", func(t *testing.T) { differential(t, edited, sample(sc, 20)) })
 }
@@ -497,5 +515,23 @@ func TestRecordRunResults(t *testing.T) {
 		require.True(t, statuses[s], "the recorded run has no %q result", s)
 	}
 	// dbt validates the whole file when it reads --state: keep it as written.
-	require.NoError(t, os.WriteFile(filepath.Join(dbttest.RepoRoot(t), "testdata", "selector", "shop_run_results.json"), data, 0o644))
+	out := filepath.Join(dbttest.RepoRoot(t), "testdata", "selector")
+	require.NoError(t, os.WriteFile(filepath.Join(out, "shop_run_results.json"), data, 0o644))
+
+	// source freshness before and after newer rows arrive in raw.events
+	freshness := func(name string) {
+		_, _ = dbttest.Run(t, dir, env, "source", "freshness")
+		data, err := os.ReadFile(filepath.Join(dir, "target", "sources.json"))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(out, name), data, 0o644))
+	}
+	freshness("shop_sources_previous.json")
+	f, err := os.OpenFile(filepath.Join(dir, "seeds", "raw_events.csv"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("99,1,page_view,2024-06-01 10:00:00\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	_, err = dbttest.Run(t, dir, env, "seed", "--select", "raw_events", "--full-refresh")
+	require.NoError(t, err)
+	freshness("shop_sources_current.json")
 }
