@@ -190,6 +190,10 @@ func handCases() []dcase {
 		add(Options{ResourceTypes: rt})
 	}
 	add(Options{ExcludeResourceTypes: []manifest.ResourceType{"test"}})
+	add(Options{ExcludeResourceTypes: []manifest.ResourceType{"default"}})
+	add(Options{ResourceTypes: []manifest.ResourceType{"Model"}})
+	add(Options{ResourceTypes: []manifest.ResourceType{"operation"}})
+	add(Options{ResourceTypes: []manifest.ResourceType{"all"}, ExcludeResourceTypes: []manifest.ResourceType{"model", "source"}})
 	for _, name := range []string{"staging_only", "marts_no_finance", "cautious_core", "nested", "with_parents", "buildable_orders", "nope"} {
 		add(Options{Selector: name})
 	}

@@ -170,6 +170,12 @@ var (
 		manifest.UnitTest, manifest.Function}
 )
 
+// listTypes are the values dbt ls accepts for --resource-type and
+// --exclude-resource-type.
+var listTypes = map[string]bool{"metric": true, "semantic_model": true, "saved_query": true, "source": true,
+	"analysis": true, "function": true, "model": true, "test": true, "unit_test": true, "exposure": true,
+	"snapshot": true, "seed": true}
+
 // resourceTypeFilter is dbt's resource_types_from_args for `dbt ls`.
 func resourceTypeFilter(include, exclude []manifest.ResourceType) (map[manifest.ResourceType]bool, error) {
 	out := map[manifest.ResourceType]bool{}
@@ -177,26 +183,25 @@ func resourceTypeFilter(include, exclude []manifest.ResourceType) (map[manifest.
 		include = []manifest.ResourceType{"default"}
 	}
 	for _, t := range include {
-		switch t {
-		case "all":
+		switch { // dbt's click choice is case-insensitive but NodeType is not: "Model" fails
+		case t == "all":
 			for _, d := range defaultTypes {
 				out[d] = true
 			}
 			out[manifest.Analysis] = true
-		case "default":
+		case t == "default":
 			for _, d := range defaultTypes {
 				out[d] = true
 			}
-		default:
-			if !resourceTypes[string(t)] {
-				return nil, fmt.Errorf("selector: unknown resource type %q", t)
-			}
+		case listTypes[string(t)]:
 			out[t] = true
+		default:
+			return nil, fmt.Errorf("selector: invalid resource type %q (want one of %s, default, all)", t, strings.Join(sortedKeys(listTypes), ", "))
 		}
 	}
 	for _, t := range exclude {
-		if !resourceTypes[string(t)] {
-			return nil, fmt.Errorf("selector: unknown resource type %q", t)
+		if !listTypes[string(t)] {
+			return nil, fmt.Errorf("selector: invalid excluded resource type %q (want one of %s)", t, strings.Join(sortedKeys(listTypes), ", "))
 		}
 		delete(out, t)
 	}
