@@ -18,10 +18,17 @@
 // by indirect selection per criterion (eager, cautious, buildable, empty) as
 // dbt adds them. YAML selectors come from the manifest's "selectors" block.
 //
-// Two Resolvers give the answer: Native evaluates the manifest itself; DBTLs
-// asks `dbt ls --output json --output-keys unique_id` for dbt's own word.
-// The package's tests run hundreds of expressions through both and require
-// identical sets.
+// Three Resolvers give the answer. Native evaluates the manifest itself
+// (microseconds on small projects, milliseconds on thousands of nodes);
+// WithProjectFS makes its path: globs read the project's real files as dbt
+// does. DBTLs asks `dbt ls --output json --output-keys unique_id` for dbt's
+// own word, one process per question; DBTLs.Start returns a Session, a warm
+// Python worker that parses once and answers many questions through dbt's
+// programmatic runner. The package's tests run hundreds of expressions
+// through Native and dbt and require identical sets, and identical failures.
+//
+// Parity target: dbt-core 1.11 (the version the repository pins). dbt 1.12's
+// selector: method is not in 1.11 and is rejected like any unknown method.
 //
 // Errors are typed: *SyntaxError for an expression that does not parse
 // (including an unknown method), *ValueError for a value a method rejects
