@@ -192,3 +192,32 @@ func FuzzParse(f *testing.F) {
 		(&matcher{}).match(excl, sel)
 	})
 }
+
+func TestNativeIsSafeForConcurrentUse(t *testing.T) {
+	m := genManifest(t, 40)
+	n := NewNativeManifest(m)
+	sels := []Options{{}, {Select: []string{"config.materialized:table+"}}, {Select: []string{"path:models tag:*"}},
+		{Select: []string{"state:modified"}, State: m}, {Select: []string{"+fqn:*"}, Indirect: Buildable}}
+	want := make([][]string, len(sels))
+	for i, o := range sels {
+		var err error
+		want[i], err = NewNativeManifest(m).Resolve(context.Background(), o)
+		require.NoError(t, err)
+	}
+	errs := make(chan error, 8*len(sels))
+	for g := range 8 {
+		go func() {
+			for k := range sels {
+				i := (g + k) % len(sels)
+				got, err := n.Resolve(context.Background(), sels[i])
+				if err == nil && !assert.ObjectsAreEqual(want[i], got) {
+					err = fmt.Errorf("selection %d differs under concurrency", i)
+				}
+				errs <- err
+			}
+		}()
+	}
+	for range 8 * len(sels) {
+		require.NoError(t, <-errs)
+	}
+}
