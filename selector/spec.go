@@ -101,7 +101,12 @@ func parseCriterion(raw, expr string, pos int, indirect IndirectMode) (*criterio
 		if at < 0 {
 			at = 0
 		}
-		return nil, &SyntaxError{Expr: expr, Token: raw, Pos: pos + at, Msg: "invalid selector spec"}
+		if pos >= 0 {
+			at += pos
+		} else {
+			at = -1
+		}
+		return nil, &SyntaxError{Expr: expr, Token: raw, Pos: at, Msg: "invalid selector spec"}
 	}
 	group := func(name string) (string, bool) {
 		i := criterionRE.SubexpIndex(name)
@@ -115,7 +120,12 @@ func parseCriterion(raw, expr string, pos int, indirect IndirectMode) (*criterio
 	_, c.parents = group("parents")
 	_, c.children = group("children")
 	c.value, _ = group("value")
-	var err error
+	at := func(off int) int { // position in expr, or -1 when unknown
+		if pos < 0 {
+			return -1
+		}
+		return pos + off
+	}
 	if d, _ := group("parents_depth"); d != "" {
 		c.parentsDepth = parseDepth(d)
 	}
@@ -126,7 +136,7 @@ func parseCriterion(raw, expr string, pos int, indirect IndirectMode) (*criterio
 	if hasMethod {
 		parts := strings.Split(method, ".")
 		if !methodNames[parts[0]] {
-			return nil, &SyntaxError{Expr: expr, Token: parts[0], Pos: pos + m[2*criterionRE.SubexpIndex("method")],
+			return nil, &SyntaxError{Expr: expr, Token: parts[0], Pos: at(m[2*criterionRE.SubexpIndex("method")]),
 				Msg: "unknown selector method"}
 		}
 		c.method, c.args = parts[0], parts[1:]
@@ -134,9 +144,9 @@ func parseCriterion(raw, expr string, pos int, indirect IndirectMode) (*criterio
 		c.method = defaultMethod(c.value)
 	}
 	if c.children && c.childrensParents {
-		return nil, &SyntaxError{Expr: expr, Token: raw, Pos: pos, Msg: `"@" prefix and "+" suffix are incompatible`}
+		return nil, &SyntaxError{Expr: expr, Token: raw, Pos: at(0), Msg: `"@" prefix and "+" suffix are incompatible`}
 	}
-	return c, err
+	return c, nil
 }
 
 // defaultMethod is dbt's method inference for a value without "method:".
