@@ -20,14 +20,46 @@ type Graph struct {
 	m        *Manifest
 	ids      []string // sorted unique_ids
 	nodes    []*Node
+	kind     []kind // per node, for the hot loops (no pointer chasing)
 	index    map[string]int32
 	parents  [][]int32 // sorted, deduplicated
 	children [][]int32
 	topo     []int32 // topological order of the whole graph
 	// testEdges maps a node to the data tests that precede it in dbt build
 	// (dbt's parent_test edges), reduced to the nearest descendants.
-	testEdges map[int32][]int32
+	testEdges [][]int32
 }
+
+// kind caches the facts about a node that graph algorithms branch on.
+type kind uint8
+
+const (
+	kindTest       kind = 1 << iota // data test
+	kindUnitTest                    // unit test
+	kindModel                       // model (ephemeral too)
+	kindBuild                       // model, seed or snapshot: receives parent_test edges
+	kindExecutable                  // Node.Executable
+)
+
+func kindOf(n *Node) kind {
+	var k kind
+	switch n.ResourceType {
+	case Test:
+		k |= kindTest
+	case UnitTest:
+		k |= kindUnitTest
+	case Model:
+		k |= kindModel | kindBuild
+	case Seed, Snapshot:
+		k |= kindBuild
+	}
+	if n.Executable() {
+		k |= kindExecutable
+	}
+	return k
+}
+
+func (k kind) isTest() bool { return k&(kindTest|kindUnitTest) != 0 }
 
 // CycleError reports a dependency cycle. Nodes lists the unique_ids along
 // the cycle, in order; the first node depends on the last.
@@ -44,21 +76,34 @@ func (e *CycleError) Error() string {
 func NewGraph(m *Manifest) (*Graph, error) {
 	size := len(m.Nodes) + len(m.Sources) + len(m.UnitTests)
 	g := &Graph{m: m, index: make(map[string]int32, size)}
-	byID := make(map[string]*Node, size)
+	type visit struct {
+		n   *Node
+		pos int
+	}
+	all := make([]visit, 0, size)
 	m.All(func(n *Node) bool {
-		// An id written into two sections (only a corrupt manifest does
-		// that) is kept once.
-		if _, dup := byID[n.UniqueID]; n.Enabled && !dup {
-			byID[n.UniqueID] = n
-			g.ids = append(g.ids, n.UniqueID)
+		if n.Enabled {
+			all = append(all, visit{n, len(all)})
 		}
 		return true
 	})
-	sort.Strings(g.ids)
-	g.nodes = make([]*Node, len(g.ids))
-	for i, id := range g.ids {
-		g.index[id] = int32(i)
-		g.nodes[i] = byID[id]
+	// All visits the sections in a fixed order; sorting by id, then by
+	// visit order, keeps the first of an id written into two sections
+	// (only a corrupt manifest does that).
+	slices.SortFunc(all, func(a, b visit) int {
+		if c := strings.Compare(a.n.UniqueID, b.n.UniqueID); c != 0 {
+			return c
+		}
+		return a.pos - b.pos
+	})
+	for i, v := range all {
+		if i > 0 && v.n.UniqueID == all[i-1].n.UniqueID {
+			continue
+		}
+		g.index[v.n.UniqueID] = int32(len(g.nodes))
+		g.nodes = append(g.nodes, v.n)
+		g.kind = append(g.kind, kindOf(v.n))
+		g.ids = append(g.ids, v.n.UniqueID)
 	}
 	g.parents = make([][]int32, len(g.ids))
 	g.children = make([][]int32, len(g.ids))
@@ -163,7 +208,7 @@ func (g *Graph) findCycle(indeg []int32) []string {
 // ancestors. Only the nearest such nodes get an edge; the rest follow
 // through them.
 func (g *Graph) addTestEdges() {
-	g.testEdges = map[int32][]int32{}
+	g.testEdges = make([][]int32, len(g.ids))
 	// Nodes that are parents of a multi-parent test get a bit each; every
 	// node's ancestor set is kept over those bits only.
 	bit := map[int32]int{}
@@ -183,7 +228,7 @@ func (g *Graph) addTestEdges() {
 		for _, i := range g.topo {
 			a := make([]uint64, words)
 			for _, p := range g.parents[i] {
-				if g.nodes[p].IsTest() {
+				if g.kind[p].isTest() {
 					continue
 				}
 				if b, ok := bit[p]; ok {
@@ -197,11 +242,7 @@ func (g *Graph) addTestEdges() {
 		}
 	}
 	receives := func(i int32) bool {
-		switch g.nodes[i].ResourceType {
-		case Model, Seed, Snapshot:
-			return true
-		}
-		return false
+		return g.kind[i]&kindBuild != 0
 	}
 	// Visited marks are stamped with the test's index, so one array serves
 	// every walk.

@@ -93,7 +93,8 @@ var nodeSections = []string{"nodes", "sources", "unit_tests", "exposures", "metr
 // not an object, or a node without unique_id.
 //
 // Nodes keep slices of data (Node.Raw): do not modify data afterwards.
-// Sections are split sequentially and their entries decoded in parallel.
+// Sections are split into entries sequentially while other goroutines
+// decode (and validate) the entries already found.
 func Parse(data []byte) (*Manifest, error) {
 	m := &Manifest{Macros: map[string]*MacroDef{}, Disabled: map[string][]*Node{}}
 	dst := map[string]*map[string]*Node{
@@ -104,7 +105,6 @@ func Parse(data []byte) (*Manifest, error) {
 	for _, k := range nodeSections {
 		*dst[k] = map[string]*Node{}
 	}
-	var jobs []entry
 	s := &scanner{data: data}
 	if c := s.peek(); c != '{' {
 		what := s.describe()
@@ -113,13 +113,14 @@ func Parse(data []byte) (*Manifest, error) {
 		}
 		return nil, &ParseError{Offset: -1, Err: fmt.Errorf("%w: top level is %s, want an object", ErrMalformed, what)}
 	}
+	d := newDecoder(data)
 	err := s.object(func(key []byte) error {
 		section := string(key)
 		switch {
 		case section == "metadata":
 			return decodeMetadata(s, &m.Metadata)
 		case dst[section] != nil || section == "macros":
-			return splitSection(s, section, &jobs)
+			return splitSection(s, section, d)
 		case section == "disabled":
 			return decodeDisabled(s, m.Disabled)
 		case section == "selectors":
@@ -132,18 +133,20 @@ func Parse(data []byte) (*Manifest, error) {
 	if err == nil {
 		err = s.end()
 	}
+	batches, derr := d.wait()
 	if err != nil {
 		return nil, asParseError(err, "", "")
 	}
-	nodes, macros, err := decodeEntries(data, jobs)
-	if err != nil {
-		return nil, err
+	if derr != nil {
+		return nil, derr
 	}
-	for i, j := range jobs {
-		if j.section == "macros" {
-			m.Macros[macros[i].UniqueID] = macros[i]
-		} else {
-			(*dst[j.section])[nodes[i].UniqueID] = nodes[i]
+	for _, b := range batches {
+		for i, j := range b.entries {
+			if j.section == "macros" {
+				m.Macros[b.macros[i].UniqueID] = b.macros[i]
+			} else {
+				(*dst[j.section])[b.nodes[i].UniqueID] = b.nodes[i]
+			}
 		}
 	}
 	resolveUnitTests(m)
@@ -158,8 +161,8 @@ type entry struct {
 	start, end int
 }
 
-// splitSection records the entries of a section for parallel decoding.
-func splitSection(s *scanner, section string, jobs *[]entry) error {
+// splitSection hands the entries of a section to the decoder.
+func splitSection(s *scanner, section string, d *decoder) error {
 	if s.null() {
 		return nil
 	}
@@ -175,48 +178,98 @@ func splitSection(s *scanner, section string, jobs *[]entry) error {
 		if end < 0 {
 			return s.fail("unexpected end of input in %s[%q]", section, key)
 		}
-		*jobs = append(*jobs, entry{section: section, key: string(key), start: s.pos, end: end})
+		d.add(entry{section: section, key: string(key), start: s.pos, end: end})
 		s.pos = end
 		return nil
 	})
 }
 
-// decodeEntries decodes (and validates) the recorded entries on all
-// processors. On error it returns the error of the earliest entry.
-func decodeEntries(data []byte, jobs []entry) ([]*Node, []*MacroDef, error) {
-	nodes := make([]*Node, len(jobs))
-	macros := make([]*MacroDef, len(jobs))
-	errs := make([]error, len(jobs))
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(jobs)/64))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
+// batchSize is how many entries a decoding goroutine takes at a time.
+const batchSize = 128
+
+// batch is a run of entries and, once decoded, their results.
+type batch struct {
+	entries []entry
+	nodes   []*Node
+	macros  []*MacroDef
+	err     error // the first entry's error, in entry order
+}
+
+// decoder decodes entries on GOMAXPROCS goroutines while the caller keeps
+// finding more.
+type decoder struct {
+	data    []byte
+	cur     *batch
+	batches []*batch
+	work    chan *batch
+	wg      sync.WaitGroup
+}
+
+func newDecoder(data []byte) *decoder {
+	d := &decoder{data: data, work: make(chan *batch, 64)}
+	for range runtime.GOMAXPROCS(0) {
+		d.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			for i := w; i < len(jobs); i += workers {
-				j := jobs[i]
-				s := &scanner{data: data[:j.end], pos: j.start}
-				if j.section == "macros" {
-					macros[i], errs[i] = decodeMacro(s, j.key)
-				} else {
-					nodes[i], errs[i] = decodeNode(s, j.section, j.key)
-				}
-				if errs[i] == nil && s.peek() != 0 {
-					errs[i] = s.fail("invalid character %q after object", s.at())
-				}
-				if errs[i] != nil {
-					errs[i] = asParseError(errs[i], j.section, j.key)
-				}
+			defer d.wg.Done()
+			for b := range d.work {
+				d.decode(b)
 			}
 		}()
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, nil, err
+	return d
+}
+
+func (d *decoder) add(e entry) {
+	if d.cur == nil {
+		d.cur = &batch{entries: make([]entry, 0, batchSize)}
+	}
+	d.cur.entries = append(d.cur.entries, e)
+	if len(d.cur.entries) == batchSize {
+		d.flush()
+	}
+}
+
+func (d *decoder) flush() {
+	if d.cur != nil {
+		d.batches = append(d.batches, d.cur)
+		d.work <- d.cur
+		d.cur = nil
+	}
+}
+
+// wait decodes what is left, stops the goroutines, and returns the batches
+// in entry order, or the error of the earliest entry that failed.
+func (d *decoder) wait() ([]*batch, error) {
+	d.flush()
+	close(d.work)
+	d.wg.Wait()
+	for _, b := range d.batches {
+		if b.err != nil {
+			return nil, b.err
 		}
 	}
-	return nodes, macros, nil
+	return d.batches, nil
+}
+
+func (d *decoder) decode(b *batch) {
+	b.nodes = make([]*Node, len(b.entries))
+	b.macros = make([]*MacroDef, len(b.entries))
+	for i, j := range b.entries {
+		s := &scanner{data: d.data[:j.end], pos: j.start}
+		var err error
+		if j.section == "macros" {
+			b.macros[i], err = decodeMacro(s, j.key)
+		} else {
+			b.nodes[i], err = decodeNode(s, j.section, j.key)
+		}
+		if err == nil && s.peek() != 0 {
+			err = s.fail("invalid character %q after object", s.at())
+		}
+		if err != nil {
+			b.err = asParseError(err, j.section, j.key)
+			return
+		}
+	}
 }
 
 // asParseError turns a scanner error into a *ParseError for the section

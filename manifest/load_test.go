@@ -236,3 +236,18 @@ func TestConfig(t *testing.T) {
 	assert.True(t, manifest.Config{}.IsZero())
 	assert.Nil(t, manifest.Config{}.Map())
 }
+
+// TestDeferredWithoutTests: the deferred strategy adds a test wave only
+// when there are tests.
+func TestDeferredWithoutTests(t *testing.T) {
+	m, err := manifest.Parse([]byte(`{"nodes": {
+	  "model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "path": "a.sql"},
+	  "model.p.b": {"unique_id": "model.p.b", "resource_type": "model", "path": "b.sql", "depends_on": {"nodes": ["model.p.a"]}}}}`))
+	require.NoError(t, err)
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	p := g.Plan(nil, manifest.Deferred)
+	assert.Equal(t, [][]string{{"model.p.a"}, {"model.p.b"}}, p.Waves)
+	assert.Equal(t, map[string][]string{"model.p.a": {"model.p.b"}}, p.Downstream)
+	assert.Empty(t, g.Plan(map[string]bool{}, manifest.Deferred).Waves)
+}

@@ -3,7 +3,6 @@ package manifest
 import (
 	"fmt"
 	"slices"
-	"sort"
 )
 
 // TestStrategy says when data tests and unit tests run.
@@ -84,22 +83,22 @@ func (p *Plan) Width() int {
 // comes first.
 func (g *Graph) Plan(selected map[string]bool, strategy TestStrategy) *Plan {
 	keep := make([]bool, len(g.ids))
-	for i, n := range g.nodes {
-		if !n.Executable() || (selected != nil && !selected[n.UniqueID]) {
+	for i, k := range g.kind {
+		if k&kindExecutable == 0 || (selected != nil && !selected[g.ids[i]]) {
 			continue
 		}
-		if n.IsTest() && strategy == SkipTests {
+		if k.isTest() && strategy == SkipTests {
 			continue
 		}
 		keep[i] = true
 	}
 	parentsOf := func(i int32) []int32 {
 		if strategy != Immediate {
-			if g.nodes[i].ResourceType == Model {
+			if g.kind[i]&kindModel != 0 {
 				// Without immediate tests, unit tests do not gate models.
 				ps := make([]int32, 0, len(g.parents[i]))
 				for _, p := range g.parents[i] {
-					if g.nodes[p].ResourceType != UnitTest {
+					if g.kind[p]&kindUnitTest == 0 {
 						ps = append(ps, p)
 					}
 				}
@@ -126,74 +125,71 @@ func (g *Graph) Plan(selected map[string]bool, strategy TestStrategy) *Plan {
 				acc = append(acc, up[p]...)
 			}
 		}
-		if strategy == Deferred && keep[i] && g.nodes[i].IsTest() {
+		if strategy == Deferred && keep[i] && g.kind[i].isTest() {
 			// Tests run after all models; they do not gate anything.
-			acc = slices.DeleteFunc(acc, func(j int32) bool { return g.nodes[j].IsTest() })
+			acc = slices.DeleteFunc(acc, func(j int32) bool { return g.kind[j].isTest() })
 		}
 		up[i] = dedup(acc)
 		done[i] = true
 	}
-	kept := 0
-	for _, k := range keep {
-		if k {
-			kept++
-		}
-	}
-	p := &Plan{Strategy: strategy, Upstream: make(map[string][]string, kept),
-		Downstream: make(map[string][]string, kept), Wave: make(map[string]int, kept)}
-	wave := make([]int, len(g.ids))
-	maxWave := -1
+	// Waves: longest upstream chain, in dependency order. Under Deferred
+	// the tests form one wave after every other node.
+	deferredTest := func(i int32) bool { return strategy == Deferred && g.kind[i].isTest() }
+	wave := make([]int32, len(g.ids))
+	maxWave := int32(-1)
+	kept, deferred := 0, 0
 	for _, i := range order {
-		if !keep[i] || (strategy == Deferred && g.nodes[i].IsTest()) {
+		if !keep[i] {
 			continue
 		}
-		w := 0
-		ups := make([]string, 0, len(up[i]))
+		kept++
+		if deferredTest(i) {
+			deferred++
+			continue
+		}
+		w := int32(0)
 		for _, j := range up[i] {
-			if strategy == Deferred && g.nodes[j].IsTest() {
-				continue
-			}
 			w = max(w, wave[j]+1)
-			ups = append(ups, g.ids[j])
 		}
 		wave[i] = w
 		maxWave = max(maxWave, w)
-		p.add(g.ids[i], ups, w)
 	}
-	if strategy == Deferred {
-		for _, i := range order {
-			if keep[i] && g.nodes[i].IsTest() {
-				ups := make([]string, 0, len(up[i]))
-				for _, j := range up[i] {
-					ups = append(ups, g.ids[j])
-				}
-				p.add(g.ids[i], ups, maxWave+1)
-			}
+	p := &Plan{Strategy: strategy, Upstream: make(map[string][]string, kept),
+		Downstream: make(map[string][]string, kept), Wave: make(map[string]int, kept)}
+	nWaves := maxWave + 1
+	if deferred > 0 {
+		nWaves++
+	}
+	p.Waves = make([][]string, nWaves)
+	// Index order is id order, so every list below comes out sorted.
+	down := make([][]string, len(g.ids))
+	for i := range int32(len(g.ids)) {
+		if !keep[i] {
+			continue
+		}
+		if deferredTest(i) {
+			wave[i] = maxWave + 1
+		}
+		id := g.ids[i]
+		ups := make([]string, len(up[i]))
+		for k, j := range up[i] {
+			ups[k] = g.ids[j]
+			down[j] = append(down[j], id)
+		}
+		p.Upstream[id] = ups
+		p.Wave[id] = int(wave[i])
+		p.Waves[wave[i]] = append(p.Waves[wave[i]], id)
+	}
+	for i, d := range down {
+		if len(d) > 0 {
+			p.Downstream[g.ids[i]] = d
 		}
 	}
-	for id, ups := range p.Upstream {
-		for _, u := range ups {
-			p.Downstream[u] = append(p.Downstream[u], id)
-		}
-	}
-	for _, d := range p.Downstream {
-		sort.Strings(d)
-	}
+	p.Nodes = make([]string, 0, kept)
 	for _, w := range p.Waves {
-		sort.Strings(w)
 		p.Nodes = append(p.Nodes, w...)
 	}
 	return p
-}
-
-func (p *Plan) add(id string, ups []string, w int) {
-	sort.Strings(ups)
-	p.Upstream[id] = ups
-	p.Wave[id] = w
-	for len(p.Waves) <= w {
-		p.Waves = append(p.Waves, nil)
-	}
-	p.Waves[w] = append(p.Waves[w], id)
 }
 
 // topoWithTestEdges orders the whole graph so that every node comes after
@@ -201,7 +197,7 @@ func (p *Plan) add(id string, ups []string, w int) {
 // test edges only point from a test to descendants of all its parents, so
 // the order exists; it is computed by depth-first search from g.topo.
 func (g *Graph) topoWithTestEdges(strategy TestStrategy, parentsOf func(int32) []int32) []int32 {
-	if strategy != Immediate || len(g.testEdges) == 0 {
+	if strategy != Immediate {
 		return g.topo
 	}
 	order := make([]int32, 0, len(g.ids))
