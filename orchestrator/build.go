@@ -67,6 +67,9 @@ type BuildPlan struct {
 	// Skipped maps the nodes predicted to be skipped before anything runs
 	// (stale sources) to the reason.
 	Skipped map[string]string
+	// Warnings are the build's warnings known before it runs (see
+	// Run.Warnings).
+	Warnings []string
 }
 
 // Plan resolves the selection and returns the plan of the build opts
@@ -76,7 +79,7 @@ func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan,
 	if err != nil {
 		return nil, err
 	}
-	bp := &BuildPlan{Plan: b.plan, Skipped: map[string]string{}}
+	bp := &BuildPlan{Plan: b.plan, Skipped: map[string]string{}, Warnings: b.warnings}
 	for i, r := range b.stale {
 		bp.Skipped[b.ids[i]] = r
 	}
@@ -162,6 +165,7 @@ func (o *Orchestrator) RunBuild(ctx context.Context, opts BuildOptions) (*Run, e
 		Manifest:  b.m,
 		Plan:      b.plan,
 		Args:      b.args(),
+		Warnings:  b.warnings,
 	}
 	b.emit(ctx, Event{Type: RunStarted, Plan: b.plan})
 	if o.cfg.Mode == PerWave {
@@ -232,6 +236,8 @@ type build struct {
 	idx     map[string]int32
 	stale   map[int32]string
 	results []NodeResult
+	// warnings are the build's warnings (Run.Warnings).
+	warnings []string
 
 	obsMu sync.Mutex
 
@@ -286,6 +292,9 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		maps.Copy(b.vars, opts.Vars)
 	}
 	b.index()
+	if w, ok := o.cfg.Cache.(Warner); ok {
+		b.warnings = append(b.warnings, w.Warnings()...)
+	}
 	if opts.OnlyFreshSources && b.n > 0 {
 		sc, ok := o.cfg.Cache.(StaleChecker)
 		if !ok {

@@ -41,6 +41,17 @@ type StaleChecker interface {
 	StaleNodes(ctx context.Context, g *manifest.Graph, nodes []string) (map[string]string, error)
 }
 
+// Warner is an optional interface of a Cache. Warnings returns the
+// problems that make the cache do less than the build asked for, one
+// sentence each: for instance a source freshness snapshot that could not
+// be taken, so that nothing is served from the cache and nothing is
+// skipped as stale (failing open). The orchestrator asks once per build
+// (RunBuild or Plan), before running anything, and reports them in
+// Run.Warnings and BuildPlan.Warnings; the cache logs them itself.
+type Warner interface {
+	Warnings() []string
+}
+
 // Selection is a build's node selection in dbt's syntax.
 type Selection struct {
 	// Select and Exclude are dbt selection expressions, each element like

@@ -21,6 +21,8 @@ type RunJSON struct {
 	Counts  map[Status]int   `json:"counts"`
 	Waves   int              `json:"waves"`
 	Results []NodeResultJSON `json:"results"`
+	// Warnings is Run.Warnings (always present, possibly empty).
+	Warnings []string `json:"warnings"`
 }
 
 // NodeResultJSON is the JSON form of a NodeResult.
@@ -87,8 +89,9 @@ func (r *Run) JSON() *RunJSON {
 	out := &RunJSON{
 		RunID: r.ID, StartedAt: r.StartedAt.UTC(), CompletedAt: r.CompletedAt.UTC(),
 		Elapsed: r.CompletedAt.Sub(r.StartedAt).Seconds(), Args: r.Args,
-		Counts:  map[Status]int{Success: 0, Error: 0, Skipped: 0, Cached: 0},
-		Results: make([]NodeResultJSON, 0, len(r.Results)),
+		Counts:   map[Status]int{Success: 0, Error: 0, Skipped: 0, Cached: 0},
+		Results:  make([]NodeResultJSON, 0, len(r.Results)),
+		Warnings: nonNil(r.Warnings),
 	}
 	if r.Plan != nil {
 		out.Waves = len(r.Plan.Waves)

@@ -1,7 +1,9 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -508,6 +510,43 @@ func TestOnlyFreshSources(t *testing.T) {
 		_, predicted := plan.Skipped[id]
 		assert.Equal(t, predicted, st[id] == orchestrator.Skipped, id)
 	}
+}
+
+// warnCache is a mapCache whose freshness snapshot could not be taken.
+type warnCache struct {
+	*mapCache
+	warnings []string
+}
+
+func (w warnCache) Warnings() []string { return w.warnings }
+
+func TestWarnings(t *testing.T) {
+	m := manifestOf(diamond())
+	const w = "source freshness unavailable: dbt source freshness: exit 2"
+	ctx := context.Background()
+	for _, mode := range []orchestrator.Mode{orchestrator.PerNode, orchestrator.PerWave} {
+		o := newOrch(t, orchestrator.Config{Executor: newFake(nil), Manifest: m, Mode: mode,
+			Cache: warnCache{newMapCache(), []string{w}}})
+		plan, err := o.Plan(ctx, orchestrator.BuildOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, []string{w}, plan.Warnings, mode)
+		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, []string{w}, run.Warnings, mode)
+		var buf bytes.Buffer
+		require.NoError(t, run.WriteJSON(&buf))
+		var doc map[string]any
+		require.NoError(t, json.Unmarshal(buf.Bytes(), &doc))
+		assert.Equal(t, []any{w}, doc["warnings"], mode)
+	}
+
+	// No warnings: the contract's field is still there, empty.
+	run, err := newOrch(t, orchestrator.Config{Executor: newFake(nil), Manifest: m, Cache: newMapCache()}).RunBuild(ctx, orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, run.Warnings)
+	var buf bytes.Buffer
+	require.NoError(t, run.WriteJSON(&buf))
+	assert.Contains(t, buf.String(), `"warnings": []`)
 }
 
 func TestSlogObserver(t *testing.T) {

@@ -100,6 +100,11 @@ type Run struct {
 	// exclude, full_refresh, ...), for artifacts.
 	Args    map[string]any
 	Results []NodeResult
+	// Warnings lists the problems that did not stop the build but made it
+	// do less than asked, one sentence each, in the order found: for
+	// instance source freshness that could not be read, so every node ran
+	// and none was served from the cache or skipped as stale (see Warner).
+	Warnings []string
 }
 
 // Result returns the result for the node id, or nil.

@@ -40,6 +40,7 @@ type Cache struct {
 var (
 	_ orchestrator.Cache        = (*Cache)(nil)
 	_ orchestrator.StaleChecker = (*Cache)(nil)
+	_ orchestrator.Warner       = (*Cache)(nil)
 )
 
 // New returns the orchestrator.Cache of session s. The session's
@@ -53,6 +54,17 @@ func New(s *cache.Session, opts Options) *Cache {
 		opts.Logger.Warn("cache: source freshness unavailable; running every node, serving nothing from the cache", "err", opts.FreshnessErr)
 	}
 	return &Cache{s: s, opts: opts}
+}
+
+// Warnings implements orchestrator.Warner: when Options.FreshnessErr is
+// set, it says that freshness could not be read and that the build fails
+// open (every node runs; none is served from the cache or skipped as
+// stale), so that the build's result says so, not only the log.
+func (c *Cache) Warnings() []string {
+	if c.opts.FreshnessErr == nil {
+		return nil
+	}
+	return []string{"source freshness unavailable, so every node runs (none served from the cache or skipped as stale): " + c.opts.FreshnessErr.Error()}
 }
 
 // Session returns the underlying session.

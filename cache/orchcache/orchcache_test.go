@@ -211,6 +211,14 @@ func TestFreshnessThroughOrchestrator(t *testing.T) {
 	run, ran = h.build(buildOpts{freshErr: errors.New("dbt source freshness: exit 2"), onlyFresh: true})
 	assert.Equal(t, append(slices.Clone(models), "test.p.t"), ran)
 	assert.Empty(t, byStatus(run, orchestrator.Skipped))
+	require.Len(t, run.Warnings, 1, "the failure is in the result, not only the log")
+	assert.Contains(t, run.Warnings[0], "source freshness unavailable")
+	assert.Contains(t, run.Warnings[0], "exit 2")
+	assert.Equal(t, run.Warnings, run.JSON().Warnings)
+
+	// With freshness read, no warning.
+	run, _ = h.build(buildOpts{fresh: recent, onlyFresh: true})
+	assert.Empty(t, run.Warnings)
 }
 
 func TestRecordAndFullRefresh(t *testing.T) {

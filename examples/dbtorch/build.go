@@ -321,6 +321,9 @@ func printSummary(w io.Writer, run *orchestrator.Run) {
 	fmt.Fprintf(&b, "\nDone in %s: %d nodes, %d success, %d error, %d skipped, %d cached\n",
 		run.CompletedAt.Sub(run.StartedAt).Round(10*time.Millisecond), len(run.Results),
 		run.Count(orchestrator.Success), run.Count(orchestrator.Error), run.Count(orchestrator.Skipped), run.Count(orchestrator.Cached))
+	for _, w := range run.Warnings {
+		fmt.Fprintf(&b, "  WARNING %s\n", w)
+	}
 	for _, r := range run.Results {
 		if r.Status == orchestrator.Error && r.Err != nil {
 			fmt.Fprintf(&b, "  ERROR %s [%s]: %s\n", r.UniqueID, r.Err.Kind, firstLine(r.Err.Message))

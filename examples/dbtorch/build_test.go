@@ -31,6 +31,12 @@ func TestBuildFlags(t *testing.T) {
 	}
 }
 
+func TestPrintSummaryWarnings(t *testing.T) {
+	var out bytes.Buffer
+	printSummary(&out, &orchestrator.Run{Warnings: []string{"source freshness unavailable: exit 2"}})
+	assert.Contains(t, out.String(), "WARNING source freshness unavailable: exit 2")
+}
+
 func TestBuildShop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real dbt: not in -short mode")
