@@ -82,6 +82,15 @@ type Session struct {
 	g *manifest.Graph
 }
 
+// Cache returns the Cache the session was opened on.
+func (s *Session) Cache() *Cache { return s.c }
+
+// Manifest returns the manifest the session was opened for.
+func (s *Session) Manifest() *manifest.Manifest { return s.k.m }
+
+// Graph returns the graph the session was opened for.
+func (s *Session) Graph() *manifest.Graph { return s.g }
+
 // Keyer returns the session's Keyer.
 func (s *Session) Keyer() *Keyer { return s.k }
 

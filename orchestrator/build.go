@@ -83,7 +83,7 @@ func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan,
 	for i, r := range b.stale {
 		bp.Skipped[b.ids[i]] = r
 	}
-	if o.cfg.Cache == nil {
+	if b.cache == nil {
 		return bp, nil
 	}
 	bp.Keys = map[string]string{}
@@ -92,7 +92,7 @@ func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan,
 		if b.isTest[i] {
 			continue
 		}
-		key, err := o.cfg.Cache.Key(ctx, b.nodes[i])
+		key, err := b.cache.Key(ctx, b.nodes[i])
 		if err != nil {
 			return nil, fmt.Errorf("orchestrator: cache key of %s: %w", b.ids[i], err)
 		}
@@ -103,7 +103,7 @@ func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan,
 		if opts.FullRefresh || b.stale[int32(i)] != "" || !b.upstreamsCached(int32(i), func(u int32) bool { return cached[u] }) {
 			continue
 		}
-		hit, err := o.cfg.Cache.Lookup(ctx, b.nodes[i], key)
+		hit, err := b.cache.Lookup(ctx, b.nodes[i], key)
 		if err != nil {
 			o.log.WarnContext(ctx, "cache lookup failed", "node", b.ids[i], "error", err)
 			continue
@@ -236,6 +236,9 @@ type build struct {
 	idx     map[string]int32
 	stale   map[int32]string
 	results []NodeResult
+	// cache is the build's cache (Config.Cache, or what its ForBuild
+	// returned); nil when caching is off or failed to open.
+	cache Cache
 	// warnings are the build's warnings (Run.Warnings).
 	warnings []string
 
@@ -292,11 +295,25 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		maps.Copy(b.vars, opts.Vars)
 	}
 	b.index()
-	if w, ok := o.cfg.Cache.(Warner); ok {
+	b.cache = o.cfg.Cache
+	cacheFailed := false
+	if bc, ok := b.cache.(BuildCache); ok {
+		c, err := bc.ForBuild(ctx, BuildInfo{Manifest: m, Graph: g, Vars: b.vars, FullRefresh: opts.FullRefresh, RunID: b.runID})
+		if err == nil && c == nil {
+			err = errors.New("ForBuild returned no cache")
+		}
+		if err != nil {
+			o.log.WarnContext(ctx, "cache unavailable for this build; running every node", "error", err)
+			b.warnings = append(b.warnings, "cache unavailable for this build, so every node runs (none served from the cache or skipped as stale): "+err.Error())
+			c, cacheFailed = nil, true
+		}
+		b.cache = c
+	}
+	if w, ok := b.cache.(Warner); ok {
 		b.warnings = append(b.warnings, w.Warnings()...)
 	}
-	if opts.OnlyFreshSources && b.n > 0 {
-		sc, ok := o.cfg.Cache.(StaleChecker)
+	if opts.OnlyFreshSources && b.n > 0 && !cacheFailed {
+		sc, ok := b.cache.(StaleChecker)
 		if !ok {
 			return nil, errors.New("orchestrator: OnlyFreshSources needs a Cache that implements StaleChecker")
 		}

@@ -41,6 +41,36 @@ type StaleChecker interface {
 	StaleNodes(ctx context.Context, g *manifest.Graph, nodes []string) (map[string]string, error)
 }
 
+// BuildInfo describes one build to a BuildCache.
+type BuildInfo struct {
+	// Manifest and Graph are the build's project and its graph.
+	Manifest *manifest.Manifest
+	Graph    *manifest.Graph
+	// Vars are the build's vars: BuildOptions.Vars merged over
+	// Config.Vars, as every executor request of the build carries them.
+	// Nil when there are none.
+	Vars map[string]any
+	// FullRefresh is BuildOptions.FullRefresh.
+	FullRefresh bool
+	// RunID is the build's id.
+	RunID string
+}
+
+// BuildCache is an optional interface of a Cache whose keys depend on the
+// build, not only on the node: Cache.Key sees the node only, so a cache
+// whose keys cover vars must learn each build's vars from ForBuild.
+//
+// The orchestrator calls ForBuild once per build (RunBuild and Plan),
+// before it asks for any key, and uses the Cache it returns for everything
+// in that build, optional interfaces (StaleChecker, Warner) included; it
+// may return its receiver. When ForBuild fails the build fails open,
+// visibly: it runs without a cache (every node runs, none is skipped as
+// stale) and the error is logged and added to Run.Warnings.
+type BuildCache interface {
+	Cache
+	ForBuild(ctx context.Context, info BuildInfo) (Cache, error)
+}
+
 // Warner is an optional interface of a Cache. Warnings returns the
 // problems that make the cache do less than the build asked for, one
 // sentence each: for instance a source freshness snapshot that could not

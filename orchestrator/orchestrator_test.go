@@ -549,6 +549,100 @@ func TestWarnings(t *testing.T) {
 	assert.Contains(t, buf.String(), `"warnings": []`)
 }
 
+// varCache is a mapCache whose key of the node reading a var covers the
+// build's value of that var, which it learns from ForBuild.
+type varCache struct {
+	*mapCache
+	reader string // the node that reads var "region"
+	vars   map[string]any
+	infos  *[]orchestrator.BuildInfo
+	err    error
+}
+
+func (c varCache) ForBuild(_ context.Context, info orchestrator.BuildInfo) (orchestrator.Cache, error) {
+	c.mu.Lock()
+	*c.infos = append(*c.infos, info)
+	c.mu.Unlock()
+	if c.err != nil {
+		return nil, c.err
+	}
+	c.vars = info.Vars
+	return c, nil
+}
+
+func (c varCache) Key(ctx context.Context, n *manifest.Node) (string, error) {
+	k, err := c.mapCache.Key(ctx, n)
+	if n.UniqueID == c.reader {
+		k += fmt.Sprintf("/region=%v", c.vars["region"])
+	}
+	return k, err
+}
+
+func TestBuildCacheSeesVars(t *testing.T) {
+	m := manifestOf(diamond())
+	ctx := context.Background()
+	for _, mode := range []orchestrator.Mode{orchestrator.PerNode, orchestrator.PerWave} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var infos []orchestrator.BuildInfo
+			c := varCache{mapCache: newMapCache(), reader: modelID(1), infos: &infos}
+			fake := newFake(nil)
+			o := newOrch(t, orchestrator.Config{Executor: fake, Manifest: m, Mode: mode, Cache: c,
+				Vars: map[string]any{"region": "eu", "other": 1}})
+
+			run, err := o.RunBuild(ctx, orchestrator.BuildOptions{})
+			require.NoError(t, err)
+			assert.Zero(t, run.Count(orchestrator.Cached))
+			assert.Equal(t, "k-"+modelID(1)+"/region=eu", run.Result(modelID(1)).CacheKey)
+
+			// Same vars: everything cached.
+			run, err = o.RunBuild(ctx, orchestrator.BuildOptions{})
+			require.NoError(t, err)
+			assert.Equal(t, 5, run.Count(orchestrator.Cached))
+
+			// The build's vars change the var: the reader misses and runs,
+			// and so does its descendant; the rest stays cached.
+			plan, err := o.Plan(ctx, orchestrator.BuildOptions{Vars: map[string]any{"region": "us"}})
+			require.NoError(t, err)
+			assert.ElementsMatch(t, []string{modelID(0), modelID(2), modelID(4)}, plan.Cached)
+			run, err = o.RunBuild(ctx, orchestrator.BuildOptions{Vars: map[string]any{"region": "us"}})
+			require.NoError(t, err)
+			st := statuses(run)
+			assert.Equal(t, orchestrator.Success, st[modelID(1)])
+			assert.Equal(t, orchestrator.Success, st[modelID(3)])
+			assert.Equal(t, orchestrator.Cached, st[modelID(0)])
+			assert.Equal(t, orchestrator.Cached, st[modelID(2)])
+			assert.Equal(t, "k-"+modelID(1)+"/region=us", run.Result(modelID(1)).CacheKey)
+
+			require.Len(t, infos, 4, "ForBuild once per build (and plan)")
+			last := infos[3]
+			assert.Equal(t, map[string]any{"region": "us", "other": 1}, last.Vars, "BuildOptions.Vars merged over Config.Vars")
+			assert.Same(t, m, last.Manifest)
+			assert.NotNil(t, last.Graph)
+			assert.Equal(t, run.ID, last.RunID)
+		})
+	}
+}
+
+func TestBuildCacheFailsOpen(t *testing.T) {
+	m := manifestOf(diamond())
+	var infos []orchestrator.BuildInfo
+	c := varCache{mapCache: newMapCache(), infos: &infos}
+	for _, id := range []string{modelID(0), modelID(1), modelID(2), modelID(3), modelID(4)} {
+		c.entries[id] = "k-" + id
+	}
+	c.err = errors.New("dbt_project.yml unreadable")
+	fake := newFake(nil)
+	o := newOrch(t, orchestrator.Config{Executor: fake, Manifest: m, Cache: c})
+	run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{OnlyFreshSources: true})
+	require.NoError(t, err)
+	assert.Zero(t, run.Count(orchestrator.Cached))
+	assert.Zero(t, run.Count(orchestrator.Skipped))
+	assert.Len(t, fake.byNode(), len(run.Results), "every node ran")
+	require.Len(t, run.Warnings, 1)
+	assert.Contains(t, run.Warnings[0], "dbt_project.yml unreadable")
+	assert.Empty(t, c.records, "nothing recorded through the failed cache")
+}
+
 func TestSlogObserver(t *testing.T) {
 	var buf syncBuffer
 	logger := newTextLogger(&buf)

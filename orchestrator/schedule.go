@@ -170,7 +170,7 @@ func (b *build) runPerNode(ctx context.Context) {
 		for running < conc && q.Len() > 0 && !cancelled {
 			i := heap.Pop(q).(int32)
 			item := workItem{i: i}
-			if b.cfg.Cache != nil && !b.isTest[i] && !b.opts.FullRefresh {
+			if b.cache != nil && !b.isTest[i] && !b.opts.FullRefresh {
 				item.lookup = b.upstreamsCached(i, func(u int32) bool { return cached[u] })
 			}
 			running++
@@ -226,14 +226,14 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		b.skip(i, nil, ReasonCancelled)
 		return
 	}
-	if cfg.Cache != nil && !b.isTest[i] {
-		key, err := cfg.Cache.Key(ctx, n)
+	if b.cache != nil && !b.isTest[i] {
+		key, err := b.cache.Key(ctx, n)
 		if err != nil {
 			b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
 		}
 		res.CacheKey = key
 		if key != "" && item.lookup {
-			hit, err := cfg.Cache.Lookup(ctx, n, key)
+			hit, err := b.cache.Lookup(ctx, n, key)
 			if err != nil {
 				b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
 			}

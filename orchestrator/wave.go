@@ -29,7 +29,7 @@ func (b *build) runPerWave(ctx context.Context) {
 				b.finished(ctx, i)
 				continue
 			}
-			if b.cfg.Cache != nil && !b.isTest[i] {
+			if b.cache != nil && !b.isTest[i] {
 				if b.cacheHit(ctx, i, !b.opts.FullRefresh && b.upstreamsCached(i, isCached)) {
 					cached[i] = true
 					b.finished(ctx, i)
@@ -73,7 +73,7 @@ func (b *build) runPerWave(ctx context.Context) {
 // up; on a hit it ends the node as Cached and returns true.
 func (b *build) cacheHit(ctx context.Context, i int32, lookup bool) bool {
 	n, res := b.nodes[i], &b.results[i]
-	key, err := b.cfg.Cache.Key(ctx, n)
+	key, err := b.cache.Key(ctx, n)
 	if err != nil {
 		b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
 	}
@@ -81,7 +81,7 @@ func (b *build) cacheHit(ctx context.Context, i int32, lookup bool) bool {
 	if key == "" || !lookup {
 		return false
 	}
-	hit, err := b.cfg.Cache.Lookup(ctx, n, key)
+	hit, err := b.cache.Lookup(ctx, n, key)
 	if err != nil {
 		b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
 	}
@@ -192,10 +192,10 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 // record tells the cache the final result of node i when it ran.
 func (b *build) record(ctx context.Context, i int32) {
 	res := &b.results[i]
-	if b.cfg.Cache == nil || b.isTest[i] || len(res.Attempts) == 0 {
+	if b.cache == nil || b.isTest[i] || len(res.Attempts) == 0 {
 		return
 	}
-	if err := b.cfg.Cache.Record(context.WithoutCancel(ctx), b.nodes[i], res.CacheKey, res); err != nil {
+	if err := b.cache.Record(context.WithoutCancel(ctx), b.nodes[i], res.CacheKey, res); err != nil {
 		b.o.log.WarnContext(ctx, "cache record failed", "node", b.ids[i], "error", err)
 	}
 }

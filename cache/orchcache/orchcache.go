@@ -12,6 +12,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"reflect"
 	"strings"
 
 	"github.com/dbtorch/dbtorch/cache"
@@ -41,11 +43,46 @@ var (
 	_ orchestrator.Cache        = (*Cache)(nil)
 	_ orchestrator.StaleChecker = (*Cache)(nil)
 	_ orchestrator.Warner       = (*Cache)(nil)
+	_ orchestrator.BuildCache   = (*Cache)(nil)
 )
 
+// ForBuild implements orchestrator.BuildCache: it returns c itself when the
+// build's graph is c's and its vars change none of c's, and otherwise a
+// Cache (same store, options and freshness) on a session opened for the
+// build's manifest with the build's vars merged over c's. Keys then cover
+// the vars the build actually passes to dbt, even when one Cache serves
+// builds with different vars.
+func (c *Cache) ForBuild(_ context.Context, info orchestrator.BuildInfo) (orchestrator.Cache, error) {
+	kc := c.s.Keyer().Config()
+	vars := kc.Vars
+	if len(info.Vars) > 0 {
+		vars = maps.Clone(kc.Vars)
+		if vars == nil {
+			vars = make(map[string]any, len(info.Vars))
+		}
+		maps.Copy(vars, info.Vars)
+	}
+	m, g := info.Manifest, info.Graph
+	if m == nil || g == nil {
+		m, g = c.s.Manifest(), c.s.Graph()
+	}
+	if g == c.s.Graph() && reflect.DeepEqual(vars, kc.Vars) {
+		return c, nil
+	}
+	kc.Vars = vars
+	s, err := c.s.Cache().Open(m, g, kc)
+	if err != nil {
+		return nil, fmt.Errorf("orchcache: open the build's session: %w", err)
+	}
+	return &Cache{s: s, opts: c.opts}, nil
+}
+
 // New returns the orchestrator.Cache of session s. The session's
-// KeyConfig must describe the build it is used for (same vars, target and
-// freshness snapshot), since orchestrator.Cache.Key is asked per node only.
+// KeyConfig must describe the builds it is used for (target, freshness
+// snapshot, ...), except for vars: as an orchestrator.BuildCache it opens,
+// per build, a session whose KeyConfig.Vars are the build's vars merged
+// over s's (s's KeyConfig.Vars hold the vars the executor adds itself, if
+// any, as the executor merges a request's vars over its own).
 func New(s *cache.Session, opts Options) *Cache {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

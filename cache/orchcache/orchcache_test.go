@@ -304,3 +304,50 @@ func TestSessionPrune(t *testing.T) {
 	_, err = h.store.Get(ctx, "model.p.a")
 	assert.NoError(t, err)
 }
+
+// TestVarsPerBuild: one Cache and one orchestrator serve builds with
+// different vars; a node that reads a var misses when the build's value
+// changes (and its descendant runs), the rest stays cached.
+func TestVarsPerBuild(t *testing.T) {
+	h := newHarness(t)
+	h.m.Lookup("model.p.c").RawCode = "select '{{ var(\"region\") }}' as region"
+	g, err := manifest.NewGraph(h.m)
+	require.NoError(t, err)
+	h.g = g
+	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev", Vars: map[string]any{"base": 1}})
+	require.NoError(t, err)
+	c := orchcache.New(sess, orchcache.Options{})
+	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Cache: c})
+	require.NoError(t, err)
+	ctx := context.Background()
+	build := func(vars map[string]any) *orchestrator.Run {
+		t.Helper()
+		run, err := orch.RunBuild(ctx, orchestrator.BuildOptions{Vars: vars})
+		require.NoError(t, err)
+		return run
+	}
+
+	eu := build(map[string]any{"region": "eu"})
+	assert.Len(t, h.ex.take(), 7)
+	run := build(map[string]any{"region": "eu"})
+	assert.Equal(t, []string{"test.p.t"}, h.ex.take(), "same vars: all cached")
+	assert.Equal(t, eu.Result("model.p.c").CacheKey, run.Result("model.p.c").CacheKey)
+
+	us := build(map[string]any{"region": "us"})
+	assert.Equal(t, []string{"model.p.c", "model.p.d", "test.p.t"}, h.ex.take(), "c reads the changed var; d is downstream")
+	assert.NotEqual(t, eu.Result("model.p.c").CacheKey, us.Result("model.p.c").CacheKey)
+	assert.Equal(t, eu.Result("model.p.a").CacheKey, us.Result("model.p.a").CacheKey, "a reads no var")
+
+	// The build's vars are merged over the session's: the same key as a
+	// session opened with both.
+	both, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev", Vars: map[string]any{"base": 1, "region": "us"}})
+	require.NoError(t, err)
+	want, err := both.Key("model.p.c")
+	require.NoError(t, err)
+	assert.Equal(t, want, us.Result("model.p.c").CacheKey)
+
+	// Without vars of its own, a build uses the session's Cache as is.
+	same, err := c.ForBuild(ctx, orchestrator.BuildInfo{Manifest: h.m, Graph: h.g})
+	require.NoError(t, err)
+	assert.Same(t, c, same)
+}
