@@ -148,10 +148,13 @@ type Orchestrator struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	m        *manifest.Manifest
-	g        *manifest.Graph
+	mu sync.Mutex
+	m  *manifest.Manifest
+	g  *manifest.Graph
+	// native is the native selector over nativeG, the graph of the last
+	// build that resolved a selection without Config.Resolver.
 	native   *selector.Native
+	nativeG  *manifest.Graph
 	prepared bool
 }
 
@@ -247,14 +250,15 @@ func (o *Orchestrator) prepare(ctx context.Context) error {
 }
 
 // resolve returns the ids selected by sel with the configured resolver, or
-// the native selector over g.
+// the native selector over g. The native selector is built per graph (and
+// kept while builds resolve over the same graph).
 func (o *Orchestrator) resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error) {
 	if o.cfg.Resolver != nil {
 		return o.cfg.Resolver.Resolve(ctx, g, sel)
 	}
 	o.mu.Lock()
-	if o.native == nil {
-		o.native = selector.NewNative(g)
+	if o.native == nil || o.nativeG != g {
+		o.native, o.nativeG = selector.NewNative(g), g
 	}
 	native := o.native
 	o.mu.Unlock()
