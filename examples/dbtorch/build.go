@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -270,11 +271,133 @@ func indentOf(text, name string) string {
 	return ""
 }
 
+// defaultTarget returns the name of the target dbt uses when --target is
+// not given, for cache keys: $DBT_TARGET when set, else the `target:` of
+// the project's profile (dbt_project.yml's `profile:`) in the first
+// profiles.yml found in profilesDir, $DBT_PROFILES_DIR, projectDir and
+// ~/.dbt. A value `{{ env_var('NAME') }}` or `{{ env_var('NAME',
+// 'fallback') }}` is resolved with lookupEnv; anything it cannot read
+// gives "default", dbt's own default target name.
+func defaultTarget(projectDir, profilesDir string, lookupEnv func(string) (string, bool)) string {
+	const fallback = "default"
+	if t, ok := lookupEnv("DBT_TARGET"); ok && t != "" {
+		return t
+	}
+	proj, err := os.ReadFile(filepath.Join(projectDir, "dbt_project.yml"))
+	if err != nil {
+		return fallback
+	}
+	profile, ok := yamlTopValue(string(proj), "profile", lookupEnv)
+	if !ok || profile == "" {
+		return fallback
+	}
+	envDir, _ := lookupEnv("DBT_PROFILES_DIR")
+	dirs := []string{profilesDir, envDir, projectDir}
+	if home, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(home, ".dbt"))
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(d, "profiles.yml"))
+		if err != nil {
+			continue
+		}
+		if t, ok := profileTarget(string(data), profile, lookupEnv); ok && t != "" {
+			return t
+		}
+		return fallback
+	}
+	return fallback
+}
+
+// yamlTopValue returns the scalar value of the top-level key in a YAML
+// document (resolved as by yamlScalar).
+func yamlTopValue(doc, key string, lookupEnv func(string) (string, bool)) (string, bool) {
+	for _, line := range strings.Split(doc, "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			return yamlScalar(v, lookupEnv)
+		}
+	}
+	return "", false
+}
+
+// profileTarget returns the `target:` directly under the top-level key
+// profile of a profiles.yml document.
+func profileTarget(doc, profile string, lookupEnv func(string) (string, bool)) (string, bool) {
+	in, indent := false, ""
+	for _, line := range strings.Split(doc, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		lead := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if lead == "" {
+			if in {
+				return "", false
+			}
+			name, _, _ := strings.Cut(strings.TrimRight(trimmed, " "), ":")
+			in = strings.Trim(name, `"'`) == profile
+			continue
+		}
+		if !in {
+			continue
+		}
+		if indent == "" {
+			indent = lead
+		}
+		if lead != indent {
+			continue
+		}
+		if v, ok := strings.CutPrefix(trimmed, "target:"); ok {
+			return yamlScalar(v, lookupEnv)
+		}
+	}
+	return "", false
+}
+
+// yamlScalar reads a plain or quoted YAML scalar, without a trailing
+// comment; a value that is one env_var call is resolved with lookupEnv
+// (its fallback when unset). Any other template is not understood.
+func yamlScalar(v string, lookupEnv func(string) (string, bool)) (string, bool) {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') {
+		if end := strings.IndexByte(v[1:], v[0]); end >= 0 {
+			v = v[1 : 1+end]
+		}
+	} else if before, _, ok := strings.Cut(v, " #"); ok {
+		v = strings.TrimSpace(before)
+	}
+	if !strings.Contains(v, "{{") {
+		return v, true
+	}
+	m := envVarRE.FindStringSubmatch(v)
+	if m == nil {
+		return "", false
+	}
+	if val, ok := lookupEnv(m[1]); ok {
+		return val, true
+	}
+	if m[2] != "" {
+		return m[3], true
+	}
+	return "", false
+}
+
+// envVarRE matches `{{ env_var('NAME') }}` and `{{ env_var('NAME',
+// 'fallback') }}` (either quote).
+var envVarRE = regexp.MustCompile(`^\{\{-?\s*env_var\(\s*['"]([^'"]+)['"]\s*(,\s*['"]([^'"]*)['"]\s*)?\)\s*-?\}\}$`)
+
 // openCache opens the cache directory for this build (and takes a source
 // freshness snapshot when --only-fresh-sources asks for one).
 func openCache(ctx context.Context, f buildFlags, projectDir string, m *manifest.Manifest, g *manifest.Graph, vars map[string]any, logger *slog.Logger) (orchestrator.Cache, error) {
 	store := cache.NewStore(afero.NewOsFs(), f.cacheDir, cache.StoreOptions{Logger: logger})
-	kc := cache.KeyConfig{ProjectDir: projectDir, Vars: vars, Target: f.target}
+	target := f.target
+	if target == "" {
+		target = defaultTarget(projectDir, f.profilesDir, os.LookupEnv)
+	}
+	kc := cache.KeyConfig{ProjectDir: projectDir, Vars: vars, Target: target}
 	var opts orchcache.Options
 	opts.Logger = logger
 	if f.onlyFresh {

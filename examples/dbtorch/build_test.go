@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
@@ -86,4 +89,72 @@ func TestBuildShop(t *testing.T) {
 	assert.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	assert.Contains(t, out.String(), "ERROR model.shop.customer_revenue")
 	assert.NotContains(t, out.String(), "Building", "--quiet")
+}
+
+func TestDefaultTarget(t *testing.T) {
+	const project = "name: shop\nversion: '1.0'\nprofile: 'shop'   # the profile\n"
+	profiles := func(target string) string {
+		return "# profiles\nother:\n  target: nope\n  outputs:\n    nope: {type: duckdb}\nshop:\n  outputs:\n    dev:\n      type: duckdb\n      target: inner\n" +
+			"  target: " + target + "\n"
+	}
+	for _, tc := range []struct {
+		name     string
+		project  string
+		profiles string // written to the project dir, "" for none
+		env      map[string]string
+		want     string
+	}{
+		{"plain", project, profiles("prod"), nil, "prod"},
+		{"quoted with comment", project, profiles(`"ci"  # CI`), nil, "ci"},
+		{"env_var set", project, profiles(`"{{ env_var('DBT_TGT', 'dev') }}"`), map[string]string{"DBT_TGT": "qa"}, "qa"},
+		{"env_var fallback", project, profiles(`"{{ env_var('DBT_TGT', 'dev') }}"`), nil, "dev"},
+		{"env_var unset, no fallback", project, profiles(`"{{ env_var('DBT_TGT') }}"`), nil, "default"},
+		{"other template", project, profiles(`"{{ 'a' ~ 'b' }}"`), nil, "default"},
+		{"DBT_TARGET wins", project, profiles("prod"), map[string]string{"DBT_TARGET": "pg"}, "pg"},
+		{"no target key", project, "shop:\n  outputs:\n    dev: {type: duckdb}\n", nil, "default"},
+		{"profile missing", "name: x\nprofile: missing\n", profiles("prod"), nil, "default"},
+		{"no profiles.yml", project, "", nil, "default"},
+		{"no dbt_project.yml", "", profiles("prod"), nil, "default"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("HOME", t.TempDir())
+			dir := t.TempDir()
+			if tc.project != "" {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "dbt_project.yml"), []byte(tc.project), 0o644))
+			}
+			if tc.profiles != "" {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "profiles.yml"), []byte(tc.profiles), 0o644))
+			}
+			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			assert.Equal(t, tc.want, defaultTarget(dir, "", lookup))
+		})
+	}
+
+	// --profiles-dir is read before the project dir; the shop project's
+	// own profiles name "dev".
+	other := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(other, "profiles.yml"), []byte(profiles("from-flag")), 0o644))
+	none := func(string) (string, bool) { return "", false }
+	shop, err := filepath.Abs(filepath.Join("..", "..", "testdata", "shop"))
+	require.NoError(t, err)
+	assert.Equal(t, "from-flag", defaultTarget(shop, other, none))
+	assert.Equal(t, "dev", defaultTarget(shop, "", none))
+}
+
+// TestOpenCacheTarget: without --target, cache keys name the profile's
+// default target, not "".
+func TestOpenCacheTarget(t *testing.T) {
+	t.Setenv("DBT_TARGET", "")
+	shop, err := filepath.Abs(filepath.Join("..", "..", "testdata", "shop"))
+	require.NoError(t, err)
+	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	for target, want := range map[string]string{"": "dev", "pg": "pg"} {
+		c, err := openCache(context.Background(), buildFlags{cacheDir: t.TempDir(), target: target}, shop, m, g, nil, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		oc, ok := c.(*orchcache.Cache)
+		require.True(t, ok)
+		assert.Equal(t, want, oc.Session().Keyer().Config().Target, "--target %q", target)
+	}
 }
