@@ -26,11 +26,13 @@ func (e *okExecutor) Execute(_ context.Context, req executor.Request) (*executor
 }
 
 // An orchestrator with a cache: the second build of an unchanged project
-// runs nothing.
+// runs nothing; a build whose vars change what a model reads runs that
+// model and what is downstream of it. One Cache serves every build: it
+// learns each build's vars from the orchestrator (orchestrator.BuildCache).
 func Example() {
 	m, err := manifest.Parse([]byte(`{"metadata": {"adapter_type": "duckdb", "project_name": "p"}, "nodes": {
 	  "model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "name": "a", "package_name": "p", "path": "a.sql",
-	    "original_file_path": "models/a.sql", "raw_code": "select 1", "checksum": {"name": "sha256", "checksum": "1"},
+	    "original_file_path": "models/a.sql", "raw_code": "select '{{ var(\"day\") }}' as day", "checksum": {"name": "sha256", "checksum": "1"},
 	    "config": {"materialized": "table"}, "relation_name": "a", "depends_on": {"nodes": []}},
 	  "model.p.b": {"unique_id": "model.p.b", "resource_type": "model", "name": "b", "package_name": "p", "path": "b.sql",
 	    "original_file_path": "models/b.sql", "raw_code": "select * from {{ ref('a') }}", "checksum": {"name": "sha256", "checksum": "2"},
@@ -44,23 +46,23 @@ func Example() {
 	}
 	store := cache.NewStore(afero.NewMemMapFs(), "/cache", cache.StoreOptions{})
 	ex := &okExecutor{}
-	for range 2 {
-		// One session per build, opened with the build's vars and target.
-		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Target: "dev"})
+	sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Target: "dev"})
+	if err != nil {
+		panic(err)
+	}
+	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m, Cache: orchcache.New(sess, orchcache.Options{})})
+	if err != nil {
+		panic(err)
+	}
+	for _, day := range []string{"mon", "mon", "tue"} {
+		run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{Vars: map[string]any{"day": day}})
 		if err != nil {
 			panic(err)
 		}
-		o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m, Cache: orchcache.New(sess, orchcache.Options{})})
-		if err != nil {
-			panic(err)
-		}
-		run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
-		if err != nil {
-			panic(err)
-		}
-		fmt.Printf("success %d, cached %d, dbt runs so far %d\n", run.Count(orchestrator.Success), run.Count(orchestrator.Cached), ex.runs)
+		fmt.Printf("day %s: success %d, cached %d, dbt runs so far %d\n", day, run.Count(orchestrator.Success), run.Count(orchestrator.Cached), ex.runs)
 	}
 	// Output:
-	// success 2, cached 0, dbt runs so far 2
-	// success 0, cached 2, dbt runs so far 2
+	// day mon: success 2, cached 0, dbt runs so far 2
+	// day mon: success 0, cached 2, dbt runs so far 2
+	// day tue: success 2, cached 0, dbt runs so far 4
 }
