@@ -48,6 +48,20 @@ def cache_plugin_discovery():
     PluginManager.get_prefixed_modules = classmethod(get_prefixed_modules)
 
 
+def skip_graph_diagnostics():
+    """Every invocation writes target/graph.gpickle and computes the graph
+    summaries of target/graph_summary.json, diagnostics no one reads from a
+    throw-away target directory (~20 ms an invocation on 150 nodes)."""
+    try:
+        from dbt.compilation import Compiler, Linker
+    except ImportError:
+        return
+    if hasattr(Compiler, "write_graph_file"):
+        Compiler.write_graph_file = lambda self, linker, manifest: None
+    if hasattr(Linker, "get_graph_summary"):
+        Linker.get_graph_summary = lambda self, manifest: {}
+
+
 def main():
     fd = int(os.environ["DBTORCH_WORKER_FD"])
     os.set_inheritable(fd, False)
@@ -60,6 +74,7 @@ def main():
     from dbt.cli.main import dbtRunner
 
     cache_plugin_discovery()
+    skip_graph_diagnostics()
 
     manifests = {}  # key -> Manifest, in insertion order
 
