@@ -197,7 +197,10 @@ func (c *Core) dirArgs(targetDir, logDir string) []string {
 	if c.cfg.ProfilesDir != "" {
 		args = append(args, "--profiles-dir", c.cfg.ProfilesDir)
 	}
-	return append(args, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors")
+	// --cache-selected-only: dbt's relation cache is filled for the
+	// schemas of the invocation's nodes only, not for every schema of the
+	// project.
+	return append(args, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors", "--cache-selected-only")
 }
 
 // Prepare runs `dbt deps` when the project's packages are not installed

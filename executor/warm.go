@@ -560,7 +560,9 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	args = append(args, "--project-dir", x.cfg.ProjectDir, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors",
 		// The worker writes run_results.json itself: dbt would also write
 		// manifest.json in every invocation.
-		"--no-write-json")
+		"--no-write-json",
+		// The relation cache is filled for the invocation's schemas only.
+		"--cache-selected-only")
 	if x.cfg.ProfilesDir != "" {
 		args = append(args, "--profiles-dir", x.cfg.ProfilesDir)
 	}
