@@ -72,7 +72,9 @@ type CoreConfig struct {
 	// CheckFiles makes every invocation re-check the project's files
 	// against the partial-parse file written by Prepare (dbt's default).
 	// Off by default: the project is assumed not to change during a build,
-	// which saves the file scan in every invocation.
+	// which saves the file scan in every invocation whose vars are the
+	// executor's (a request with other vars makes dbt parse again, with
+	// the scan).
 	CheckFiles bool
 }
 
@@ -373,7 +375,10 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	args = append(args, c.dirArgs(targetDir, logDir)...)
 	if pp != "" {
 		args = append(args, "--partial-parse-file-path", pp)
-		if !c.cfg.CheckFiles {
+		// Skipping the file scan is only sound when dbt can reuse the
+		// partial-parse file as it is: with other vars it must parse again
+		// (and, without the scan, would find no files to parse).
+		if !c.cfg.CheckFiles && sameVars(c.cfg.Vars, dbtargv.MergeVars(c.cfg.Vars, req.Vars)) {
 			args = append(args, "--no-partial-parse-file-diff")
 		}
 	}
@@ -494,4 +499,11 @@ func joinTails(stderr, stdout string) string {
 		}
 	}
 	return strings.Join(parts, "\n")
+}
+
+// sameVars reports whether two var sets encode alike.
+func sameVars(a, b map[string]any) bool {
+	x, errA := dbtargv.Vars(a)
+	y, errB := dbtargv.Vars(b)
+	return errA == nil && errB == nil && x == y
 }

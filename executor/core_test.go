@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,6 +123,13 @@ func checkShop(t *testing.T, ex executor.Executor, m *manifest.Manifest) {
 		}
 	}
 	assert.Contains(t, res, "unit_test.shop.fct_orders.fct_orders_sums_payments")
+
+	// A request's vars override the executor's: the broken model builds.
+	cr := nodes(t, m, "model.shop.customer_revenue")
+	resp, err := ex.Execute(ctx, executor.Request{Command: executor.Run, Nodes: cr, Vars: map[string]any{"broken_model": false}, Attempt: 2})
+	require.NoError(t, err)
+	assert.Equal(t, executor.Success, resp.Results[0].Status, resp.Results[0].Message)
+	assert.Contains(t, strings.Join(resp.Invocation.Args, " "), `"broken_model":false`)
 }
 
 func TestNewCoreRejects(t *testing.T) {
