@@ -246,18 +246,35 @@ type build struct {
 
 	prepOnce sync.Once
 	prepErr  error
+	// schemas serialises invocations until the schemas they build into
+	// exist (see schemaGate).
+	schemas schemaGate
 }
 
 // execute runs one invocation. The executor is prepared (Preparer) before
 // the build's first invocation, not before the build: a build that runs
 // nothing (all cached, all skipped) starts no dbt. When preparing fails,
-// every invocation of the build fails with that error.
+// every invocation of the build fails with that error. The first
+// invocation building into each schema runs alone (schemaGate).
 func (b *build) execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
 	b.prepOnce.Do(func() { b.prepErr = b.o.prepare(ctx) })
 	if b.prepErr != nil {
 		return nil, b.prepErr
 	}
-	return b.cfg.Executor.Execute(ctx, req)
+	release, err := b.schemas.enter(ctx, req.Nodes)
+	if err != nil {
+		// Cancelled while another invocation was creating a schema: the
+		// nodes did not start, as an executor would report them.
+		resp := &executor.Response{Invocation: executor.Invocation{Command: req.Command, ExitCode: -1}}
+		for _, n := range req.Nodes {
+			resp.Results = append(resp.Results, executor.Result{UniqueID: n.UniqueID, Status: executor.Cancelled,
+				Kind: executor.KindCancelled, Message: "cancelled while waiting for dbt to create the schema: " + err.Error()})
+		}
+		return resp, nil
+	}
+	resp, err := b.cfg.Executor.Execute(ctx, req)
+	release(resp, err)
+	return resp, err
 }
 
 func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build, error) {

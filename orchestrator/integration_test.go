@@ -473,6 +473,11 @@ func TestShopPostgresConcurrency(t *testing.T) {
 	// Seeds and staging: five independent seeds, then five views and their
 	// tests: plenty of room for four at once.
 	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Select: []string{"resource_type:seed", "staging"}})
+	for _, r := range run.Results {
+		if r.Err != nil {
+			t.Logf("%s: %s: %s", r.UniqueID, r.Err.Kind, r.Err.Message)
+		}
+	}
 	require.NoError(t, err)
 	assert.Equal(t, len(run.Results), run.Count(orchestrator.Success))
 	running, peak, overlaps := 0, 0, 0
