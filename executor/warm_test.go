@@ -81,3 +81,31 @@ func TestWarmCancelAndCrash(t *testing.T) {
 	_, err = w.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.quick")})
 	assert.ErrorIs(t, err, executor.ErrClosed)
 }
+
+// TestWarmRebuildsEphemeralReader builds a model that reads an ephemeral
+// model twice on one worker: dbt compiles nodes in place on the shared
+// manifest, and the second compile must inject the ephemeral's CTE again.
+func TestWarmRebuildsEphemeralReader(t *testing.T) {
+	dir := dbttest.CopyProject(t, "shop")
+	w, err := executor.NewWarm(executor.WarmConfig{
+		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: dbttest.Env(t, dir),
+		WorkDir: t.TempDir(), Logger: testLogger(t), Workers: 1,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, w.Close()) })
+	m, err := w.Manifest(t.Context())
+	require.NoError(t, err)
+	resp, err := w.Execute(t.Context(), executor.Request{Command: executor.Build,
+		Nodes: nodes(t, m, "seed.shop.orders", "seed.shop.payments", "model.shop.stg_orders", "model.shop.stg_payments")})
+	require.NoError(t, err)
+	for _, r := range resp.Results {
+		require.Equal(t, executor.Success, r.Status, "%s: %s", r.UniqueID, r.Message)
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		resp, err := w.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.shop.fct_orders")})
+		require.NoError(t, err)
+		r := resp.Results[0]
+		require.Equal(t, executor.Success, r.Status, "build %d: %s", attempt, r.Message)
+		assert.Contains(t, r.CompiledCode, "__dbt__cte__int_order_payments", "build %d", attempt)
+	}
+}

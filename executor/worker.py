@@ -78,6 +78,20 @@ def main():
 
     manifests = {}  # key -> Manifest, in insertion order
 
+    def reset_compilation(manifest):
+        # dbt compiles nodes in place on the manifest it is given. A node
+        # compiled by an earlier request keeps extra_ctes_injected=True, and
+        # compiling it again skips injecting the CTEs of the ephemeral
+        # models it reads ("__dbt__cte__x does not exist"). Reset that state
+        # so every request compiles from scratch, as a fresh dbt would.
+        for node in manifest.nodes.values():
+            if getattr(node, "extra_ctes_injected", False):
+                try:
+                    node.extra_ctes_injected = False
+                    node.extra_ctes = []
+                except AttributeError:  # node types without the fields
+                    pass
+
     def manifest_for(key, parse_args):
         if key in manifests:
             return manifests[key]
@@ -109,6 +123,7 @@ def main():
         success = False
         try:
             manifest = manifest_for(req.get("key", ""), req["parse_args"])
+            reset_compilation(manifest)
             res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
             success = bool(res.success)
             path = req.get("results_path")
