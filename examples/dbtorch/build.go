@@ -39,7 +39,7 @@ type buildFlags struct {
 	onlyFresh, fullRefresh, strict  bool
 	vars                            string
 	results, runResults, summary    string
-	junit                           string
+	junit, lineage                  string
 	quiet                           bool
 }
 
@@ -72,6 +72,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.runResults, "run-results", "", "write a dbt run_results.json here")
 	fs.StringVar(&f.summary, "summary", "", "write a markdown summary here")
 	fs.StringVar(&f.junit, "junit", "", "write JUnit XML here")
+	fs.StringVar(&f.lineage, "lineage", "", "emit OpenLineage events: a file (JSON lines) or an http(s) endpoint URL (OPENLINEAGE_API_KEY, OPENLINEAGE_NAMESPACE honoured)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -145,6 +146,21 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if f.junit != "" {
 		cfg.Reporters = append(cfg.Reporters, &artifacts.JUnit{Path: f.junit})
+	}
+	if f.lineage != "" {
+		tr, terr := artifacts.OpenTransport(f.lineage, artifacts.HTTPOptions{APIKey: os.Getenv("OPENLINEAGE_API_KEY"), Logger: logger})
+		if terr != nil {
+			return badInput(stderr, "build", fmt.Errorf("--lineage: %w", terr))
+		}
+		defer func() {
+			// Deliver what is queued, but never hang on an unreachable endpoint.
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if cerr := tr.Close(cctx); cerr != nil {
+				fmt.Fprintf(stderr, "dbtorch build: --lineage: %v\n", cerr)
+			}
+		}()
+		cfg.Reporters = append(cfg.Reporters, &artifacts.Lineage{Transport: tr, JobNamespace: os.Getenv("OPENLINEAGE_NAMESPACE")})
 	}
 	var prog *progress
 	if !f.quiet {
