@@ -107,6 +107,13 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return badInput(stderr, "build", err)
 	}
+	// dbt runs with its working directory elsewhere (warm workers, temp
+	// dirs): a relative --profiles-dir must not depend on ours.
+	if f.profilesDir != "" {
+		if f.profilesDir, err = filepath.Abs(f.profilesDir); err != nil {
+			return badInput(stderr, "build", err)
+		}
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	ex, m, closeEx, err := newBuildExecutor(ctx, f, projectDir, vars, logger)
