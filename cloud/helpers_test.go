@@ -1,12 +1,10 @@
 package cloud_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/cloud"
 	"github.com/dbtorch/dbtorch/cloud/cloudtest"
+	"github.com/dbtorch/dbtorch/internal/syncbuf"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -100,25 +99,8 @@ func manifestJSON(t testing.TB, nodes []node) []byte {
 type env struct {
 	srv  *cloudtest.Server
 	c    *cloud.Client
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	m    *manifest.Manifest
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (e *env) logger() *slog.Logger {
@@ -136,7 +118,7 @@ func newEnv(t *testing.T, opts cloudtest.Options) *env {
 	opts.Token = "s3cr3t-t0ken-" + strings.ReplaceAll(t.Name(), "/", "_")
 	srv, err := cloudtest.NewServer(opts)
 	require.NoError(t, err)
-	e := &env{srv: srv, logs: &syncBuffer{}}
+	e := &env{srv: srv, logs: &syncbuf.Buffer{}}
 	e.m, err = manifest.Parse(opts.Manifest)
 	require.NoError(t, err)
 	e.c = e.client(t, nil)

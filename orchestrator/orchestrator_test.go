@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/syncbuf"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -644,7 +645,7 @@ func TestBuildCacheFailsOpen(t *testing.T) {
 }
 
 func TestSlogObserver(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	logger := newTextLogger(&buf)
 	fake := newFake(map[string]script{modelID(0): {failures: -1}})
 	o := newOrch(t, orchestrator.Config{Executor: fake, Manifest: manifestOf(dagSpec{models: 2, parents: map[int][]int{1: {0}}}),

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dbtorch/dbtorch/internal/syncbuf"
 )
 
 // DBTLs resolves selections by asking dbt: `dbt ls --output json
@@ -180,7 +182,7 @@ type Session struct {
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	replies *bufio.Reader
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 	mu      sync.Mutex
 	dead    error
 }
@@ -195,7 +197,7 @@ func (d *DBTLs) Start(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{d: d, tmp: tmp, log: &syncBuffer{}}
+	s := &Session{d: d, tmp: tmp, log: &syncbuf.Buffer{}}
 	fail := func(err error) (*Session, error) {
 		_ = s.Close()
 		return nil, err
@@ -243,7 +245,7 @@ func (d *DBTLs) Start(ctx context.Context) (*Session, error) {
 		return fail(err)
 	}
 	if !rd.Ready {
-		return fail(&DBTError{Args: []string{"parse"}, Output: rd.Error + "\n" + s.log.String(), Err: errors.New("worker not ready")})
+		return fail(&DBTError{Args: []string{"parse"}, Output: rd.Error + "\n" + s.logTail(), Err: errors.New("worker not ready")})
 	}
 	return s, nil
 }
@@ -268,7 +270,7 @@ func (s *Session) read(ctx context.Context, v any) error {
 	case r := <-ch:
 		if r.err != nil {
 			s.dead = fmt.Errorf("selector: dbt worker exited: %w", r.err)
-			return &DBTError{Args: []string{"(worker)"}, Output: strings.TrimSpace(s.log.String()), Err: s.dead}
+			return &DBTError{Args: []string{"(worker)"}, Output: strings.TrimSpace(s.logTail()), Err: s.dead}
 		}
 		return json.Unmarshal(r.line, v)
 	}
@@ -339,25 +341,11 @@ func (s *Session) Close() error {
 	return err
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// process's output copiers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 8000 {
-		s = s[len(s)-8000:]
+// logTail returns the last 8,000 bytes of the worker's output, for errors.
+func (s *Session) logTail() string {
+	out := s.log.String()
+	if len(out) > 8000 {
+		out = out[len(out)-8000:]
 	}
-	return s
+	return out
 }
