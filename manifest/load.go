@@ -80,10 +80,6 @@ func Load(fsys afero.Fs, path string) (*Manifest, error) {
 
 var schemaVersionRE = regexp.MustCompile(`/manifest/v(\d+)(?:\.json)?`)
 
-// nodeSections are the top-level maps whose entries are node-like.
-var nodeSections = []string{"nodes", "sources", "unit_tests", "exposures", "metrics",
-	"semantic_models", "saved_queries", "functions", "groups"}
-
 // Parse parses manifest.json bytes of any schema version dbt has written
 // (v4..v12, including v12 written by dbt's Rust engine). Unknown fields are
 // ignored and missing optional fields take their zero value (config.enabled
@@ -102,8 +98,8 @@ func Parse(data []byte) (*Manifest, error) {
 		"exposures": &m.Exposures, "metrics": &m.Metrics, "semantic_models": &m.SemanticModels,
 		"saved_queries": &m.SavedQueries, "functions": &m.Functions, "groups": &m.Groups,
 	}
-	for _, k := range nodeSections {
-		*dst[k] = map[string]*Node{}
+	for _, section := range dst {
+		*section = map[string]*Node{}
 	}
 	s := &scanner{data: data}
 	if c := s.peek(); c != '{' {
@@ -150,6 +146,17 @@ func Parse(data []byte) (*Manifest, error) {
 		}
 	}
 	resolveUnitTests(m)
+	// Index the ids Lookup cannot find by their prefix (filed under
+	// another section: only corrupt manifests have them).
+	m.All(func(n *Node) bool {
+		if m.Lookup(n.UniqueID) == nil {
+			if m.byID == nil {
+				m.byID = map[string]*Node{}
+			}
+			m.byID[n.UniqueID] = n
+		}
+		return true
+	})
 	return m, nil
 }
 

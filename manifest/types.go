@@ -231,6 +231,10 @@ type Manifest struct {
 	// Selectors is the manifest's "selectors" block (YAML selectors,
 	// expanded), decoded as generic JSON.
 	Selectors map[string]any
+
+	// byID indexes, for Lookup, the entries Parse found filed under a
+	// section their unique_id's prefix does not name.
+	byID map[string]*Node
 }
 
 // Lookup returns the node with the given unique_id from any of the
@@ -263,16 +267,9 @@ func (m *Manifest) Lookup(id string) *Node {
 			return n
 		}
 	}
-	// An id whose prefix does not name its section.
-	var found *Node
-	m.All(func(n *Node) bool {
-		if n.UniqueID == id {
-			found = n
-			return false
-		}
-		return true
-	})
-	return found
+	// An id whose prefix does not name its section (only a corrupt
+	// manifest has one): Parse indexed every id.
+	return m.byID[id]
 }
 
 // All calls fn for every node of every kind (nodes, sources, unit tests,
