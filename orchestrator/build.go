@@ -255,12 +255,32 @@ type build struct {
 // the build's first invocation, not before the build: a build that runs
 // nothing (all cached, all skipped) starts no dbt. When preparing fails,
 // every invocation of the build fails with that error. The first
-// invocation building into each schema runs alone (schemaGate).
+// invocation building into each schema runs alone (schemaGate). Each
+// invocation gets Config.NodeTimeout; nodes it cut off are KindTimeout.
 func (b *build) execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
 	b.prepOnce.Do(func() { b.prepErr = b.o.prepare(ctx) })
 	if b.prepErr != nil {
 		return nil, b.prepErr
 	}
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if b.cfg.NodeTimeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, b.cfg.NodeTimeout)
+	}
+	defer cancel()
+	resp, err := b.invoke(actx, req)
+	if resp != nil && actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		// Our timeout, not the build's cancellation.
+		for k := range resp.Results {
+			if r := &resp.Results[k]; r.Status != executor.Success && r.Kind == executor.KindCancelled {
+				r.Kind = executor.KindTimeout
+			}
+		}
+	}
+	return resp, err
+}
+
+// invoke passes the schema gate and runs the invocation.
+func (b *build) invoke(ctx context.Context, req executor.Request) (*executor.Response, error) {
 	release, err := b.schemas.enter(ctx, req.Nodes)
 	if err != nil {
 		// Cancelled while another invocation was creating a schema: the

@@ -272,17 +272,9 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 			waited = start.Sub(queuedAt)
 		}
 		b.emit(ctx, Event{Type: NodeStarted, Node: n.UniqueID, Attempt: attempt, Time: start})
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if cfg.NodeTimeout > 0 {
-			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
-		}
-		resp, err := b.execute(actx, b.request(cmd, attempt, nodes...))
-		cancel()
+		resp, err := b.execute(ctx, b.request(cmd, attempt, nodes...))
 		rs, inv := resultsFor(nodes, resp, err)
 		er = rs[0]
-		if er.Status != executor.Success && er.Kind == executor.KindCancelled && actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-			er.Kind = executor.KindTimeout
-		}
 		end := cfg.Now()
 		res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, &er, inv))
 		res.CompletedAt = end

@@ -141,21 +141,12 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 			}
 			b.emit(ctx, Event{Type: NodeStarted, Node: b.ids[i], Attempt: attempt, Time: start})
 		}
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if cfg.NodeTimeout > 0 {
-			actx, cancel = context.WithTimeout(ctx, cfg.NodeTimeout)
-		}
-		resp, err := b.execute(actx, b.request(cmd, attempt, nodes...))
-		timedOut := actx.Err() == context.DeadlineExceeded && ctx.Err() == nil
-		cancel()
+		resp, err := b.execute(ctx, b.request(cmd, attempt, nodes...))
 		rs, inv := resultsFor(nodes, resp, err)
 		end := cfg.Now()
 		var retry []int32
 		for k, i := range pending {
 			er := &rs[k]
-			if timedOut && er.Kind == executor.KindCancelled {
-				er.Kind = executor.KindTimeout
-			}
 			res := &b.results[i]
 			res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, er, inv))
 			res.CompletedAt = end
