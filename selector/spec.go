@@ -488,20 +488,6 @@ func (p *defParser) depth(d map[string]any, key string) (int, error) {
 	return 0, p.errorf(pyStr(d[key]), "invalid node spec - could not handle %s", key)
 }
 
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case string:
-		return x != ""
-	case float64:
-		return x != 0
-	}
-	return true
-}
-
 // pyStr renders a JSON value as Python's str() would.
 func pyStr(v any) string {
 	switch x := v.(type) {

@@ -265,7 +265,8 @@ func sameConfig(old, cur *jnode) bool {
 	return true
 }
 
-func truthyAny(v any) bool {
+// truthy is Python's bool() of a decoded JSON value.
+func truthy(v any) bool {
 	switch x := v.(type) {
 	case nil:
 		return false
@@ -289,10 +290,10 @@ func samePersistedDescription(old, cur *jnode) bool {
 	if !ok {
 		return true
 	}
-	if truthyAny(pd["relation"]) && !pyEqual(cur.get("description"), old.get("description")) {
+	if truthy(pd["relation"]) && !pyEqual(cur.get("description"), old.get("description")) {
 		return false
 	}
-	if truthyAny(pd["columns"]) {
+	if truthy(pd["columns"]) {
 		descs := func(x *jnode) map[string]any {
 			out := map[string]any{}
 			cols, _ := x.get("columns").(map[string]any)
