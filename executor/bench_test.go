@@ -74,7 +74,7 @@ func benchProject(b *testing.B, dir string) {
 		start := time.Now()
 		for _, id := range plan.Nodes {
 			n := m.Lookup(id)
-			resp, err := ex.Execute(ctx, executor.Request{Command: executor.CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1})
+			resp, err := ex.Execute(ctx, executor.Request{Command: executor.CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1, BuildID: "bench"})
 			require.NoError(b, err)
 			if r := resp.Results[0]; r.Status != executor.Success {
 				b.Errorf("%s: %s %s: %s", id, r.Status, r.Kind, r.Message)

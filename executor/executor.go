@@ -90,6 +90,9 @@ type Request struct {
 	Vars map[string]any
 	// BuildID identifies the orchestrated build this invocation belongs to
 	// (for naming jobs, log directories, and dbt's invocation metadata).
+	// Invocations of one build may share what one dbt build would check
+	// once: the warm executor checks that a schema exists once per build
+	// and worker. Leave it empty to check in every invocation.
 	BuildID string
 	// Attempt is 1 for the first try of these nodes, 2 for the first retry,
 	// and so on.

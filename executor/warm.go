@@ -74,6 +74,14 @@ type WarmConfig struct {
 // from its run_results.json, so Warm reports exactly what Core reports, at
 // a fraction of the per-invocation cost.
 //
+// Beyond the import and the parse, a worker skips what dbt would redo in
+// every invocation although nothing it depends on changed: it links each
+// manifest's graph once, compiles the query-comment template once, does
+// not build log events no logger writes (dbt's standard output is kept at
+// warn level; it only feeds crash reports), and within one build
+// (Request.BuildID) checks that a schema exists once, as one dbt build
+// does. executor/worker.py documents each.
+//
 // A worker runs one invocation at a time; Execute waits for an idle worker
 // (or for ctx). A worker that dies is replaced and the nodes of its
 // invocation are reported with KindCrash; when ctx ends during an
@@ -192,6 +200,9 @@ type workerReq struct {
 	Key       string   `json:"key"`
 	// ResultsPath is where the worker writes run_results.json.
 	ResultsPath string `json:"results_path,omitempty"`
+	// Build is the orchestrated build the request belongs to: the worker
+	// checks each schema once per build, as one dbt build does.
+	Build string `json:"build,omitempty"`
 }
 
 // kill ends the worker's process group: SIGINT, then SIGKILL after grace
@@ -562,11 +573,18 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		// manifest.json in every invocation.
 		"--no-write-json",
 		// The relation cache is filled for the invocation's schemas only.
-		"--cache-selected-only")
+		"--cache-selected-only",
+		// dbt's standard output only feeds crash reports (the tail of it);
+		// below warn, the worker skips building the events at all.
+		"--log-level", "warn")
 	if x.cfg.ProfilesDir != "" {
 		args = append(args, "--profiles-dir", x.cfg.ProfilesDir)
 	}
-	if !x.cfg.KeepArtifacts {
+	if x.cfg.KeepArtifacts {
+		// dbt's file log keeps its debug level (--log-level would lower
+		// it to warn).
+		args = append(args, "--log-level-file", "debug")
+	} else {
 		// The log directory is removed after the invocation.
 		args = append(args, "--log-level-file", "none")
 	}
@@ -583,7 +601,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	var fail *failure
 	healthy := true
 	if err := w.send(workerReq{ID: id, Args: args, ParseArgs: x.parseArgs(vars, parseDir, pp), Key: vars,
-		ResultsPath: filepath.Join(targetDir, "run_results.json")}); err != nil {
+		ResultsPath: filepath.Join(targetDir, "run_results.json"), Build: req.BuildID}); err != nil {
 		healthy = false
 		w.kill(0)
 		fail = crashFailure(fmt.Sprintf("dbt warm worker %d could not take the request: %v", w.id, err), w.out.Lines(tailLines))

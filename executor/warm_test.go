@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/manifest"
 )
 
 func TestWarmShop(t *testing.T) {
@@ -107,5 +110,109 @@ func TestWarmRebuildsEphemeralReader(t *testing.T) {
 		r := resp.Results[0]
 		require.Equal(t, executor.Success, r.Status, "build %d: %s", attempt, r.Message)
 		assert.Contains(t, r.CompiledCode, "__dbt__cte__int_order_payments", "build %d", attempt)
+	}
+}
+
+// TestWarmChecksSchemasOncePerBuild runs one model three times on one
+// worker: twice in build b1, then in build b2. dbt lists the database's
+// schemas (to create missing ones) in the first invocation of each build
+// only, as one dbt build does; dbt's debug log of each invocation shows it.
+func TestWarmChecksSchemasOncePerBuild(t *testing.T) {
+	dir := copyProbe(t)
+	w, err := executor.NewWarm(executor.WarmConfig{
+		DBTPath: dbttest.DBT(t), ProjectDir: dir, WorkDir: t.TempDir(), Logger: testLogger(t),
+		Env: probeEnv(t, dir), KeepArtifacts: true,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, w.Close()) })
+	m, err := w.Manifest(t.Context())
+	require.NoError(t, err)
+	listed := func(build string) bool {
+		t.Helper()
+		resp, err := w.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.quick"), BuildID: build})
+		require.NoError(t, err)
+		require.Equal(t, executor.Success, resp.Results[0].Status, resp.Results[0].Message)
+		i := slices.Index(resp.Invocation.Args, "--log-path")
+		require.Positive(t, i)
+		log, err := os.ReadFile(filepath.Join(resp.Invocation.Args[i+1], "dbt.log"))
+		require.NoError(t, err)
+		require.Contains(t, string(log), "model.probe.quick", "dbt's file log is kept at debug level")
+		// create_schemas lists the schemas on a connection named after the
+		// database ("list_probe"); the relation cache's is "list_probe_main".
+		return strings.Contains(string(log), `connection "list_probe"`)
+	}
+	assert.True(t, listed("b1"), "first invocation of build b1 checks the schemas")
+	assert.False(t, listed("b1"), "second invocation of build b1 does not")
+	assert.True(t, listed("b2"), "a new build checks again")
+	assert.True(t, listed(""), "an invocation outside a build always checks")
+	assert.True(t, listed(""), "an invocation outside a build always checks")
+}
+
+// TestWarmBuildAfterRunKeepsTestEdges runs a model with `dbt run` on a
+// worker, then `dbt build` over the model, its failing test and a child
+// on the same worker. The worker links each manifest's graph once; the
+// build needs dbt build's test edges (the child waits for the test and is
+// skipped when it fails), which the graph of `dbt run` lacks.
+func TestWarmBuildAfterRunKeepsTestEdges(t *testing.T) {
+	dir := dbttest.CopyProject(t, "shop")
+	w, err := executor.NewWarm(executor.WarmConfig{
+		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: dbttest.Env(t, dir),
+		Vars:    map[string]any{"failing_test": true},
+		WorkDir: t.TempDir(), Logger: testLogger(t), Workers: 1,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, w.Close()) })
+	m, err := w.Manifest(t.Context())
+	require.NoError(t, err)
+	// No dbt build before the last request: the worker's first graph is
+	// one without test edges.
+	for _, req := range []executor.Request{
+		{Command: executor.Seed, Nodes: nodes(t, m, "seed.shop.customers", "seed.shop.orders", "seed.shop.payments")},
+		{Command: executor.Run, Nodes: nodes(t, m, "model.shop.stg_customers", "model.shop.stg_orders", "model.shop.stg_payments", "model.shop.fct_orders")},
+	} {
+		resp, err := w.Execute(t.Context(), req)
+		require.NoError(t, err)
+		for _, r := range resp.Results {
+			require.Equal(t, executor.Success, r.Status, "%s: %s", r.UniqueID, r.Message)
+		}
+	}
+	resp, err := w.Execute(t.Context(), executor.Request{Command: executor.Build, Nodes: nodes(t, m,
+		"model.shop.fct_orders", "test.shop.assert_order_amounts_non_negative", "model.shop.dim_customers.v1")})
+	require.NoError(t, err)
+	got := byID(resp.Results)
+	assert.Equal(t, executor.Success, got["model.shop.fct_orders"].Status, got["model.shop.fct_orders"].Message)
+	assert.Equal(t, executor.Error, got["test.shop.assert_order_amounts_non_negative"].Status)
+	assert.Equal(t, "fail", got["test.shop.assert_order_amounts_non_negative"].DBTStatus)
+	assert.Equal(t, executor.Skipped, got["model.shop.dim_customers.v1"].Status,
+		"dbt build skips the child of a model whose test failed")
+}
+
+// TestStoreFailuresWithoutRelationCache runs a test that stores its
+// failures twice with each executor. dbtorch runs `dbt test` without
+// filling dbt's relation cache; the second run must still find the audit
+// table the first one created (dbt asks the database) and replace it.
+func TestStoreFailuresWithoutRelationCache(t *testing.T) {
+	dir := copyProbe(t)
+	env := probeEnv(t, dir)
+	core, err := executor.NewCore(executor.CoreConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: t.TempDir(), Logger: testLogger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, core.Close()) })
+	m, err := core.Manifest(t.Context())
+	require.NoError(t, err)
+	test := ofType(t, m, manifest.Test)
+	require.Len(t, test, 1)
+	warm, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: t.TempDir(), Logger: testLogger(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, warm.Close()) })
+
+	resp, err := core.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.quick")})
+	require.NoError(t, err)
+	require.Equal(t, executor.Success, resp.Results[0].Status, resp.Results[0].Message)
+	for i, ex := range []executor.Executor{core, core, warm, warm} {
+		resp, err := ex.Execute(t.Context(), executor.Request{Command: executor.Test, Nodes: test})
+		require.NoError(t, err)
+		assert.Contains(t, resp.Invocation.Args, "--no-populate-cache")
+		r := resp.Results[0]
+		require.Equal(t, executor.Success, r.Status, "run %d: %s", i+1, r.Message)
 	}
 }

@@ -156,6 +156,8 @@ type Options struct {
 // where the invocation runs):
 //
 //	run --select <selector>... --indirect-selection empty [--full-refresh] [--vars JSON] [--target T] [--threads N] [--state DIR] [--defer] [--defer-state DIR] [--favor-state]
+//
+// and for test, --no-populate-cache at the end.
 func Build(o Options) ([]string, error) {
 	switch o.Command {
 	case "run", "seed", "snapshot", "test", "build":
@@ -199,6 +201,14 @@ func Build(o Options) ([]string, error) {
 	}
 	if o.FavorState {
 		args = append(args, "--favor-state")
+	}
+	if o.Command == "test" {
+		// dbt test fills the relation cache with every relation of the
+		// tested nodes' schemas before running, yet data and unit tests
+		// look nothing up in it; what does (store_failures, --defer) asks
+		// the database directly when the cache is empty. In per-node runs
+		// the listing costs as much as the test.
+		args = append(args, "--no-populate-cache")
 	}
 	return args, nil
 }

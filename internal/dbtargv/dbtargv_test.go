@@ -60,7 +60,7 @@ func TestBuild(t *testing.T) {
 		{"run full refresh", dbtargv.Options{Command: "run", Nodes: []*manifest.Node{m}, FullRefresh: true, Vars: map[string]any{"b": 1, "a": "x"}, Target: "pg", Threads: 2},
 			[]string{"run", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "empty", "--full-refresh", "--vars", `{"a":"x","b":1}`, "--target", "pg", "--threads", "2"}},
 		{"test ignores full refresh", dbtargv.Options{Command: "test", Nodes: []*manifest.Node{m}, FullRefresh: true},
-			[]string{"test", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "empty"}},
+			[]string{"test", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "empty", "--no-populate-cache"}},
 		{"snapshot ignores full refresh", dbtargv.Options{Command: "snapshot", Nodes: []*manifest.Node{m}, FullRefresh: true, IndirectSelection: "cautious"},
 			[]string{"snapshot", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "cautious"}},
 		{"state and defer", dbtargv.Options{Command: "build", Nodes: []*manifest.Node{m}, State: "/s", Defer: true, DeferState: "/d", FavorState: true},
