@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 
 MAX_MANIFESTS = 4
@@ -137,16 +138,21 @@ def reuse_graph():
     except ImportError:
         return
     compile_ = Compiler.compile
-    graphs = {}  # (id(manifest), add_test_edges) -> (manifest, graph, stats)
+    # (id(manifest), add_test_edges) -> (weak reference to the manifest,
+    # graph, stats). The weak reference tells a manifest that was dropped
+    # (and another that got its id) from the one that was linked, without
+    # keeping dropped manifests alive.
+    graphs = {}
 
     def compile(self, manifest, write=True, add_test_edges=False):
         key = (id(manifest), bool(add_test_edges))
         hit = graphs.get(key)
-        if hit is None or hit[0] is not manifest:
+        if hit is None or hit[0]() is not manifest:
             graph = compile_(self, manifest, write=write, add_test_edges=add_test_edges)
+            graphs.pop(key, None)
             if len(graphs) >= 2 * MAX_MANIFESTS:
                 graphs.pop(next(iter(graphs)))
-            graphs[key] = hit = (manifest, graph.graph, _generate_stats(manifest))
+            graphs[key] = hit = (weakref.ref(manifest), graph.graph, _generate_stats(manifest))
             return Graph(hit[1])
         self.initialize()
         if self.config.args.which != "list":
