@@ -47,7 +47,7 @@ type CoreConfig struct {
 	DeferState string
 	FavorState bool
 	// ExtraArgs are appended to every invocation (for example
-	// "--fail-fast", "--warn-error", "--no-populate-cache"). Arguments
+	// "--fail-fast", "--warn-error", "--no-version-check"). Arguments
 	// that select nodes or move dbt's output (--select, -s, --models, -m,
 	// --exclude, --selector, --target-path, --log-path, ...) or duplicate a
 	// field of this struct are refused with a *ConfigError.
@@ -190,6 +190,7 @@ func (c *Core) opts(cmd Command, nodes []*manifest.Node, fullRefresh bool, vars 
 		Command: string(cmd), Nodes: nodes, FullRefresh: fullRefresh,
 		Vars: dbtargv.MergeVars(c.cfg.Vars, vars), Target: c.cfg.Target, Threads: c.cfg.Threads,
 		State: c.cfg.State, Defer: c.cfg.Defer, DeferState: c.cfg.DeferState, FavorState: c.cfg.FavorState,
+		TestsWithoutRelationCache: true,
 	}
 }
 

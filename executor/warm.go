@@ -525,6 +525,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		Command: string(req.Command), Nodes: req.Nodes, FullRefresh: req.FullRefresh,
 		Vars: dbtargv.MergeVars(x.cfg.Vars, req.Vars), Target: x.cfg.Target, Threads: x.cfg.Threads,
 		State: x.cfg.State, Defer: x.cfg.Defer, DeferState: x.cfg.DeferState, FavorState: x.cfg.FavorState,
+		TestsWithoutRelationCache: true,
 	}
 	args, err := dbtargv.Build(opts)
 	if err != nil {

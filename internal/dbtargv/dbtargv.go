@@ -149,6 +149,13 @@ type Options struct {
 	FavorState bool
 	// IndirectSelection defaults to "empty": only the nodes asked for run.
 	IndirectSelection string
+	// TestsWithoutRelationCache adds --no-populate-cache to test: dbt test
+	// fills the relation cache with every relation of the tested nodes'
+	// schemas before running, yet data and unit tests look nothing up in
+	// it, and what does (store_failures, --defer) asks the database when
+	// the cache is empty. In a one-node invocation the listing costs as
+	// much as the test. Off for places whose dbt may not know the flag.
+	TestsWithoutRelationCache bool
 }
 
 // Build returns the sub-command and its flags (without the dbt executable
@@ -157,7 +164,7 @@ type Options struct {
 //
 //	run --select <selector>... --indirect-selection empty [--full-refresh] [--vars JSON] [--target T] [--threads N] [--state DIR] [--defer] [--defer-state DIR] [--favor-state]
 //
-// and for test, --no-populate-cache at the end.
+// and for test with TestsWithoutRelationCache, --no-populate-cache at the end.
 func Build(o Options) ([]string, error) {
 	switch o.Command {
 	case "run", "seed", "snapshot", "test", "build":
@@ -202,12 +209,7 @@ func Build(o Options) ([]string, error) {
 	if o.FavorState {
 		args = append(args, "--favor-state")
 	}
-	if o.Command == "test" {
-		// dbt test fills the relation cache with every relation of the
-		// tested nodes' schemas before running, yet data and unit tests
-		// look nothing up in it; what does (store_failures, --defer) asks
-		// the database directly when the cache is empty. In per-node runs
-		// the listing costs as much as the test.
+	if o.Command == "test" && o.TestsWithoutRelationCache {
 		args = append(args, "--no-populate-cache")
 	}
 	return args, nil
