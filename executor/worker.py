@@ -21,6 +21,7 @@ remembers which schemas exist, as one `dbt build` does (see
 remember_schemas). End of stdin ends the worker.
 """
 
+import inspect
 import json
 import os
 import sys
@@ -31,6 +32,17 @@ from collections import OrderedDict
 
 MAX_MANIFESTS = 4
 MAX_BUILDS = 8
+
+
+def takes(fn, *names):
+    """Whether fn's parameters begin with names: each patch below replaces
+    a dbt internal only when it has the signature the patch was written
+    for, so another dbt version runs unpatched rather than broken."""
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return params[: len(names)] == list(names)
 
 
 def cache_plugin_discovery():
@@ -102,6 +114,8 @@ def remember_schemas(builds):
     except ImportError:
         return
     create = GraphRunnableTask.create_schemas
+    if not takes(create, "self", "adapter", "required_schemas"):
+        return
 
     def create_schemas(self, adapter, required_schemas):
         known = builds.current
@@ -138,6 +152,13 @@ def reuse_graph():
     except ImportError:
         return
     compile_ = Compiler.compile
+    subset = Graph.get_subset_graph
+    if not (
+        takes(compile_, "self", "manifest", "write", "add_test_edges")
+        and takes(subset, "self", "selected")
+        and hasattr(Compiler, "initialize")
+    ):
+        return
     # (id(manifest), add_test_edges) -> (weak reference to the manifest,
     # graph, stats). The weak reference tells a manifest that was dropped
     # (and another that got its id) from the one that was linked, without
@@ -160,8 +181,6 @@ def reuse_graph():
         return Graph(hit[1])
 
     Compiler.compile = compile
-
-    subset = Graph.get_subset_graph
 
     def get_subset_graph(self, selected):
         selected = set(selected)
@@ -189,24 +208,36 @@ def skip_unlogged_events():
     try:
         from dbt_common.events.base_types import EventLevel
         from dbt_common.events.event_manager import EventManager
-        from dbt_common.events.logger import PRINT_EVENT_NAMES
-        from dbt.tracking import track_behavior_change_warn
     except ImportError:
         return
+    try:
+        from dbt_common.events.logger import PRINT_EVENT_NAMES
+    except ImportError:
+        PRINT_EVENT_NAMES = ("PrintEvent", "ShowNode", "CompiledNode")
+    try:
+        from dbt.tracking import track_behavior_change_warn
+    except ImportError:  # older dbt: no callback of its own
+        track_behavior_change_warn = None
     rank = {EventLevel.DEBUG: 10, EventLevel.TEST: 10, EventLevel.INFO: 20, EventLevel.WARN: 30, EventLevel.ERROR: 40}
     fire = EventManager.fire_event
+    if not takes(fire, "self", "e", "level"):
+        return
 
-    def fire_event(self, e, level=None, node=None, force_warn_or_error_handling=False):
+    # Older dbt-common takes (e, level) only; newer adds node and
+    # force_warn_or_error_handling. Anything passed beyond level goes
+    # through unchanged, and a forced warn-or-error is never dropped.
+    def fire_event(self, e, level=None, *args, **kwargs):
         r = rank.get(level or e.level_tag(), 40)
         if (
             r < 30
-            and not force_warn_or_error_handling
+            and not args
+            and not kwargs.get("force_warn_or_error_handling")
             and type(e).__name__ not in PRINT_EVENT_NAMES
             and all(cb is track_behavior_change_warn for cb in self.callbacks)
             and all(rank.get(getattr(lg, "level", None), 0) > r for lg in self.loggers)
         ):
             return None
-        return fire(self, e, level=level, node=node, force_warn_or_error_handling=force_warn_or_error_handling)
+        return fire(self, e, level, *args, **kwargs)
 
     EventManager.fire_event = fire_event
 
@@ -221,7 +252,7 @@ def cache_query_comment():
     except ImportError:
         return
     cls = qjinja.QueryStringGenerator
-    if not hasattr(cls, "get_template"):
+    if not (hasattr(cls, "get_template") and takes(cls.__init__, "self", "template_str", "context")):
         return
     codes = {}
 
