@@ -39,7 +39,7 @@ type buildFlags struct {
 	onlyFresh, fullRefresh, strict  bool
 	vars                            string
 	results, runResults, summary    string
-	junit, lineage                  string
+	junit, lineage, lineageDatasets string
 	quiet                           bool
 }
 
@@ -73,6 +73,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.summary, "summary", "", "write a markdown summary here")
 	fs.StringVar(&f.junit, "junit", "", "write JUnit XML here")
 	fs.StringVar(&f.lineage, "lineage", "", "emit OpenLineage events: a file (JSON lines) or an http(s) endpoint URL (OPENLINEAGE_API_KEY, OPENLINEAGE_NAMESPACE honoured)")
+	fs.StringVar(&f.lineageDatasets, "lineage-dataset-namespace", "", "OpenLineage namespace of every dataset, naming the warehouse as other producers do (e.g. postgres://db.example.com:5432); default: the adapter type and \"://\"")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -167,7 +168,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				fmt.Fprintf(stderr, "dbtorch build: --lineage: %v\n", cerr)
 			}
 		}()
-		cfg.Reporters = append(cfg.Reporters, &artifacts.Lineage{Transport: tr, JobNamespace: os.Getenv("OPENLINEAGE_NAMESPACE")})
+		cfg.Reporters = append(cfg.Reporters, &artifacts.Lineage{Transport: tr, JobNamespace: os.Getenv("OPENLINEAGE_NAMESPACE"),
+			DatasetNamespace: f.lineageDatasets})
 	}
 	var prog *progress
 	if !f.quiet {

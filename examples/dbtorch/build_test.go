@@ -50,10 +50,14 @@ func TestBuildShop(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
-	results := filepath.Join(t.TempDir(), "out", "results.json")
+	outDir := filepath.Join(t.TempDir(), "out")
+	results := filepath.Join(outDir, "results.json")
+	runResults, summary, junit, lineage := filepath.Join(outDir, "run_results.json"), filepath.Join(outDir, "summary.md"),
+		filepath.Join(outDir, "junit.xml"), filepath.Join(outDir, "lineage.jsonl")
 	var out, errb bytes.Buffer
 	code := runBuild(t.Context(), []string{"--project-dir", dir, "--select", "+stg_customers", "--test-strategy", "skip",
-		"--retries", "1", "--results", results}, &out, &errb)
+		"--retries", "1", "--results", results, "--run-results", runResults, "--summary", summary, "--junit", junit,
+		"--lineage", lineage, "--lineage-dataset-namespace", "duckdb://warehouse"}, &out, &errb)
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 
 	// Plain progress lines (not a terminal), then the summary.
@@ -80,6 +84,38 @@ func TestBuildShop(t *testing.T) {
 	assert.Equal(t, "seed", seed.Invocation.Command)
 	assert.Len(t, seed.Attempts, 1)
 	assert.Equal(t, []any{"+stg_customers"}, got.Args["select"])
+
+	// The reporters' files (their formats are checked in package artifacts).
+	var rr struct {
+		Results []struct {
+			UniqueID string `json:"unique_id"`
+			Status   string `json:"status"`
+		} `json:"results"`
+	}
+	data, err = os.ReadFile(runResults)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &rr))
+	require.Len(t, rr.Results, 2)
+	assert.Equal(t, "success", rr.Results[1].Status)
+	data, err = os.ReadFile(summary)
+	require.NoError(t, err)
+	assert.Contains(t, string(data), "stg_customers")
+	data, err = os.ReadFile(junit)
+	require.NoError(t, err)
+	assert.Contains(t, string(data), "<testsuites")
+	data, err = os.ReadFile(lineage)
+	require.NoError(t, err)
+	var datasets []string
+	for line := range strings.Lines(string(data)) {
+		var ev struct {
+			Outputs []struct{ Namespace, Name string } `json:"outputs"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &ev))
+		for _, o := range ev.Outputs {
+			datasets = append(datasets, o.Namespace+" "+o.Name)
+		}
+	}
+	assert.Contains(t, datasets, "duckdb://warehouse shop.main.stg_customers", "--lineage-dataset-namespace names the datasets")
 
 	// A failed node: exit status 1, the error in the summary.
 	out.Reset()
