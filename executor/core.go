@@ -207,7 +207,9 @@ func (c *Core) dirArgs(targetDir, logDir string) []string {
 }
 
 // Prepare runs `dbt deps` when the project's packages are not installed
-// (unless NoDeps) and `dbt parse`, once. After a successful Prepare every
+// (unless NoDeps) and `dbt parse`, once, starting from the project's own
+// partial-parse file when an earlier dbt command left one (dbt re-parses
+// what changed). After a successful Prepare every
 // invocation reuses the partial-parse file and Manifest returns the parsed
 // manifest. A failed Prepare may be retried.
 func (c *Core) Prepare(ctx context.Context) error {
@@ -235,6 +237,7 @@ func (c *Core) Prepare(ctx context.Context) error {
 	if c.cfg.Target != "" {
 		extra = append(extra, "--target", c.cfg.Target)
 	}
+	seedPartialParse(c.cfg.ProjectDir, target, c.log)
 	if err := c.runSimple(ctx, "parse", append(extra, "--target-path", target, "--log-path", filepath.Join(dir, "logs"))); err != nil {
 		return err
 	}
@@ -244,6 +247,28 @@ func (c *Core) Prepare(ctx context.Context) error {
 	}
 	c.ppFile, c.manifest, c.prepared = pp, filepath.Join(target, "manifest.json"), true
 	return nil
+}
+
+// seedPartialParse copies the project's own partial-parse file
+// (target/partial_parse.msgpack, left by an earlier dbt command) into
+// target, where the executor's first `dbt parse` looks for it: dbt then
+// re-parses only what changed, as it would in the project, instead of
+// parsing everything. dbt checks the file itself (dbt version, vars,
+// profile, every file's checksum) and parses in full when it does not
+// match, so a stale or foreign file costs nothing but the copy. Failing to
+// copy is not an error.
+func seedPartialParse(projectDir, target string, log *slog.Logger) {
+	src := filepath.Join(projectDir, "target", "partial_parse.msgpack")
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return
+	}
+	if err := os.MkdirAll(target, 0o755); err == nil {
+		err = os.WriteFile(filepath.Join(target, "partial_parse.msgpack"), data, 0o644)
+	}
+	if err != nil {
+		log.Debug("dbtorch: project's partial-parse file not reused", "file", src, "err", err)
+	}
 }
 
 // needsDeps reports whether the project declares packages that are not

@@ -229,3 +229,38 @@ func TestCoreCancelAndCrash(t *testing.T) {
 	assert.Contains(t, r.Message, "crashy", "dbt's output tail names the node")
 	assert.Equal(t, -1, resp.Invocation.ExitCode)
 }
+
+// TestPrepareStartsFromProjectPartialParse: after a `dbt parse` in the
+// project, both executors' own parse starts from the project's
+// partial-parse file (dbt logs that partial parsing is enabled) instead of
+// parsing every file again.
+func TestPrepareStartsFromProjectPartialParse(t *testing.T) {
+	dir := copyProbe(t)
+	env := probeEnv(t, dir)
+	dbttest.Parse(t, dir, env)
+	parseLog := func(t *testing.T, pattern string) string {
+		t.Helper()
+		logs, err := filepath.Glob(pattern)
+		require.NoError(t, err)
+		require.Len(t, logs, 1, pattern)
+		data, err := os.ReadFile(logs[0])
+		require.NoError(t, err)
+		return string(data)
+	}
+	t.Run("core", func(t *testing.T) {
+		work := t.TempDir()
+		c, err := executor.NewCore(executor.CoreConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: work, Logger: testLogger(t)})
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.Prepare(t.Context()))
+		assert.Contains(t, parseLog(t, filepath.Join(work, "*", "parse", "logs", "dbt.log")), "Partial parsing enabled")
+	})
+	t.Run("warm", func(t *testing.T) {
+		work := t.TempDir()
+		w, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: work, Logger: testLogger(t)})
+		require.NoError(t, err)
+		defer w.Close()
+		require.NoError(t, w.Prepare(t.Context()))
+		assert.Contains(t, parseLog(t, filepath.Join(work, "*", "worker-1", "logs", "dbt.log")), "Partial parsing enabled")
+	})
+}

@@ -304,6 +304,11 @@ func (x *Warm) spawn(ctx context.Context) (*worker, error) {
 		w.kill(0)
 		return nil, err
 	}
+	if pp == "" {
+		// The first worker parses alone; start it from the project's own
+		// partial-parse file when there is one.
+		seedPartialParse(x.cfg.ProjectDir, filepath.Join(dir, "target"), x.log)
+	}
 	start := time.Now()
 	if err := w.send(workerReq{ID: 0, ParseArgs: x.parseArgs(vars, dir, pp), Key: vars}); err != nil {
 		w.kill(0)
@@ -345,8 +350,9 @@ func (w *worker) send(req workerReq) error {
 
 // Prepare runs `dbt deps` when needed (unless NoDeps) and starts the
 // workers, returning when all of them have parsed the project. The first
-// worker parses alone; the others start from its partial-parse file. A
-// failed Prepare may be retried.
+// worker parses alone, starting from the project's own partial-parse file
+// when an earlier dbt command left one; the others start from the first
+// worker's. A failed Prepare may be retried.
 func (x *Warm) Prepare(ctx context.Context) error {
 	x.prepMu.Lock()
 	defer x.prepMu.Unlock()
