@@ -263,7 +263,8 @@ func seedPartialParse(projectDir, target string, log *slog.Logger) {
 	if err != nil {
 		return
 	}
-	if err := os.MkdirAll(target, 0o755); err == nil {
+	err = os.MkdirAll(target, 0o755)
+	if err == nil {
 		err = os.WriteFile(filepath.Join(target, "partial_parse.msgpack"), data, 0o644)
 	}
 	if err != nil {
