@@ -182,30 +182,6 @@ func findDBT(path, projectDir string) (string, error) {
 	return found, nil
 }
 
-// commonArgs returns the flags every invocation of the project carries:
-// project and profiles dirs, target, threads, state and extra args. Vars
-// are left to the caller.
-func (c *Core) opts(cmd Command, nodes []*manifest.Node, fullRefresh bool, vars map[string]any) dbtargv.Options {
-	return dbtargv.Options{
-		Command: string(cmd), Nodes: nodes, FullRefresh: fullRefresh,
-		Vars: dbtargv.MergeVars(c.cfg.Vars, vars), Target: c.cfg.Target, Threads: c.cfg.Threads,
-		State: c.cfg.State, Defer: c.cfg.Defer, DeferState: c.cfg.DeferState, FavorState: c.cfg.FavorState,
-		TestsWithoutRelationCache: true,
-	}
-}
-
-// dirArgs returns the project, profiles, target and log path flags.
-func (c *Core) dirArgs(targetDir, logDir string) []string {
-	args := []string{"--project-dir", c.cfg.ProjectDir}
-	if c.cfg.ProfilesDir != "" {
-		args = append(args, "--profiles-dir", c.cfg.ProfilesDir)
-	}
-	// --cache-selected-only: dbt's relation cache is filled for the
-	// schemas of the invocation's nodes only, not for every schema of the
-	// project.
-	return append(args, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors", "--cache-selected-only")
-}
-
 // Prepare runs `dbt deps` when the project's packages are not installed
 // (unless NoDeps) and `dbt parse`, once, starting from the project's own
 // partial-parse file when an earlier dbt command left one (dbt re-parses
@@ -387,7 +363,8 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	pp := c.ppFile
 	c.mu.Unlock()
 
-	args, err := dbtargv.Build(c.opts(req.Command, req.Nodes, req.FullRefresh, req.Vars))
+	set := c.cfg.settings()
+	args, err := dbtargv.Build(set.options(req))
 	if err != nil {
 		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
 	}
@@ -399,7 +376,7 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 		defer os.RemoveAll(dir)
 	}
 	targetDir, logDir := filepath.Join(dir, "target"), filepath.Join(dir, "logs")
-	args = append(args, c.dirArgs(targetDir, logDir)...)
+	args = append(args, set.dirArgs(targetDir, logDir)...)
 	if pp != "" {
 		args = append(args, "--partial-parse-file-path", pp)
 		// Skipping the file scan is only sound when dbt can reuse the

@@ -527,12 +527,8 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		// it per node, classified from dbt's message.
 		return x.failAll(req, crashFailure("dbt warm workers could not start", err.Error())), nil
 	}
-	opts := dbtargv.Options{
-		Command: string(req.Command), Nodes: req.Nodes, FullRefresh: req.FullRefresh,
-		Vars: dbtargv.MergeVars(x.cfg.Vars, req.Vars), Target: x.cfg.Target, Threads: x.cfg.Threads,
-		State: x.cfg.State, Defer: x.cfg.Defer, DeferState: x.cfg.DeferState, FavorState: x.cfg.FavorState,
-		TestsWithoutRelationCache: true,
-	}
+	set := x.cfg.settings()
+	opts := set.options(req)
 	args, err := dbtargv.Build(opts)
 	if err != nil {
 		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
@@ -575,18 +571,14 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		defer os.RemoveAll(dir)
 	}
 	targetDir, logDir := filepath.Join(dir, "target"), filepath.Join(dir, "logs")
-	args = append(args, "--project-dir", x.cfg.ProjectDir, "--target-path", targetDir, "--log-path", logDir, "--no-use-colors",
+	args = append(args, set.dirArgs(targetDir, logDir)...)
+	args = append(args,
 		// The worker writes run_results.json itself: dbt would also write
 		// manifest.json in every invocation.
 		"--no-write-json",
-		// The relation cache is filled for the invocation's schemas only.
-		"--cache-selected-only",
 		// dbt's standard output only feeds crash reports (the tail of it);
 		// below warn, the worker skips building the events at all.
 		"--log-level", "warn")
-	if x.cfg.ProfilesDir != "" {
-		args = append(args, "--profiles-dir", x.cfg.ProfilesDir)
-	}
 	if x.cfg.KeepArtifacts {
 		// dbt's file log keeps its debug level (--log-level would lower
 		// it to warn).
