@@ -569,6 +569,46 @@ func release(ls []NodeLimit) {
 	}
 }
 
+// slots are the limit slots one invocation's nodes hold. They are let go
+// while a retry waits out its delay, so that other nodes can use them.
+type slots struct {
+	ls   []NodeLimit
+	held bool
+}
+
+// takeSlots acquires one slot of each of ls (see acquire).
+func takeSlots(ctx context.Context, ls []NodeLimit) (*slots, error) {
+	if err := acquire(ctx, ls); err != nil {
+		return nil, err
+	}
+	return &slots{ls: ls, held: true}, nil
+}
+
+// retryAfter releases the slots, sleeps delay and takes them again. It
+// returns how long taking them again waited, and false when ctx ended
+// first (the slots are then not held).
+func (s *slots) retryAfter(ctx context.Context, delay time.Duration, now func() time.Time) (time.Duration, bool) {
+	release(s.ls)
+	s.held = false
+	if !sleep(ctx, delay) {
+		return 0, false
+	}
+	t0 := now()
+	if err := acquire(ctx, s.ls); err != nil {
+		return 0, false
+	}
+	s.held = true
+	return now().Sub(t0), true
+}
+
+// done releases the slots if they are held.
+func (s *slots) done() {
+	if s.held {
+		release(s.ls)
+		s.held = false
+	}
+}
+
 // request returns the executor request for nodes.
 func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.Node) executor.Request {
 	return executor.Request{

@@ -313,6 +313,31 @@ func TestSharedNamedLimit(t *testing.T) {
 	assert.Greater(t, waited, 60*5*time.Millisecond)
 }
 
+// TestRetryDelayFreesSlots: a node waiting out its retry delay lets go of
+// its limit slots. m0 takes the only slot and fails; while it waits 300 ms
+// to retry, m1 (ready once m2, which needs no slot, is done) takes the
+// slot and finishes.
+func TestRetryDelayFreesSlots(t *testing.T) {
+	fake := newFake(map[string]script{modelID(0): {dur: 10 * time.Millisecond, failures: 1}, modelID(1): {dur: 10 * time.Millisecond},
+		modelID(2): {dur: 50 * time.Millisecond}})
+	limit := orchestrator.NodeLimit{Name: "w", Limiter: orchestrator.NewLimiter(1),
+		Applies: func(n *manifest.Node) bool { return n.UniqueID != modelID(2) }}
+	o := newOrch(t, orchestrator.Config{Executor: fake, Manifest: manifestOf(dagSpec{models: 3, parents: map[int][]int{1: {2}}}),
+		Concurrency: 3, Limits: []orchestrator.NodeLimit{limit}, Retry: orchestrator.RetryConfig{Retries: 1, Delay: 300 * time.Millisecond}})
+	_, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	ends := map[string]time.Time{}
+	var retryStart time.Time
+	for _, c := range fake.calls {
+		ends[c.id] = c.end
+		if c.id == modelID(0) && c.attempt == 2 {
+			retryStart = c.start
+		}
+	}
+	require.False(t, retryStart.IsZero(), "m0 was retried")
+	assert.True(t, ends[modelID(1)].Before(retryStart), "m1 ran while m0 waited to retry")
+}
+
 func TestLimiterCancel(t *testing.T) {
 	l := orchestrator.NewLimiter(1)
 	require.NoError(t, l.Acquire(context.Background()))

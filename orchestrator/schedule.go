@@ -248,17 +248,12 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		}
 	}
 
-	limits := b.limitsFor(n)
-	if err := acquire(ctx, limits); err != nil {
+	sl, err := takeSlots(ctx, b.limitsFor(n))
+	if err != nil {
 		b.skip(i, nil, ReasonCancelled)
 		return
 	}
-	held := true
-	defer func() {
-		if held {
-			release(limits)
-		}
-	}()
+	defer sl.done()
 
 	policy := cfg.Retry.policy()
 	cmd := executor.CommandFor(n.ResourceType)
@@ -284,17 +279,11 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		}
 		delay := cfg.Retry.Backoff(attempt)
 		b.emit(ctx, Event{Type: NodeRetrying, Node: n.UniqueID, Attempt: attempt, Delay: delay, Error: res.Err})
-		release(limits)
-		held = false
-		if !sleep(ctx, delay) {
+		w, ok := sl.retryAfter(ctx, delay, cfg.Now)
+		if !ok {
 			break
 		}
-		t0 := cfg.Now()
-		if err := acquire(ctx, limits); err != nil {
-			break
-		}
-		held = true
-		waited += cfg.Now().Sub(t0)
+		waited += w
 	}
 	res.WaitTime = waited
 	b.record(ctx, i)

@@ -115,19 +115,14 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 			b.finished(ctx, i)
 		}
 	}()
-	limits := b.limitsFor(nodes...)
-	if err := acquire(ctx, limits); err != nil {
+	sl, err := takeSlots(ctx, b.limitsFor(nodes...))
+	if err != nil {
 		for _, i := range batch {
 			b.skip(i, nil, ReasonCancelled)
 		}
 		return
 	}
-	held := true
-	defer func() {
-		if held {
-			release(limits)
-		}
-	}()
+	defer sl.done()
 	policy := cfg.Retry.policy()
 	pending := batch
 	for attempt := 1; ; attempt++ {
@@ -162,17 +157,10 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 		for _, i := range retry {
 			b.emit(ctx, Event{Type: NodeRetrying, Node: b.ids[i], Attempt: attempt, Delay: delay, Error: b.results[i].Err})
 		}
-		release(limits)
-		held = false
-		if !sleep(ctx, delay) {
+		waited, ok := sl.retryAfter(ctx, delay, cfg.Now)
+		if !ok {
 			return
 		}
-		t0 := cfg.Now()
-		if err := acquire(ctx, limits); err != nil {
-			return
-		}
-		held = true
-		waited := cfg.Now().Sub(t0)
 		for _, i := range retry {
 			b.results[i].WaitTime += waited
 		}
