@@ -268,6 +268,21 @@ def cache_query_comment():
     cls.__init__ = __init__
 
 
+def reset_compilation(manifest):
+    """dbt compiles nodes in place on the manifest it is given. A node
+    compiled by an earlier request keeps extra_ctes_injected=True, and
+    compiling it again skips injecting the CTEs of the ephemeral models it
+    reads ("__dbt__cte__x does not exist"). Reset that state so every
+    request compiles from scratch, as a fresh dbt would."""
+    for node in manifest.nodes.values():
+        if getattr(node, "extra_ctes_injected", False):
+            try:
+                node.extra_ctes_injected = False
+                node.extra_ctes = []
+            except AttributeError:  # node types without the fields
+                pass
+
+
 def main():
     fd = int(os.environ["DBTORCH_WORKER_FD"])
     os.set_inheritable(fd, False)
@@ -288,20 +303,6 @@ def main():
     remember_schemas(builds)
 
     manifests = {}  # key -> Manifest, in insertion order
-
-    def reset_compilation(manifest):
-        # dbt compiles nodes in place on the manifest it is given. A node
-        # compiled by an earlier request keeps extra_ctes_injected=True, and
-        # compiling it again skips injecting the CTEs of the ephemeral
-        # models it reads ("__dbt__cte__x does not exist"). Reset that state
-        # so every request compiles from scratch, as a fresh dbt would.
-        for node in manifest.nodes.values():
-            if getattr(node, "extra_ctes_injected", False):
-                try:
-                    node.extra_ctes_injected = False
-                    node.extra_ctes = []
-                except AttributeError:  # node types without the fields
-                    pass
 
     def manifest_for(key, parse_args):
         if key in manifests:
