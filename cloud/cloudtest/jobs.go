@@ -121,15 +121,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		sel = append(sel, j)
 	}
-	desc := strings.HasPrefix(q.Get("order_by"), "-")
-	sort.Slice(sel, func(a, b int) bool {
-		if desc {
-			return sel[a].ID > sel[b].ID
-		}
-		return sel[a].ID < sel[b].ID
-	})
-	total := len(sel)
-	sel = window(sel, offset, limit)
+	sel, total := pageOf(sel, func(j *fakeJob) int64 { return j.ID }, q.Get("order_by"), offset, limit)
 	data := make([]any, 0, len(sel))
 	for _, j := range sel {
 		data = append(data, s.jobJSON(j))
@@ -165,11 +157,21 @@ func (s *Server) page(w http.ResponseWriter, q map[string][]string) (limit, offs
 	return min(limit, s.opts.PageSize), offset, true
 }
 
-func window[T any](s []T, offset, limit int) []T {
-	if offset >= len(s) {
-		return nil
+// pageOf sorts sel by id (descending when orderBy starts with "-", as
+// the API's order_by=-id) and returns the page at offset of at most limit
+// items, with the number of items before paging.
+func pageOf[T any](sel []T, id func(T) int64, orderBy string, offset, limit int) ([]T, int) {
+	desc := strings.HasPrefix(orderBy, "-")
+	sort.Slice(sel, func(a, b int) bool {
+		if desc {
+			return id(sel[a]) > id(sel[b])
+		}
+		return id(sel[a]) < id(sel[b])
+	})
+	if offset >= len(sel) {
+		return nil, len(sel)
 	}
-	return s[offset:min(len(s), offset+limit)]
+	return sel[offset:min(len(sel), offset+limit)], len(sel)
 }
 
 func extra(q map[string][]string, count, total int) map[string]any {

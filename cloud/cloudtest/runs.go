@@ -457,15 +457,7 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 		}
 		sel = append(sel, run)
 	}
-	desc := strings.HasPrefix(q.Get("order_by"), "-")
-	sort.Slice(sel, func(a, b int) bool {
-		if desc {
-			return sel[a].id > sel[b].id
-		}
-		return sel[a].id < sel[b].id
-	})
-	total := len(sel)
-	sel = window(sel, offset, limit)
+	sel, total := pageOf(sel, func(r *fakeRun) int64 { return r.id }, q.Get("order_by"), offset, limit)
 	inc := q.Get("include_related")
 	data := make([]any, 0, len(sel))
 	for _, run := range sel {
@@ -565,12 +557,7 @@ func (s *Server) runArtifact(w http.ResponseWriter, r *http.Request, id int64) {
 		body = s.artifactsOf(run, step, time.Now())[artifactPath(r)]
 	}
 	s.mu.Unlock()
-	if body == nil {
-		notFound(w, "Artifact")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(body)
+	writeArtifact(w, body)
 }
 
 func (s *Server) jobArtifact(w http.ResponseWriter, r *http.Request, jobID int64) {
@@ -587,6 +574,12 @@ func (s *Server) jobArtifact(w http.ResponseWriter, r *http.Request, jobID int64
 		}
 	}
 	s.mu.Unlock()
+	writeArtifact(w, body)
+}
+
+// writeArtifact writes an artifact's JSON, or dbt Cloud's 404 when there
+// is none (nil).
+func writeArtifact(w http.ResponseWriter, body []byte) {
 	if body == nil {
 		notFound(w, "Artifact")
 		return
