@@ -63,32 +63,11 @@ func (e *encoder) value(v any) {
 		}
 		e.raw("}")
 	case []obj:
-		e.raw("[")
-		for i, x := range v {
-			if i > 0 {
-				e.raw(", ")
-			}
-			e.value(x)
-		}
-		e.raw("]")
+		array(e, v, func(x obj) { e.value(x) })
 	case []string:
-		e.raw("[")
-		for i, x := range v {
-			if i > 0 {
-				e.raw(", ")
-			}
-			e.str(x)
-		}
-		e.raw("]")
+		array(e, v, e.str)
 	case []any:
-		e.raw("[")
-		for i, x := range v {
-			if i > 0 {
-				e.raw(", ")
-			}
-			e.value(x)
-		}
-		e.raw("]")
+		array(e, v, e.value)
 	default:
 		if e.err == nil {
 			e.err = fmt.Errorf("projgen: cannot encode %T", v)
@@ -97,6 +76,18 @@ func (e *encoder) value(v any) {
 }
 
 // str writes s as a JSON string.
+// array writes xs as a JSON array, each element by each.
+func array[T any](e *encoder, xs []T, each func(T)) {
+	e.raw("[")
+	for i, x := range xs {
+		if i > 0 {
+			e.raw(", ")
+		}
+		each(x)
+	}
+	e.raw("]")
+}
+
 func (e *encoder) str(s string) {
 	const hex = "0123456789abcdef"
 	b := append(e.buf[:0], '"')
