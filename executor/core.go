@@ -400,7 +400,7 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	}}
 	rr, invID, rrErr := readRunResults(targetDir)
 	resp.Invocation.InvocationID = invID
-	var fail *failure
+	var fail *Failure
 	switch {
 	case rrErr != nil:
 		fail = crashFailure(fmt.Sprintf("dbt wrote an unreadable run_results.json (%v); %s", rrErr, res.describe()), res.tail)
@@ -409,7 +409,7 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	case res.exitCode != 0 && res.exitCode != 1:
 		fail = crashFailure(fmt.Sprintf("dbt did not report the node: %s", res.describe()), res.tail)
 	}
-	resp.Results = complete(req.Nodes, rr, ctx.Err(), fail)
+	resp.Results = Complete(req.Nodes, rr, ctx.Err(), fail)
 	c.log.DebugContext(ctx, "dbt done", "command", req.Command, "nodes", len(req.Nodes), "exit", res.exitCode,
 		"elapsed", res.ended.Sub(res.started), "invocation_id", invID)
 	return resp, nil

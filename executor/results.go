@@ -86,19 +86,28 @@ func resultOf(e *runresults.Entry) Result {
 	return r
 }
 
-// failure describes an invocation that did not end normally: dbt exited
-// with an error before reporting every node, or the process died.
-type failure struct {
-	// kind is KindCrash unless the output says more.
-	kind    Kind
-	message string
+// Failure describes an invocation that did not end normally: dbt exited
+// with an error before reporting every node, or the process died. It is
+// what Complete reports for the nodes the invocation left without a
+// result.
+type Failure struct {
+	// Kind classifies the failure; KindCrash unless the output says more.
+	Kind Kind
+	// Message is reported as each unreported node's Result.Message.
+	Message string
 }
 
-// complete turns what an invocation left behind into one Result per
-// requested node, in request order. rr may be nil (no run_results.json).
-// ctxErr is the request context's error, if it ended. fail describes an
-// abnormal end, or is nil.
-func complete(nodes []*manifest.Node, rr []Result, ctxErr error, fail *failure) []Result {
+// Complete turns what an invocation left behind into exactly one Result
+// per requested node, in request order, as the Executor contract asks:
+// a node dbt reported keeps its Result (after a cancellation only when it
+// succeeded); a node without one is Cancelled (KindCancelled, or
+// KindTimeout when ctxErr is a deadline) when ctxErr is non-nil, an Error
+// with fail's kind and message when fail is non-nil, and otherwise an
+// Error of KindInternal saying dbt matched nothing. reported may be nil
+// (no run_results.json) and may hold results for other nodes, which are
+// dropped. Every executor, built-in or custom, should end Execute with it.
+func Complete(nodes []*manifest.Node, reported []Result, ctxErr error, fail *Failure) []Result {
+	rr := reported
 	byID := make(map[string]*Result, len(rr))
 	for i := range rr {
 		byID[rr[i].UniqueID] = &rr[i]
@@ -118,7 +127,7 @@ func complete(nodes []*manifest.Node, rr []Result, ctxErr error, fail *failure) 
 			out[i] = Result{UniqueID: n.UniqueID, Status: Cancelled, Kind: kind,
 				Message: fmt.Sprintf("dbt invocation %s before the node finished: %v", why, ctxErr)}
 		case fail != nil:
-			out[i] = Result{UniqueID: n.UniqueID, Status: Error, Kind: fail.kind, Message: fail.message}
+			out[i] = Result{UniqueID: n.UniqueID, Status: Error, Kind: fail.Kind, Message: fail.Message}
 		default:
 			out[i] = Result{UniqueID: n.UniqueID, Status: Error, Kind: KindInternal,
 				Message: "dbt finished without a result for the node (its selector matched nothing: is the node enabled in this project?)"}
@@ -143,7 +152,7 @@ func readRunResults(targetDir string) ([]Result, string, error) {
 // crashFailure builds the failure of an invocation that exited abnormally
 // (cause says how) with output tail: classified from the output when dbt
 // said what went wrong, else KindCrash.
-func crashFailure(cause, tail string) *failure {
+func crashFailure(cause, tail string) *Failure {
 	kind := ClassifyMessage(tail)
 	if kind == KindUnknown {
 		kind = KindCrash
@@ -152,7 +161,7 @@ func crashFailure(cause, tail string) *failure {
 	if tail != "" {
 		msg += "\n" + tail
 	}
-	return &failure{kind: kind, message: msg}
+	return &Failure{Kind: kind, Message: msg}
 }
 
 // NodeSelector returns a dbt --select argument that picks exactly n, e.g.

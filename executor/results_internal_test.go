@@ -16,12 +16,12 @@ func TestComplete(t *testing.T) {
 	b := &manifest.Node{UniqueID: "model.p.b"}
 	ok := Result{UniqueID: "model.p.a", Status: Success, DBTStatus: "success"}
 	bad := Result{UniqueID: "model.p.b", Status: Error, DBTStatus: "error", Kind: KindDatabase, Message: "Database Error"}
-	crash := &failure{kind: KindCrash, message: "dbt was killed by signal killed"}
+	crash := &Failure{Kind: KindCrash, Message: "dbt was killed by signal killed"}
 	tests := []struct {
 		name   string
 		rr     []Result
 		ctxErr error
-		fail   *failure
+		fail   *Failure
 		status []Status
 		kinds  []Kind
 	}{
@@ -34,7 +34,7 @@ func TestComplete(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := complete([]*manifest.Node{a, b}, tt.rr, tt.ctxErr, tt.fail)
+			got := Complete([]*manifest.Node{a, b}, tt.rr, tt.ctxErr, tt.fail)
 			assert.Len(t, got, 2)
 			for i, r := range got {
 				assert.Equal(t, []string{"model.p.a", "model.p.b"}[i], r.UniqueID)
@@ -49,11 +49,11 @@ func TestComplete(t *testing.T) {
 }
 
 func TestCrashFailure(t *testing.T) {
-	assert.Equal(t, KindCrash, crashFailure("dbt was killed by signal killed", "12:00:01  1 of 1 START python table model main.crashy").kind)
-	assert.Equal(t, KindCompilation, crashFailure("dbt exited with status 2", "Encountered an error:\nCompilation Error in model x (models/x.sql)").kind)
-	assert.Equal(t, KindConnection, crashFailure("dbt exited with status 2", "Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused").kind)
+	assert.Equal(t, KindCrash, crashFailure("dbt was killed by signal killed", "12:00:01  1 of 1 START python table model main.crashy").Kind)
+	assert.Equal(t, KindCompilation, crashFailure("dbt exited with status 2", "Encountered an error:\nCompilation Error in model x (models/x.sql)").Kind)
+	assert.Equal(t, KindConnection, crashFailure("dbt exited with status 2", "Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused").Kind)
 	f := crashFailure("cause", "tail")
-	assert.Equal(t, "cause\ntail", f.message)
+	assert.Equal(t, "cause\ntail", f.Message)
 }
 
 func TestTailBuffer(t *testing.T) {

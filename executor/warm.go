@@ -597,7 +597,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 
 	resp := &Response{Invocation: Invocation{Command: req.Command, Args: slices.Clone(args), Started: time.Now(), ExitCode: -1}}
 	x.log.DebugContext(ctx, "dbt start (warm)", "worker", w.id, "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)
-	var fail *failure
+	var fail *Failure
 	healthy := true
 	if err := w.send(workerReq{ID: id, Args: args, ParseArgs: x.parseArgs(vars, parseDir, pp), Key: vars,
 		ResultsPath: filepath.Join(targetDir, "run_results.json"), Build: req.BuildID}); err != nil {
@@ -652,7 +652,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	case rr == nil && fail == nil && healthy:
 		fail = crashFailure("dbt wrote no run_results.json", w.out.Lines(tailLines))
 	}
-	resp.Results = complete(req.Nodes, rr, ctx.Err(), fail)
+	resp.Results = Complete(req.Nodes, rr, ctx.Err(), fail)
 	x.log.DebugContext(ctx, "dbt done (warm)", "worker", w.id, "command", req.Command, "nodes", len(req.Nodes),
 		"elapsed", resp.Invocation.Ended.Sub(resp.Invocation.Started), "invocation_id", invID)
 	return resp, nil
@@ -660,7 +660,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 
 // failAll reports every node of req as failed with fail, or as cancelled
 // when ctxErr is given.
-func (x *Warm) failAll(req Request, fail *failure, ctxErr ...error) *Response {
+func (x *Warm) failAll(req Request, fail *Failure, ctxErr ...error) *Response {
 	var cerr error
 	if len(ctxErr) > 0 {
 		cerr = ctxErr[0]
@@ -668,7 +668,7 @@ func (x *Warm) failAll(req Request, fail *failure, ctxErr ...error) *Response {
 	now := time.Now()
 	return &Response{
 		Invocation: Invocation{Command: req.Command, Started: now, Ended: now, ExitCode: -1},
-		Results:    complete(req.Nodes, nil, cerr, fail),
+		Results:    Complete(req.Nodes, nil, cerr, fail),
 	}
 }
 
