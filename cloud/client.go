@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/dbtorch/dbtorch/internal/backoff"
 )
 
 // DefaultHost is dbt Cloud's multi-tenant US host.
@@ -308,7 +310,7 @@ func (c *Client) send(ctx context.Context, cl call) (*result, *http.Response, er
 		return nil, resp, c.transportError(cl, err)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
-		if d, ok := retryAfter(resp, time.Now()); ok {
+		if d, ok := backoff.RetryAfter(resp, time.Now()); ok {
 			c.limiter.PauseUntil(time.Now().Add(d))
 		}
 	}
@@ -361,7 +363,7 @@ func (c *Client) apiError(cl call, resp *http.Response, body []byte) *APIError {
 		DeveloperMessage: c.redact(dev),
 		Body:             c.redactBody(body),
 	}
-	if d, ok := retryAfter(resp, time.Now()); ok {
+	if d, ok := backoff.RetryAfter(resp, time.Now()); ok {
 		ae.RetryAfter = d
 	}
 	return ae
@@ -371,21 +373,6 @@ func (c *Client) transportError(cl call, err error) error {
 	return &redactedError{
 		msg: c.redact(fmt.Sprintf("dbt cloud: %s %s: %v", cl.method, c.base.Path+strings.TrimPrefix(cl.path, "/"), err)),
 		err: err,
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -448,7 +435,7 @@ func (c *Client) wait(ctx context.Context, cl call, attempt int, resp *http.Resp
 	c.log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud request failed; retrying",
 		slog.String("method", cl.method), slog.String("path", cl.path),
 		slog.Int("attempt", attempt+1), slog.Duration("wait", d), slog.String("error", c.redact(cause.Error())))
-	if err := sleep(ctx, d); err != nil {
+	if !backoff.Sleep(ctx, d) {
 		return c.ctxError(ctx, cl, cause)
 	}
 	return nil

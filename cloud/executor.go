@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/backoff"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
-	"github.com/dbtorch/dbtorch/manifest"
 )
 
 // Defaults of ExecutorConfig.
@@ -199,30 +199,22 @@ func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor
 	desc := shorten(fmt.Sprintf("dbtorch build %s attempt %d: %s %s", req.BuildID, req.Attempt, req.Command, strings.Join(ids, " ")), 250)
 	cause := shorten(fmt.Sprintf("dbtorch build %s attempt %d (%s): %s %d node(s)", req.BuildID, req.Attempt, name, req.Command, len(ids)), 250)
 
-	var results []executor.Result
+	var reported []executor.Result
+	var fail *executor.Failure
 	err = e.session(ctx, name, desc, step, cause, func(ctx context.Context, run *Run, stepIndex int) error {
 		resp.Invocation.Ended = time.Now()
-		results = e.collect(ctx, run, stepIndex, req, &resp.Invocation)
+		reported, fail = e.collect(ctx, run, stepIndex, &resp.Invocation)
 		return nil
 	})
 	resp.Invocation.Ended = time.Now()
-	switch {
-	case results != nil:
-		resp.Results = results
-	case ctx.Err() != nil:
-		kind, why := executor.KindCancelled, "cancelled"
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			kind, why = executor.KindTimeout, "timed out"
-		}
-		msg := fmt.Sprintf("%s before the dbt Cloud run finished (%v)", why, ctx.Err())
-		resp.Results = uniform(req.Nodes, executor.Cancelled, kind, msg)
-	default:
+	if reported == nil && fail == nil && ctx.Err() == nil {
 		if err == nil {
 			err = errors.New("dbt cloud: the run gave no results")
 		}
 		resp.Invocation.Stderr = err.Error()
-		resp.Results = uniform(req.Nodes, executor.Error, errorKind(err), "dbt Cloud request failed: "+err.Error())
+		fail = &executor.Failure{Kind: errorKind(err), Message: "dbt Cloud request failed: " + err.Error()}
 	}
+	resp.Results = executor.Complete(req.Nodes, reported, ctx.Err(), fail)
 	return resp, nil
 }
 
@@ -238,23 +230,17 @@ func errorKind(err error) executor.Kind {
 	return executor.KindConnection
 }
 
-func uniform(nodes []*manifest.Node, st executor.Status, kind executor.Kind, msg string) []executor.Result {
-	out := make([]executor.Result, len(nodes))
-	for i, n := range nodes {
-		out[i] = executor.Result{UniqueID: n.UniqueID, Status: st, Kind: kind, Message: msg}
-	}
-	return out
-}
-
-// collect turns a finished run into one result per requested node.
-func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, req executor.Request, inv *executor.Invocation) []executor.Result {
+// collect reads a finished run's run_results.json: the results it
+// reports, and the failure that every requested node it does not report
+// gets (see executor.Complete). Both are nil when ctx ended first.
+func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, inv *executor.Invocation) ([]executor.Result, *executor.Failure) {
 	if run.Status != RunSuccess {
 		inv.Stderr = run.StatusMessage
 	}
 	data, err := e.c.RunArtifact(ctx, run.ID, "run_results.json", stepIndex)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil
+			return nil, nil
 		}
 		if IsNotFound(err) {
 			kind := executor.KindCrash
@@ -268,35 +254,22 @@ func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, req exe
 			if run.StatusMessage != "" {
 				msg += ": " + run.StatusMessage
 			}
-			return uniform(req.Nodes, executor.Error, kind, msg)
+			return nil, &executor.Failure{Kind: kind, Message: msg}
 		}
-		return uniform(req.Nodes, executor.Error, errorKind(err),
-			fmt.Sprintf("dbt Cloud run %d ended %s; reading run_results.json failed: %v", run.ID, run.Status, err))
+		return nil, &executor.Failure{Kind: errorKind(err),
+			Message: fmt.Sprintf("dbt Cloud run %d ended %s; reading run_results.json failed: %v", run.ID, run.Status, err)}
 	}
 	rr, invocationID, err := executor.ParseRunResults(data)
 	if err != nil {
-		return uniform(req.Nodes, executor.Error, executor.KindCrash,
-			fmt.Sprintf("dbt Cloud run %d: unreadable run_results.json: %v", run.ID, err))
+		return nil, &executor.Failure{Kind: executor.KindCrash,
+			Message: fmt.Sprintf("dbt Cloud run %d: unreadable run_results.json: %v", run.ID, err)}
 	}
 	inv.InvocationID = invocationID
-	byID := make(map[string]*executor.Result, len(rr))
-	for i := range rr {
-		byID[rr[i].UniqueID] = &rr[i]
+	msg := fmt.Sprintf("dbt Cloud run %d (%s) did not report this node", run.ID, run.Status)
+	if run.StatusMessage != "" {
+		msg += ": " + run.StatusMessage
 	}
-	out := make([]executor.Result, len(req.Nodes))
-	for i, n := range req.Nodes {
-		r := byID[n.UniqueID]
-		if r == nil {
-			msg := fmt.Sprintf("dbt Cloud run %d (%s) did not report this node", run.ID, run.Status)
-			if run.StatusMessage != "" {
-				msg += ": " + run.StatusMessage
-			}
-			out[i] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindCrash, Message: msg}
-			continue
-		}
-		out[i] = *r
-	}
-	return out
+	return rr, &executor.Failure{Kind: executor.KindCrash, Message: msg}
 }
 
 // session creates a temporary job with one step, triggers it, polls the
@@ -334,8 +307,8 @@ func (e *Executor) session(ctx context.Context, name, desc, step, cause string, 
 	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run started", slog.Int64("job_id", job.ID),
 		slog.Int64("run_id", run.ID), slog.String("step", step), slog.String("href", run.Href))
 	for !run.Status.Terminal() {
-		if err := sleep(ctx, e.pollWait()); err != nil {
-			return err
+		if !backoff.Sleep(ctx, e.pollWait()) {
+			return ctx.Err()
 		}
 		r, err := e.c.GetRun(ctx, run.ID, false)
 		if err != nil {
@@ -484,7 +457,7 @@ func (e *Executor) stopRun(ctx context.Context, log *slog.Logger, run *Run) {
 	defer cancel()
 	wait := min(e.cfg.PollInterval, time.Second)
 	for !r.Status.Terminal() {
-		if sleep(gctx, wait) != nil {
+		if !backoff.Sleep(gctx, wait) {
 			log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud run did not stop within the grace period")
 			return
 		}

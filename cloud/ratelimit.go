@@ -4,81 +4,50 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/dbtorch/dbtorch/internal/backoff"
 )
 
-// limiter is a token bucket: rate tokens per second, at most burst stored
-// (a rate of zero or less means no limit). Wait reserves a token and sleeps
-// until it is due; a pause (after a 429) holds every caller until it ends.
+// limiter paces a client's requests: a token bucket (golang.org/x/time/rate)
+// for the account's request rate, and a gate that holds every caller until
+// the end of a pause a 429's Retry-After asked for.
 type limiter struct {
-	mu     sync.Mutex
-	rate   float64 // tokens per second
-	burst  float64
-	tokens float64
-	last   time.Time
-	pause  time.Time
+	bucket *rate.Limiter // nil: no rate limit
+
+	mu    sync.Mutex
+	pause time.Time
 }
 
+// newLimiter returns a limiter of perSecond requests per second with the
+// given burst; a rate of zero or less means no limit.
 func newLimiter(perSecond float64, burst int) *limiter {
-	if burst < 1 {
-		burst = 1
+	l := &limiter{}
+	if perSecond > 0 {
+		l.bucket = rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
 	}
-	return &limiter{rate: perSecond, burst: float64(burst), tokens: float64(burst), last: time.Now()}
-}
-
-// reserve takes one token and returns how long the caller must wait for it.
-func (l *limiter) reserve(now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.rate <= 0 {
-		return max(l.pause.Sub(now), 0)
-	}
-	if elapsed := now.Sub(l.last); elapsed > 0 {
-		l.tokens += elapsed.Seconds() * l.rate
-		if l.tokens > l.burst {
-			l.tokens = l.burst
-		}
-		l.last = now
-	}
-	l.tokens--
-	var wait time.Duration
-	if l.tokens < 0 {
-		wait = time.Duration(-l.tokens / l.rate * float64(time.Second))
-	}
-	if p := l.pause.Sub(now); p > wait {
-		wait = p
-	}
-	return wait
-}
-
-// cancel returns a token reserved by a caller that gave up waiting.
-func (l *limiter) cancel() {
-	l.mu.Lock()
-	if l.rate <= 0 {
-		l.mu.Unlock()
-		return
-	}
-	l.tokens++
-	if l.tokens > l.burst {
-		l.tokens = l.burst
-	}
-	l.mu.Unlock()
+	return l
 }
 
 // Wait blocks until the caller may send one request, or ctx ends.
 func (l *limiter) Wait(ctx context.Context) error {
-	d := l.reserve(time.Now())
-	if d <= 0 {
+	l.mu.Lock()
+	d := time.Until(l.pause)
+	l.mu.Unlock()
+	if !backoff.Sleep(ctx, d) {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		l.cancel()
+	if l.bucket == nil {
 		return ctx.Err()
 	}
+	if err := l.bucket.Wait(ctx); err != nil {
+		// rate.Limiter refuses at once a wait that would outlast ctx's
+		// deadline; wait for the deadline like any other caller would.
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
 }
 
 // PauseUntil holds every caller of Wait until t.

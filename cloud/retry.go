@@ -4,12 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"math"
-	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dbtorch/dbtorch/internal/backoff"
 )
 
 // RetryPolicy decides, after one attempt of a request, whether another
@@ -64,53 +63,8 @@ func DefaultRetryPolicy(ctx context.Context, resp *http.Response, err error) (bo
 // with "equal jitter": a uniformly random duration between half that and
 // all of it, so that many clients failing together do not retry together.
 func DefaultBackoff(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
-	if d, ok := retryAfter(resp, time.Now()); ok {
+	if d, ok := backoff.RetryAfter(resp, time.Now()); ok {
 		return d
 	}
-	return jitter(expo(min, max, attempt))
-}
-
-func expo(min, max time.Duration, attempt int) time.Duration {
-	if min <= 0 {
-		min = time.Millisecond
-	}
-	f := float64(min) * math.Pow(2, float64(attempt))
-	if f > float64(max) || math.IsInf(f, 0) || f <= 0 {
-		return max
-	}
-	return time.Duration(f)
-}
-
-// jitter returns a duration uniformly in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-// retryAfter reads the Retry-After header of a 429 or 503 response.
-func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
-	if resp == nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
-		return 0, false
-	}
-	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s < 0 {
-			return 0, false
-		}
-		return time.Duration(s) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		d := t.Sub(now)
-		if d < 0 {
-			d = 0
-		}
-		return d, true
-	}
-	return 0, false
+	return backoff.EqualJitter(backoff.Exponential(min, max, 2, attempt))
 }
