@@ -153,7 +153,7 @@ type Lineage struct {
 	Parent *JobRef
 	// Producer is the producer URI; empty means DefaultProducer.
 	Producer string
-	// Logger receives the Observer's emit errors; nil means slog.Default().
+	// Logger receives the Observer's emit errors; nil discards them.
 	Logger *slog.Logger
 }
 

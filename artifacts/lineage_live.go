@@ -123,7 +123,7 @@ func (o *liveLineage) emit(ctx context.Context, ev *RunEvent) {
 	if err := o.l.Transport.Emit(ctx, ev); err != nil {
 		logger := o.l.Logger
 		if logger == nil {
-			logger = slog.Default()
+			logger = slog.New(slog.DiscardHandler)
 		}
 		logger.Warn("artifacts: lineage event not emitted", "job", ev.Job.Name, "event_type", ev.EventType, "err", err)
 	}

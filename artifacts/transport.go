@@ -141,8 +141,8 @@ type HTTPOptions struct {
 	// Backoff returns the wait before retry number attempt (1, 2, ...);
 	// nil means DefaultBackoff.
 	Backoff func(attempt int, resp *http.Response) time.Duration
-	// Logger receives a warning for each event given up; nil means
-	// slog.Default().
+	// Logger receives a warning for each event given up; nil discards
+	// them.
 	Logger *slog.Logger
 }
 
@@ -219,7 +219,7 @@ func NewHTTPTransport(url string, opts HTTPOptions) *HTTPTransport {
 		opts.Backoff = DefaultBackoff
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &HTTPTransport{url: url, opts: opts, queue: make(chan *RunEvent, opts.QueueSize), done: make(chan struct{}), ctx: ctx, cancel: cancel}

@@ -26,7 +26,7 @@ type Options struct {
 	// and true, or false to use the default. When nil, the node's config
 	// meta TTLMetaKey is read.
 	NodeTTL func(n *manifest.Node) (ttl time.Duration, ok bool)
-	// Logger receives the cache's warnings; nil means slog.Default().
+	// Logger receives the cache's warnings; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -42,7 +42,7 @@ type Cache struct {
 // New returns a Cache on store.
 func New(store *Store, opts Options) *Cache {
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -58,7 +58,7 @@ func (e *Entry) Expired(now time.Time) bool {
 // StoreOptions configures a Store.
 type StoreOptions struct {
 	// Logger receives a warning for every entry that cannot be read (a
-	// miss); nil means slog.Default().
+	// miss); nil discards them.
 	Logger *slog.Logger
 	// Now is the clock used for expiry; nil means time.Now.
 	Now func() time.Time
@@ -89,7 +89,7 @@ type Store struct {
 func NewStore(fsys afero.Fs, dir string, opts StoreOptions) *Store {
 	s := &Store{fs: fsys, dir: dir, logger: opts.Logger, now: opts.Now}
 	if s.logger == nil {
-		s.logger = slog.Default()
+		s.logger = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -78,10 +78,12 @@ type SlogObserver struct {
 	Logger *slog.Logger
 }
 
-// NewSlogObserver returns an Observer that logs to l (nil: slog.Default()).
+// NewSlogObserver returns an Observer that logs to l; a nil l discards
+// (as a nil Logger does everywhere in dbtorch: pass slog.Default() to log
+// to the process's default logger).
 func NewSlogObserver(l *slog.Logger) *SlogObserver {
 	if l == nil {
-		l = slog.Default()
+		l = slog.New(slog.DiscardHandler)
 	}
 	return &SlogObserver{Logger: l}
 }

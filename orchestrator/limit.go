@@ -5,13 +5,30 @@ import (
 	"fmt"
 	"sync"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-// Limiter bounds how many holders run at once. Acquire blocks until a slot
-// is free or ctx is done (then it returns ctx's error and holds nothing);
-// every successful Acquire must be paired with one Release. A Limiter is
-// safe for concurrent use and may be shared by several orchestrators.
+// Limiter bounds how many holders run at once: a counting semaphore,
+// possibly shared across processes (a PostgreSQL-backed one, say). Its
+// contract:
+//   - Acquire blocks until the caller holds one slot, and returns nil; or,
+//     when ctx is done first (also when it is done on entry, even if a slot
+//     is free), returns an error wrapping ctx's error and holds nothing. It
+//     may return another error (a lost connection to a shared store); it
+//     then also holds nothing.
+//   - Every Acquire that returned nil is paired with exactly one Release,
+//     called by the orchestrator when the node (or wave invocation) stops
+//     running or starts waiting out a retry delay. Release never blocks for
+//     long and cannot fail; releasing a slot that is not held is a bug and
+//     may panic.
+//   - Acquire and Release are safe for concurrent use; a Limiter may be
+//     shared by several builds and orchestrators. Fairness (which waiter
+//     gets a freed slot) is the Limiter's choice; NewLimiter's is FIFO.
+//
+// The orchestrator acquires the limits of one node in Config.Limits order
+// and releases them in reverse order.
 type Limiter interface {
 	Acquire(ctx context.Context) error
 	Release()
@@ -31,71 +48,19 @@ type NodeLimit struct {
 	Applies func(n *manifest.Node) bool
 }
 
-// semaphore is a counting semaphore with FIFO-fair, cancellable Acquire.
-type semaphore struct {
-	mu      sync.Mutex
-	size    int
-	held    int
-	waiters []chan struct{} // FIFO; closed when granted a slot
-}
-
-// NewLimiter returns a Limiter with n slots (n < 1 is treated as 1).
-// Waiters are served in the order they arrived.
+// NewLimiter returns an in-process Limiter with n slots (n < 1 is treated
+// as 1): a golang.org/x/sync/semaphore.Weighted, whose waiters are served
+// in the order they arrived and whose Acquire fails when ctx is done, even
+// if a slot is free. Release without a matching Acquire panics.
 func NewLimiter(n int) Limiter {
-	return &semaphore{size: max(n, 1)}
+	return &weighted{semaphore.NewWeighted(int64(max(n, 1)))}
 }
 
-func (s *semaphore) Acquire(ctx context.Context) error {
-	s.mu.Lock()
-	if s.held < s.size && len(s.waiters) == 0 {
-		s.held++
-		s.mu.Unlock()
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	ch := make(chan struct{})
-	s.waiters = append(s.waiters, ch)
-	s.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		select {
-		case <-ch:
-			// Granted while we were giving up: hand the slot on.
-			s.mu.Unlock()
-			s.Release()
-		default:
-			for i, w := range s.waiters {
-				if w == ch {
-					s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-					break
-				}
-			}
-			s.mu.Unlock()
-		}
-		return ctx.Err()
-	}
-}
+// weighted is a semaphore.Weighted as a Limiter, one slot per holder.
+type weighted struct{ w *semaphore.Weighted }
 
-func (s *semaphore) Release() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.waiters) > 0 {
-		// The slot passes straight to the first waiter.
-		close(s.waiters[0])
-		s.waiters = s.waiters[1:]
-		return
-	}
-	if s.held == 0 {
-		panic("orchestrator: Limiter.Release without Acquire")
-	}
-	s.held--
-}
+func (s *weighted) Acquire(ctx context.Context) error { return s.w.Acquire(ctx, 1) }
+func (s *weighted) Release()                          { s.w.Release(1) }
 
 // Registry holds named limiters shared in one process, so that several
 // orchestrators (for instance one per project in a service) respect one

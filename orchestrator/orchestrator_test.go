@@ -347,6 +347,35 @@ func TestLimiterCancel(t *testing.T) {
 	l.Release()
 	require.NoError(t, l.Acquire(context.Background()), "a cancelled waiter must not keep the slot")
 	l.Release()
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	require.ErrorIs(t, l.Acquire(done), context.Canceled, "a done ctx fails Acquire even with a free slot")
+	require.NoError(t, l.Acquire(context.Background()), "the failed Acquire held nothing")
+	l.Release()
+}
+
+// TestLimiterFIFO: waiters get a freed slot in the order they arrived.
+func TestLimiterFIFO(t *testing.T) {
+	l := orchestrator.NewLimiter(1)
+	require.NoError(t, l.Acquire(context.Background()))
+	const waiters = 5
+	order := make(chan int, waiters)
+	for k := range waiters {
+		queued := make(chan struct{})
+		go func() {
+			close(queued)
+			require.NoError(t, l.Acquire(context.Background()))
+			order <- k
+			l.Release()
+		}()
+		<-queued
+		// Let the goroutine reach the wait list before the next one starts.
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.Release()
+	for k := range waiters {
+		assert.Equal(t, k, <-order)
+	}
 }
 
 func TestExecutorErrorIsInternal(t *testing.T) {

@@ -28,7 +28,7 @@ type Options struct {
 	// fails open, visibly: it is logged, no node is skipped as stale, and
 	// nothing is served from the cache, so that everything runs.
 	FreshnessErr error
-	// Logger receives warnings; nil means slog.Default().
+	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
 }
 
@@ -85,7 +85,7 @@ func (c *Cache) ForBuild(_ context.Context, info orchestrator.BuildInfo) (orches
 // any, as the executor merges a request's vars over its own).
 func New(s *cache.Session, opts Options) *Cache {
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.FreshnessErr != nil {
 		opts.Logger.Warn("cache: source freshness unavailable; running every node, serving nothing from the cache", "err", opts.FreshnessErr)
