@@ -1,12 +1,12 @@
 package artifacts
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/internal/atomicfile"
 )
 
 // ErrForeignFile is returned (wrapped) by RunResults when the target path
@@ -22,40 +22,12 @@ func fsOrOS(fs afero.Fs) afero.Fs {
 	return fs
 }
 
-// writeAtomic writes data to path on fs through a temporary file in the same
-// directory and a rename, so that readers see the old file or the new one,
-// never a partial one. Missing parent directories are created.
-func writeAtomic(fs afero.Fs, path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("artifacts: create directory for %s: %w", path, err)
-	}
-	f, err := afero.TempFile(fs, dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("artifacts: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = fs.Remove(tmp)
-		}
-	}()
-	if _, err := bytes.NewReader(data).WriteTo(f); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("artifacts: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("artifacts: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("artifacts: write %s: %w", path, err)
-	}
-	if err := fs.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("artifacts: write %s: %w", path, err)
-	}
-	if err := fs.Rename(tmp, path); err != nil {
-		return fmt.Errorf("artifacts: write %s: %w", path, err)
+// writeAtomic writes data to path on fs atomically (missing parent
+// directories created), so that readers see the old file or the new one,
+// never a partial one.
+func writeAtomic(fs afero.Fs, path string, data []byte) error {
+	if err := atomicfile.Write(fs, path, data, 0o644); err != nil {
+		return fmt.Errorf("artifacts: %w", err)
 	}
 	return nil
 }

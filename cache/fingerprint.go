@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/internal/atomicfile"
 )
 
 // FingerprintOptions says what a project fingerprint covers.
@@ -162,11 +164,8 @@ func (s *Store) PutManifest(ctx context.Context, fingerprint string, data []byte
 		return fmt.Errorf("cache: put manifest: %q is not a fingerprint", fingerprint)
 	}
 	dir := filepath.Join(s.dir, manifestDir)
-	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("cache: put manifest: %w", err)
-	}
 	name := filepath.Join(dir, fingerprint+".json")
-	if err := writeAtomic(s.fs, name, data); err != nil {
+	if err := atomicfile.Write(s.fs, name, data, 0o644); err != nil {
 		return fmt.Errorf("cache: put manifest: %w", err)
 	}
 	entries, _ := afero.ReadDir(s.fs, dir)

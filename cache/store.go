@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/internal/atomicfile"
 )
 
 // EntryFormat marks a cache entry file written by this version of the
@@ -213,41 +215,10 @@ func (s *Store) Put(ctx context.Context, e *Entry) error {
 		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
 	}
 	data = append(data, '\n')
-	if err := s.fs.MkdirAll(s.dir, 0o755); err != nil {
-		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
-	}
-	if err := writeAtomic(s.fs, s.Path(e.NodeID), data); err != nil {
+	if err := atomicfile.Write(s.fs, s.Path(e.NodeID), data, 0o644); err != nil {
 		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
 	}
 	return nil
-}
-
-// writeAtomic writes data to a temp file next to name and renames it over
-// name.
-func writeAtomic(fsys afero.Fs, name string, data []byte) (err error) {
-	dir, base := filepath.Split(name)
-	f, err := afero.TempFile(fsys, dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = fsys.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return fsys.Rename(tmp, name)
 }
 
 // Delete removes id's entry. Deleting a missing entry is not an error.
@@ -286,7 +257,7 @@ func (s *Store) Prune(ctx context.Context, keep func(id string) bool) (int, erro
 		case fi.IsDir():
 			continue
 		case strings.HasPrefix(name, "."):
-			drop = strings.Contains(name, ".tmp-") && now.Sub(fi.ModTime()) > staleTempAge
+			drop = strings.Contains(name, atomicfile.TempMarker) && now.Sub(fi.ModTime()) > staleTempAge
 		case strings.HasSuffix(name, ".json"):
 			drop = s.prunable(path, name, now, keep)
 		}

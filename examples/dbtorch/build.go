@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/atomicfile"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -442,25 +444,13 @@ func openCache(ctx context.Context, f buildFlags, projectDir string, m *manifest
 	return orchcache.New(s, opts), nil
 }
 
+// writeResults writes the results contract to path atomically.
 func writeResults(path string, run *orchestrator.Run) error {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".results-*.json")
-	if err != nil {
+	var buf bytes.Buffer
+	if err := run.WriteJSON(&buf); err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if err := run.WriteJSON(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(nil, path, buf.Bytes(), 0o644)
 }
 
 // printSummary prints the counts, the failures and the skips.
