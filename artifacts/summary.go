@@ -164,6 +164,7 @@ func (s *Summary) Render(w io.Writer, run *orchestrator.Run) error {
 		fmt.Fprintf(&b, "| %s | %d |\n", labels[o], counts[o])
 	}
 	b.WriteString("\n")
+	writeWait(&b, run)
 
 	var bad, skipped, good []*orchestrator.NodeResult
 	for i := range run.Results {

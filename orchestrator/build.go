@@ -537,6 +537,10 @@ func joinShort(ids []string) string {
 func (b *build) limitsFor(nodes ...*manifest.Node) []NodeLimit {
 	var out []NodeLimit
 	for _, l := range b.cfg.Limits {
+		if l.ForNode != nil {
+			out = append(out, keyedLimits(l, nodes)...)
+			continue
+		}
 		if l.Applies == nil {
 			out = append(out, l)
 			continue

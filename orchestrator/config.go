@@ -181,7 +181,7 @@ func New(cfg Config) (*Orchestrator, error) {
 		return nil, fmt.Errorf("orchestrator: unknown %v", cfg.Mode)
 	}
 	for i, l := range cfg.Limits {
-		if l.Limiter == nil {
+		if l.Limiter == nil && l.ForNode == nil {
 			return nil, fmt.Errorf("orchestrator: Limits[%d] (%q) has no Limiter", i, l.Name)
 		}
 	}

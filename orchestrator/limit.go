@@ -46,6 +46,14 @@ type NodeLimit struct {
 	// Applies reports whether the node needs the limit; nil means every
 	// node does.
 	Applies func(n *manifest.Node) bool
+	// ForNode, when set, makes the limit one limiter per key instead of
+	// the single Limiter (which may then be nil): a node the limit applies
+	// to holds the limiter ForNode returns for it under key, and nothing
+	// when that limiter is nil. Nodes of one invocation sharing a key hold
+	// it once, and an invocation takes its keys in sorted order, so that
+	// builds sharing the limiters cannot deadlock on them. Registry's
+	// RelationLocks is one: a one-slot limiter per relation.
+	ForNode func(n *manifest.Node) (key string, l Limiter)
 }
 
 // NewLimiter returns an in-process Limiter with n slots (n < 1 is treated

@@ -238,11 +238,7 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 				b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
 			}
 			if hit {
-				now := cfg.Now()
-				res.Status = Cached
-				res.StartedAt, res.CompletedAt = now, now
-				res.WaitTime = now.Sub(queuedAt)
-				res.Message = "cached"
+				b.servedFromCache(res, queuedAt)
 				return
 			}
 		}
@@ -254,6 +250,10 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		return
 	}
 	defer sl.done()
+	if item.lookup && b.builtMeanwhile(ctx, n, sl, res.CacheKey) {
+		b.servedFromCache(res, queuedAt)
+		return
+	}
 
 	policy := cfg.Retry.policy()
 	cmd := executor.CommandFor(n.ResourceType)
