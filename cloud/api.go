@@ -2,7 +2,6 @@ package cloud
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -20,26 +19,27 @@ const maxPage = 100
 // JobActive.
 //
 // CreateJob is not repeated blindly: after a failure that may have
-// succeeded it looks for an active job with exactly job.Name in the job's
-// project and environment, and returns that job if there is one. Give
-// every job a unique name to make this safe. If the look-up itself fails,
-// the error is an *AmbiguousError: the job may exist. One race remains: an
-// attempt that reaches the server only after the look-up (it was still in
-// flight) creates a second job of that name; Executor removes such
-// duplicates, and Janitor finds them later.
+// succeeded (a 5xx, a dropped connection, a timeout) it looks, again and
+// again for up to ClientConfig.CommitWindow, for an active job with
+// exactly job.Name in the job's project and environment, and returns that
+// job as soon as it appears; only when the window passes without one is
+// the request sent again. Give every job a unique name to make this safe.
+// If the look-ups fail until the window ends (or ctx ends first), the
+// error is an *AmbiguousError: the job may exist. A creation the server
+// commits later than the window creates a second job of that name;
+// Executor removes such duplicates, and Janitor finds them later.
 func (c *Client) CreateJob(ctx context.Context, job Job) (*Job, error) {
 	j, _, err := c.createJob(ctx, job)
 	return j, err
 }
 
-// createJob is CreateJob, also reporting whether the creation was sent
-// more than once (a duplicate is then possible, see create).
-func (c *Client) createJob(ctx context.Context, job Job) (*Job, bool, error) {
+// createJob is CreateJob, also reporting what it sent.
+func (c *Client) createJob(ctx context.Context, job Job) (*Job, sendRecord, error) {
 	if job.ID != 0 {
-		return nil, false, errors.New("dbt cloud: CreateJob: job already has an id")
+		return nil, sendRecord{}, errors.New("dbt cloud: CreateJob: job already has an id")
 	}
 	if job.Name == "" {
-		return nil, false, errors.New("dbt cloud: CreateJob: job has no name")
+		return nil, sendRecord{}, errors.New("dbt cloud: CreateJob: job has no name")
 	}
 	if job.AccountID == 0 {
 		job.AccountID = c.accountID
@@ -53,26 +53,23 @@ func (c *Client) createJob(ctx context.Context, job Job) (*Job, bool, error) {
 	if job.ExecuteSteps == nil {
 		job.ExecuteSteps = []string{}
 	}
-	lookup := func(ctx context.Context) (json.RawMessage, error) {
-		found, err := c.FindJob(ctx, job.ProjectID, job.Name)
-		if err != nil || found == nil {
-			return nil, err
-		}
-		if job.EnvironmentID != 0 && found.EnvironmentID != 0 && found.EnvironmentID != job.EnvironmentID {
-			return nil, nil
-		}
-		return json.Marshal(found)
+	return create(ctx, c, "create job "+strconv.Quote(job.Name),
+		call{method: http.MethodPost, path: "jobs/", body: job}, func(ctx context.Context) (*Job, error) {
+			return c.findJobIn(ctx, job.ProjectID, job.EnvironmentID, job.Name)
+		})
+}
+
+// findJobIn is FindJob, also requiring the environment when env is not
+// zero.
+func (c *Client) findJobIn(ctx context.Context, projectID, env int64, name string) (*Job, error) {
+	found, err := c.FindJob(ctx, projectID, name)
+	if err != nil || found == nil {
+		return nil, err
 	}
-	data, resent, err := c.create(ctx, "create job "+strconv.Quote(job.Name),
-		call{method: http.MethodPost, path: "jobs/", body: job}, lookup)
-	if err != nil {
-		return nil, resent, err
+	if env != 0 && found.EnvironmentID != 0 && found.EnvironmentID != env {
+		return nil, nil
 	}
-	var out Job
-	if err := decodeData(data, &out); err != nil {
-		return nil, resent, fmt.Errorf("dbt cloud: create job: %w", err)
-	}
-	return &out, resent, nil
+	return found, nil
 }
 
 // GetJob returns the job with the given id. A deleted job is returned with
@@ -218,46 +215,45 @@ type TriggerOptions struct {
 // TriggerRun starts a run of the job and returns it (queued).
 //
 // TriggerRun is not repeated blindly: after a failure that may have
-// succeeded it looks through the job's most recent runs for one whose
-// trigger cause is exactly opts.Cause, and returns it if there is one. Give
-// every trigger of a job a distinct cause to make this safe. If the look-up
-// itself fails, the error is an *AmbiguousError: the run may exist.
+// succeeded it looks through the job's most recent runs, again and again
+// for up to ClientConfig.CommitWindow, for one whose trigger cause is
+// exactly opts.Cause, and returns it as soon as it appears; only when the
+// window passes without one is the trigger sent again. Give every trigger
+// of a job a distinct cause to make this safe. If the look-ups fail until
+// the window ends (or ctx ends first), the error is an *AmbiguousError:
+// the run may exist.
 func (c *Client) TriggerRun(ctx context.Context, jobID int64, opts TriggerOptions) (*Run, error) {
 	r, _, err := c.triggerRun(ctx, jobID, opts)
 	return r, err
 }
 
-// triggerRun is TriggerRun, also reporting whether the trigger was sent
-// more than once.
-func (c *Client) triggerRun(ctx context.Context, jobID int64, opts TriggerOptions) (*Run, bool, error) {
+// triggerRun is TriggerRun, also reporting what it sent.
+func (c *Client) triggerRun(ctx context.Context, jobID int64, opts TriggerOptions) (*Run, sendRecord, error) {
 	if strings.TrimSpace(opts.Cause) == "" {
-		return nil, false, errors.New("dbt cloud: TriggerRun: a cause is required")
+		return nil, sendRecord{}, errors.New("dbt cloud: TriggerRun: a cause is required")
 	}
 	if len(opts.Cause) > 255 {
-		return nil, false, errors.New("dbt cloud: TriggerRun: the cause is longer than 255 characters")
+		return nil, sendRecord{}, errors.New("dbt cloud: TriggerRun: the cause is longer than 255 characters")
 	}
-	lookup := func(ctx context.Context) (json.RawMessage, error) {
-		runs, _, err := c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id", Limit: 20, IncludeTrigger: true})
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range runs {
-			if r.Trigger != nil && r.Trigger.Cause == opts.Cause {
-				return json.Marshal(r)
-			}
-		}
-		return nil, nil
-	}
-	data, resent, err := c.create(ctx, fmt.Sprintf("trigger job %d", jobID),
-		call{method: http.MethodPost, path: fmt.Sprintf("jobs/%d/run/", jobID), body: opts}, lookup)
+	return create(ctx, c, fmt.Sprintf("trigger job %d", jobID),
+		call{method: http.MethodPost, path: fmt.Sprintf("jobs/%d/run/", jobID), body: opts}, func(ctx context.Context) (*Run, error) {
+			return c.findRun(ctx, jobID, opts.Cause)
+		})
+}
+
+// findRun returns the most recent of the job's last 20 runs whose
+// trigger cause is cause, or nil.
+func (c *Client) findRun(ctx context.Context, jobID int64, cause string) (*Run, error) {
+	runs, _, err := c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id", Limit: 20, IncludeTrigger: true})
 	if err != nil {
-		return nil, resent, err
+		return nil, err
 	}
-	var r Run
-	if err := decodeData(data, &r); err != nil {
-		return nil, resent, fmt.Errorf("dbt cloud: trigger job %d: %w", jobID, err)
+	for i := range runs {
+		if runs[i].Trigger != nil && runs[i].Trigger.Cause == cause {
+			return &runs[i], nil
+		}
 	}
-	return &r, resent, nil
+	return nil, nil
 }
 
 // GetRun returns the run with its trigger, and with its steps when steps
@@ -322,6 +318,16 @@ func (c *Client) ListRuns(ctx context.Context, opts ListRunsOptions) ([]Run, Pag
 	var runs []Run
 	page, err := c.get(ctx, "runs/", q, &runs)
 	return runs, page, err
+}
+
+// Runs iterates over every run matching opts, page by page, starting at
+// opts.Offset. It stops at the first error, which it yields.
+func (c *Client) Runs(ctx context.Context, opts ListRunsOptions) iter.Seq2[Run, error] {
+	return paginate(opts.Offset, func(offset int) ([]Run, Pagination, error) {
+		o := opts
+		o.Offset = offset
+		return c.ListRuns(ctx, o)
+	})
 }
 
 // LatestRun returns the job's most recent run, or nil when it has none.

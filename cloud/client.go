@@ -29,6 +29,12 @@ const (
 	// requests per minute, in requests per second, with some headroom.
 	DefaultRateLimit = 4500.0 / 60
 	DefaultBurst     = 20
+	// DefaultCommitWindow is how long after an ambiguous answer to a
+	// creation (a 5xx, a dropped connection, a timeout) the client goes on
+	// looking for what it asked for before it concludes that the request
+	// did not take effect: gateways answer 502/504 while the backend
+	// finishes the work seconds later.
+	DefaultCommitWindow = time.Minute
 )
 
 // ClientConfig configures a Client. Only AccountID and Token are required.
@@ -74,6 +80,12 @@ type ClientConfig struct {
 	Burst     int
 	// UserAgent is sent as the User-Agent header; "dbtorch" when empty.
 	UserAgent string
+	// CommitWindow is how long after an ambiguous failure of a job
+	// creation or a run trigger the client keeps looking for the job or
+	// run before it sends the request again (DefaultCommitWindow when
+	// zero). A request the server commits later than this is beyond what
+	// the client can tell apart from one that failed.
+	CommitWindow time.Duration
 }
 
 // String describes the configuration without its token.
@@ -109,6 +121,7 @@ type Client struct {
 	attemptTime time.Duration
 	limiter     *limiter
 	userAgent   string
+	window      time.Duration
 }
 
 // NewClient returns a client for cfg. It makes no request.
@@ -145,6 +158,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		waitMax:     cfg.RetryWaitMax,
 		attemptTime: cfg.AttemptTimeout,
 		userAgent:   cfg.UserAgent,
+		window:      cfg.CommitWindow,
+	}
+	if c.window <= 0 {
+		c.window = DefaultCommitWindow
 	}
 	if c.http == nil {
 		c.http = http.DefaultClient
@@ -255,6 +272,20 @@ func (c *Client) redact(s string) string {
 	return strings.ReplaceAll(s, c.token, "[REDACTED]")
 }
 
+// redactBytes removes the token from a response body, also where JSON
+// escaping changed how it is spelled, so that nothing decoded from an
+// answer (a run's status message, a step's logs, an artifact) carries it.
+func (c *Client) redactBytes(b []byte) []byte {
+	if len(c.token) < minRedact {
+		return b
+	}
+	b = bytes.ReplaceAll(b, []byte(c.token), []byte("[REDACTED]"))
+	if esc, err := json.Marshal(c.token); err == nil && string(esc[1:len(esc)-1]) != c.token {
+		b = bytes.ReplaceAll(b, esc[1:len(esc)-1], []byte("[REDACTED]"))
+	}
+	return b
+}
+
 func (c *Client) urlFor(cl call) string {
 	u := *c.base
 	u.Path += strings.TrimPrefix(cl.path, "/")
@@ -303,6 +334,7 @@ func (c *Client) send(ctx context.Context, cl call) (*result, *http.Response, er
 		r = io.LimitReader(resp.Body, 1<<20)
 	}
 	data, err := io.ReadAll(r)
+	data = c.redactBytes(data)
 	c.log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud request",
 		slog.String("method", cl.method), slog.String("path", req.URL.Path),
 		slog.Int("status", resp.StatusCode), slog.Duration("took", time.Since(start)))
@@ -441,54 +473,124 @@ func (c *Client) wait(ctx context.Context, cl call, attempt int, resp *http.Resp
 	return nil
 }
 
-// create performs a non-idempotent POST that creates something. After a
-// failure that may have taken effect it waits a backoff and calls lookup;
-// if lookup finds the object, create returns it instead of posting again.
-//
-// resent reports whether the request was sent more than once: then, if an
-// earlier attempt was still in flight on the server when lookup ran, a
-// duplicate may exist.
-func (c *Client) create(ctx context.Context, op string, cl call, lookup func(context.Context) (json.RawMessage, error)) (data json.RawMessage, resent bool, err error) {
+// sendRecord is what create tells its caller about the requests it sent,
+// for a clean-up that must find what they made.
+type sendRecord struct {
+	// sends counts the requests sent.
+	sends int
+	// last is when the last one ended (answered, failed or abandoned).
+	last time.Time
+	// unsure reports that the last one may have taken effect although
+	// create returned an error: its answer was ambiguous and the look-up
+	// neither found its effect nor lasted the commit window (ctx ended,
+	// or the look-ups failed).
+	unsure bool
+}
+
+// create performs a non-idempotent POST that creates a T. After a
+// failure that may have taken effect it looks for the object with lookup
+// (see await) and returns it if found; only when the commit window passes
+// without a trace is the request sent again, if the policy allows.
+func create[T any](ctx context.Context, c *Client, op string, cl call, lookup func(context.Context) (*T, error)) (*T, sendRecord, error) {
 	cl.idempotent = false
+	var rec sendRecord
 	for attempt := 0; ; attempt++ {
 		res, resp, err := c.send(ctx, cl)
+		rec.sends++
+		rec.last = time.Now()
 		if err == nil {
-			return res.data, attempt > 0, nil
+			var out T
+			if err := decodeData(res.data, &out); err != nil {
+				return nil, rec, fmt.Errorf("dbt cloud: %s: %w", op, err)
+			}
+			return &out, rec, nil
 		}
 		ambiguous := mayHaveApplied(resp, err)
 		if ctx.Err() != nil {
 			if ambiguous {
-				return nil, attempt > 0, &AmbiguousError{Op: op, Err: c.ctxError(ctx, cl, err)}
+				rec.unsure = true
+				return nil, rec, &AmbiguousError{Op: op, Err: c.ctxError(ctx, cl, err)}
 			}
-			return nil, attempt > 0, c.ctxError(ctx, cl, err)
+			return nil, rec, c.ctxError(ctx, cl, err)
 		}
 		retry, perr := c.ask(ctx, resp, err)
 		if ambiguous {
-			// Give an attempt still in flight on the server a moment to land
-			// before looking for it.
-			if werr := c.wait(ctx, cl, attempt, resp, err); werr != nil {
-				return nil, attempt > 0, &AmbiguousError{Op: op, Err: werr}
-			}
-			found, lerr := lookup(ctx)
-			if lerr != nil {
-				return nil, attempt > 0, &AmbiguousError{Op: op, Err: errors.Join(err, lerr)}
-			}
+			c.log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: creation failed ambiguously; looking for its effect",
+				slog.String("op", op), slog.Duration("window", c.window), slog.String("error", c.redact(err.Error())))
+			found, lerr := await(ctx, c, rec.last, lookup)
 			if found != nil {
 				c.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud: request had succeeded despite the error",
 					slog.String("op", op), slog.String("error", c.redact(err.Error())))
-				return found, attempt > 0, nil
+				return found, rec, nil
+			}
+			if lerr != nil {
+				rec.unsure = true
+				return nil, rec, &AmbiguousError{Op: op, Err: errors.Join(err, lerr)}
 			}
 		}
 		if perr != nil {
-			return nil, attempt > 0, perr
+			return nil, rec, perr
 		}
 		if !retry || attempt >= c.retryMax {
-			return nil, attempt > 0, err
+			return nil, rec, err
 		}
 		if !ambiguous {
 			if err := c.wait(ctx, cl, attempt, resp, err); err != nil {
-				return nil, attempt > 0, err
+				return nil, rec, err
 			}
+		}
+	}
+}
+
+// await looks for the effect of a request that ended ambiguously at
+// since, with lookup, until it finds it or the commit window from since
+// has passed (one look-up is made at or after the window's end). It
+// returns (nil, nil) when a look-up at the window's end found nothing,
+// and an error when ctx ended first or the last look-up failed: then the
+// outcome is unknown.
+func await[T any](ctx context.Context, c *Client, since time.Time, lookup func(context.Context) (*T, error)) (*T, error) {
+	deadline := since.Add(c.window)
+	for i := 0; ; i++ {
+		found, err := lookup(ctx)
+		if found != nil {
+			return found, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, err
+		}
+		if !backoff.Sleep(ctx, min(c.backoff(c.waitMin, c.waitMax, i, nil), left)) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// transient reports whether err may go away when the request is repeated:
+// a transport error, a 429 or a 5xx, or an ambiguous creation.
+func transient(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests {
+		var amb *AmbiguousError
+		return errors.As(err, &amb)
+	}
+	return true
+}
+
+// persist calls op, which must be safe to repeat, until it succeeds,
+// fails in a way repeating cannot mend, or ctx ends, waiting a backoff
+// between calls. Clean-up uses it to outlast rate-limit cooldowns and
+// outages longer than one request's retries.
+func (c *Client) persist(ctx context.Context, op func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		err := op(ctx)
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		if !backoff.Sleep(ctx, c.backoff(c.waitMin, c.waitMax, attempt, nil)) {
+			return err
 		}
 	}
 }

@@ -230,14 +230,14 @@ func TestCreateNotRetriedBlindly(t *testing.T) {
 	}
 }
 
-// TestCreateAmbiguous: when the look-up after a lost response fails too,
-// the error says the outcome is unknown.
+// TestCreateAmbiguous: when the look-ups after a lost response fail too,
+// for the whole commit window, the error says the outcome is unknown.
 func TestCreateAmbiguous(t *testing.T) {
 	e := newEnv(t, cloudtest.Options{})
-	c := e.client(t, func(cfg *cloud.ClientConfig) { cfg.RetryMax = 1 })
+	c := e.client(t, func(cfg *cloud.ClientConfig) { cfg.RetryMax = 1; cfg.CommitWindow = 100 * time.Millisecond })
 	ctx := ctxT(t)
 	e.srv.Inject(cloudtest.Fault{Route: cloudtest.CreateJob, LoseResponse: true})
-	e.srv.Inject(cloudtest.Fault{Route: cloudtest.ListJobs, Status: 500, Times: 5})
+	e.srv.Inject(cloudtest.Fault{Route: cloudtest.ListJobs, Status: 500, Times: 1000})
 	_, err := c.CreateJob(ctx, e.tempJob("dbtorch-ambiguous"))
 	var amb *cloud.AmbiguousError
 	require.ErrorAs(t, err, &amb)

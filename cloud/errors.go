@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -220,4 +221,62 @@ func shorten(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// LeakError reports temporary jobs an Executor created and could not
+// delete within its clean-up budget (ExecutorConfig.CleanupTimeout): they
+// are still in dbt Cloud, and may still hold runs. Delete them, or run a
+// Janitor with Prefix. Executor.Close returns it; callers can map it to
+// an exit status of their own.
+type LeakError struct {
+	// JobIDs are the jobs left behind, ascending.
+	JobIDs []int64
+	// Names are jobs whose creation could not be ruled out (their id is
+	// unknown): a job of that name may exist.
+	Names []string
+	// Prefix is the executor's JobPrefix, for the Janitor.
+	Prefix string
+	// Err is the last error of the clean-ups that failed.
+	Err error
+}
+
+// Error names the jobs to delete.
+func (e *LeakError) Error() string {
+	var b strings.Builder
+	b.WriteString("dbt cloud: temporary jobs left behind")
+	if len(e.JobIDs) > 0 {
+		ids := make([]string, len(e.JobIDs))
+		for i, id := range e.JobIDs {
+			ids[i] = strconv.FormatInt(id, 10)
+		}
+		fmt.Fprintf(&b, ": delete job(s) %s", strings.Join(ids, ", "))
+	}
+	if len(e.Names) > 0 {
+		fmt.Fprintf(&b, "; job(s) named %s may exist", strings.Join(e.Names, ", "))
+	}
+	fmt.Fprintf(&b, " (or run the Janitor with prefix %q)", e.Prefix)
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+// Unwrap returns the last clean-up error.
+func (e *LeakError) Unwrap() error { return e.Err }
+
+// EnvironmentError reports a dbt Cloud environment that cannot run
+// dbtorch's jobs: a development environment, a deleted one, or one of
+// another project. No job is created in it.
+type EnvironmentError struct {
+	// ID, Name and Type describe the environment as dbt Cloud returned it.
+	ID   int64
+	Name string
+	Type string
+	// Reason says why it is unfit.
+	Reason string
+}
+
+// Error names the environment and the reason.
+func (e *EnvironmentError) Error() string {
+	return fmt.Sprintf("dbt cloud: environment %d (%s) cannot run jobs: %s", e.ID, e.Name, e.Reason)
 }

@@ -6,24 +6,27 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	mrand "math/rand/v2"
-	"net/http"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dbtorch/dbtorch/executor"
-	"github.com/dbtorch/dbtorch/internal/backoff"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
 )
 
 // Defaults of ExecutorConfig.
 const (
-	DefaultJobPrefix      = "dbtorch-"
-	DefaultPollInterval   = 5 * time.Second
-	DefaultCancelGrace    = 30 * time.Second
-	DefaultCleanupTimeout = 2 * time.Minute
+	DefaultJobPrefix    = "dbtorch-"
+	DefaultPollInterval = 5 * time.Second
+	// DefaultCleanupTimeout is long enough to outlast a rate-limit
+	// cooldown of several minutes, which dbt Cloud imposes without a
+	// Retry-After header.
+	DefaultCleanupTimeout = 10 * time.Minute
+	DefaultArtifactWait   = 2 * time.Minute
 	DefaultManifestStep   = "dbt compile"
 )
 
@@ -52,13 +55,20 @@ type ExecutorConfig struct {
 	// PollInterval is the mean wait between two polls of a run
 	// (DefaultPollInterval when zero); each wait is jittered by ±25%.
 	PollInterval time.Duration
-	// CancelGrace is how long a cancelled run is given to reach a terminal
-	// status before its job is deleted anyway (DefaultCancelGrace).
-	CancelGrace time.Duration
-	// CleanupTimeout bounds the clean-up after an invocation (cancelling
-	// the run, deleting the job), which runs even when the invocation's
-	// context has ended (DefaultCleanupTimeout).
+	// CleanupTimeout is the budget of the clean-up after an invocation:
+	// finding what an interrupted creation or trigger made, cancelling
+	// runs and waiting until they have ended, deleting the job. The
+	// clean-up runs on a context of its own, which the invocation's
+	// context ending does not cancel, and retries through rate limits and
+	// outages for as long as this budget allows (DefaultCleanupTimeout).
+	// A job it still cannot delete is logged and reported by Close as a
+	// *LeakError.
 	CleanupTimeout time.Duration
+	// ArtifactWait bounds how long after a run ends the executor waits for
+	// its artifacts: dbt Cloud saves them a while after the run's status
+	// turns terminal (artifacts_saved false, 404 meanwhile)
+	// (DefaultArtifactWait).
+	ArtifactWait time.Duration
 	// ManifestJobID, when set, makes Manifest read the latest
 	// manifest.json of that job instead of running a temporary job.
 	ManifestJobID int64
@@ -78,32 +88,143 @@ type Executor struct {
 	cfg ExecutorConfig
 	c   *Client
 	log *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup // Execute and Manifest calls in progress
+	envOK   bool           // the environment passed checkEnvironment
+	envErr  *EnvironmentError
+	leaked  map[int64]string // job id -> name, of jobs not deleted
+	unknown map[string]bool  // names of jobs that may exist, id unknown
+	leakErr error            // the last error of a failed clean-up
 }
 
 var (
 	_ executor.Executor         = (*Executor)(nil)
 	_ executor.ManifestProvider = (*Executor)(nil)
 	_ executor.Preparer         = (*Executor)(nil)
+	_ io.Closer                 = (*Executor)(nil)
 )
 
 // Prepare checks, with one request, that the token, account, project and
-// environment are usable before a build: the environment must exist,
-// belong to ProjectID and be a deployment environment. A misconfigured
-// executor then fails the build at once instead of failing every node.
+// environment are usable before a build: the environment must exist, be
+// active, belong to ProjectID and be a deployment environment. A
+// misconfigured executor then fails the build at once instead of failing
+// every node; an environment unfit for jobs is an *EnvironmentError.
+// Manifest and Execute make the same check (once) before creating any
+// job, so that no job is ever created in such an environment.
 func (e *Executor) Prepare(ctx context.Context) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.running.Done()
+	return e.checkEnvironment(ctx)
+}
+
+// checkEnvironment fetches the environment once and checks that jobs can
+// run in it. A success and an *EnvironmentError are remembered; other
+// failures (the request failed) are not.
+func (e *Executor) checkEnvironment(ctx context.Context) error {
+	e.mu.Lock()
+	ok, bad := e.envOK, e.envErr
+	e.mu.Unlock()
+	switch {
+	case ok:
+		return nil
+	case bad != nil:
+		return bad
+	}
 	env, err := e.c.GetEnvironment(ctx, e.cfg.EnvironmentID)
 	if err != nil {
 		return fmt.Errorf("dbt cloud: checking environment %d: %w", e.cfg.EnvironmentID, err)
 	}
+	ee := &EnvironmentError{ID: env.ID, Name: env.Name, Type: env.Type}
 	switch {
 	case env.State == JobDeleted:
-		return fmt.Errorf("dbt cloud: environment %d (%s) is deleted", env.ID, env.Name)
+		ee.Reason = "it is deleted"
 	case env.ProjectID != e.cfg.ProjectID:
-		return fmt.Errorf("dbt cloud: environment %d (%s) belongs to project %d, not %d", env.ID, env.Name, env.ProjectID, e.cfg.ProjectID)
-	case env.Type != "" && env.Type != "deployment":
-		return fmt.Errorf("dbt cloud: environment %d (%s) is a %s environment; jobs need a deployment environment", env.ID, env.Name, env.Type)
+		ee.Reason = fmt.Sprintf("it belongs to project %d, not %d", env.ProjectID, e.cfg.ProjectID)
+	case env.Type != "deployment":
+		ee.Reason = fmt.Sprintf("it is a %s environment; jobs need a deployment environment", orUnknown(env.Type))
+	default:
+		ee = nil
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ee != nil {
+		e.envErr = ee
+		return ee
+	}
+	e.envOK = true
 	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "untyped"
+	}
+	return s
+}
+
+// enter registers a call in progress, or returns executor.ErrClosed.
+func (e *Executor) enter() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return executor.ErrClosed
+	}
+	e.running.Add(1)
+	return nil
+}
+
+// Close waits for the Execute and Manifest calls in progress, clean-ups
+// included, and makes later calls fail with executor.ErrClosed. It
+// returns a *LeakError naming every temporary job this executor created
+// and could not delete within its clean-up budget (and the names of jobs
+// whose creation it could not rule out), nil when nothing was left behind.
+// Close may be called more than once; each call returns the same report.
+func (e *Executor) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.running.Wait()
+	return e.Leaked()
+}
+
+// Leaked returns what Close would: a *LeakError naming the temporary jobs
+// this executor has so far failed to delete, or nil. It does not wait.
+func (e *Executor) Leaked() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.leaked) == 0 && len(e.unknown) == 0 {
+		return nil
+	}
+	le := &LeakError{Prefix: e.cfg.JobPrefix, Err: e.leakErr}
+	for id := range e.leaked {
+		le.JobIDs = append(le.JobIDs, id)
+	}
+	for name := range e.unknown {
+		le.Names = append(le.Names, name)
+	}
+	slices.Sort(le.JobIDs)
+	slices.Sort(le.Names)
+	return le
+}
+
+// leak records a job the clean-up could not delete (id 0: a job of that
+// name may exist).
+func (e *Executor) leak(id int64, name string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if id != 0 {
+		e.leaked[id] = name
+		delete(e.unknown, name)
+	} else {
+		e.unknown[name] = true
+	}
+	e.leakErr = err
+	e.log.Error("dbt cloud: temporary job left behind; delete it or run the Janitor",
+		slog.Int64("job_id", id), slog.String("name", name), slog.String("error", err.Error()))
 }
 
 // NewExecutor returns an Executor for cfg. It makes no request.
@@ -126,8 +247,8 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
-	if cfg.CancelGrace <= 0 {
-		cfg.CancelGrace = DefaultCancelGrace
+	if cfg.ArtifactWait <= 0 {
+		cfg.ArtifactWait = DefaultArtifactWait
 	}
 	if cfg.CleanupTimeout <= 0 {
 		cfg.CleanupTimeout = DefaultCleanupTimeout
@@ -139,7 +260,7 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{cfg: cfg, c: cfg.Client, log: log}, nil
+	return &Executor{cfg: cfg, c: cfg.Client, log: log, leaked: map[int64]string{}, unknown: map[string]bool{}}, nil
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
@@ -166,7 +287,13 @@ func (e *Executor) jobName(buildID string) string {
 // results for every node, of KindConnection when they may be transient
 // (network, 429, 5xx) and KindInternal otherwise (a rejected request). A
 // run that ends without run_results.json gives error results of KindCrash.
+// Execute fails without creating a job when the environment is unfit for
+// jobs (*EnvironmentError) and after Close (executor.ErrClosed).
 func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.running.Done()
 	if len(req.Nodes) == 0 {
 		return nil, errors.New("dbt cloud: Execute: request has no nodes")
 	}
@@ -183,6 +310,16 @@ func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dbt cloud: Execute: %w", err)
+	}
+	if err := e.checkEnvironment(ctx); err != nil {
+		var ee *EnvironmentError
+		if errors.As(err, &ee) {
+			return nil, err
+		}
+		// The check itself failed: the invocation fails like any request.
+		resp := &executor.Response{Invocation: executor.Invocation{Command: req.Command, Started: time.Now(), Ended: time.Now(), ExitCode: -1}}
+		resp.Results = executor.Complete(req.Nodes, nil, ctx.Err(), &executor.Failure{Kind: errorKind(err), Message: err.Error()})
+		return resp, nil
 	}
 	step := "dbt " + dbtargv.ShellJoin(args)
 	name := e.jobName(req.BuildID)
@@ -220,14 +357,10 @@ func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor
 
 // errorKind classifies a failure of the dbt Cloud API.
 func errorKind(err error) executor.Kind {
-	var ae *APIError
-	if errors.As(err, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests {
-		var amb *AmbiguousError
-		if !errors.As(err, &amb) {
-			return executor.KindInternal
-		}
+	if transient(err) {
+		return executor.KindConnection
 	}
-	return executor.KindConnection
+	return executor.KindInternal
 }
 
 // collect reads a finished run's run_results.json: the results it
@@ -237,7 +370,7 @@ func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, inv *ex
 	if run.Status != RunSuccess {
 		inv.Stderr = run.StatusMessage
 	}
-	data, err := e.c.RunArtifact(ctx, run.ID, "run_results.json", stepIndex)
+	data, err := e.artifact(ctx, run, "run_results.json", stepIndex)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil
@@ -270,199 +403,4 @@ func (e *Executor) collect(ctx context.Context, run *Run, stepIndex int, inv *ex
 		msg += ": " + run.StatusMessage
 	}
 	return rr, &executor.Failure{Kind: executor.KindCrash, Message: msg}
-}
-
-// session creates a temporary job with one step, triggers it, polls the
-// run until it ends and calls done with it (and the index of the step, 0
-// when unknown), then deletes the job — on every path, with a context of
-// its own. When ctx ends first, the run is cancelled and given
-// CancelGrace to stop before the job is deleted; session then returns
-// ctx's error.
-func (e *Executor) session(ctx context.Context, name, desc, step, cause string, done func(context.Context, *Run, int) error) (err error) {
-	st := &sessionState{name: name}
-	defer e.cleanup(ctx, st)
-	st.job, st.createResent, st.createErr = e.c.createJob(ctx, Job{
-		ProjectID:     e.cfg.ProjectID,
-		EnvironmentID: e.cfg.EnvironmentID,
-		Name:          name,
-		Description:   desc,
-		DBTVersion:    e.cfg.DBTVersion,
-		ExecuteSteps:  []string{step},
-		Settings:      JobSettings{Threads: e.cfg.Threads, TargetName: e.cfg.TargetName},
-		Execution:     JobExecution{TimeoutSeconds: int(e.cfg.JobTimeout / time.Second)},
-	})
-	if st.createErr != nil {
-		st.job = nil
-		return st.createErr
-	}
-	job := st.job
-	e.log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job created", slog.Int64("job_id", job.ID), slog.String("name", name))
-	st.triggered = true
-	run, resent, err := e.c.triggerRun(ctx, job.ID, TriggerOptions{Cause: cause})
-	st.triggerResent = resent
-	if err != nil {
-		return err
-	}
-	st.run = run
-	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run started", slog.Int64("job_id", job.ID),
-		slog.Int64("run_id", run.ID), slog.String("step", step), slog.String("href", run.Href))
-	for !run.Status.Terminal() {
-		if !backoff.Sleep(ctx, e.pollWait()) {
-			return ctx.Err()
-		}
-		r, err := e.c.GetRun(ctx, run.ID, false)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		run = r
-		st.run = r
-	}
-	final, err := e.c.GetRun(ctx, run.ID, true)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	run = final
-	e.log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run ended", slog.Int64("job_id", job.ID),
-		slog.Int64("run_id", run.ID), slog.String("status", run.Status.String()))
-	idx := 0
-	if st := stepOf(run, step); st != nil {
-		idx = st.Index
-	}
-	return done(ctx, run, idx)
-}
-
-// sessionState is what a session knows of what it created, for cleanup.
-type sessionState struct {
-	name string
-	// job is the created job; nil when creation failed (createErr).
-	job          *Job
-	createErr    error
-	createResent bool
-	// run is the last state seen of the job's run; nil when the trigger
-	// was not sent or failed.
-	run           *Run
-	triggered     bool
-	triggerResent bool
-}
-
-// stepOf finds the run's step for the dbt command line step: the step
-// whose name contains it, else the last step naming the same dbt
-// sub-command.
-func stepOf(run *Run, step string) *RunStep {
-	if st := run.StepFor(step); st != nil {
-		return st
-	}
-	f := strings.Fields(step)
-	if len(f) >= 2 {
-		return run.StepFor(f[0] + " " + f[1])
-	}
-	return nil
-}
-
-func (e *Executor) pollWait() time.Duration {
-	d := e.cfg.PollInterval
-	return d*3/4 + time.Duration(mrand.Int64N(int64(d/2)+1))
-}
-
-// cleanup makes sure nothing of the session is left: every run it started
-// is ended and every job it created is deleted, including duplicates that
-// a resent request may have made. It uses its own context, so that it also
-// runs after the session's context has ended. What it cannot remove, it
-// logs at error level (Janitor removes it later).
-func (e *Executor) cleanup(parent context.Context, st *sessionState) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), e.cfg.CleanupTimeout)
-	defer cancel()
-	log := e.log.With(slog.String("job_name", st.name))
-	job := st.job
-	if job == nil {
-		var ae *APIError
-		if st.createErr == nil || (errors.As(st.createErr, &ae) && ae.StatusCode < 500 && ae.StatusCode != http.StatusTooManyRequests) {
-			return // the job was certainly not created
-		}
-	} else {
-		// Runs of the job: the one followed, or every run when the trigger
-		// failed or was resent (they are all this session's).
-		if st.run == nil && st.triggered || st.triggerResent {
-			e.stopAllRuns(ctx, log, job.ID)
-		} else if st.run != nil && !st.run.Status.Terminal() {
-			e.stopRun(ctx, log, st.run)
-		}
-		if !e.deleteJob(ctx, log, job.ID) {
-			return
-		}
-		if !st.createResent {
-			return
-		}
-	}
-	// The creation may have succeeded (or succeeded twice): delete every
-	// job of this session's unique name.
-	for range 5 {
-		found, err := e.c.FindJob(ctx, e.cfg.ProjectID, st.name)
-		if err != nil {
-			log.LogAttrs(ctx, slog.LevelError, "dbt cloud: could not check for a leftover job; run the Janitor",
-				slog.String("error", err.Error()))
-			return
-		}
-		if found == nil {
-			return
-		}
-		e.stopAllRuns(ctx, log, found.ID)
-		if !e.deleteJob(ctx, log, found.ID) {
-			return
-		}
-	}
-}
-
-func (e *Executor) deleteJob(ctx context.Context, log *slog.Logger, id int64) bool {
-	if err := e.c.DeleteJob(ctx, id); err != nil {
-		log.LogAttrs(ctx, slog.LevelError, "dbt cloud: could not delete temporary job; run the Janitor",
-			slog.Int64("job_id", id), slog.String("error", err.Error()))
-		return false
-	}
-	log.LogAttrs(ctx, slog.LevelDebug, "dbt cloud job deleted", slog.Int64("job_id", id))
-	return true
-}
-
-// stopAllRuns cancels every unfinished run of the job.
-func (e *Executor) stopAllRuns(ctx context.Context, log *slog.Logger, jobID int64) {
-	runs, _, err := e.c.ListRuns(ctx, ListRunsOptions{JobID: jobID, OrderBy: "-id"})
-	if err != nil {
-		log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: could not list the job's runs", slog.Int64("job_id", jobID),
-			slog.String("error", err.Error()))
-		return
-	}
-	for i := range runs {
-		if !runs[i].Status.Terminal() {
-			e.stopRun(ctx, log, &runs[i])
-		}
-	}
-}
-
-// stopRun cancels a run and waits up to CancelGrace for it to end.
-func (e *Executor) stopRun(ctx context.Context, log *slog.Logger, run *Run) {
-	log = log.With(slog.Int64("run_id", run.ID))
-	r, err := e.c.CancelRun(ctx, run.ID)
-	if err != nil {
-		log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud: cancelling the run failed", slog.String("error", err.Error()))
-		return
-	}
-	log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud run cancelled")
-	gctx, cancel := context.WithTimeout(ctx, e.cfg.CancelGrace)
-	defer cancel()
-	wait := min(e.cfg.PollInterval, time.Second)
-	for !r.Status.Terminal() {
-		if !backoff.Sleep(gctx, wait) {
-			log.LogAttrs(ctx, slog.LevelWarn, "dbt cloud run did not stop within the grace period")
-			return
-		}
-		if r, err = e.c.GetRun(gctx, run.ID, false); err != nil {
-			return
-		}
-	}
 }

@@ -313,8 +313,11 @@ func TestManifest(t *testing.T) {
 	})
 	t.Run("compile job fails", func(t *testing.T) {
 		e := newEnv(t, cloudtest.Options{})
-		x := e.executor(t, func(c *cloud.ExecutorConfig) { c.ManifestStep = "dbt parse --bogus" })
-		e.srv.Inject(cloudtest.Fault{Route: cloudtest.RunArtifact, Status: 404, Times: 10})
+		x := e.executor(t, func(c *cloud.ExecutorConfig) {
+			c.ManifestStep = "dbt parse --bogus"
+			c.ArtifactWait = 100 * time.Millisecond
+		})
+		e.srv.Inject(cloudtest.Fault{Route: cloudtest.RunArtifact, Status: 404, Times: 1000})
 		_, err := x.Manifest(ctxT(t))
 		require.Error(t, err)
 	})
@@ -476,34 +479,42 @@ func TestExecuteChaos(t *testing.T) {
 	t.Logf("%d faults left unused, %d of %d invocations succeeded", e.srv.PendingFaults(), succeeded, len(names)-1)
 }
 
-// TestExecuteInFlightDuplicate: a creation that reaches dbt Cloud only
-// after the client has given up on it, looked for the job, found nothing
-// and created it again leaves a second job of the same name; the executor
-// deletes it too.
+// TestExecuteInFlightDuplicate: a creation or trigger that reaches dbt
+// Cloud only after the client has given up on it (issue 15, point 1):
+// within the commit window the client finds the job by name (the run by
+// its cause) and never sends it again, so there is one job and one run; a
+// request committed later than the window is beyond what the client can
+// tell from a failure, so it sends it again, and the executor deletes both
+// jobs, or cancels the extra run before deleting the job.
 func TestExecuteInFlightDuplicate(t *testing.T) {
-	e := newEnv(t, cloudtest.Options{RunTime: 600 * time.Millisecond})
-	e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 150 * time.Millisecond })
-	x := e.executor(t, nil)
-	e.srv.Inject(cloudtest.Fault{Route: cloudtest.CreateJob, Stall: 300 * time.Millisecond})
-	resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a"), BuildID: "b", Attempt: 1})
-	require.NoError(t, err)
-	assert.Equal(t, executor.Success, resp.Results[0].Status)
-	assert.Equal(t, 2, e.srv.JobsCreated(), "the stalled creation should have landed after the retry")
-	assert.Len(t, e.srv.Runs(), 1)
-	// newEnv's clean-up checks that neither job is left.
-}
-
-// TestExecuteInFlightDuplicateRun: the same for a trigger: the duplicate
-// run is cancelled before the job is deleted.
-func TestExecuteInFlightDuplicateRun(t *testing.T) {
-	e := newEnv(t, cloudtest.Options{RunTime: 600 * time.Millisecond})
-	e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 150 * time.Millisecond })
-	x := e.executor(t, nil)
-	e.srv.Inject(cloudtest.Fault{Route: cloudtest.TriggerRun, Stall: 300 * time.Millisecond})
-	resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a"), BuildID: "b", Attempt: 1})
-	require.NoError(t, err)
-	assert.Equal(t, executor.Success, resp.Results[0].Status)
-	runs := e.srv.Runs()
-	require.Len(t, runs, 2, "the stalled trigger should have landed after the retry")
-	assert.True(t, runs[0].Cancelled || runs[1].Cancelled, "the duplicate run was not cancelled")
+	for _, tc := range []struct {
+		route      cloudtest.Route
+		window     time.Duration
+		jobs, runs int
+	}{
+		{cloudtest.CreateJob, testWindow, 1, 1},
+		{cloudtest.CreateJob, 50 * time.Millisecond, 2, 1},
+		{cloudtest.TriggerRun, testWindow, 1, 1},
+		{cloudtest.TriggerRun, 50 * time.Millisecond, 1, 2},
+	} {
+		t.Run(fmt.Sprintf("%s window=%v", tc.route, tc.window), func(t *testing.T) {
+			e := newEnv(t, cloudtest.Options{RunTime: 600 * time.Millisecond})
+			e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 150 * time.Millisecond; c.CommitWindow = tc.window })
+			x := e.executor(t, nil)
+			e.srv.Inject(cloudtest.Fault{Route: tc.route, Stall: 300 * time.Millisecond})
+			resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a"), BuildID: "b", Attempt: 1})
+			require.NoError(t, err)
+			assert.Equal(t, executor.Success, resp.Results[0].Status)
+			assert.Equal(t, tc.jobs, e.srv.JobsCreated())
+			runs := e.srv.Runs()
+			require.Len(t, runs, tc.runs)
+			if tc.runs == 2 {
+				assert.True(t, runs[0].Cancelled || runs[1].Cancelled, "the duplicate run was not cancelled")
+			} else {
+				assert.Equal(t, 1, e.srv.Attempts(idOf("stg_a")))
+			}
+			require.NoError(t, x.Close())
+			// newEnv's clean-up checks that no job is left.
+		})
+	}
 }

@@ -127,13 +127,39 @@ func newEnv(t *testing.T, opts cloudtest.Options) *env {
 		if t.Failed() {
 			return
 		}
-		require.Empty(t, srv.Jobs(), "the fake server still holds jobs")
-		require.Zero(t, srv.ActiveRuns(), "runs are still running")
+		srv.Settle()
+		assertClean(t, srv)
 		require.Zero(t, srv.Redirects(), "a request lacked its trailing slash")
 		require.NotContains(t, e.logs.String(), srv.Token(), "the token reached the logs")
 	})
 	return e
 }
+
+// assertClean checks what every test must leave: no job, no run still
+// going (of a deleted job or any other), no job deleted while one of its
+// runs was still going, and at most one run per invocation (trigger
+// cause) that was not cancelled as an extra.
+func assertClean(t *testing.T, srv *cloudtest.Server) {
+	t.Helper()
+	require.Empty(t, srv.Jobs(), "the fake server still holds jobs")
+	require.Zero(t, srv.ActiveRuns(), "runs are still running")
+	for _, j := range srv.AllJobs() {
+		require.Zero(t, j.ActiveRunsAtDelete, "job %d was deleted while %d of its runs were going", j.ID, j.ActiveRunsAtDelete)
+	}
+	ran := map[string]int{}
+	for _, r := range srv.Runs() {
+		if !r.Cancelled {
+			ran[r.Cause]++
+		}
+	}
+	for cause, n := range ran {
+		require.LessOrEqual(t, n, 1, "%d runs for one invocation: %s", n, cause)
+	}
+}
+
+// testWindow is the tests' commit window: longer than every late commit
+// the tests inject (CommitAfter, Stall) unless a test says otherwise.
+const testWindow = 400 * time.Millisecond
 
 // client returns a client for the fake server; edit adjusts its config.
 func (e *env) client(t *testing.T, edit func(*cloud.ClientConfig)) *cloud.Client {
@@ -147,6 +173,7 @@ func (e *env) client(t *testing.T, edit func(*cloud.ClientConfig)) *cloud.Client
 		RetryWaitMax:   20 * time.Millisecond,
 		AttemptTimeout: 2 * time.Second,
 		RateLimit:      -1,
+		CommitWindow:   testWindow,
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -160,12 +187,13 @@ func (e *env) client(t *testing.T, edit func(*cloud.ClientConfig)) *cloud.Client
 func (e *env) executor(t *testing.T, edit func(*cloud.ExecutorConfig)) *cloud.Executor {
 	t.Helper()
 	cfg := cloud.ExecutorConfig{
-		Client:        e.c,
-		ProjectID:     e.srv.ProjectID(),
-		EnvironmentID: e.srv.EnvironmentID(),
-		PollInterval:  5 * time.Millisecond,
-		CancelGrace:   time.Second,
-		Logger:        e.logger(),
+		Client:         e.c,
+		ProjectID:      e.srv.ProjectID(),
+		EnvironmentID:  e.srv.EnvironmentID(),
+		PollInterval:   5 * time.Millisecond,
+		CleanupTimeout: 10 * time.Second,
+		ArtifactWait:   2 * time.Second,
+		Logger:         e.logger(),
 	}
 	if edit != nil {
 		edit(&cfg)

@@ -10,8 +10,10 @@ import (
 )
 
 // Janitor finds and deletes temporary jobs that an interrupted process
-// left behind: active jobs whose name starts with Prefix. Running runs of
-// those jobs are cancelled first.
+// left behind: active jobs whose name starts with Prefix. Every run of
+// such a job that has not ended (there may be several) is cancelled, and
+// the job is deleted only once they all have ended, so that no run of a
+// deleted job goes on.
 type Janitor struct {
 	Client *Client
 	// Prefix selects the jobs (required; use the executors' JobPrefix).
@@ -24,6 +26,13 @@ type Janitor struct {
 	OlderThan time.Duration
 	// DryRun lists the jobs without deleting anything.
 	DryRun bool
+	// Timeout bounds the removal of one job (cancelling its runs, waiting
+	// for them to end, deleting it), retried through rate limits and
+	// outages meanwhile: DefaultCleanupTimeout when zero.
+	Timeout time.Duration
+	// PollInterval is the wait between two checks of a cancelled run (one
+	// second when zero).
+	PollInterval time.Duration
 	// Logger receives one line per deleted job; nothing when nil.
 	Logger *slog.Logger
 }
@@ -60,16 +69,23 @@ func (j *Janitor) Sweep(ctx context.Context) ([]Job, error) {
 	if j.DryRun {
 		return found, nil
 	}
+	timeout := j.Timeout
+	if timeout <= 0 {
+		timeout = DefaultCleanupTimeout
+	}
+	poll := j.PollInterval
+	if poll <= 0 {
+		poll = time.Second
+	}
+	rm := remover{c: j.Client, log: log, poll: poll}
 	var errs []error
 	var deleted []Job
 	for _, job := range found {
-		if run, err := j.Client.LatestRun(ctx, job.ID); err == nil && run != nil && !run.Status.Terminal() {
-			if _, err := j.Client.CancelRun(ctx, run.ID); err != nil {
-				errs = append(errs, fmt.Errorf("cancelling run %d of job %d: %w", run.ID, job.ID, err))
-			}
-		}
-		if err := j.Client.DeleteJob(ctx, job.ID); err != nil {
-			errs = append(errs, fmt.Errorf("deleting job %d (%s): %w", job.ID, job.Name, err))
+		jctx, cancel := context.WithTimeout(ctx, timeout)
+		err := rm.remove(jctx, job.ID)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("job %d (%s): %w", job.ID, job.Name, err))
 			continue
 		}
 		log.LogAttrs(ctx, slog.LevelInfo, "dbt cloud janitor: deleted leftover job",

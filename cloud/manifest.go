@@ -11,7 +11,14 @@ import (
 // that job's latest manifest.json; otherwise a temporary job running
 // ManifestStep ("dbt compile") produces it, and is deleted afterwards on
 // every path, as Execute's jobs are.
+//
+// An environment unfit for jobs fails Manifest with an *EnvironmentError
+// before any job is created.
 func (e *Executor) Manifest(ctx context.Context) (*manifest.Manifest, error) {
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.running.Done()
 	if e.cfg.ManifestJobID != 0 {
 		data, err := e.c.JobArtifact(ctx, e.cfg.ManifestJobID, "manifest.json")
 		if err != nil {
@@ -30,7 +37,7 @@ func (e *Executor) Manifest(ctx context.Context) (*manifest.Manifest, error) {
 				}
 				return fmt.Errorf("dbt cloud: %q run %d ended %s: %s", e.cfg.ManifestStep, run.ID, run.Status, msg)
 			}
-			b, err := e.c.RunArtifact(ctx, run.ID, "manifest.json", step)
+			b, err := e.artifact(ctx, run, "manifest.json", step)
 			if err != nil {
 				return fmt.Errorf("dbt cloud: manifest.json of run %d: %w", run.ID, err)
 			}

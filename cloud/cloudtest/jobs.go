@@ -211,21 +211,32 @@ func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
 		return
 	}
 	j.Deleted = true
+	now := time.Now()
+	for _, run := range s.runs {
+		if run.jobID == id && run.status(now, s.opts) < 10 {
+			j.ActiveRunsAtDelete++
+		}
+	}
 	out := s.jobJSON(j)
 	s.mu.Unlock()
 	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
 
 // getEnvironment serves the one environment that exists: a production
-// deployment environment of the project.
+// deployment environment of the project (Options.EnvironmentType and
+// EnvironmentState change it).
 func (s *Server) getEnvironment(w http.ResponseWriter, id int64) {
 	if id != s.opts.EnvironmentID {
 		notFound(w, "Environment")
 		return
 	}
-	writeEnvelope(w, http.StatusOK, map[string]any{
+	env := map[string]any{
 		"id": id, "account_id": s.opts.AccountID, "project_id": s.opts.ProjectID,
-		"name": "Production", "type": "deployment", "deployment_type": "production",
-		"dbt_version": "latest", "state": 1,
-	}, nil, "")
+		"name": "Production", "type": s.opts.EnvironmentType, "deployment_type": "production",
+		"dbt_version": "latest", "state": s.opts.EnvironmentState, "credentials_id": 30,
+	}
+	if s.opts.EnvironmentType == "development" {
+		env["name"], env["deployment_type"], env["credentials_id"] = "Development", nil, nil
+	}
+	writeEnvelope(w, http.StatusOK, env, nil, "")
 }

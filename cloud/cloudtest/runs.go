@@ -46,7 +46,8 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request, jobID int64) {
 		}
 	}
 	s.nextID++
-	run := &fakeRun{id: s.nextID, jobID: jobID, cause: cause, trigger: body, steps: steps, created: time.Now()}
+	run := &fakeRun{id: s.nextID, jobID: jobID, cause: cause, trigger: body, steps: steps, created: time.Now(),
+		auth: r.Header.Get("Authorization")}
 	s.execute(run)
 	s.applyTimeout(run, timeoutOf(j.Body, body))
 	s.runs[run.id] = run
@@ -366,7 +367,7 @@ func (s *Server) runJSON(run *fakeRun, now time.Time, trigger, steps bool) map[s
 		"is_success":      st == 10,
 		"is_error":        st == 20,
 		"is_cancelled":    st == 30,
-		"artifacts_saved": st >= 10,
+		"artifacts_saved": s.artifactsSaved(run, now),
 		"created_at":      ts(run.created),
 		"updated_at":      ts(now),
 		"started_at":      nil,
@@ -384,10 +385,10 @@ func (s *Server) runJSON(run *fakeRun, now time.Time, trigger, steps bool) map[s
 		if len(run.logs) > 0 {
 			msg = strings.Join(run.logs, "\n")
 		}
-		out["status_message"] = msg
+		out["status_message"] = msg + s.echoRun(run)
 	}
 	if st == 30 {
-		out["status_message"] = "Cancelled by user via API"
+		out["status_message"] = "Cancelled by user via API" + s.echoRun(run)
 	}
 	if trigger {
 		t := map[string]any{"id": run.id, "job_definition_id": run.jobID}
@@ -498,11 +499,33 @@ func (s *Server) cancel(w http.ResponseWriter, id int64) {
 	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
 
+// echoRun is the text EchoToken adds to a run's status message.
+func (s *Server) echoRun(run *fakeRun) string {
+	if !s.opts.EchoToken {
+		return ""
+	}
+	return " (triggered with Authorization: " + run.auth + ")"
+}
+
+// artifactsSaved reports whether the run has ended at least
+// ArtifactDelay ago. Called with s.mu held.
+func (s *Server) artifactsSaved(run *fakeRun, now time.Time) bool {
+	if run.status(now, s.opts) < 10 {
+		return false
+	}
+	if s.opts.ArtifactDelay <= 0 {
+		return true
+	}
+	// The run ended at the latest ArtifactDelay ago if it had already
+	// ended then.
+	return run.status(now.Add(-s.opts.ArtifactDelay), s.opts) >= 10
+}
+
 // artifactsOf returns the artifacts of a step (1-based; 0: last step) of a
-// finished run, or nil.
+// finished run whose artifacts are saved, or nil.
 func (s *Server) artifactsOf(run *fakeRun, step int, now time.Time) map[string][]byte {
 	st := run.status(now, s.opts)
-	if st < 10 || st == 30 {
+	if st < 10 || st == 30 || !s.artifactsSaved(run, now) {
 		return nil
 	}
 	n := setupSteps + len(run.steps)

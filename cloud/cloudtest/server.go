@@ -14,13 +14,27 @@
 //
 // Faults are injected on demand with Inject: error statuses (429 with
 // Retry-After, 500, HTML error pages), dropped connections, slow
-// responses, and requests that take effect but whose response is lost.
+// responses, requests that take effect but whose response is lost,
+// requests answered with an error (or a dropped connection) that the
+// server commits seconds later anyway (Fault.CommitAfter, as a gateway's
+// 502/504 in front of a slow backend), and rate-limit cooldowns during
+// which every request is answered 429 without Retry-After
+// (Fault.Cooldown). Options add behaviours that apply to every request:
+// a processing delay (ProcessingDelay), artifacts that are saved only a
+// while after a run ends (ArtifactDelay), and echoing the caller's token
+// in error messages (EchoToken). Every duration is an option, so that
+// tests scale minutes of real behaviour down to milliseconds.
+//
+// Several runs of one job may be active at once (trigger the job again
+// before its run ends); the server records, for every deleted job, how
+// many of its runs were still active when it was deleted.
 //
 // A Server is safe for concurrent use.
 package cloudtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -107,6 +121,24 @@ type Options struct {
 	// PageSize caps list pages below the API's 100, to exercise
 	// pagination.
 	PageSize int
+	// ProcessingDelay is how long every request that changes something
+	// (create, trigger, cancel, delete) takes on the server before it
+	// takes effect; it takes effect even if the client has given up
+	// meanwhile.
+	ProcessingDelay time.Duration
+	// ArtifactDelay is how long after a run ends its artifacts are saved:
+	// until then the run says artifacts_saved false and every artifact is
+	// 404.
+	ArtifactDelay time.Duration
+	// EchoToken makes the server repeat the caller's Authorization header
+	// in error answers and in the status messages of runs that did not
+	// succeed, as a misconfigured proxy or a verbose backend might.
+	EchoToken bool
+	// EnvironmentType is the type of the environment ("deployment" when
+	// empty; "development" for a development environment, which cannot
+	// run jobs). EnvironmentState is its state (1 when zero; 2 deleted).
+	EnvironmentType  string
+	EnvironmentState int
 }
 
 // Fault is an injected failure. It applies to the next Times requests (1
@@ -133,7 +165,16 @@ type Fault struct {
 	// if the client has given up meanwhile: a request still in flight on
 	// the server when the client looks for its effect.
 	Stall time.Duration
-	Times int
+	// CommitAfter, with Status or Drop, answers the error (or drops the
+	// connection) at once and then does what was asked this long later
+	// anyway: a gateway's 502/504 in front of a backend that finished the
+	// work. Settle waits for such commits.
+	CommitAfter time.Duration
+	// Cooldown starts a rate-limit cooldown: this request and every
+	// request for this long after it are answered 429 without a
+	// Retry-After header (as dbt Cloud does after its account limit).
+	Cooldown time.Duration
+	Times    int
 }
 
 // JobInfo is what the server holds about a job.
@@ -143,6 +184,9 @@ type JobInfo struct {
 	Description  string
 	ExecuteSteps []string
 	Deleted      bool
+	// ActiveRunsAtDelete is how many of the job's runs had not ended when
+	// it was deleted.
+	ActiveRunsAtDelete int
 	// Body is the request body that created the job.
 	Body map[string]any
 }
@@ -156,6 +200,8 @@ type RunInfo struct {
 	Status int
 	// Cancelled reports whether a cancel was requested.
 	Cancelled bool
+	// JobDeleted reports whether the run's job is deleted.
+	JobDeleted bool
 }
 
 type fakeJob struct {
@@ -180,6 +226,7 @@ type fakeRun struct {
 	cancelAt  time.Time
 	results   []stepResult // per dbt step
 	logs      []string
+	auth      string // the trigger's Authorization header, for EchoToken
 }
 
 // Server is a fake dbt Cloud. Its URL is the host to give cloud.Client.
@@ -200,6 +247,10 @@ type Server struct {
 	redirects int
 	attempts  map[string]int
 	created   int
+	cooldown  time.Time // requests are answered 429 until then
+	late      int       // commits still to land
+	landed    int       // late commits that landed
+	lateDone  *sync.Cond
 }
 
 // NewServer starts a fake dbt Cloud server. Close it when done. It returns
@@ -237,6 +288,13 @@ func NewServer(opts Options) (*Server, error) {
 		calls:    map[Route]int{},
 		attempts: map[string]int{},
 	}
+	s.lateDone = sync.NewCond(&s.mu)
+	if opts.EnvironmentType == "" {
+		s.opts.EnvironmentType = "deployment"
+	}
+	if opts.EnvironmentState == 0 {
+		s.opts.EnvironmentState = 1
+	}
 	if len(opts.Manifest) > 0 {
 		m, err := manifest.Parse(opts.Manifest)
 		if err != nil {
@@ -251,6 +309,17 @@ func NewServer(opts Options) (*Server, error) {
 
 // Close shuts the server down.
 func (s *Server) Close() { s.srv.Close() }
+
+// Settle waits until every late commit (Fault.CommitAfter) has landed,
+// and returns how many have landed since the server started.
+func (s *Server) Settle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.late > 0 {
+		s.lateDone.Wait()
+	}
+	return s.landed
+}
 
 // Token returns the token the server accepts.
 func (s *Server) Token() string { return s.opts.Token }
@@ -300,6 +369,18 @@ func (s *Server) Jobs() []JobInfo {
 	return out
 }
 
+// AllJobs returns every job ever created, deleted ones included, by id.
+func (s *Server) AllJobs() []JobInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []JobInfo
+	for _, j := range s.jobs {
+		out = append(out, j.JobInfo)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
 // JobsCreated returns how many jobs were ever created.
 func (s *Server) JobsCreated() int {
 	s.mu.Lock()
@@ -315,7 +396,7 @@ func (s *Server) Runs() []RunInfo {
 	var out []RunInfo
 	for _, r := range s.runs {
 		out = append(out, RunInfo{ID: r.id, JobID: r.jobID, Cause: r.cause, Steps: slices.Clone(r.steps),
-			Status: r.status(now, s.opts), Cancelled: !r.cancelAt.IsZero()})
+			Status: r.status(now, s.opts), Cancelled: !r.cancelAt.IsZero(), JobDeleted: s.jobs[r.jobID] == nil || s.jobs[r.jobID].Deleted})
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
@@ -409,17 +490,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.calls[route]++
 	fault := s.takeFault(route)
+	now := time.Now()
+	if fault != nil && fault.Cooldown > 0 {
+		s.cooldown = now.Add(fault.Cooldown)
+	}
+	cooling := now.Before(s.cooldown)
 	s.mu.Unlock()
 
 	if !s.authorized(r) {
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid token."})
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid token." + s.echo(r)})
 		return
 	}
 	if acct, _ := strconv.ParseInt(m[1], 10, 64); acct != s.opts.AccountID {
 		writeEnvelope(w, http.StatusForbidden, nil, nil, "You do not have permission to access this account.")
 		return
 	}
+	if cooling {
+		writeEnvelope(w, http.StatusTooManyRequests, nil, nil, "Too many requests. Please try again later."+s.echo(r))
+		return
+	}
 	if fault != nil && (fault.Status != 0 || fault.Drop) {
+		if fault.CommitAfter > 0 {
+			s.commitLater(r, route, ids, fault.CommitAfter)
+		}
 		if fault.Drop {
 			hijackClose(w)
 			return
@@ -428,7 +521,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", fault.RetryAfter)
 		}
 		if fault.Body == "" {
-			writeEnvelope(w, fault.Status, nil, nil, http.StatusText(fault.Status))
+			writeEnvelope(w, fault.Status, nil, nil, http.StatusText(fault.Status)+s.echo(r))
 			return
 		}
 		ct := fault.ContentType
@@ -441,10 +534,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if fault != nil && fault.Stall > 0 {
+	stall := time.Duration(0)
+	if fault != nil {
+		stall = fault.Stall
+	}
+	if writes(route) {
+		stall += s.opts.ProcessingDelay
+	}
+	if stall > 0 {
 		body, _ := io.ReadAll(r.Body) // before the client may hang up
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		time.Sleep(fault.Stall)
+		time.Sleep(stall)
 	}
 	rec := httptest.NewRecorder()
 	s.handle(rec, r, route, ids)
@@ -467,6 +567,38 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// writes reports whether a route changes what the server holds.
+func writes(r Route) bool {
+	return r == CreateJob || r == DeleteJob || r == TriggerRun || r == CancelRun
+}
+
+// echo is the text EchoToken adds to error messages.
+func (s *Server) echo(r *http.Request) string {
+	if !s.opts.EchoToken {
+		return ""
+	}
+	return " (request had Authorization: " + r.Header.Get("Authorization") + ")"
+}
+
+// commitLater does what r asks d from now, whatever happens to the
+// connection it came on.
+func (s *Server) commitLater(r *http.Request, route Route, ids []int64, d time.Duration) {
+	body, _ := io.ReadAll(r.Body)
+	late := r.Clone(context.Background())
+	s.mu.Lock()
+	s.late++
+	s.mu.Unlock()
+	time.AfterFunc(d, func() {
+		late.Body = io.NopCloser(bytes.NewReader(body))
+		s.handle(httptest.NewRecorder(), late, route, ids)
+		s.mu.Lock()
+		s.late--
+		s.landed++
+		s.lateDone.Broadcast()
+		s.mu.Unlock()
+	})
 }
 
 func (s *Server) takeFault(route Route) *Fault {
