@@ -77,6 +77,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.lineage, "lineage", "", "emit OpenLineage events: a file (JSON lines) or an http(s) endpoint URL (OPENLINEAGE_API_KEY, OPENLINEAGE_NAMESPACE honoured)")
 	fs.StringVar(&f.lineageDatasets, "lineage-dataset-namespace", "", "OpenLineage namespace of every dataset, naming the warehouse as other producers do (e.g. postgres://db.example.com:5432); default: the adapter type and \"://\"")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
+	obsf := addObserveFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -117,7 +118,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return badInput(stderr, "build", err)
 		}
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger, extraObs, flushObs, err := obsf.setup(ctx, stderr, os.Getenv)
+	if err != nil {
+		return badInput(stderr, "build", err)
+	}
+	defer flushObs()
 
 	ex, m, closeEx, err := newBuildExecutor(ctx, f, projectDir, vars, logger)
 	if err != nil {
@@ -178,6 +183,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		prog = newProgress(stdout, isTerminal(stdout))
 		cfg.Observer = prog
 	}
+	withObserver(&cfg, extraObs)
 	o, err := orchestrator.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "dbtorch build: %v\n", err)
