@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/dbt"
 )
 
 // BenchmarkKeys10k keys every node of a synthetic 10,000-model project
@@ -15,7 +17,7 @@ func BenchmarkKeys10k(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		start := time.Now()
-		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, Vars: map[string]any{"v0": 1}})
+		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject, Vars: dbt.Vars{"v0": 1}}})
 		require.NoError(b, err)
 		for _, id := range g.IDs() {
 			if _, err := k.Key(id); err != nil {

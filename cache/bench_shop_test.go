@@ -3,7 +3,6 @@ package cache_test
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -50,7 +50,7 @@ func BenchmarkCacheShop(b *testing.B) {
 	}
 	build := func(ex executor.Executor, m *manifest.Manifest, g *manifest.Graph) (*orchestrator.Run, int) {
 		store := cache.NewStore(afero.NewOsFs(), cacheDir, cache.StoreOptions{})
-		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{ProjectDir: project, Target: "dev", CacheIncremental: true, CacheSnapshots: true})
+		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Project: dbt.Project{Dir: project, Target: "dev"}, CacheIncremental: true, CacheSnapshots: true})
 		require.NoError(b, err)
 		rec := &recorder{Executor: ex}
 		o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: m, Concurrency: 1, Cache: orchcache.New(sess, orchcache.Options{})})
@@ -89,7 +89,7 @@ func BenchmarkCacheShop(b *testing.B) {
 		require.NotEmpty(b, files)
 		data, err := os.ReadFile(files[0])
 		require.NoError(b, err)
-		fpOpts := cache.FingerprintOptions{ProjectDir: project, LookupEnv: envLookup(env), Target: "dev"}
+		fpOpts := cache.FingerprintOptions{Project: dbt.Project{Dir: project, Env: env, Target: "dev"}}
 		fp, err := cache.Fingerprint(fpOpts)
 		require.NoError(b, err)
 		store := cache.NewStore(afero.NewOsFs(), cacheDir, cache.StoreOptions{})
@@ -122,17 +122,5 @@ func BenchmarkCacheShop(b *testing.B) {
 			len(cold.Results), coldTime.Round(time.Millisecond), coldInv, warmTime.Round(time.Microsecond),
 			warmTime.Seconds()/coldTime.Seconds()*100, warmInv, coldE2E.Round(time.Millisecond), e2eTime.Round(time.Millisecond),
 			e2eTime.Seconds()/coldE2E.Seconds()*100, e2eInv)
-	}
-}
-
-// envLookup resolves names in an environment list.
-func envLookup(env []string) func(string) (string, bool) {
-	return func(name string) (string, bool) {
-		for i := len(env) - 1; i >= 0; i-- {
-			if k, v, ok := strings.Cut(env[i], "="); ok && k == name {
-				return v, true
-			}
-		}
-		return "", false
 	}
 }

@@ -54,7 +54,8 @@ func New(store *Store, opts Options) *Cache {
 func (c *Cache) Store() *Store { return c.store }
 
 // Open returns the Session of one build of m (whose graph is g) under
-// cfg. Opening reads dbt_project.yml under cfg.ProjectDir (when set).
+// cfg. Opening reads dbt_project.yml under cfg.Dir (when set) and, for an
+// empty cfg.Target, the project's profile.
 func (c *Cache) Open(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Session, error) {
 	k, err := NewKeyer(m, g, cfg)
 	if err != nil {

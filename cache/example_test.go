@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -46,7 +47,7 @@ func Example() {
 	c := cache.New(store, cache.Options{TTL: 24 * time.Hour})
 
 	build := func(vars map[string]any) {
-		sess, err := c.Open(m, g, cache.KeyConfig{Target: "dev", Vars: vars})
+		sess, err := c.Open(m, g, cache.KeyConfig{Project: dbt.Project{Target: "dev", Vars: vars}})
 		if err != nil {
 			panic(err)
 		}

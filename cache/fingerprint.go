@@ -8,34 +8,31 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/internal/atomicfile"
 )
 
 // FingerprintOptions says what a project fingerprint covers.
 type FingerprintOptions struct {
+	// Project is the dbt project. Of it, the fingerprint covers:
+	//   - Dir (required): every file dbt may parse under it (.sql, .py,
+	//     .yml, .yaml, .csv, .md; installed packages included, by
+	//     following symbolic links), by path and contents; target/, logs/
+	//     and hidden directories are left out.
+	//   - ProfilesDir's profiles.yml, when ProfilesDir is set and is not
+	//     Dir (empty: only the one in Dir, as part of Dir's files).
+	//   - Vars and Target, the build's --vars and --target.
+	//   - Env, in which the environment variables the hashed files name
+	//     with env_var('NAME') are resolved (nil: the process's).
+	dbt.Project
 	// Fs is where the project is read; nil means the operating system's.
 	Fs afero.Fs
-	// ProjectDir is the dbt project. Every file dbt may parse under it
-	// (.sql, .py, .yml, .yaml, .csv, .md; installed packages included, by
-	// following symbolic links) is hashed by path and contents; target/,
-	// logs/ and hidden directories are left out.
-	ProjectDir string
-	// ProfilesDir holds profiles.yml; its contents are hashed too. Empty
-	// means ProjectDir.
-	ProfilesDir string
-	// Vars and Target are the build's --vars and --target.
-	Vars   map[string]any
-	Target string
-	// LookupEnv resolves the environment variables the hashed files name
-	// with env_var('NAME'); nil means os.LookupEnv.
-	LookupEnv func(string) (string, bool)
 	// Extra strings are hashed as given (for instance the dbt executable's
 	// version).
 	Extra []string
@@ -53,10 +50,6 @@ func Fingerprint(opts FingerprintOptions) (string, error) {
 	fsys := opts.Fs
 	if fsys == nil {
 		fsys = afero.NewOsFs()
-	}
-	lookup := opts.LookupEnv
-	if lookup == nil {
-		lookup = os.LookupEnv
 	}
 	h := sha256.New()
 	field(h, "format", "dbtorch-project-fingerprint/1")
@@ -118,22 +111,18 @@ func Fingerprint(opts FingerprintOptions) (string, error) {
 		}
 		return nil
 	}
-	if opts.ProjectDir == "" {
+	if opts.Dir == "" {
 		return "", errors.New("cache: fingerprint: no project dir")
 	}
-	if err := walk(opts.ProjectDir, "", 0); err != nil {
+	if err := walk(opts.Dir, "", 0); err != nil {
 		return "", fmt.Errorf("cache: fingerprint: %w", err)
 	}
-	profiles := opts.ProfilesDir
-	if profiles == "" {
-		profiles = opts.ProjectDir
-	}
-	if profiles != opts.ProjectDir {
+	if profiles := opts.ProfilesDir; profiles != "" && profiles != opts.Dir {
 		if err := hashFile("<profiles>/profiles.yml", filepath.Join(profiles, "profiles.yml")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("cache: fingerprint: %w", err)
 		}
 	}
-	vars, err := canonicalJSON(opts.Vars)
+	vars, err := canonicalJSON(map[string]any(opts.Vars))
 	if err != nil {
 		return "", fmt.Errorf("cache: fingerprint: vars: %w", err)
 	}
@@ -144,7 +133,7 @@ func Fingerprint(opts FingerprintOptions) (string, error) {
 	}
 	slices.Sort(envs)
 	for _, name := range slices.Compact(envs) {
-		if v, ok := lookup(name); ok {
+		if v, ok := opts.Getenv(name); ok {
 			field(h, "env", name+"="+v)
 		} else {
 			field(h, "env_unset", name)

@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/afero"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/dbt"
 )
 
 func writeFiles(t *testing.T, root string, files map[string]string) {
@@ -78,8 +80,8 @@ func TestFingerprint(t *testing.T) {
 	}
 	fp := func(t *testing.T, dir string, o FingerprintOptions, env map[string]string) string {
 		t.Helper()
-		o.ProjectDir = dir
-		o.LookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+		o.Dir = dir
+		o.Env = envList(env)
 		s, err := Fingerprint(o)
 		require.NoError(t, err)
 		require.Len(t, s, 64)
@@ -111,13 +113,13 @@ func TestFingerprintFollowsLinks(t *testing.T) {
 	require.NoError(t, os.Symlink(pkg, filepath.Join(dir, "dbt_packages", "pkg")))
 	require.NoError(t, os.Symlink(dir, filepath.Join(dir, "dbt_packages", "loop"))) // a cycle
 	require.NoError(t, os.Symlink(filepath.Join(dir, "nowhere"), filepath.Join(dir, "dangling.sql")))
-	_, err := Fingerprint(FingerprintOptions{ProjectDir: dir})
+	_, err := Fingerprint(FingerprintOptions{Project: dbt.Project{Dir: dir}})
 	require.Error(t, err, "a link cycle is reported, not walked forever")
 	require.NoError(t, os.Remove(filepath.Join(dir, "dbt_packages", "loop")))
-	a, err := Fingerprint(FingerprintOptions{ProjectDir: dir})
+	a, err := Fingerprint(FingerprintOptions{Project: dbt.Project{Dir: dir}})
 	require.NoError(t, err)
 	writeFiles(t, pkg, map[string]string{"models/m.sql": "select 2"})
-	b, err := Fingerprint(FingerprintOptions{ProjectDir: dir})
+	b, err := Fingerprint(FingerprintOptions{Project: dbt.Project{Dir: dir}})
 	require.NoError(t, err)
 	assert.NotEqual(t, a, b, "a linked package's file changed")
 }

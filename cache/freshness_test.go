@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/spf13/afero"
 	"github.com/stretchr/testify/assert"
@@ -172,7 +173,7 @@ func TestSessionExpiry(t *testing.T) {
 
 	store := NewStore(afero.NewMemMapFs(), "c", StoreOptions{Now: func() time.Time { return snap }})
 	c := New(store, Options{TTL: 2 * time.Hour, Now: func() time.Time { return snap }})
-	sess, err := c.Open(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, Freshness: f})
+	sess, err := c.Open(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}, Freshness: f})
 	require.NoError(t, err)
 	put := func(id string) {
 		key, err := sess.Key(id)
@@ -196,7 +197,7 @@ func TestSessionExpiry(t *testing.T) {
 
 	// Without a default TTL, freshness bounds the entry.
 	c2 := New(store, Options{Now: func() time.Time { return snap }})
-	sess2, err := c2.Open(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, Freshness: f})
+	sess2, err := c2.Open(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}, Freshness: f})
 	require.NoError(t, err)
 	exp, ok := sess2.Expires(freshNode, snap)
 	assert.True(t, ok)
@@ -211,7 +212,7 @@ func TestSessionExpiry(t *testing.T) {
 		}
 		return 0, false
 	}})
-	sess3, err := c3.Open(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject})
+	sess3, err := c3.Open(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}})
 	require.NoError(t, err)
 	assert.False(t, sess3.Cacheable(plainNode))
 	assert.True(t, sess3.Cacheable(metaNode))

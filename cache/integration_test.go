@@ -17,6 +17,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -102,7 +103,7 @@ func (h *shopHarness) run(b shopBuild) (*orchestrator.Run, []string, time.Durati
 	}
 	store := cache.NewStore(afero.NewOsFs(), h.cacheDir, cache.StoreOptions{})
 	sess, err := cache.New(store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{
-		ProjectDir: h.project, Vars: b.vars, Target: targetName(b.target), CacheIncremental: true, CacheSnapshots: true, Freshness: b.freshness,
+		Project: dbt.Project{Dir: h.project, Vars: b.vars, Target: targetName(b.target)}, CacheIncremental: true, CacheSnapshots: true, Freshness: b.freshness,
 	})
 	require.NoError(t, err)
 	rec := &recorder{Executor: h.ex}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -30,31 +31,37 @@ const keyFormat = "dbtorch-cache-key/1"
 
 // KeyConfig holds the build-wide ingredients of cache keys.
 type KeyConfig struct {
-	// Fs is where ProjectDir is read (seed files, dbt_project.yml); nil
-	// means the operating system's file system.
+	// Project is the dbt project the keys are for. Of it, keys read:
+	//   - Dir, the project's root. Seeds are hashed from their files under
+	//     it (packages' seeds under PackagesDir); when it is empty, no
+	//     project file is read (not even the current directory's): a
+	//     seed's manifest checksum is used if dbt hashed the file, and a
+	//     seed dbt only recorded by path cannot be keyed.
+	//   - Vars, the vars passed to the build (dbt --vars). A node's key
+	//     covers the value of every var its code, config or macros name
+	//     literally (all of Vars when they name one dynamically), and the
+	//     vars blocks of Dir/dbt_project.yml and of every installed
+	//     package's dbt_project.yml.
+	//   - Target, the dbt target name. Empty means the target dbt uses
+	//     without --target: Project.Profile's ($DBT_TARGET, else the
+	//     profile's target:) when Dir is set and the profile can be read,
+	//     else $DBT_TARGET, else "default". Keyer.Config reports the name
+	//     used.
+	//   - Env, the environment in which env_var('NAME') is resolved (nil:
+	//     the process's, as for dbt).
+	// DBT and ProfilesDir are not part of keys (ProfilesDir only tells
+	// where the profile is read).
+	dbt.Project
+	// Fs is where Project.Dir is read (seed files, dbt_project.yml); nil
+	// means the operating system's file system. The profile (for an empty
+	// Target) is always read from the operating system's.
 	Fs afero.Fs
-	// ProjectDir is the dbt project's root. Seeds are hashed from their
-	// files under it (packages' seeds under PackagesDir); when it is
-	// empty, a seed's manifest checksum is used if dbt hashed the file,
-	// and a seed dbt only recorded by path cannot be keyed.
-	ProjectDir string
-	// PackagesDir is where dbt installed packages, relative to ProjectDir
+	// PackagesDir is where dbt installed packages, relative to Project.Dir
 	// unless absolute; empty means "dbt_packages".
 	PackagesDir string
-	// Vars are the vars passed to the build (dbt --vars). A node's key
-	// covers the value of every var its code, config or macros name
-	// literally (all of Vars when they name one dynamically), and the
-	// vars blocks of ProjectDir/dbt_project.yml and of every installed
-	// package's dbt_project.yml.
-	Vars map[string]any
-	// Target is the dbt target name.
-	Target string
 	// AdapterType and DBTVersion default to the manifest's metadata.
 	AdapterType string
 	DBTVersion  string
-	// LookupEnv resolves the environment variables a node reads with
-	// env_var('NAME'); nil means os.LookupEnv.
-	LookupEnv func(string) (string, bool)
 	// Freshness, when set, is a `dbt source freshness` snapshot: every
 	// source's max_loaded_at joins the key of every node downstream of it.
 	Freshness *Freshness
@@ -145,9 +152,7 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 	if k.cfg.DBTVersion == "" {
 		k.cfg.DBTVersion = m.Metadata.DBTVersion
 	}
-	if k.cfg.LookupEnv == nil {
-		k.cfg.LookupEnv = os.LookupEnv
-	}
+	k.cfg.Target = keyTarget(cfg.Project)
 	for id, mac := range m.Macros {
 		k.macrosByName[mac.Name] = append(k.macrosByName[mac.Name], id)
 		if rest, ok := strings.CutPrefix(mac.Name, "materialization_"); ok {
@@ -166,10 +171,10 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 	field(h, "adapter", k.cfg.AdapterType)
 	field(h, "dbt_version", k.cfg.DBTVersion)
 	k.base = h.Sum(nil)
-	if cfg.ProjectDir != "" {
+	if cfg.Dir != "" {
 		// The root project's vars block, and each installed package's
 		// (a package's defaults apply to its own nodes and macros).
-		files := []string{filepath.Join(cfg.ProjectDir, "dbt_project.yml")}
+		files := []string{filepath.Join(cfg.Dir, "dbt_project.yml")}
 		pkgs, _ := afero.Glob(k.fs, filepath.Join(k.packagesDir(), "*", "dbt_project.yml"))
 		sort.Strings(pkgs)
 		files = append(files, pkgs...)
@@ -184,6 +189,22 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 		k.projectVars = vh.Sum(nil)
 	}
 	return k, nil
+}
+
+// keyTarget returns the target name keys cover (see KeyConfig.Project).
+func keyTarget(p dbt.Project) string {
+	if p.Target != "" {
+		return p.Target
+	}
+	if p.Dir != "" {
+		if pr, err := p.Profile(); err == nil {
+			return pr.Target
+		}
+	}
+	if t, ok := p.Getenv("DBT_TARGET"); ok && t != "" {
+		return t
+	}
+	return "default"
 }
 
 // varsBlock returns the text of the top-level "vars:" mapping of a
@@ -372,7 +393,7 @@ func (k *Keyer) writeVars(h hash.Hash, r refs) error {
 		h.Write(k.projectVars)
 	}
 	if r.dynamicVar {
-		all, err := canonicalJSON(k.cfg.Vars)
+		all, err := canonicalJSON(map[string]any(k.cfg.Vars))
 		if err != nil {
 			return fmt.Errorf("vars: %w", err)
 		}
@@ -392,7 +413,7 @@ func (k *Keyer) writeVars(h hash.Hash, r refs) error {
 		}
 	}
 	for _, name := range r.envs {
-		v, ok := k.cfg.LookupEnv(name)
+		v, ok := k.cfg.Getenv(name)
 		if !ok {
 			field(h, "env_unset", name)
 			continue
@@ -595,23 +616,23 @@ func (k *Keyer) packagesDir() string {
 		pk = "dbt_packages"
 	}
 	if !filepath.IsAbs(pk) {
-		pk = filepath.Join(k.cfg.ProjectDir, pk)
+		pk = filepath.Join(k.cfg.Dir, pk)
 	}
 	return pk
 }
 
 // seedDigest hashes a seed's file. The file is looked for where dbt
 // recorded it (a "path" checksum holds the absolute path dbt read), then
-// under ProjectDir (root package) or ProjectDir/PackagesDir/<package>.
+// under Project.Dir (root package) or Dir/PackagesDir/<package>.
 // Without a readable file, a sha256 checksum from the manifest stands in.
 func (k *Keyer) seedDigest(n *manifest.Node) ([]byte, error) {
 	var candidates []string
 	if n.Checksum.Name == "path" && filepath.IsAbs(n.Checksum.Checksum) {
 		candidates = append(candidates, n.Checksum.Checksum)
 	}
-	if k.cfg.ProjectDir != "" && n.OriginalFilePath != "" {
+	if k.cfg.Dir != "" && n.OriginalFilePath != "" {
 		if n.PackageName == k.m.Metadata.ProjectName || k.m.Metadata.ProjectName == "" {
-			candidates = append(candidates, filepath.Join(k.cfg.ProjectDir, n.OriginalFilePath))
+			candidates = append(candidates, filepath.Join(k.cfg.Dir, n.OriginalFilePath))
 		}
 		candidates = append(candidates, filepath.Join(k.packagesDir(), n.PackageName, n.OriginalFilePath))
 	}
@@ -636,7 +657,7 @@ func (k *Keyer) seedDigest(n *manifest.Node) ([]byte, error) {
 		return []byte("manifest-sha256:" + n.Checksum.Checksum), nil
 	}
 	if firstErr == nil {
-		firstErr = errors.New("no ProjectDir to find it in")
+		firstErr = errors.New("no project dir to find it in")
 	}
 	return nil, fmt.Errorf("seed file not readable and the manifest has no content checksum: %w", firstErr)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -58,6 +59,16 @@ func baseEnv() keyEnv {
 	}
 }
 
+// envList returns env as an environment list; never nil, so that an
+// empty env is empty, not the process's.
+func envList(env map[string]string) []string {
+	out := []string{}
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
 // allKeys returns the key of every graph node.
 func allKeys(t *testing.T, s *synth, e keyEnv) (map[string]string, *manifest.Graph) {
 	t.Helper()
@@ -69,9 +80,8 @@ func allKeys(t *testing.T, s *synth, e keyEnv) (map[string]string, *manifest.Gra
 		fr.Sources[id] = SourceFreshness{UniqueID: id, Status: StatusPass, MaxLoadedAt: at, SnapshottedAt: at.Add(time.Hour)}
 	}
 	k, err := NewKeyer(m, g, KeyConfig{
-		Fs: fs, ProjectDir: synthProject, Vars: e.vars, Target: e.target,
+		Fs: fs, Project: dbt.Project{Dir: synthProject, Vars: e.vars, Target: e.target, Env: envList(e.env)},
 		AdapterType: e.adapter, DBTVersion: e.version, Freshness: fr,
-		LookupEnv: func(name string) (string, bool) { v, ok := e.env[name]; return v, ok },
 	})
 	require.NoError(t, err)
 	out := map[string]string{}
@@ -323,6 +333,32 @@ func TestKeyProperties(t *testing.T) {
 	}
 }
 
+// TestKeyTarget: without a target, keys name the one dbt uses (the
+// profile's, or $DBT_TARGET's), so that an explicit --target dev and none
+// share entries and another default target never hits them.
+func TestKeyTarget(t *testing.T) {
+	shop, err := filepath.Abs(filepath.Join("..", "testdata", "shop"))
+	require.NoError(t, err)
+	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		p    dbt.Project
+		want string
+	}{
+		{"explicit", dbt.Project{Dir: shop, Target: "pg", Env: []string{"DBT_TARGET=x"}}, "pg"},
+		{"the profile's target", dbt.Project{Dir: shop, Env: []string{}}, "dev"},
+		{"$DBT_TARGET over the profile's", dbt.Project{Dir: shop, Env: []string{"DBT_TARGET=pg"}}, "pg"},
+		{"no project: $DBT_TARGET", dbt.Project{Env: []string{"DBT_TARGET=pg"}}, "pg"},
+		{"nothing to read", dbt.Project{Env: []string{}}, "default"},
+	} {
+		k, err := NewKeyer(m, g, KeyConfig{Project: tc.p})
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, k.Config().Target, tc.name)
+	}
+}
+
 func TestKeyDeterministic(t *testing.T) {
 	s := newSynth(9, 200)
 	a, _ := allKeys(t, s, baseEnv())
@@ -371,7 +407,7 @@ func TestCacheable(t *testing.T) {
 		{"model.p.nope", false, false, false},
 	}
 	for _, tt := range tests {
-		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, ProjectDir: synthProject, CacheIncremental: tt.incremental, CacheSnapshots: tt.snapshots})
+		k, err := NewKeyer(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}, CacheIncremental: tt.incremental, CacheSnapshots: tt.snapshots})
 		require.NoError(t, err)
 		assert.Equal(t, tt.want, k.Cacheable(tt.id), "%s incremental=%v snapshots=%v", tt.id, tt.incremental, tt.snapshots)
 	}
@@ -381,7 +417,7 @@ func TestKeySeedUnreadable(t *testing.T) {
 	s := newSynth(5, 10)
 	m, g, _ := s.build(t)
 	// No seed files at all, and the manifest only has path checksums.
-	k, err := NewKeyer(m, g, KeyConfig{Fs: afero.NewMemMapFs(), ProjectDir: synthProject})
+	k, err := NewKeyer(m, g, KeyConfig{Fs: afero.NewMemMapFs(), Project: dbt.Project{Dir: synthProject}})
 	require.NoError(t, err)
 	_, err = k.Key("seed.p.s0")
 	var ke *KeyError
@@ -434,7 +470,7 @@ func TestKeyRealManifests(t *testing.T) {
 			if err != nil {
 				t.Skipf("graph: %v", err)
 			}
-			k, err := NewKeyer(m, g, KeyConfig{Target: "dev"})
+			k, err := NewKeyer(m, g, KeyConfig{Project: dbt.Project{Target: "dev"}})
 			require.NoError(t, err)
 			start := time.Now()
 			seen := map[string]string{}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -46,7 +47,7 @@ func Example() {
 	}
 	store := cache.NewStore(afero.NewMemMapFs(), "/cache", cache.StoreOptions{})
 	ex := &okExecutor{}
-	sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Target: "dev"})
+	sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
 	if err != nil {
 		panic(err)
 	}

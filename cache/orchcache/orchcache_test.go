@@ -17,6 +17,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -132,7 +133,7 @@ func (h *harness) build(o buildOpts) (*orchestrator.Run, []string) {
 	t := h.t
 	t.Helper()
 	now := func() time.Time { return h.clock }
-	sess, err := cache.New(h.store, cache.Options{Now: now}).Open(h.m, h.g, cache.KeyConfig{Freshness: o.fresh, Target: "dev"})
+	sess, err := cache.New(h.store, cache.Options{Now: now}).Open(h.m, h.g, cache.KeyConfig{Freshness: o.fresh, Project: dbt.Project{Target: "dev"}})
 	require.NoError(t, err)
 	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Now: now,
 		Cache: orchcache.New(sess, orchcache.Options{FreshnessErr: o.freshErr})})
@@ -248,7 +249,7 @@ func TestPredict(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	open := func() *cache.Session {
-		sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev"})
+		sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
 		require.NoError(t, err)
 		return sess
 	}
@@ -294,7 +295,7 @@ func TestSessionPrune(t *testing.T) {
 	ctx := context.Background()
 	h.build(buildOpts{})
 	require.NoError(t, h.store.Put(ctx, &cache.Entry{Key: strings.Repeat("a", 64), NodeID: "model.p.deleted"}))
-	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev"})
+	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
 	require.NoError(t, err)
 	n, err := sess.Prune(ctx)
 	require.NoError(t, err)
@@ -314,7 +315,7 @@ func TestVarsPerBuild(t *testing.T) {
 	g, err := manifest.NewGraph(h.m)
 	require.NoError(t, err)
 	h.g = g
-	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev", Vars: map[string]any{"base": 1}})
+	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev", Vars: dbt.Vars{"base": 1}}})
 	require.NoError(t, err)
 	c := orchcache.New(sess, orchcache.Options{})
 	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Cache: c})
@@ -340,7 +341,7 @@ func TestVarsPerBuild(t *testing.T) {
 
 	// The build's vars are merged over the session's: the same key as a
 	// session opened with both.
-	both, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Target: "dev", Vars: map[string]any{"base": 1, "region": "us"}})
+	both, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev", Vars: dbt.Vars{"base": 1, "region": "us"}}})
 	require.NoError(t, err)
 	want, err := both.Key("model.p.c")
 	require.NoError(t, err)

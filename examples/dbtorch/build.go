@@ -22,6 +22,7 @@ import (
 	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/atomicfile"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -430,7 +431,7 @@ func openCache(ctx context.Context, f buildFlags, projectDir string, m *manifest
 	if target == "" {
 		target = defaultTarget(projectDir, f.profilesDir, os.LookupEnv)
 	}
-	kc := cache.KeyConfig{ProjectDir: projectDir, Vars: vars, Target: target}
+	kc := cache.KeyConfig{Project: dbt.Project{Dir: projectDir, Vars: vars, Target: target}}
 	var opts orchcache.Options
 	opts.Logger = logger
 	if f.onlyFresh {
