@@ -54,6 +54,10 @@ const (
 	DefaultSchema = "dbtorch"
 )
 
+// releaseTimeout bounds how long Release and a cancelled Acquire's
+// clean-up try to delete a lease before leaving it to expire.
+const releaseTimeout = 5 * time.Second
+
 // Options configure a Store. The zero value is ready to use.
 type Options struct {
 	// Lease is how long a slot stays held without a heartbeat: a holder
@@ -382,8 +386,10 @@ func (l *Limit) Acquire(ctx context.Context) error {
 }
 
 // Release frees the slot most recently taken by Acquire and not yet
-// released. It deletes the lease at once (retrying briefly); if the
-// database cannot be reached, the lease expires within the lease time.
+// released (slots of one Limit are interchangeable). It stops renewing
+// the lease and deletes it at once, retrying for at most releaseTimeout;
+// if the database cannot be reached meanwhile, the lease expires within
+// the lease time.
 func (l *Limit) Release() {
 	l.mu.Lock()
 	if len(l.stack) == 0 {
@@ -394,7 +400,7 @@ func (l *Limit) Release() {
 	h := l.stack[len(l.stack)-1]
 	l.stack = l.stack[:len(l.stack)-1]
 	l.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), l.s.opts.Lease)
+	ctx, cancel := context.WithTimeout(context.Background(), min(l.s.opts.Lease, releaseTimeout))
 	defer cancel()
 	if err := l.ReleaseAs(ctx, h); err != nil {
 		l.s.log.Warn("pglimit: release failed; the lease expires on its own", "limit", l.name, "holder", h, "error", err)
@@ -411,6 +417,9 @@ func (l *Limit) Release() {
 func (l *Limit) AcquireAs(ctx context.Context, holder string) error {
 	if holder == "" {
 		return fmt.Errorf("pglimit: limit %q: empty holder id", l.name)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	failures := 0
 	for {
@@ -496,7 +505,7 @@ func (l *Limit) try(ctx context.Context, holder string) (bool, error) {
 // cancelled acquire (the last attempt may have been granted without our
 // seeing it). When that fails the entries expire on their own.
 func (l *Limit) abandon(holder string) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.s.opts.Lease)
+	ctx, cancel := context.WithTimeout(context.Background(), min(l.s.opts.Lease, releaseTimeout))
 	defer cancel()
 	if err := l.ReleaseAs(ctx, holder); err != nil {
 		l.s.log.Warn("pglimit: cleanup after a cancelled acquire failed; the entries expire on their own", "limit", l.name, "holder", holder, "error", err)
