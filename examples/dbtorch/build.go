@@ -79,6 +79,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.lineageDatasets, "lineage-dataset-namespace", "", "OpenLineage namespace of every dataset, naming the warehouse as other producers do (e.g. postgres://db.example.com:5432); default: the adapter type and \"://\"")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	obsf := addObserveFlags(fs)
+	limf := addLimitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -185,6 +186,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		cfg.Observer = prog
 	}
 	withObserver(&cfg, extraObs)
+	closeLimits, err := limf.apply(ctx, &cfg, m, logger)
+	if err != nil {
+		return limitExit(stderr, err)
+	}
+	defer closeLimits()
 	o, err := orchestrator.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "dbtorch build: %v\n", err)
