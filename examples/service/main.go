@@ -1,12 +1,19 @@
 // Command service embeds the dbtorch orchestrator in a long-running Go
 // service: it builds one dbt project on a schedule and whenever asked over
 // HTTP, and the scheduled and requested builds share one named
-// concurrency limit ("warehouse") from an in-process registry.
+// concurrency limit ("warehouse") from an in-process registry, or with
+// --limit-store from PostgreSQL, shared by every instance. Builds never
+// build one relation twice at once (relation locks, shared likewise).
 //
 //	go run ./examples/service --project-dir testdata/shop --every 1h --addr 127.0.0.1:8080
 //	curl -X POST '127.0.0.1:8080/builds?select=marts'
 //	curl 127.0.0.1:8080/builds
 //	curl 127.0.0.1:8080/builds/<id>
+//
+// Two instances sharing four warehouse slots:
+//
+//	go run ./examples/service --project-dir P --addr :8080 --warehouse-slots 4 --limit-store postgres://db/dbtorch &
+//	go run ./examples/service --project-dir P --addr :8081 --warehouse-slots 4 --limit-store postgres://db/dbtorch &
 //
 // SIGINT or SIGTERM cancels running builds (every node gets a final
 // status), waits for them and stops.
@@ -27,6 +34,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
 )
 
 func main() {
@@ -49,6 +57,7 @@ func run(ctx context.Context, args []string) error {
 	slots := fs.Int("warehouse-slots", 4, "nodes running at once against the warehouse, across all builds")
 	workers := fs.Int("workers", 4, "warm dbt workers (use 1 on DuckDB)")
 	retries := fs.Int("retries", 1, "retries of transient failures")
+	limitStore := fs.String("limit-store", "", "postgres:// URL: share the warehouse limit and relation locks with every instance using it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,8 +75,15 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var store *pglimit.Store
+	if *limitStore != "" {
+		if store, err = pglimit.Open(ctx, *limitStore, pglimit.Options{Logger: logger}); err != nil {
+			return err
+		}
+		defer store.Close()
+	}
 	svc, err := NewService(ServiceConfig{
-		Executor: ex, Manifest: m, Registry: &orchestrator.Registry{}, WarehouseSlots: *slots,
+		Executor: ex, Manifest: m, Registry: &orchestrator.Registry{}, WarehouseSlots: *slots, Store: store,
 		ScheduledConcurrency: *slots, RequestedConcurrency: *slots,
 		Retry:  orchestrator.RetryConfig{Retries: *retries, Delay: 5 * time.Second, Jitter: 0.2},
 		Logger: logger,

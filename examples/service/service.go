@@ -15,13 +15,16 @@ import (
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
 )
 
 // Service runs dbt builds of one project on a schedule and on request.
 // Scheduled and requested builds have orchestrators of their own (their
 // own worker pools) but share the named limit "warehouse" from one
 // orchestrator.Registry, so that together they never run more than the
-// limit's nodes at once against the warehouse.
+// limit's nodes at once against the warehouse, and never build one
+// relation twice at once. With a pglimit.Store the limit and the relation
+// locks are shared by every instance of the service on the database.
 type Service struct {
 	log       *slog.Logger
 	scheduled *orchestrator.Orchestrator
@@ -53,6 +56,10 @@ type ServiceConfig struct {
 	// of its "warehouse" limit.
 	Registry       *orchestrator.Registry
 	WarehouseSlots int
+	// Store, when set, keeps the "warehouse" limit and the relation locks
+	// in PostgreSQL instead of Registry: every service instance (and
+	// `dbtorch build --limit-store`) on the same database shares them.
+	Store *pglimit.Store
 	// ScheduledConcurrency and RequestedConcurrency size each
 	// orchestrator's worker pool.
 	ScheduledConcurrency, RequestedConcurrency int
@@ -68,9 +75,20 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	wh, err := cfg.Registry.NodeLimit("warehouse", cfg.WarehouseSlots, func(n *manifest.Node) bool {
+	applies := func(n *manifest.Node) bool {
 		return n.ResourceType != manifest.UnitTest // unit tests barely touch the warehouse
-	})
+	}
+	// Relation locks first: a node waiting for another build to finish
+	// its relation holds no warehouse slot.
+	var locks, wh orchestrator.NodeLimit
+	var err error
+	if cfg.Store != nil {
+		locks = cfg.Store.RelationLocks()
+		wh, err = cfg.Store.NodeLimit("warehouse", cfg.WarehouseSlots, applies)
+	} else {
+		locks = cfg.Registry.RelationLocks()
+		wh, err = cfg.Registry.NodeLimit("warehouse", cfg.WarehouseSlots, applies)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +99,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	}{{&s.scheduled, cfg.ScheduledConcurrency}, {&s.requested, cfg.RequestedConcurrency}} {
 		orch, err := orchestrator.New(orchestrator.Config{
 			Executor: cfg.Executor, Manifest: cfg.Manifest, Concurrency: o.conc, Retry: cfg.Retry,
-			Limits:   []orchestrator.NodeLimit{wh},
+			Limits:   []orchestrator.NodeLimit{locks, wh},
 			Observer: orchestrator.NewSlogObserver(cfg.Logger), Logger: cfg.Logger,
 		})
 		if err != nil {

@@ -16,8 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
 )
 
 // sleepExec sleeps a little per request and records the peak number of
@@ -94,4 +96,37 @@ func TestServiceSharesWarehouseLimit(t *testing.T) {
 	require.NotNil(t, got.Results)
 	assert.Len(t, got.Results.Results, 3)
 	assert.Equal(t, "success", svc.status(sched))
+}
+
+// TestServiceInstancesSharePostgresLimit runs two service instances, each
+// with its own pglimit.Store on the test harness's PostgreSQL (as two
+// processes would have), building the same project at once: together
+// they never run more than the warehouse's two slots of nodes, and they
+// use both.
+func TestServiceInstancesSharePostgresLimit(t *testing.T) {
+	pg := dbttest.StartPostgres(t)
+	url := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", pg.User, pg.Host, pg.Port, pg.DBName)
+	ex := &sleepExec{}
+	m := wideManifest(16)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var svcs []*Service
+	for range 2 {
+		store, err := pglimit.Open(ctx, url, pglimit.Options{Lease: 2 * time.Second, Poll: 5 * time.Millisecond})
+		require.NoError(t, err)
+		t.Cleanup(func() { assert.NoError(t, store.Close()) })
+		svc, err := NewService(ServiceConfig{Executor: ex, Manifest: m, Store: store, WarehouseSlots: 2,
+			ScheduledConcurrency: 4, RequestedConcurrency: 4, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		svcs = append(svcs, svc)
+	}
+	var ids []string
+	for _, svc := range svcs {
+		ids = append(ids, svc.Start(ctx, "http", orchestrator.BuildOptions{}))
+	}
+	for k, svc := range svcs {
+		svc.Wait()
+		assert.Equal(t, "success", svc.status(ids[k]))
+	}
+	assert.Equal(t, int64(2), ex.peak.Load(), "two instances share two warehouse slots, and fill them")
 }
