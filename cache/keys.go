@@ -197,8 +197,15 @@ func keyTarget(p dbt.Project) string {
 		return p.Target
 	}
 	if p.Dir != "" {
-		if pr, err := p.Profile(); err == nil {
+		pr, err := p.Profile()
+		if err == nil {
 			return pr.Target
+		}
+		var pe *dbt.ProfileError
+		if errors.As(err, &pe) && errors.Is(err, dbt.ErrUnknownTarget) && !strings.Contains(pe.Target, "{{") {
+			// dbt will not build on it, but the name still keeps keys
+			// of different targets apart.
+			return pe.Target
 		}
 	}
 	if t, ok := p.Getenv("DBT_TARGET"); ok && t != "" {

@@ -350,6 +350,7 @@ func TestKeyTarget(t *testing.T) {
 		{"explicit", dbt.Project{Dir: shop, Target: "pg", Env: []string{"DBT_TARGET=x"}}, "pg"},
 		{"the profile's target", dbt.Project{Dir: shop, Env: []string{}}, "dev"},
 		{"$DBT_TARGET over the profile's", dbt.Project{Dir: shop, Env: []string{"DBT_TARGET=pg"}}, "pg"},
+		{"an unknown target still names itself", dbt.Project{Dir: shop, Env: []string{"DBT_TARGET=nope"}}, "nope"},
 		{"no project: $DBT_TARGET", dbt.Project{Env: []string{"DBT_TARGET=pg"}}, "pg"},
 		{"nothing to read", dbt.Project{Env: []string{}}, "default"},
 	} {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -32,6 +33,12 @@ func TestBuildFlags(t *testing.T) {
 		assert.Equal(t, 2, runBuild(context.Background(), args, &out, &errb), name)
 		assert.NotEmpty(t, errb.String(), name)
 	}
+}
+
+func TestBuildHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	assert.Equal(t, 0, runBuild(context.Background(), []string{"-h"}, &out, &errb))
+	assert.Contains(t, errb.String(), "-project-dir")
 }
 
 func TestPrintSummaryWarnings(t *testing.T) {
@@ -121,17 +128,38 @@ func TestBuildShop(t *testing.T) {
 	out.Reset()
 	errb.Reset()
 	code = runBuild(t.Context(), []string{"--project-dir", dir, "--select", "customer_revenue", "--test-strategy", "skip",
-		"--mode", "per-wave", "--vars", `{"broken_model": true}`, "--quiet"}, &out, &errb)
+		"--mode", "per-wave", "--vars", "{broken_model: true}", "--quiet"}, &out, &errb)
 	assert.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	assert.Contains(t, out.String(), "ERROR model.shop.customer_revenue")
 	assert.NotContains(t, out.String(), "Building", "--quiet")
 }
 
+// TestDefaultTarget: without --target, cache keys name the target dbt
+// uses: $DBT_TARGET, else the profile's target: (env_var resolved), in
+// dbt's profiles.yml search order; "default" when nothing can be read.
 func TestDefaultTarget(t *testing.T) {
 	const project = "name: shop\nversion: '1.0'\nprofile: 'shop'   # the profile\n"
 	profiles := func(target string) string {
 		return "# profiles\nother:\n  target: nope\n  outputs:\n    nope: {type: duckdb}\nshop:\n  outputs:\n    dev:\n      type: duckdb\n      target: inner\n" +
 			"  target: " + target + "\n"
+	}
+	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	// keyTarget is the target the build's cache keys name.
+	keyTarget := func(t *testing.T, f buildFlags) string {
+		t.Helper()
+		p, err := f.project()
+		require.NoError(t, err)
+		k, err := cache.NewKeyer(m, g, cache.KeyConfig{Project: p})
+		require.NoError(t, err)
+		return k.Config().Target
+	}
+	unset := func(t *testing.T, keys ...string) {
+		for _, k := range keys {
+			t.Setenv(k, "")
+			require.NoError(t, os.Unsetenv(k))
+		}
 	}
 	for _, tc := range []struct {
 		name     string
@@ -154,6 +182,10 @@ func TestDefaultTarget(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("HOME", t.TempDir())
+			unset(t, "DBT_TARGET", "DBT_TGT", "DBT_PROFILES_DIR")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
 			dir := t.TempDir()
 			if tc.project != "" {
 				require.NoError(t, os.WriteFile(filepath.Join(dir, "dbt_project.yml"), []byte(tc.project), 0o644))
@@ -161,20 +193,20 @@ func TestDefaultTarget(t *testing.T) {
 			if tc.profiles != "" {
 				require.NoError(t, os.WriteFile(filepath.Join(dir, "profiles.yml"), []byte(tc.profiles), 0o644))
 			}
-			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-			assert.Equal(t, tc.want, defaultTarget(dir, "", lookup))
+			assert.Equal(t, tc.want, keyTarget(t, buildFlags{projectDir: dir}))
 		})
 	}
 
 	// --profiles-dir is read before the project dir; the shop project's
 	// own profiles name "dev".
+	t.Setenv("HOME", t.TempDir())
+	unset(t, "DBT_TARGET", "DBT_PROFILES_DIR")
 	other := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(other, "profiles.yml"), []byte(profiles("from-flag")), 0o644))
-	none := func(string) (string, bool) { return "", false }
 	shop, err := filepath.Abs(filepath.Join("..", "..", "testdata", "shop"))
 	require.NoError(t, err)
-	assert.Equal(t, "from-flag", defaultTarget(shop, other, none))
-	assert.Equal(t, "dev", defaultTarget(shop, "", none))
+	assert.Equal(t, "from-flag", keyTarget(t, buildFlags{projectDir: shop, profilesDir: other}))
+	assert.Equal(t, "dev", keyTarget(t, buildFlags{projectDir: shop}))
 }
 
 // TestOpenCacheTarget: without --target, cache keys name the profile's
@@ -184,10 +216,11 @@ func TestOpenCacheTarget(t *testing.T) {
 	shop, err := filepath.Abs(filepath.Join("..", "..", "testdata", "shop"))
 	require.NoError(t, err)
 	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
-	g, err := manifest.NewGraph(m)
-	require.NoError(t, err)
 	for target, want := range map[string]string{"": "dev", "pg": "pg"} {
-		c, err := openCache(context.Background(), buildFlags{cacheDir: t.TempDir(), target: target}, shop, m, g, nil, slog.New(slog.DiscardHandler))
+		f := &buildFlags{projectDir: shop, cacheDir: t.TempDir(), target: target}
+		p, err := f.project()
+		require.NoError(t, err)
+		c, err := openCache(context.Background(), f, p, m, slog.New(slog.DiscardHandler))
 		require.NoError(t, err)
 		oc, ok := c.(*orchcache.Cache)
 		require.True(t, ok)
