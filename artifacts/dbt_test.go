@@ -18,6 +18,7 @@ import (
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // dbtResults is the part of dbt's own run_results.json that the fixture
@@ -113,7 +114,7 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 	require.NoError(t, err)
 	// The broken model with everything upstream (so that it reaches the
 	// warehouse) and downstream of it.
-	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Select: []string{"+customer_revenue+"}, Vars: map[string]any{"broken_model": true}})
+	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"+customer_revenue+"}}, Vars: map[string]any{"broken_model": true}})
 	var be *orchestrator.BuildError
 	require.ErrorAs(t, err, &be, "the broken model fails the build")
 	require.NoError(t, ex.Close(), "warm workers hold the DuckDB file; dbt retry needs it")

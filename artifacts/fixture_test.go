@@ -88,6 +88,11 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 	g, err := manifest.NewGraph(m)
 	require.NoError(t, err)
 	plan := g.Plan(nil, manifest.Immediate)
+	waveOf := func(id string) int {
+		i, ok := plan.Index(id)
+		require.True(t, ok, id)
+		return plan.Wave(i)
+	}
 	inv := func(cmd executor.Command, id string, start, end int) *executor.Invocation {
 		return &executor.Invocation{Command: cmd, Args: []string{string(cmd), "--select", id}, InvocationID: "inv-" + id, Started: at(start), Ended: at(end)}
 	}
@@ -98,7 +103,7 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 		n := m.Lookup(id)
 		cmd := executor.CommandFor(n.ResourceType)
 		r := orchestrator.NodeResult{
-			UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: plan.Wave[id], Status: st, DBTStatus: dbt,
+			UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: st, DBTStatus: dbt,
 			StartedAt: at(start), CompletedAt: at(end), ExecutionTime: time.Duration(end-start) * time.Millisecond,
 			Attempts:   []orchestrator.Attempt{{Number: 1, StartedAt: at(start), CompletedAt: at(end), Status: executor.Status(st), Invocation: *inv(cmd, id, start, end)}},
 			Invocation: inv(cmd, id, start, end), ThreadID: "Thread-1 (worker)", Timing: timing(start, end),
@@ -113,7 +118,7 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 		return r
 	}
 	var results []orchestrator.NodeResult
-	for _, id := range plan.Nodes {
+	for _, id := range plan.Nodes() {
 		var r orchestrator.NodeResult
 		switch id {
 		case "seed.shop.customers":
@@ -129,7 +134,7 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 			r.Message = "OK"
 		case "model.shop.fct_orders":
 			n := m.Lookup(id)
-			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: plan.Wave[id], Status: orchestrator.Cached, CacheKey: "5f1c0ffee"}
+			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Cached, CacheKey: "5f1c0ffee"}
 		case "test.shop.not_null_stg_customers_customer_id.e2cfb1f9aa":
 			r = ran(id, orchestrator.Success, "pass", 900, 950)
 			r.Failures = i64(0)
@@ -149,7 +154,7 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 			r.Attempts[1].Number = 2
 		case "model.shop.revenue_by_segment", "test.shop.unique_customer_revenue_customer_id.3b4be2f107":
 			n := m.Lookup(id)
-			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: plan.Wave[id], Status: orchestrator.Skipped,
+			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Skipped,
 				SkipReason: "upstream failed", FailedUpstream: []string{"model.shop.customer_revenue"}}
 		default:
 			t.Fatalf("fixture: unexpected planned node %s", id)

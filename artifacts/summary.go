@@ -371,8 +371,8 @@ func mermaidOf(run *orchestrator.Run, ids []string) string {
 // upstreamOf returns the planned upstream nodes of id, or, without a plan,
 // its manifest dependencies.
 func upstreamOf(run *orchestrator.Run, id string) []string {
-	if run.Plan != nil && run.Plan.Upstream != nil {
-		return run.Plan.Upstream[id]
+	if run.Plan != nil {
+		return run.Plan.UpstreamIDs(id)
 	}
 	if n := lookup(run, id); n != nil {
 		ups := slices.Clone(n.DependsOn.Nodes)

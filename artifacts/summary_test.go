@@ -100,8 +100,8 @@ func TestMermaidStructure(t *testing.T) {
 	}
 	assert.Equal(t, len(run.Results), nodes)
 	want := 0
-	for _, ups := range run.Plan.Upstream {
-		want += len(ups)
+	for i := range int32(run.Plan.Len()) {
+		want += len(run.Plan.Upstream(i))
 	}
 	assert.Equal(t, want, edges)
 	assert.Regexp(t, `n\d+\["customer_revenue<br/><small>model · error</small>"\]:::error`, chart)
@@ -127,13 +127,13 @@ func bigRun(t testing.TB, n int) *orchestrator.Run {
 	g, err := manifest.NewGraph(m)
 	require.NoError(t, err)
 	run := &orchestrator.Run{ID: "big", Manifest: m, Plan: g.Plan(nil, manifest.Immediate)}
-	for i, id := range run.Plan.Nodes {
+	for i, id := range run.Plan.Nodes() {
 		nr := orchestrator.NodeResult{UniqueID: id, ResourceType: manifest.Model, Status: orchestrator.Success}
 		switch {
 		case i == n/2:
 			nr.Status, nr.Message = orchestrator.Error, "boom"
 		case i > n/2:
-			nr.Status, nr.FailedUpstream = orchestrator.Skipped, []string{run.Plan.Nodes[n/2]}
+			nr.Status, nr.FailedUpstream = orchestrator.Skipped, []string{run.Plan.ID(int32(n / 2))}
 		}
 		run.Results = append(run.Results, nr)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // recorder wraps an executor and records the nodes dbt reported a result
@@ -111,7 +112,7 @@ func (h *shopHarness) run(b shopBuild) (*orchestrator.Run, []string, time.Durati
 		Cache: orchcache.New(sess, orchcache.Options{})})
 	require.NoError(t, err)
 	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.SkipTests, FullRefresh: b.fullRefresh,
-		Select: b.sel, OnlyFreshSources: b.freshness != nil})
+		Selection: selector.Options{Select: b.sel}, OnlyFreshSources: b.freshness != nil})
 	require.NoError(t, err)
 	return run, rec.take(), time.Since(start)
 }

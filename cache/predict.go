@@ -50,10 +50,10 @@ type Prediction struct {
 // predicted to run. With fullRefresh nothing hits. Predict reads the
 // store and writes nothing.
 func (s *Session) Predict(ctx context.Context, plan *manifest.Plan, fullRefresh bool) []Prediction {
-	out := make([]Prediction, 0, len(plan.Nodes))
+	out := make([]Prediction, 0, plan.Len())
 	runs := map[string]bool{}
 	now := s.c.store.now()
-	for _, id := range plan.Nodes {
+	for _, id := range plan.Nodes() {
 		p := Prediction{UniqueID: id}
 		p.Key, _ = s.k.Key(id)
 		switch {
@@ -64,7 +64,7 @@ func (s *Session) Predict(ctx context.Context, plan *manifest.Plan, fullRefresh 
 		default:
 			p.Reason = s.predictEntry(ctx, id, p.Key, now, &p)
 			if p.Reason == ReasonHit {
-				for _, u := range plan.Upstream[id] {
+				for _, u := range plan.UpstreamIDs(id) {
 					if runs[u] {
 						p.Reason = ReasonUpstreamRuns
 						break

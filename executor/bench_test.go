@@ -72,7 +72,7 @@ func benchProject(b *testing.B, dir string) {
 		require.NoError(b, err)
 		plan := g.Plan(nil, manifest.Immediate)
 		start := time.Now()
-		for _, id := range plan.Nodes {
+		for _, id := range plan.Nodes() {
 			n := m.Lookup(id)
 			resp, err := ex.Execute(ctx, executor.Request{Command: executor.CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1, BuildID: "bench"})
 			require.NoError(b, err)
@@ -80,7 +80,7 @@ func benchProject(b *testing.B, dir string) {
 				b.Errorf("%s: %s %s: %s", id, r.Status, r.Kind, r.Message)
 			}
 		}
-		return time.Since(start), len(plan.Nodes)
+		return time.Since(start), plan.Len()
 	}
 
 	var m *manifest.Manifest

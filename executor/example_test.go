@@ -77,7 +77,7 @@ func ExampleNewWarm() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, id := range g.Plan(nil, manifest.Immediate).Nodes {
+	for _, id := range g.Plan(nil, manifest.Immediate).Nodes() {
 		n := m.Lookup(id)
 		resp, err := w.Execute(ctx, executor.Request{Command: executor.CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1})
 		if err != nil {

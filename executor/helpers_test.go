@@ -55,7 +55,7 @@ func ofType(t *testing.T, m *manifest.Manifest, rt ...manifest.ResourceType) []*
 	g, err := manifest.NewGraph(m)
 	require.NoError(t, err)
 	var out []*manifest.Node
-	for _, id := range g.Plan(nil, manifest.Immediate).Nodes {
+	for _, id := range g.Plan(nil, manifest.Immediate).Nodes() {
 		n := m.Lookup(id)
 		for _, r := range rt {
 			if n.ResourceType == r {

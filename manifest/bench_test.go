@@ -37,7 +37,7 @@ func TestPeakMemoryHelper(t *testing.T) {
 		t.Skip("helper process for BenchmarkLoadPlan10k")
 	}
 	p := loadAndPlan(t, path)
-	require.NotEmpty(t, p.Nodes)
+	require.NotEmpty(t, p.Nodes())
 	// VmHWM is this process's peak RSS since exec (getrusage's maxrss
 	// would include the parent's, which Linux carries across exec).
 	status, err := os.ReadFile("/proc/self/status")
@@ -116,5 +116,5 @@ print(best)`
 	b.ReportMetric(ratio, "x-faster")
 	b.ReportMetric(float64(peak)/float64(size), "peak/size")
 	b.Logf("10,000 models, %d nodes planned in %d waves; file %.1f MB; load+plan %v (best of %d); Python json.load %.0f ms (best of 5): %.1fx faster (goal >= 5x); peak RSS %.0f MB = %.2fx the file (goal < 3x)",
-		len(p.Nodes), len(p.Waves), float64(size)/1e6, best.Round(time.Millisecond), max(b.N, 5), pySec*1000, ratio, float64(peak)/1e6, float64(peak)/float64(size))
+		p.Len(), len(p.Waves()), float64(size)/1e6, best.Round(time.Millisecond), max(b.N, 5), pySec*1000, ratio, float64(peak)/1e6, float64(peak)/float64(size))
 }

@@ -125,7 +125,7 @@ func TestGraphMatchesDBT(t *testing.T) {
 	}
 	sort.Strings(dbtExec)
 	immediate := g.Plan(nil, manifest.Immediate)
-	ours := append([]string(nil), immediate.Nodes...)
+	ours := append([]string(nil), immediate.Nodes()...)
 	sort.Strings(ours)
 	require.Empty(t, cmp.Diff(dbtExec, ours), "executable nodes differ from dbt's graph (-dbt +ours)")
 	require.Greater(t, len(ours), 30, "the shop project should have a real graph")
@@ -143,12 +143,12 @@ func TestGraphMatchesDBT(t *testing.T) {
 			// dbt hangs unit tests under their model and runs them first;
 			// we plan them before the model, after the model's parents.
 			model := n.TestedNode
-			assert.Equal(t, traced(linked, notTest, model), deferred.Upstream[id], "unit test %s", id)
-			assert.Contains(t, immediate.Upstream[model], id, "model %s must wait for its unit test", model)
+			assert.Equal(t, traced(linked, notTest, model), deferred.UpstreamIDs(id), "unit test %s", id)
+			assert.Contains(t, immediate.UpstreamIDs(model), id, "model %s must wait for its unit test", model)
 		case manifest.Test:
-			assert.Equal(t, traced(linked, notTest, id), deferred.Upstream[id], "parents of test %s", id)
+			assert.Equal(t, traced(linked, notTest, id), deferred.UpstreamIDs(id), "parents of test %s", id)
 		default:
-			assert.Equal(t, traced(linked, notTest, id), skip.Upstream[id], "upstream of %s", id)
+			assert.Equal(t, traced(linked, notTest, id), skip.UpstreamIDs(id), "upstream of %s", id)
 		}
 	}
 
@@ -157,8 +157,8 @@ func TestGraphMatchesDBT(t *testing.T) {
 	// redundant edges; the order is the same).
 	isUnit := func(id string) bool { n := m.Lookup(id); return n != nil && n.ResourceType == manifest.UnitTest }
 	ourPar := map[string][]string{}
-	for id, ups := range immediate.Upstream {
-		ourPar[id] = ups
+	for _, id := range immediate.Nodes() {
+		ourPar[id] = immediate.UpstreamIDs(id)
 	}
 	for _, id := range dbtExec {
 		if isUnit(id) {

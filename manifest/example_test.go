@@ -37,7 +37,7 @@ func Example() {
 		return
 	}
 	plan := g.Plan(nil, manifest.Immediate)
-	for i, wave := range plan.Waves {
+	for i, wave := range plan.Waves() {
 		fmt.Println(i, wave)
 	}
 	// Output:
@@ -54,7 +54,7 @@ func ExampleGraph_Plan_selection() {
 	  "model.p.b": {"unique_id": "model.p.b", "resource_type": "model", "path": "b.sql", "depends_on": {"nodes": ["model.p.a"]}},
 	  "model.p.c": {"unique_id": "model.p.c", "resource_type": "model", "path": "c.sql", "depends_on": {"nodes": ["model.p.b"]}}}}`))
 	g, _ := manifest.NewGraph(m)
-	plan := g.Plan(map[string]bool{"model.p.a": true, "model.p.c": true}, manifest.SkipTests)
-	fmt.Println(plan.Waves, plan.Upstream["model.p.c"])
+	plan := g.Plan([]string{"model.p.a", "model.p.c"}, manifest.SkipTests)
+	fmt.Println(plan.Waves(), plan.UpstreamIDs("model.p.c"))
 	// Output: [[model.p.a] [model.p.c]] [model.p.a]
 }

@@ -5,17 +5,31 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Graph is the dependency graph of a manifest: every model (ephemerals
 // included), seed, snapshot, test, unit test, source, analysis, operation,
-// exposure, metric, semantic model and saved query that is enabled, linked by
-// depends_on. Selection walks this graph; plans are derived from it.
+// metric, semantic model, saved query and function that is enabled, and
+// every exposure (as dbt's Linker adds them), linked by depends_on. Plans
+// are derived from it, and the selector walks its selection edges.
 //
-// Edges whose far end is not in the manifest (a disabled or missing node)
-// are dropped. A unit test depends on the parents of the model it tests, and
-// that model depends on the unit test, so that unit tests run first as in
-// `dbt build`. A Graph is immutable and safe for concurrent use.
+// Nodes are numbered densely: index i (0 <= i < Len) is the i-th id of IDs
+// in sorted order; Index maps back. Indexes are int32 to keep adjacency
+// compact.
+//
+// A Graph holds two edge sets over the same nodes:
+//   - Execution edges (Parents, Children, and the plans): edges whose far
+//     end is not in the graph (a disabled or missing node) are dropped; a
+//     unit test depends on the parents of the model it tests, and that model
+//     depends on the unit test, so that unit tests run first as in `dbt
+//     build`.
+//   - Selection edges (SelectionParents, SelectionChildren, DependsOn): dbt's
+//     selection graph, as dbt's Linker links it: depends_on.nodes as
+//     written (a unit test is a child of the model it tests), and a seed has
+//     no parents.
+//
+// A Graph is immutable and safe for concurrent use.
 type Graph struct {
 	m        *Manifest
 	ids      []string // sorted unique_ids
@@ -28,6 +42,17 @@ type Graph struct {
 	// testEdges maps a node to the data tests that precede it in dbt build
 	// (dbt's parent_test edges), reduced to the nearest descendants.
 	testEdges [][]int32
+	// sel holds the selection edges, built on first use.
+	selOnce sync.Once
+	sel     selEdges
+}
+
+// selEdges are dbt's selection edges (see Graph).
+type selEdges struct {
+	parents, children [][]int32
+	// deps is each node's depends_on.nodes as indexes, -1 for ids that are
+	// not in the graph; empty for seeds.
+	deps [][]int32
 }
 
 // kind caches the facts about a node that graph algorithms branch on.
@@ -82,7 +107,7 @@ func NewGraph(m *Manifest) (*Graph, error) {
 	}
 	all := make([]visit, 0, size)
 	m.All(func(n *Node) bool {
-		if n.Enabled {
+		if n.Enabled || n.ResourceType == Exposure {
 			all = append(all, visit{n, len(all)})
 		}
 		return true
@@ -291,6 +316,74 @@ func (g *Graph) Len() int { return len(g.ids) }
 // IDs returns every unique_id in the graph, sorted. The slice is shared:
 // do not modify it.
 func (g *Graph) IDs() []string { return g.ids }
+
+// Nodes returns every node in index order (the order of IDs). The slice is
+// shared: do not modify it.
+func (g *Graph) Nodes() []*Node { return g.nodes }
+
+// Index returns the index of id in the graph, and false if id is not in it.
+func (g *Graph) Index(id string) (int32, bool) {
+	i, ok := g.index[id]
+	return i, ok
+}
+
+// SelectionParents returns the parents of node i in dbt's selection graph
+// (see Graph), in depends_on order. The slice is shared: do not modify it.
+func (g *Graph) SelectionParents(i int32) []int32 { return g.selection().parents[i] }
+
+// SelectionChildren returns the children of node i in dbt's selection
+// graph, in index order. The slice is shared: do not modify it.
+func (g *Graph) SelectionChildren(i int32) []int32 { return g.selection().children[i] }
+
+// DependsOn returns node i's depends_on.nodes as indexes, in the order dbt
+// wrote them, with -1 for an id that is not in the graph (disabled or
+// missing); a seed's is empty, as dbt ignores it. This is what dbt's
+// indirect selection checks a test's parents against. The slice is shared:
+// do not modify it.
+func (g *Graph) DependsOn(i int32) []int32 { return g.selection().deps[i] }
+
+// selection builds the selection edges on first use.
+func (g *Graph) selection() *selEdges {
+	g.selOnce.Do(func() {
+		n := len(g.ids)
+		s := &g.sel
+		s.parents = make([][]int32, n)
+		s.children = make([][]int32, n)
+		s.deps = make([][]int32, n)
+		total := 0
+		for _, node := range g.nodes {
+			if node.ResourceType != Seed {
+				total += len(node.DependsOn.Nodes)
+			}
+		}
+		flat := make([]int32, 0, total)
+		for i, node := range g.nodes {
+			if node.ResourceType == Seed {
+				continue // dbt: SeedNode.depends_on_nodes is always empty
+			}
+			start := len(flat)
+			for _, d := range node.DependsOn.Nodes {
+				j, ok := g.index[d]
+				if !ok {
+					j = -1
+				}
+				flat = append(flat, j)
+			}
+			s.deps[i] = flat[start:len(flat):len(flat)]
+			var ps []int32
+			for _, j := range s.deps[i] {
+				if j >= 0 && j != int32(i) && !slices.Contains(ps, j) {
+					ps = append(ps, j)
+				}
+			}
+			s.parents[i] = ps
+			for _, j := range ps {
+				s.children[j] = append(s.children[j], int32(i))
+			}
+		}
+	})
+	return &g.sel
+}
 
 // Node returns the node with the given unique_id, or nil if it is not in
 // the graph.

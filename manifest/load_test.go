@@ -247,7 +247,44 @@ func TestDeferredWithoutTests(t *testing.T) {
 	g, err := manifest.NewGraph(m)
 	require.NoError(t, err)
 	p := g.Plan(nil, manifest.Deferred)
-	assert.Equal(t, [][]string{{"model.p.a"}, {"model.p.b"}}, p.Waves)
-	assert.Equal(t, map[string][]string{"model.p.a": {"model.p.b"}}, p.Downstream)
-	assert.Empty(t, g.Plan(map[string]bool{}, manifest.Deferred).Waves)
+	assert.Equal(t, [][]string{{"model.p.a"}, {"model.p.b"}}, p.Waves())
+	assert.Equal(t, []int32{1}, p.Downstream(0))
+	assert.Empty(t, p.Downstream(1))
+	assert.Empty(t, g.Plan([]string{}, manifest.Deferred).Waves())
+}
+
+// TestSelectionEdges: the graph carries dbt's selection edges beside the
+// execution edges: a unit test is a child of its model (and not its
+// parent), a seed has no parents whatever it lists, and depends_on keeps
+// ids outside the graph as -1.
+func TestSelectionEdges(t *testing.T) {
+	m, err := manifest.Parse([]byte(`{"nodes": {
+	  "seed.p.s": {"unique_id": "seed.p.s", "resource_type": "seed", "path": "s.csv", "depends_on": {"nodes": ["model.p.a"]}},
+	  "model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "path": "a.sql"},
+	  "model.p.b": {"unique_id": "model.p.b", "resource_type": "model", "path": "b.sql", "depends_on": {"nodes": ["model.p.a", "model.p.gone", "model.p.a"]}}},
+	  "unit_tests": {"unit_test.p.b.u": {"unique_id": "unit_test.p.b.u", "resource_type": "unit_test", "path": "u.yml", "model": "b",
+	    "depends_on": {"nodes": ["model.p.b"]}}}}`))
+	require.NoError(t, err)
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	idx := func(id string) int32 {
+		i, ok := g.Index(id)
+		require.True(t, ok, id)
+		require.Equal(t, id, g.IDs()[i])
+		require.Same(t, g.Node(id), g.Nodes()[i])
+		return i
+	}
+	a, b, s, u := idx("model.p.a"), idx("model.p.b"), idx("seed.p.s"), idx("unit_test.p.b.u")
+	_, ok := g.Index("model.p.gone")
+	assert.False(t, ok)
+	assert.Equal(t, []int32{a}, g.SelectionParents(b))
+	assert.Equal(t, []int32{b}, g.SelectionParents(u), "a unit test is a child of its model")
+	assert.Equal(t, []int32{u}, g.SelectionChildren(b))
+	assert.Empty(t, g.SelectionParents(s), "a seed has no selection parents")
+	assert.Equal(t, []int32{b}, g.SelectionChildren(a))
+	assert.Equal(t, []int32{a, -1, a}, g.DependsOn(b))
+	assert.Empty(t, g.DependsOn(s))
+	// The execution edges differ: the model waits for its unit test.
+	assert.Equal(t, []string{"model.p.a", "unit_test.p.b.u"}, g.Parents("model.p.b"))
+	assert.Equal(t, []string{"model.p.a"}, g.Parents("unit_test.p.b.u"))
 }

@@ -48,49 +48,116 @@ func ParseTestStrategy(s string) (TestStrategy, error) {
 // Plan is the executable DAG of a build: the selected executable nodes,
 // their dependencies traced through everything that is not run (sources,
 // ephemeral models, external and unselected nodes), and the waves.
+//
+// Planned nodes are numbered densely in plan order: index i (0 <= i < Len)
+// is the i-th node of Nodes, which lists the nodes wave by wave, sorted by
+// unique_id within a wave, so that every node comes after its upstreams.
+// Every method taking an index panics if it is out of range, as a slice
+// would. A Plan is immutable and safe for concurrent use.
 type Plan struct {
+	// Strategy is the test strategy the plan was made for.
 	Strategy TestStrategy
-	// Nodes lists the planned unique_ids in wave order, sorted within a
-	// wave.
-	Nodes []string
-	// Upstream maps each planned node to the planned nodes it waits for
-	// directly, sorted. Under Deferred, tests list their own parents only;
-	// the barrier before the test wave is implied by the strategy.
-	Upstream map[string][]string
-	// Downstream is the inverse of Upstream.
-	Downstream map[string][]string
-	// Waves groups the nodes: wave 0 holds nodes with no planned upstream;
-	// a node in wave N has its longest upstream chain of length N.
-	Waves [][]string
-	// Wave is each node's wave number.
-	Wave map[string]int
+
+	g     *Graph
+	ids   []string // plan order
+	nodes []*Node
+	pos   []int32 // plan index of each graph node, -1 when not planned
+	up    [][]int32
+	down  [][]int32
+	wave  []int32
+	waves [][]string // sub-slices of ids
 }
+
+// Len returns the number of planned nodes.
+func (p *Plan) Len() int { return len(p.ids) }
+
+// ID returns the unique_id of planned node i.
+func (p *Plan) ID(i int32) string { return p.ids[i] }
+
+// Node returns planned node i.
+func (p *Plan) Node(i int32) *Node { return p.nodes[i] }
+
+// Index returns the plan index of id, and false if id is not planned.
+func (p *Plan) Index(id string) (int32, bool) {
+	j, ok := p.g.index[id]
+	if !ok || p.pos[j] < 0 {
+		return 0, false
+	}
+	return p.pos[j], true
+}
+
+// Nodes returns the planned unique_ids in plan order (wave by wave, sorted
+// within a wave). The slice is shared: do not modify it.
+func (p *Plan) Nodes() []string { return p.ids }
+
+// Upstream returns the planned nodes node i waits for directly, as plan
+// indexes in increasing order. Under Deferred, tests list their own
+// parents only; the barrier before the test wave is implied by the
+// strategy. The slice is shared: do not modify it.
+func (p *Plan) Upstream(i int32) []int32 { return p.up[i] }
+
+// Downstream returns the planned nodes that wait for node i directly (the
+// inverse of Upstream), in increasing order. The slice is shared: do not
+// modify it.
+func (p *Plan) Downstream(i int32) []int32 { return p.down[i] }
+
+// UpstreamIDs returns the unique_ids of the planned nodes id waits for
+// directly, sorted: empty (not nil) when it waits for nothing, nil when id
+// is not planned.
+func (p *Plan) UpstreamIDs(id string) []string {
+	i, ok := p.Index(id)
+	if !ok {
+		return nil
+	}
+	out := make([]string, len(p.up[i]))
+	for k, u := range p.up[i] {
+		out[k] = p.ids[u]
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Wave returns the wave of planned node i.
+func (p *Plan) Wave(i int32) int { return int(p.wave[i]) }
+
+// Waves groups the planned unique_ids: wave 0 holds nodes with no planned
+// upstream; a node in wave N has its longest upstream chain of length N
+// (under Deferred the tests form one last wave). Each wave is sorted. The
+// slices are shared: do not modify them.
+func (p *Plan) Waves() [][]string { return p.waves }
 
 // Width returns the size of the widest wave.
 func (p *Plan) Width() int {
 	w := 0
-	for _, wave := range p.Waves {
+	for _, wave := range p.waves {
 		w = max(w, len(wave))
 	}
 	return w
 }
 
-// Plan returns the plan for running the executable nodes in selected (nil:
-// every executable node) under the given test strategy. Non-executable ids
-// in selected (sources, ephemerals, exposures, disabled or unknown ids) are
-// ignored; tests are kept only when the strategy runs them. If a selected
-// node reaches another selected node only through unselected ones, it still
-// comes first.
-func (g *Graph) Plan(selected map[string]bool, strategy TestStrategy) *Plan {
+// Plan returns the plan for running the executable nodes of selected under
+// the given test strategy; a nil selected plans every executable node.
+// Non-executable ids in selected (sources, ephemerals, exposures, disabled
+// or unknown ids) are ignored; tests are kept only when the strategy runs
+// them. If a selected node reaches another selected node only through
+// unselected ones, it still comes first.
+func (g *Graph) Plan(selected []string, strategy TestStrategy) *Plan {
 	keep := make([]bool, len(g.ids))
+	if selected == nil {
+		for i := range keep {
+			keep[i] = true
+		}
+	} else {
+		for _, id := range selected {
+			if i, ok := g.index[id]; ok {
+				keep[i] = true
+			}
+		}
+	}
 	for i, k := range g.kind {
-		if k&kindExecutable == 0 || (selected != nil && !selected[g.ids[i]]) {
-			continue
+		if k&kindExecutable == 0 || (k.isTest() && strategy == SkipTests) {
+			keep[i] = false
 		}
-		if k.isTest() && strategy == SkipTests {
-			continue
-		}
-		keep[i] = true
 	}
 	parentsOf := func(i int32) []int32 {
 		if strategy != Immediate {
@@ -154,40 +221,76 @@ func (g *Graph) Plan(selected map[string]bool, strategy TestStrategy) *Plan {
 		wave[i] = w
 		maxWave = max(maxWave, w)
 	}
-	p := &Plan{Strategy: strategy, Upstream: make(map[string][]string, kept),
-		Downstream: make(map[string][]string, kept), Wave: make(map[string]int, kept)}
 	nWaves := maxWave + 1
 	if deferred > 0 {
 		nWaves++
 	}
-	p.Waves = make([][]string, nWaves)
-	// Index order is id order, so every list below comes out sorted.
-	down := make([][]string, len(g.ids))
+	// Plan order: by wave, then by graph index (id order). A counting sort
+	// over the waves numbers every kept node.
+	start := make([]int32, nWaves+1)
+	for i := range int32(len(g.ids)) {
+		if keep[i] {
+			if deferredTest(i) {
+				wave[i] = maxWave + 1
+			}
+			start[wave[i]+1]++
+		}
+	}
+	for w := range nWaves {
+		start[w+1] += start[w]
+	}
+	p := &Plan{Strategy: strategy, g: g, ids: make([]string, kept), nodes: make([]*Node, kept),
+		pos: make([]int32, len(g.ids)), up: make([][]int32, kept), down: make([][]int32, kept),
+		wave: make([]int32, kept), waves: make([][]string, nWaves)}
+	next := slices.Clone(start[:nWaves])
+	gidx := make([]int32, kept) // graph index of each planned node
 	for i := range int32(len(g.ids)) {
 		if !keep[i] {
+			p.pos[i] = -1
 			continue
 		}
-		if deferredTest(i) {
-			wave[i] = maxWave + 1
-		}
-		id := g.ids[i]
-		ups := make([]string, len(up[i]))
-		for k, j := range up[i] {
-			ups[k] = g.ids[j]
-			down[j] = append(down[j], id)
-		}
-		p.Upstream[id] = ups
-		p.Wave[id] = int(wave[i])
-		p.Waves[wave[i]] = append(p.Waves[wave[i]], id)
+		k := next[wave[i]]
+		next[wave[i]]++
+		p.pos[i], gidx[k] = k, i
+		p.ids[k], p.nodes[k], p.wave[k] = g.ids[i], g.nodes[i], wave[i]
 	}
-	for i, d := range down {
-		if len(d) > 0 {
-			p.Downstream[g.ids[i]] = d
+	for w := range nWaves {
+		p.waves[w] = p.ids[start[w]:start[w+1]:start[w+1]]
+	}
+	// Upstream and downstream lists in plan indexes, each in one backing
+	// array.
+	edges := 0
+	for i, k := range p.pos {
+		if k >= 0 {
+			edges += len(up[i])
 		}
 	}
-	p.Nodes = make([]string, 0, kept)
-	for _, w := range p.Waves {
-		p.Nodes = append(p.Nodes, w...)
+	flatUp, flatDown := make([]int32, 0, edges), make([]int32, edges)
+	ndown := make([]int32, kept+1)
+	for k := range int32(kept) {
+		s := len(flatUp)
+		for _, j := range up[gidx[k]] {
+			flatUp = append(flatUp, p.pos[j])
+		}
+		ups := flatUp[s:len(flatUp):len(flatUp)]
+		slices.Sort(ups)
+		p.up[k] = ups
+		for _, u := range ups {
+			ndown[u+1]++
+		}
+	}
+	for k := range kept {
+		ndown[k+1] += ndown[k]
+	}
+	fill := slices.Clone(ndown[:kept])
+	for k := range int32(kept) {
+		for _, u := range p.up[k] {
+			flatDown[fill[u]] = k
+			fill[u]++
+		}
+	}
+	for k := range kept {
+		p.down[k] = flatDown[ndown[k]:ndown[k+1]:ndown[k+1]]
 	}
 	return p
 }

@@ -92,7 +92,7 @@ func TestRealWorldManifests(t *testing.T) {
 				if strategy == manifest.SkipTests {
 					wantNodes = want.builds
 				}
-				assert.Len(t, p.Nodes, wantNodes, "strategy %s", strategy)
+				assert.Len(t, p.Nodes(), wantNodes, "strategy %s", strategy)
 			}
 		})
 	}
@@ -104,7 +104,7 @@ func TestRealWorldManifests(t *testing.T) {
 func checkPlan(t *testing.T, g *manifest.Graph, p *manifest.Plan) {
 	t.Helper()
 	seen := map[string]bool{}
-	for w, wave := range p.Waves {
+	for w, wave := range p.Waves() {
 		require.NotEmpty(t, wave, "wave %d is empty", w)
 		for _, id := range wave {
 			n := g.Node(id)
@@ -113,19 +113,23 @@ func checkPlan(t *testing.T, g *manifest.Graph, p *manifest.Plan) {
 			assert.False(t, n.IsEphemeral(), "ephemeral %s in a wave", id)
 			assert.False(t, seen[id], "%s planned twice", id)
 			seen[id] = true
-			assert.Equal(t, w, p.Wave[id])
+			i, ok := p.Index(id)
+			require.True(t, ok, id)
+			assert.Equal(t, id, p.ID(i))
+			assert.Equal(t, w, p.Wave(i))
 			if w == 0 {
-				assert.Empty(t, p.Upstream[id], "%s in wave 0 has upstreams", id)
+				assert.Empty(t, p.Upstream(i), "%s in wave 0 has upstreams", id)
 			}
 			maxUp := -1
-			for _, u := range p.Upstream[id] {
-				assert.Less(t, p.Wave[u], w, "%s (wave %d) is not after its upstream %s (wave %d)", id, w, u, p.Wave[u])
-				maxUp = max(maxUp, p.Wave[u])
+			for _, u := range p.Upstream(i) {
+				assert.Less(t, p.Wave(u), w, "%s (wave %d) is not after its upstream %s (wave %d)", id, w, p.ID(u), p.Wave(u))
+				assert.Contains(t, p.Downstream(u), i, "%s is not downstream of its upstream %s", id, p.ID(u))
+				maxUp = max(maxUp, p.Wave(u))
 			}
 			if p.Strategy != manifest.Deferred || !n.IsTest() {
 				assert.Equal(t, maxUp+1, w, "%s: wave is not its longest upstream chain", id)
 			}
 		}
 	}
-	assert.Len(t, p.Nodes, len(seen))
+	assert.Len(t, p.Nodes(), len(seen))
 }

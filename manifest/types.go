@@ -167,6 +167,17 @@ func (n *Node) IsTest() bool {
 	return n.ResourceType == Test || n.ResourceType == UnitTest
 }
 
+// IsEmpty reports whether the node is one dbt build, run and test leave
+// out as empty (dbt's CompiledNode.empty): a node of manifest.nodes other
+// than a seed whose raw code is blank. dbt ls lists such nodes.
+func (n *Node) IsEmpty() bool {
+	switch n.ResourceType {
+	case Seed, Source, Exposure, Metric, SemanticModel, SavedQuery, UnitTest, Function:
+		return false
+	}
+	return strings.TrimSpace(n.RawCode) == ""
+}
+
 // Executable reports whether dbtorch runs the node as its own unit of work
 // under some test strategy: non-ephemeral models, seeds, snapshots, tests
 // and unit tests that are enabled and not external.

@@ -16,15 +16,15 @@ import (
 // lowerBound returns max(critical path, total work / workers) of a plan
 // whose nodes take dur.
 func lowerBound(p *manifest.Plan, dur map[string]time.Duration, workers int) (bound, critical, total time.Duration) {
-	finish := map[string]time.Duration{}
-	for _, id := range p.Nodes { // plan order is topological
+	finish := make([]time.Duration, p.Len())
+	for i := range int32(p.Len()) { // plan order is topological
 		var start time.Duration
-		for _, u := range p.Upstream[id] {
+		for _, u := range p.Upstream(i) {
 			start = max(start, finish[u])
 		}
-		finish[id] = start + dur[id]
-		critical = max(critical, finish[id])
-		total += dur[id]
+		finish[i] = start + dur[p.ID(i)]
+		critical = max(critical, finish[i])
+		total += dur[p.ID(i)]
 	}
 	return max(critical, total/time.Duration(workers)), critical, total
 }
@@ -33,40 +33,39 @@ func lowerBound(p *manifest.Plan, dur map[string]time.Duration, workers int) (bo
 // workers with exact durations, ready nodes taken by longest remaining
 // path: what an eager scheduler without any overhead would achieve.
 func simulate(p *manifest.Plan, dur map[string]time.Duration, workers int) time.Duration {
-	tail := map[string]time.Duration{}
-	for k := len(p.Nodes) - 1; k >= 0; k-- {
-		id := p.Nodes[k]
+	tail := make([]time.Duration, p.Len())
+	for i := int32(p.Len()) - 1; i >= 0; i-- {
 		var longest time.Duration
-		for _, d := range p.Downstream[id] {
+		for _, d := range p.Downstream(i) {
 			longest = max(longest, tail[d])
 		}
-		tail[id] = dur[id] + longest
+		tail[i] = dur[p.ID(i)] + longest
 	}
-	left := map[string]int{}
-	var ready []string
-	for _, id := range p.Nodes {
-		left[id] = len(p.Upstream[id])
-		if left[id] == 0 {
-			ready = append(ready, id)
+	left := make([]int, p.Len())
+	var ready []int32
+	for i := range int32(p.Len()) {
+		left[i] = len(p.Upstream(i))
+		if left[i] == 0 {
+			ready = append(ready, i)
 		}
 	}
 	type job struct {
-		id  string
+		i   int32
 		end time.Duration
 	}
 	var running []job
 	var now time.Duration
 	for len(ready) > 0 || len(running) > 0 {
-		slices.SortStableFunc(ready, func(a, b string) int { return cmp.Compare(tail[b], tail[a]) })
+		slices.SortStableFunc(ready, func(a, b int32) int { return cmp.Compare(tail[b], tail[a]) })
 		for len(running) < workers && len(ready) > 0 {
-			running = append(running, job{ready[0], now + dur[ready[0]]})
+			running = append(running, job{ready[0], now + dur[p.ID(ready[0])]})
 			ready = ready[1:]
 		}
 		slices.SortFunc(running, func(a, b job) int { return cmp.Compare(a.end, b.end) })
 		j := running[0]
 		running = running[1:]
 		now = j.end
-		for _, d := range p.Downstream[j.id] {
+		for _, d := range p.Downstream(j.i) {
 			if left[d]--; left[d] == 0 {
 				ready = append(ready, d)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // Skip reasons of nodes that were not run. A skip caused by a skipped
@@ -29,14 +30,15 @@ const (
 // BuildOptions are one build's options. The zero value builds every node
 // with immediate tests.
 type BuildOptions struct {
-	// Select, Exclude and Selector choose the nodes in dbt's syntax (see
-	// Selection); all empty means every node.
-	Select   []string
-	Exclude  []string
-	Selector string
-	// Indirect is dbt's indirect selection mode for tests: "" (eager),
-	// "cautious", "buildable" or "empty".
-	Indirect string
+	// Selection chooses the nodes in dbt's syntax, as `dbt build` takes
+	// it (select, exclude, selector, indirect selection, resource types,
+	// state); its zero value, like no Select, Exclude, Selector or resource
+	// type, builds every node. Config.Resolver (or the native selector)
+	// resolves it. Selection.Indirect must be a known mode (or ""), else
+	// the build fails naming it. Nodes whose code is empty are never built,
+	// as in dbt build, whichever resolver answered, so ExcludeEmpty need
+	// not be set (it is not passed on).
+	Selection selector.Options
 	// Tests says when tests run: manifest.Immediate (zero value),
 	// manifest.Deferred or manifest.SkipTests.
 	Tests manifest.TestStrategy
@@ -49,10 +51,6 @@ type BuildOptions struct {
 	Vars map[string]any
 	// ID identifies the run; empty means a new random UUID.
 	ID string
-}
-
-func (opts BuildOptions) selection() Selection {
-	return Selection{Select: opts.Select, Exclude: opts.Exclude, Selector: opts.Selector, Indirect: opts.Indirect}
 }
 
 // BuildPlan is what a build would do, computed without running anything.
@@ -81,46 +79,46 @@ func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan,
 	}
 	bp := &BuildPlan{Plan: b.plan, Skipped: map[string]string{}, Warnings: b.warnings}
 	for i, r := range b.stale {
-		bp.Skipped[b.ids[i]] = r
+		bp.Skipped[b.plan.ID(i)] = r
 	}
 	if b.cache == nil {
 		return bp, nil
 	}
 	bp.Keys = map[string]string{}
 	cached := make([]bool, b.n)
-	for i := range b.n {
-		if b.isTest[i] {
+	for i := range int32(b.n) {
+		if b.plan.Node(i).IsTest() {
 			continue
 		}
-		key, err := b.cache.Key(ctx, b.nodes[i])
+		key, err := b.cache.Key(ctx, b.plan.Node(i))
 		if err != nil {
-			return nil, fmt.Errorf("orchestrator: cache key of %s: %w", b.ids[i], err)
+			return nil, fmt.Errorf("orchestrator: cache key of %s: %w", b.plan.ID(i), err)
 		}
 		if key == "" {
 			continue
 		}
-		bp.Keys[b.ids[i]] = key
+		bp.Keys[b.plan.ID(i)] = key
 		if opts.FullRefresh || b.stale[int32(i)] != "" || !b.upstreamsCached(int32(i), func(u int32) bool { return cached[u] }) {
 			continue
 		}
-		hit, err := b.cache.Lookup(ctx, b.nodes[i], key)
+		hit, err := b.cache.Lookup(ctx, b.plan.Node(i), key)
 		if err != nil {
-			o.log.WarnContext(ctx, "cache lookup failed", "node", b.ids[i], "error", err)
+			o.log.WarnContext(ctx, "cache lookup failed", "node", b.plan.ID(i), "error", err)
 			continue
 		}
 		if hit {
 			cached[i] = true
-			bp.Cached = append(bp.Cached, b.ids[i])
+			bp.Cached = append(bp.Cached, b.plan.ID(i))
 		}
 	}
 	// Skips propagate to descendants.
-	for i := range b.n {
-		if _, ok := bp.Skipped[b.ids[i]]; ok {
+	for i := range int32(b.n) {
+		if _, ok := bp.Skipped[b.plan.ID(i)]; ok {
 			continue
 		}
-		for _, u := range b.ups[i] {
-			if r, ok := bp.Skipped[b.ids[u]]; ok {
-				bp.Skipped[b.ids[i]] = upstreamSkipped(b.ids[u], r)
+		for _, u := range b.plan.Upstream(i) {
+			if r, ok := bp.Skipped[b.plan.ID(u)]; ok {
+				bp.Skipped[b.plan.ID(i)] = upstreamSkipped(b.plan.ID(u), r)
 				break
 			}
 		}
@@ -215,7 +213,8 @@ func buildError(run *Run) *BuildError {
 }
 
 // build is the state of one RunBuild or Plan call. Nodes are indexed by
-// their position in plan.Nodes.
+// their plan index (manifest.Plan): the plan's nodes, upstreams,
+// downstreams and waves are read from it directly.
 type build struct {
 	o     *Orchestrator
 	cfg   *Config
@@ -226,14 +225,7 @@ type build struct {
 	g     *manifest.Graph
 	plan  *manifest.Plan
 
-	n       int
-	ids     []string
-	nodes   []*manifest.Node
-	ups     [][]int32
-	downs   [][]int32
-	wave    []int32
-	isTest  []bool
-	idx     map[string]int32
+	n       int // plan.Len()
 	stale   map[int32]string
 	results []NodeResult
 	// cache is the build's cache (Config.Cache, or what its ForBuild
@@ -302,15 +294,15 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 	if err != nil {
 		return nil, err
 	}
-	var selected map[string]bool
-	if sel := opts.selection(); !sel.IsEmpty() {
-		ids, err := o.resolve(ctx, g, sel)
-		if err != nil {
+	sel := opts.Selection
+	if sel.Indirect, err = selector.ParseIndirectMode(string(sel.Indirect)); err != nil {
+		return nil, fmt.Errorf("orchestrator: selection: %w", err)
+	}
+	opts.Selection = sel
+	var selected []string // nil: every node
+	if !selectsAll(sel) {
+		if selected, err = o.resolve(ctx, g, sel); err != nil {
 			return nil, fmt.Errorf("orchestrator: selection: %w", err)
-		}
-		selected = make(map[string]bool, len(ids))
-		for _, id := range ids {
-			selected[id] = true
 		}
 	}
 	switch opts.Tests {
@@ -319,7 +311,8 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		return nil, fmt.Errorf("orchestrator: unknown test strategy %v", opts.Tests)
 	}
 	p := g.Plan(selected, opts.Tests)
-	b := &build{o: o, cfg: &o.cfg, opts: opts, m: m, g: g, plan: p, runID: opts.ID}
+	b := &build{o: o, cfg: &o.cfg, opts: opts, m: m, g: g, plan: p, runID: opts.ID,
+		n: p.Len(), stale: map[int32]string{}, results: make([]NodeResult, p.Len())}
 	if b.runID == "" {
 		b.runID = newUUID()
 	}
@@ -331,7 +324,10 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		}
 		maps.Copy(b.vars, opts.Vars)
 	}
-	b.index()
+	for i := range int32(b.n) {
+		n := p.Node(i)
+		b.results[i] = NodeResult{UniqueID: n.UniqueID, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave(i)}
+	}
 	b.cache = o.cfg.Cache
 	cacheFailed := false
 	if bc, ok := b.cache.(BuildCache); ok {
@@ -354,54 +350,17 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		if !ok {
 			return nil, errors.New("orchestrator: OnlyFreshSources needs a Cache that implements StaleChecker")
 		}
-		stale, err := sc.StaleNodes(ctx, g, p.Nodes)
+		stale, err := sc.StaleNodes(ctx, g, p.Nodes())
 		if err != nil {
 			return nil, fmt.Errorf("orchestrator: source freshness: %w", err)
 		}
 		for id, reason := range stale {
-			if i, ok := b.idx[id]; ok {
+			if i, ok := p.Index(id); ok {
 				b.stale[i] = reason
 			}
 		}
 	}
 	return b, nil
-}
-
-// index builds the integer-indexed view of the plan.
-func (b *build) index() {
-	p := b.plan
-	b.n = len(p.Nodes)
-	b.ids = p.Nodes
-	idx := make(map[string]int32, b.n)
-	for i, id := range p.Nodes {
-		idx[id] = int32(i)
-	}
-	b.nodes = make([]*manifest.Node, b.n)
-	b.ups = make([][]int32, b.n)
-	b.downs = make([][]int32, b.n)
-	b.wave = make([]int32, b.n)
-	b.isTest = make([]bool, b.n)
-	b.results = make([]NodeResult, b.n)
-	b.stale = map[int32]string{}
-	flat := make([]int32, 0, b.n*2)
-	for i, id := range p.Nodes {
-		n := b.g.Node(id)
-		b.nodes[i] = n
-		b.isTest[i] = n.IsTest()
-		b.wave[i] = int32(p.Wave[id])
-		start := len(flat)
-		for _, u := range p.Upstream[id] {
-			flat = append(flat, idx[u])
-		}
-		b.ups[i] = flat[start:len(flat):len(flat)]
-		b.results[i] = NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave[id]}
-	}
-	for i, ups := range b.ups {
-		for _, u := range ups {
-			b.downs[u] = append(b.downs[u], int32(i))
-		}
-	}
-	b.idx = idx
 }
 
 func newUUID() string {
@@ -416,16 +375,16 @@ func newUUID() string {
 func (b *build) args() map[string]any {
 	a := map[string]any{
 		"which":              "build",
-		"select":             nonNil(b.opts.Select),
-		"exclude":            nonNil(b.opts.Exclude),
+		"select":             nonNil(b.opts.Selection.Select),
+		"exclude":            nonNil(b.opts.Selection.Exclude),
 		"full_refresh":       b.opts.FullRefresh,
-		"indirect_selection": cmpOr(b.opts.Indirect, "eager"),
+		"indirect_selection": string(b.opts.Selection.Indirect),
 		"test_strategy":      b.opts.Tests.String(),
 		"mode":               b.cfg.Mode.String(),
 		"threads":            b.cfg.Concurrency,
 	}
-	if b.opts.Selector != "" {
-		a["selector"] = b.opts.Selector
+	if b.opts.Selection.Selector != "" {
+		a["selector"] = b.opts.Selection.Selector
 	}
 	if len(b.vars) > 0 {
 		a["vars"] = b.vars
@@ -465,8 +424,8 @@ func (b *build) emit(ctx context.Context, e Event) {
 // upstreamsCached reports whether every non-test planned upstream of i is
 // cached according to isCached.
 func (b *build) upstreamsCached(i int32, isCached func(int32) bool) bool {
-	for _, u := range b.ups[i] {
-		if !b.isTest[u] && !isCached(u) {
+	for _, u := range b.plan.Upstream(i) {
+		if !b.plan.Node(u).IsTest() && !isCached(u) {
 			return false
 		}
 	}
@@ -478,16 +437,16 @@ func (b *build) upstreamsCached(i int32, isCached func(int32) bool) bool {
 // returns the failed ancestors (sorted) and the reason, or "" to run.
 func (b *build) skipCause(i int32) (failed []string, reason string) {
 	var other string
-	for _, u := range b.ups[i] {
+	for _, u := range b.plan.Upstream(i) {
 		r := &b.results[u]
 		switch r.Status {
 		case Error:
-			failed = append(failed, b.ids[u])
+			failed = append(failed, b.plan.ID(u))
 		case Skipped:
 			if len(r.FailedUpstream) > 0 {
 				failed = append(failed, r.FailedUpstream...)
 			} else if other == "" {
-				other = upstreamSkipped(b.ids[u], r.SkipReason)
+				other = upstreamSkipped(b.plan.ID(u), r.SkipReason)
 			}
 		}
 	}

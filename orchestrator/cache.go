@@ -81,36 +81,3 @@ type BuildCache interface {
 type Warner interface {
 	Warnings() []string
 }
-
-// Selection is a build's node selection in dbt's syntax.
-type Selection struct {
-	// Select and Exclude are dbt selection expressions, each element like
-	// one --select/--exclude argument.
-	Select  []string
-	Exclude []string
-	// Selector names a YAML selector of the project.
-	Selector string
-	// Indirect is dbt's indirect selection mode for tests ("eager" when
-	// empty, "cautious", "buildable", "empty").
-	Indirect string
-}
-
-// IsEmpty reports whether s selects by default (every node).
-func (s Selection) IsEmpty() bool {
-	return len(s.Select) == 0 && len(s.Exclude) == 0 && s.Selector == ""
-}
-
-// Resolver turns a selection into the unique_ids it selects, tests
-// included by indirect selection, as `dbt ls` would. Ids of
-// non-executable nodes in the answer are ignored.
-type Resolver interface {
-	Resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error)
-}
-
-// ResolverFunc adapts a function to the Resolver interface.
-type ResolverFunc func(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error)
-
-// Resolve calls f.
-func (f ResolverFunc) Resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error) {
-	return f(ctx, g, sel)
-}

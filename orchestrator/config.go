@@ -114,10 +114,10 @@ type Config struct {
 	// orchestrators sharing limiters the same order.
 	Limits []NodeLimit
 
-	// Resolver turns the selection options of a build into node ids. Nil
-	// means the native resolver of package selector (dbt's selection
-	// language without running dbt); use a ResolverFunc over
-	// selector.DBTLs for exact parity with `dbt ls`.
+	// Resolver turns the selection of a build (BuildOptions.Selection) into
+	// node ids. Nil means the native resolver of package selector (dbt's
+	// selection language without running dbt) over the build's graph; use
+	// a selector.DBTLs (or its Session) for dbt's own answer.
 	Resolver Resolver
 
 	// Cache, when set, lets nodes whose inputs are unchanged be reported
@@ -247,23 +247,4 @@ func (o *Orchestrator) prepare(ctx context.Context) error {
 	}
 	o.prepared = true
 	return nil
-}
-
-// resolve returns the ids selected by sel with the configured resolver, or
-// the native selector over g. The native selector is built per graph (and
-// kept while builds resolve over the same graph).
-func (o *Orchestrator) resolve(ctx context.Context, g *manifest.Graph, sel Selection) ([]string, error) {
-	if o.cfg.Resolver != nil {
-		return o.cfg.Resolver.Resolve(ctx, g, sel)
-	}
-	o.mu.Lock()
-	if o.native == nil || o.nativeG != g {
-		o.native, o.nativeG = selector.NewNative(g), g
-	}
-	native := o.native
-	o.mu.Unlock()
-	return native.Resolve(ctx, selector.Options{
-		Select: sel.Select, Exclude: sel.Exclude, Selector: sel.Selector,
-		Indirect: selector.IndirectMode(sel.Indirect), ExcludeEmpty: true,
-	})
 }

@@ -95,7 +95,7 @@ func (s *SlogObserver) Event(ctx context.Context, e Event) {
 	case RunStarted:
 		nodes, waves := 0, 0
 		if e.Plan != nil {
-			nodes, waves = len(e.Plan.Nodes), len(e.Plan.Waves)
+			nodes, waves = e.Plan.Len(), len(e.Plan.Waves())
 		}
 		l.InfoContext(ctx, "build started", "run_id", e.RunID, "nodes", nodes, "waves", waves)
 	case NodeQueued:

@@ -20,6 +20,7 @@ import (
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // Integration tests with real dbt on the testdata shop project. dbt
@@ -146,8 +147,8 @@ func TestShopDuckDB(t *testing.T) {
 		require.NoError(t, err)
 		full = run
 		plan := run.Plan
-		require.Len(t, run.Results, len(plan.Nodes))
-		assert.Equal(t, len(plan.Nodes), run.Count(orchestrator.Success), "every node succeeds")
+		require.Len(t, run.Results, plan.Len())
+		assert.Equal(t, plan.Len(), run.Count(orchestrator.Success), "every node succeeds")
 
 		// One invocation per attempt, with the command for the node's type;
 		// the flaky model failed once and was retried.
@@ -174,7 +175,7 @@ func TestShopDuckDB(t *testing.T) {
 		for _, e := range log.all() {
 			switch e.Type {
 			case orchestrator.NodeStarted:
-				for _, u := range plan.Upstream[e.Node] {
+				for _, u := range plan.UpstreamIDs(e.Node) {
 					f, ok := finished[u]
 					require.True(t, ok, "%s started before %s finished", e.Node, u)
 					assert.False(t, e.Time.Before(f))
@@ -264,7 +265,7 @@ func TestShopDuckDB(t *testing.T) {
 		}
 		assert.Equal(t, []string{"test.shop.assert_order_amounts_non_negative"}, be.Failed)
 		assert.Zero(t, run.Count(orchestrator.Skipped))
-		last := run.Plan.Waves[len(run.Plan.Waves)-1]
+		last := run.Plan.Waves()[len(run.Plan.Waves())-1]
 		for _, id := range last {
 			assert.True(t, s.m.Lookup(id).IsTest(), id)
 		}
@@ -284,7 +285,7 @@ func TestShopDuckDB(t *testing.T) {
 		// tests (the skip strategy), to keep dbt invocations few.
 		o := s.orch(t, orchestrator.Config{})
 		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{
-			Select: []string{"+customer_revenue+", "+event_counts"}, Tests: manifest.SkipTests,
+			Selection: selector.Options{Select: []string{"+customer_revenue+", "+event_counts"}}, Tests: manifest.SkipTests,
 			Vars: map[string]any{"broken_model": true, "per_node": true}})
 		require.Error(t, err)
 		assertBrokenModel(t, run, err)
@@ -311,7 +312,7 @@ func TestShopDuckDB(t *testing.T) {
 		})})
 		run, err := o.RunBuild(cctx, orchestrator.BuildOptions{Vars: map[string]any{"build": "cancelled"}})
 		require.ErrorIs(t, err, context.Canceled)
-		require.Len(t, run.Results, len(run.Plan.Nodes))
+		require.Len(t, run.Results, run.Plan.Len())
 		ran := 0
 		for _, r := range run.Results {
 			switch r.Status {
@@ -329,7 +330,7 @@ func TestShopDuckDB(t *testing.T) {
 		assert.Greater(t, run.Count(orchestrator.Skipped), len(run.Results)/2, "the build was cut short")
 		// Nothing left running: the executor is idle and builds again.
 		run2, err := s.orch(t, orchestrator.Config{}).RunBuild(ctx, orchestrator.BuildOptions{
-			Select: []string{"customers"}, Tests: manifest.SkipTests, Vars: map[string]any{"build": "cancelled"}})
+			Selection: selector.Options{Select: []string{"customers"}}, Tests: manifest.SkipTests, Vars: map[string]any{"build": "cancelled"}})
 		require.NoError(t, err)
 		require.Len(t, run2.Results, 1)
 		assert.Equal(t, "seed.shop.customers", run2.Results[0].UniqueID)
@@ -417,7 +418,7 @@ func checkShopPlans(t *testing.T, m *manifest.Manifest) {
 		t.Helper()
 		p, err := o.Plan(t.Context(), opts)
 		require.NoError(t, err)
-		return slices.Sorted(slices.Values(p.Nodes))
+		return slices.Sorted(slices.Values(p.Nodes()))
 	}
 	models := func(ids []string) []string {
 		var out []string
@@ -432,16 +433,16 @@ func checkShopPlans(t *testing.T, m *manifest.Manifest) {
 		"model.shop.customer_revenue", "model.shop.dim_customers.v1", "model.shop.dim_customers.v2",
 		"model.shop.event_counts", "model.shop.fct_orders", "model.shop.flaky_events",
 		"model.shop.payments_incremental", "model.shop.revenue_by_segment",
-	}, models(plan(orchestrator.BuildOptions{Select: []string{"marts"}})))
+	}, models(plan(orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"marts"}}})))
 	assert.Equal(t, []string{
 		"model.shop.fct_orders", "model.shop.stg_orders", "model.shop.stg_payments",
 		"seed.shop.orders", "seed.shop.payments",
-	}, models(plan(orchestrator.BuildOptions{Select: []string{"+fct_orders"}})))
+	}, models(plan(orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"+fct_orders"}}})))
 	assert.Equal(t, []string{"model.shop.stg_customer_notes", "model.shop.stg_customers", "model.shop.stg_events", "model.shop.stg_orders", "model.shop.stg_payments"},
-		models(plan(orchestrator.BuildOptions{Select: []string{"tag:staging"}})))
+		models(plan(orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"tag:staging"}}})))
 	assert.Equal(t, []string{"model.shop.stg_customer_notes", "model.shop.stg_customers", "model.shop.stg_events"},
-		models(plan(orchestrator.BuildOptions{Select: []string{"tag:staging"}, Exclude: []string{"stg_orders", "stg_payments"}})))
-	withTests := plan(orchestrator.BuildOptions{Select: []string{"+fct_orders"}})
+		models(plan(orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"tag:staging"}, Exclude: []string{"stg_orders", "stg_payments"}}})))
+	withTests := plan(orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"+fct_orders"}}})
 	assert.Contains(t, withTests, "unit_test.shop.fct_orders.fct_orders_sums_payments")
 	assert.Contains(t, withTests, "test.shop.unique_fct_orders_order_id.523ddb6ce5")
 
@@ -452,14 +453,14 @@ func checkShopPlans(t *testing.T, m *manifest.Manifest) {
 	}
 	p, err := o.Plan(t.Context(), orchestrator.BuildOptions{Tests: manifest.Deferred})
 	require.NoError(t, err)
-	for w, wave := range p.Waves {
+	for w, wave := range p.Waves() {
 		for _, id := range wave {
-			assert.Equal(t, w == len(p.Waves)-1, m.Lookup(id).IsTest(), id)
+			assert.Equal(t, w == len(p.Waves())-1, m.Lookup(id).IsTest(), id)
 		}
 	}
 	p, err = o.Plan(t.Context(), orchestrator.BuildOptions{})
 	require.NoError(t, err)
-	assert.Less(t, p.Wave["test.shop.unique_stg_orders_order_id.e3b841c71a"], p.Wave["model.shop.fct_orders"], "immediate: a model waits for its upstream's tests")
+	assert.Less(t, waveOf(p.Plan, "test.shop.unique_stg_orders_order_id.e3b841c71a"), waveOf(p.Plan, "model.shop.fct_orders"), "immediate: a model waits for its upstream's tests")
 }
 
 func TestShopPostgresConcurrency(t *testing.T) {
@@ -472,7 +473,7 @@ func TestShopPostgresConcurrency(t *testing.T) {
 	o := s.orch(t, orchestrator.Config{Concurrency: 4, Observer: log})
 	// Seeds and staging: five independent seeds, then five views and their
 	// tests: plenty of room for four at once.
-	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Select: []string{"resource_type:seed", "staging"}})
+	run, err := o.RunBuild(t.Context(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"resource_type:seed", "staging"}}})
 	for _, r := range run.Results {
 		if r.Err != nil {
 			t.Logf("%s: %s: %s", r.UniqueID, r.Err.Kind, r.Err.Message)

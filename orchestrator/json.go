@@ -94,7 +94,7 @@ func (r *Run) JSON() *RunJSON {
 		Warnings: nonNil(r.Warnings),
 	}
 	if r.Plan != nil {
-		out.Waves = len(r.Plan.Waves)
+		out.Waves = len(r.Plan.Waves())
 	}
 	for i := range r.Results {
 		nr := &r.Results[i]

@@ -19,6 +19,7 @@ import (
 	"github.com/dbtorch/dbtorch/internal/syncbuf"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // diamond is m0 -> m1, m2 -> m3, plus m4 independent; test t0 on m1, t1 on
@@ -395,18 +396,56 @@ func (errExec) Execute(context.Context, executor.Request) (*executor.Response, e
 	return nil, errors.New("boom")
 }
 
+// TestSelectionRules: the selection rules hold whichever resolver answers:
+// an unknown indirect mode is an error naming it (before any resolver is
+// asked), and a node whose code is empty is not built, as in dbt build.
+func TestSelectionRules(t *testing.T) {
+	m := manifestOf(diamond())
+	m.Nodes[modelID(1)].RawCode = "  \n"
+	asked := 0
+	custom := resolverFunc(func(context.Context, selector.Options) ([]string, error) {
+		asked++
+		return []string{modelID(0), modelID(1), modelID(2)}, nil
+	})
+	for _, tc := range []struct {
+		name     string
+		resolver orchestrator.Resolver
+	}{{"custom", custom}, {"native", nil}} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOrch(t, orchestrator.Config{Executor: newFake(nil), Manifest: m, Resolver: tc.resolver})
+			_, err := o.Plan(context.Background(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"m0000"}, Indirect: "careful"}})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), `"careful"`)
+			_, err = o.Plan(context.Background(), orchestrator.BuildOptions{Selection: selector.Options{Indirect: "careful"}})
+			require.Error(t, err, "the mode is checked even when nothing is selected")
+
+			plan, err := o.Plan(context.Background(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"m0000", "m0001", "m0002"}, Indirect: selector.Empty}})
+			require.NoError(t, err)
+			assert.ElementsMatch(t, []string{modelID(0), modelID(2)}, plan.Nodes(), "the empty m0001 is not built")
+		})
+	}
+	assert.Equal(t, 1, asked, "the custom resolver is asked once: a bad mode fails first")
+}
+
+// resolverFunc adapts a function to selector.Resolver.
+type resolverFunc func(ctx context.Context, sel selector.Options) ([]string, error)
+
+func (f resolverFunc) Resolve(ctx context.Context, sel selector.Options) ([]string, error) {
+	return f(ctx, sel)
+}
+
 func TestSelection(t *testing.T) {
 	m := manifestOf(diamond())
-	var got orchestrator.Selection
-	resolver := orchestrator.ResolverFunc(func(_ context.Context, g *manifest.Graph, sel orchestrator.Selection) ([]string, error) {
+	var got selector.Options
+	resolver := resolverFunc(func(_ context.Context, sel selector.Options) ([]string, error) {
 		got = sel
 		return []string{modelID(1), modelID(3), testID(0), "source.p.s.x"}, nil
 	})
 	fake := newFake(nil)
 	o := newOrch(t, orchestrator.Config{Executor: fake, Manifest: m, Resolver: resolver})
-	run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{Select: []string{"+m0003"}, Exclude: []string{"m0002"}, Indirect: "cautious"})
+	run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"+m0003"}, Exclude: []string{"m0002"}, Indirect: "cautious"}})
 	require.NoError(t, err)
-	assert.Equal(t, orchestrator.Selection{Select: []string{"+m0003"}, Exclude: []string{"m0002"}, Indirect: "cautious"}, got)
+	assert.Equal(t, selector.Options{Select: []string{"+m0003"}, Exclude: []string{"m0002"}, Indirect: selector.Cautious}, got)
 	assert.Equal(t, []string{modelID(1), modelID(3), testID(0)}, slices.Sorted(func(yield func(string) bool) {
 		for _, r := range run.Results {
 			if !yield(r.UniqueID) {
@@ -421,10 +460,10 @@ func TestSelection(t *testing.T) {
 
 	// Without a Resolver, the native selector.
 	native := newOrch(t, orchestrator.Config{Executor: newFake(nil), Manifest: m})
-	plan, err := native.Plan(context.Background(), orchestrator.BuildOptions{Select: []string{"m0001+"}, Exclude: []string{"m0002"}})
+	plan, err := native.Plan(context.Background(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"m0001+"}, Exclude: []string{"m0002"}}})
 	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{modelID(1), modelID(3), testID(0), unitTestID(0)}, plan.Nodes, "t1 tests the excluded m2 too")
-	_, err = native.Plan(context.Background(), orchestrator.BuildOptions{Select: []string{"@m0001+"}})
+	assert.ElementsMatch(t, []string{modelID(1), modelID(3), testID(0), unitTestID(0)}, plan.Nodes(), "t1 tests the excluded m2 too")
+	_, err = native.Plan(context.Background(), orchestrator.BuildOptions{Selection: selector.Options{Select: []string{"@m0001+"}}})
 	require.Error(t, err)
 }
 
@@ -561,7 +600,7 @@ func TestOnlyFreshSources(t *testing.T) {
 	assert.Equal(t, "stale source source.p.raw.events", run.Result(modelID(2)).SkipReason)
 	assert.Contains(t, run.Result(modelID(3)).SkipReason, "upstream skipped: "+modelID(2))
 	assert.Empty(t, run.Result(modelID(3)).FailedUpstream)
-	for _, id := range plan.Nodes {
+	for _, id := range plan.Nodes() {
 		_, predicted := plan.Skipped[id]
 		assert.Equal(t, predicted, st[id] == orchestrator.Skipped, id)
 	}

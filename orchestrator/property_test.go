@@ -63,14 +63,23 @@ func randomScripts(r *rand.Rand, m *manifest.Manifest, maxDur time.Duration, fai
 	return out
 }
 
+// waveOf returns the wave of planned node id.
+func waveOf(p *manifest.Plan, id string) int {
+	i, ok := p.Index(id)
+	if !ok {
+		panic("not planned: " + id)
+	}
+	return p.Wave(i)
+}
+
 // expected computes the status and failed ancestors every planned node
 // must end with, from the scripts and the retry count.
 func expected(p *manifest.Plan, scripts map[string]script, retries int) (map[string]orchestrator.Status, map[string][]string) {
 	st := map[string]orchestrator.Status{}
 	failedUp := map[string][]string{}
-	for _, id := range p.Nodes {
+	for _, id := range p.Nodes() {
 		var failed []string
-		for _, u := range p.Upstream[id] {
+		for _, u := range p.UpstreamIDs(id) {
 			switch st[u] {
 			case orchestrator.Error:
 				failed = append(failed, u)
@@ -139,14 +148,14 @@ func TestPropertyRandomDAGs(t *testing.T) {
 			require.NotNil(t, run)
 			assert.Zero(t, fake.active.Load(), "executor calls still running after RunBuild returned")
 			p := run.Plan
-			require.Len(t, run.Results, len(p.Nodes))
+			require.Len(t, run.Results, p.Len())
 
 			want, wantFailed := expected(p, scripts, retries)
 			calls := fake.byNode()
 			var failedIDs []string
 			for k, res := range run.Results {
 				id := res.UniqueID
-				require.Equal(t, p.Nodes[k], id, "results in plan order")
+				require.Equal(t, p.ID(int32(k)), id, "results in plan order")
 				assert.Equal(t, want[id], res.Status, "status of %s", id)
 				if res.Status == orchestrator.Skipped {
 					assert.Equal(t, wantFailed[id], res.FailedUpstream, "failed_upstream of %s", id)
@@ -186,7 +195,7 @@ func TestPropertyRandomDAGs(t *testing.T) {
 				}
 			}
 			for id, s := range startOf {
-				for _, u := range p.Upstream[id] {
+				for _, u := range p.UpstreamIDs(id) {
 					assert.False(t, s.Before(endOf[u]), "%s started before its upstream %s ended", id, u)
 				}
 				if strategy == manifest.Deferred && m.Lookup(id).IsTest() {
@@ -196,8 +205,8 @@ func TestPropertyRandomDAGs(t *testing.T) {
 			if strict || mode == orchestrator.PerWave {
 				for id, s := range startOf {
 					for other, e := range endOf {
-						if p.Wave[other] < p.Wave[id] {
-							require.False(t, s.Before(e), "wave barrier: %s (wave %d) started before %s (wave %d) ended", id, p.Wave[id], other, p.Wave[other])
+						if waveOf(p, other) < waveOf(p, id) {
+							require.False(t, s.Before(e), "wave barrier: %s (wave %d) started before %s (wave %d) ended", id, waveOf(p, id), other, waveOf(p, other))
 						}
 					}
 				}
@@ -221,7 +230,7 @@ func TestPropertyRandomDAGs(t *testing.T) {
 					finished[e.Node]++
 				}
 			}
-			assert.Len(t, finished, len(p.Nodes))
+			assert.Len(t, finished, p.Len())
 			for id, c := range finished {
 				assert.Equal(t, 1, c, "finished events of %s", id)
 			}

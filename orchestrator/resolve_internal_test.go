@@ -9,6 +9,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 type nopExec struct{}
@@ -48,7 +49,7 @@ func TestNativeResolverPerGraph(t *testing.T) {
 		{gb, "a", nil},
 		{ga, "a", []string{"model.p.a"}},
 	} {
-		ids, err := o.resolve(ctx, tc.g, Selection{Select: []string{tc.sel}})
+		ids, err := o.resolve(ctx, tc.g, selector.Options{Select: []string{tc.sel}})
 		require.NoError(t, err)
 		assert.ElementsMatch(t, tc.want, ids, "select %s over %s", tc.sel, tc.g.Manifest().Nodes)
 	}

@@ -52,19 +52,19 @@ func (b *build) priorities() []float64 {
 	prio := make([]float64, b.n)
 	switch b.cfg.Priority {
 	case Depth:
-		for i := range b.n {
-			prio[i] = float64(b.wave[i])
+		for i := range int32(b.n) {
+			prio[i] = float64(b.plan.Wave(i))
 		}
 	default: // CriticalPath
 		// Plan order is topological, so walking it backwards sees every
 		// downstream node before its upstreams.
-		for i := b.n - 1; i >= 0; i-- {
+		for i := int32(b.n) - 1; i >= 0; i-- {
 			w := 1.0
 			if b.cfg.Estimate != nil {
-				w = float64(b.cfg.Estimate(b.ids[i])) / float64(time.Millisecond)
+				w = float64(b.cfg.Estimate(b.plan.ID(i))) / float64(time.Millisecond)
 			}
 			longest := 0.0
-			for _, d := range b.downs[i] {
+			for _, d := range b.plan.Downstream(i) {
 				longest = max(longest, prio[d])
 			}
 			prio[i] = w + longest
@@ -89,19 +89,19 @@ func (b *build) runPerNode(ctx context.Context) {
 
 	remaining := make([]int32, b.n)
 	nonTestsLeft := 0
-	waveLeft := make([]int, len(b.plan.Waves))
+	waveLeft := make([]int, len(b.plan.Waves()))
 	var work []int32
-	for i := range b.n {
-		remaining[i] = int32(len(b.ups[i]))
+	for i := range int32(b.n) {
+		remaining[i] = int32(len(b.plan.Upstream(i)))
 		if remaining[i] == 0 {
 			work = append(work, int32(i))
 		}
-		if !b.isTest[i] {
+		if !b.plan.Node(i).IsTest() {
 			nonTestsLeft++
 		}
-		waveLeft[b.wave[i]]++
+		waveLeft[b.plan.Wave(i)]++
 	}
-	curWave := int32(0)
+	curWave := 0
 	heldWave := make([][]int32, len(waveLeft)) // strict waves
 	var heldTests []int32                      // deferred tests
 	cached := make([]bool, b.n)
@@ -117,26 +117,26 @@ func (b *build) runPerNode(ctx context.Context) {
 
 	finish := func(i int32) {
 		finished++
-		if !b.isTest[i] {
+		if !b.plan.Node(i).IsTest() {
 			if nonTestsLeft--; nonTestsLeft == 0 && deferred {
 				work = append(work, heldTests...)
 				heldTests = nil
 			}
 		}
-		waveLeft[b.wave[i]]--
-		for strict && int(curWave) < len(waveLeft) && waveLeft[curWave] == 0 {
+		waveLeft[b.plan.Wave(i)]--
+		for strict && curWave < len(waveLeft) && waveLeft[curWave] == 0 {
 			curWave++
-			if int(curWave) < len(heldWave) {
+			if curWave < len(heldWave) {
 				work = append(work, heldWave[curWave]...)
 				heldWave[curWave] = nil
 			}
 		}
-		for _, d := range b.downs[i] {
+		for _, d := range b.plan.Downstream(i) {
 			if remaining[d]--; remaining[d] == 0 {
 				work = append(work, d)
 			}
 		}
-		b.emit(ctx, Event{Type: NodeFinished, Node: b.ids[i], Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
+		b.emit(ctx, Event{Type: NodeFinished, Node: b.plan.ID(i), Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
 	}
 
 	for finished < b.n {
@@ -154,23 +154,23 @@ func (b *build) runPerNode(ctx context.Context) {
 				finish(i)
 				continue
 			}
-			if strict && b.wave[i] > curWave {
-				heldWave[b.wave[i]] = append(heldWave[b.wave[i]], i)
+			if strict && b.plan.Wave(i) > curWave {
+				heldWave[b.plan.Wave(i)] = append(heldWave[b.plan.Wave(i)], i)
 				continue
 			}
-			if deferred && b.isTest[i] && nonTestsLeft > 0 {
+			if deferred && b.plan.Node(i).IsTest() && nonTestsLeft > 0 {
 				heldTests = append(heldTests, i)
 				continue
 			}
 			queuedAt[i] = b.cfg.Now()
 			heap.Push(q, i)
-			b.emit(ctx, Event{Type: NodeQueued, Node: b.ids[i], Time: queuedAt[i]})
+			b.emit(ctx, Event{Type: NodeQueued, Node: b.plan.ID(i), Time: queuedAt[i]})
 		}
 		// Start queued nodes on free workers.
 		for running < conc && q.Len() > 0 && !cancelled {
 			i := heap.Pop(q).(int32)
 			item := workItem{i: i}
-			if b.cache != nil && !b.isTest[i] && !b.opts.FullRefresh {
+			if b.cache != nil && !b.plan.Node(i).IsTest() && !b.opts.FullRefresh {
 				item.lookup = b.upstreamsCached(i, func(u int32) bool { return cached[u] })
 			}
 			running++
@@ -186,7 +186,7 @@ func (b *build) runPerNode(ctx context.Context) {
 		}
 		if running == 0 && q.Len() == 0 && len(work) == 0 {
 			// Unreachable for a valid plan; never hang.
-			for i := range b.n {
+			for i := range int32(b.n) {
 				if b.results[i].Status == "" {
 					b.skip(int32(i), nil, "internal: node never became ready")
 					finished++
@@ -218,7 +218,7 @@ func (b *build) runPerNode(ctx context.Context) {
 // attempts with retries, cache store. It writes only b.results[item.i].
 func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) {
 	i := item.i
-	n := b.nodes[i]
+	n := b.plan.Node(i)
 	res := &b.results[i]
 	cfg := b.cfg
 
@@ -226,7 +226,7 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		b.skip(i, nil, ReasonCancelled)
 		return
 	}
-	if b.cache != nil && !b.isTest[i] {
+	if b.cache != nil && !b.plan.Node(i).IsTest() {
 		key, err := b.cache.Key(ctx, n)
 		if err != nil {
 			b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)

@@ -15,10 +15,11 @@ import (
 func (b *build) runPerWave(ctx context.Context) {
 	cached := make([]bool, b.n)
 	isCached := func(u int32) bool { return cached[u] }
-	for _, wave := range b.plan.Waves {
+	first := int32(0) // plan index of the wave's first node: plan order is wave order
+	for _, wave := range b.plan.Waves() {
 		var batch []int32
-		for _, id := range wave {
-			i := b.idx[id]
+		for k := range wave {
+			i := first + int32(k)
 			if failed, reason := b.skipCause(i); reason != "" {
 				b.skip(i, failed, reason)
 				b.finished(ctx, i)
@@ -29,7 +30,7 @@ func (b *build) runPerWave(ctx context.Context) {
 				b.finished(ctx, i)
 				continue
 			}
-			if b.cache != nil && !b.isTest[i] {
+			if b.cache != nil && !b.plan.Node(i).IsTest() {
 				if b.cacheHit(ctx, i, !b.opts.FullRefresh && b.upstreamsCached(i, isCached)) {
 					cached[i] = true
 					b.finished(ctx, i)
@@ -38,12 +39,13 @@ func (b *build) runPerWave(ctx context.Context) {
 			}
 			batch = append(batch, i)
 		}
+		first += int32(len(wave))
 		// dbt build runs a unit test only together with its model, which
 		// is in a later wave: a wave's unit tests get a dbt test of their
 		// own, before the wave's dbt build.
 		var units, rest []int32
 		for _, i := range batch {
-			if b.nodes[i].ResourceType == manifest.UnitTest {
+			if b.plan.Node(i).ResourceType == manifest.UnitTest {
 				units = append(units, i)
 			} else {
 				rest = append(rest, i)
@@ -59,7 +61,7 @@ func (b *build) runPerWave(ctx context.Context) {
 			// deferred tests must not do.
 			cmd := executor.Test
 			for _, i := range rest {
-				if !b.isTest[i] {
+				if !b.plan.Node(i).IsTest() {
 					cmd = executor.Build
 					break
 				}
@@ -72,7 +74,7 @@ func (b *build) runPerWave(ctx context.Context) {
 // cacheHit computes node i's cache key and, when lookup is set, looks it
 // up; on a hit it ends the node as Cached and returns true.
 func (b *build) cacheHit(ctx context.Context, i int32, lookup bool) bool {
-	n, res := b.nodes[i], &b.results[i]
+	n, res := b.plan.Node(i), &b.results[i]
 	key, err := b.cache.Key(ctx, n)
 	if err != nil {
 		b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
@@ -96,7 +98,7 @@ func (b *build) cacheHit(ctx context.Context, i int32, lookup bool) bool {
 }
 
 func (b *build) finished(ctx context.Context, i int32) {
-	b.emit(ctx, Event{Type: NodeFinished, Node: b.ids[i], Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
+	b.emit(ctx, Event{Type: NodeFinished, Node: b.plan.ID(i), Attempt: len(b.results[i].Attempts), Result: &b.results[i]})
 }
 
 // runWave runs one invocation of cmd (and its retries) over batch, nodes
@@ -106,8 +108,8 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 	queuedAt := cfg.Now()
 	nodes := make([]*manifest.Node, len(batch))
 	for k, i := range batch {
-		nodes[k] = b.nodes[i]
-		b.emit(ctx, Event{Type: NodeQueued, Node: b.ids[i], Time: queuedAt})
+		nodes[k] = b.plan.Node(i)
+		b.emit(ctx, Event{Type: NodeQueued, Node: b.plan.ID(i), Time: queuedAt})
 	}
 	defer func() {
 		for _, i := range batch {
@@ -129,12 +131,12 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 		start := cfg.Now()
 		nodes = nodes[:0]
 		for _, i := range pending {
-			nodes = append(nodes, b.nodes[i])
+			nodes = append(nodes, b.plan.Node(i))
 			if attempt == 1 {
 				b.results[i].StartedAt = start
 				b.results[i].WaitTime = start.Sub(queuedAt)
 			}
-			b.emit(ctx, Event{Type: NodeStarted, Node: b.ids[i], Attempt: attempt, Time: start})
+			b.emit(ctx, Event{Type: NodeStarted, Node: b.plan.ID(i), Attempt: attempt, Time: start})
 		}
 		resp, err := b.execute(ctx, b.request(cmd, attempt, nodes...))
 		rs, inv := resultsFor(nodes, resp, err)
@@ -146,7 +148,7 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 			res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, er, inv))
 			res.CompletedAt = end
 			applyResult(res, er, &inv)
-			if er.Status != executor.Success && attempt <= cfg.Retry.Retries && ctx.Err() == nil && policy(ctx, b.nodes[i], er) {
+			if er.Status != executor.Success && attempt <= cfg.Retry.Retries && ctx.Err() == nil && policy(ctx, b.plan.Node(i), er) {
 				retry = append(retry, i)
 			}
 		}
@@ -155,7 +157,7 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 		}
 		delay := cfg.Retry.Backoff(attempt)
 		for _, i := range retry {
-			b.emit(ctx, Event{Type: NodeRetrying, Node: b.ids[i], Attempt: attempt, Delay: delay, Error: b.results[i].Err})
+			b.emit(ctx, Event{Type: NodeRetrying, Node: b.plan.ID(i), Attempt: attempt, Delay: delay, Error: b.results[i].Err})
 		}
 		waited, ok := sl.retryAfter(ctx, delay, cfg.Now)
 		if !ok {
@@ -171,10 +173,10 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 // record tells the cache the final result of node i when it ran.
 func (b *build) record(ctx context.Context, i int32) {
 	res := &b.results[i]
-	if b.cache == nil || b.isTest[i] || len(res.Attempts) == 0 {
+	if b.cache == nil || b.plan.Node(i).IsTest() || len(res.Attempts) == 0 {
 		return
 	}
-	if err := b.cache.Record(context.WithoutCancel(ctx), b.nodes[i], res.CacheKey, res); err != nil {
-		b.o.log.WarnContext(ctx, "cache record failed", "node", b.ids[i], "error", err)
+	if err := b.cache.Record(context.WithoutCancel(ctx), b.plan.Node(i), res.CacheKey, res); err != nil {
+		b.o.log.WarnContext(ctx, "cache record failed", "node", b.plan.ID(i), "error", err)
 	}
 }

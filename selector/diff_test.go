@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func prepare(t testing.TB, dir string, env []string) *project {
 	require.NoError(t, err)
 	m, err := manifest.Parse(raw)
 	require.NoError(t, err)
-	n := NewNativeManifest(m)
+	n := nativeOf(t, m)
 	return &project{dir: dir, env: env, m: m, raw: raw, native: n, nativeFS: n.WithProjectFS(os.DirFS(dir)), dbt: sess}
 }
 
@@ -259,7 +260,7 @@ func randomCases(m *manifest.Manifest, seed int64, n int, extra []string) []dcas
 	})
 	for _, s := range []*[]string{&names, &tags, &paths, &files, &pkgs} {
 		sort.Strings(*s)
-		*s = compactStrings(*s)
+		*s = slices.Compact(*s)
 	}
 	pick := func(s []string) string {
 		if len(s) == 0 {

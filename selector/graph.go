@@ -2,7 +2,6 @@ package selector
 
 import (
 	"math/bits"
-	"sort"
 	"strings"
 
 	"github.com/dbtorch/dbtorch/manifest"
@@ -63,7 +62,7 @@ func (b bitset) each(fn func(i int32)) {
 	}
 }
 
-// subsetOf reports whether every index in ids is in b; an index < 0 (a
+// containsAll reports whether every index in ids is in b; an index < 0 (a
 // dependency that is not a graph member) is never in b.
 func (b bitset) containsAll(ids []int32) bool {
 	for _, i := range ids {
@@ -74,58 +73,30 @@ func (b bitset) containsAll(ids []int32) bool {
 	return true
 }
 
-// dag is dbt's selection graph: every enabled node of the manifest (nodes,
-// sources, exposures, metrics, semantic models, saved queries, unit tests,
-// functions) linked by depends_on.nodes, as dbt's Linker links them (a unit
-// test is a child of the model it tests; seeds have no parents).
-type dag struct {
-	m        *manifest.Manifest
-	ids      []string
-	nodes    []*manifest.Node
-	index    map[string]int32
-	parents  [][]int32
-	children [][]int32
-	// deps is each node's depends_on.nodes as indexes (-1 for ids that are
-	// not graph members), for indirect selection's subset checks.
-	deps    [][]int32
-	sources bitset // every source
-	// inManifestNodes marks members of manifest.nodes (not unit tests etc.).
+// view is what the selector's methods read of a manifest.Graph, by the
+// graph's node indexes: the graph's own nodes and selection edges (dbt's
+// Linker: a unit test is a child of the model it tests, seeds have no
+// parents), and per-node facts precomputed for the fqn, path and file
+// methods.
+type view struct {
+	g     *manifest.Graph
+	m     *manifest.Manifest
+	ids   []string         // g.IDs()
+	nodes []*manifest.Node // g.Nodes()
+	// sources marks every source.
+	sources bitset
+	// inNodes marks members of manifest.nodes (not unit tests etc.).
 	inNodes bitset
-	// Precomputed per node for the fqn, path and file methods.
 	flatFQN [][]string // fqn segments split on "."
 	ofp     []string   // cleaned original_file_path
 	patch   []string   // cleaned patch path without "pkg://", or ""
 	fname   []string   // base name of original_file_path
 }
 
-func newDAG(m *manifest.Manifest) *dag {
-	d := &dag{m: m, index: map[string]int32{}}
-	add := func(mp map[string]*manifest.Node, always bool) {
-		for id, n := range mp {
-			if n.Enabled || always {
-				d.ids = append(d.ids, id)
-			}
-		}
-	}
-	add(m.Nodes, false)
-	add(m.Sources, false)
-	add(m.Exposures, true)
-	add(m.Metrics, false)
-	add(m.SemanticModels, false)
-	add(m.SavedQueries, false)
-	add(m.UnitTests, false)
-	add(m.Functions, false)
-	sort.Strings(d.ids)
-	d.ids = compactStrings(d.ids)
-	d.nodes = make([]*manifest.Node, len(d.ids))
-	for i, id := range d.ids {
-		d.index[id] = int32(i)
-		d.nodes[i] = m.Lookup(id)
-	}
+func newView(g *manifest.Graph) *view {
+	m := g.Manifest()
+	d := &view{g: g, m: m, ids: g.IDs(), nodes: g.Nodes()}
 	n := len(d.ids)
-	d.parents = make([][]int32, n)
-	d.children = make([][]int32, n)
-	d.deps = make([][]int32, n)
 	d.sources = newBitset(n)
 	d.inNodes = newBitset(n)
 	d.flatFQN = make([][]string, n)
@@ -141,55 +112,24 @@ func newDAG(m *manifest.Manifest) *dag {
 			d.patch[i] = cleanPath(p)
 		}
 		d.fname[i] = pathName(node.OriginalFilePath)
-	}
-	for i, node := range d.nodes {
 		if node.ResourceType == manifest.Source {
 			d.sources.add(int32(i))
-			continue
-		}
-		if _, ok := m.Nodes[node.UniqueID]; ok {
+		} else if _, ok := m.Nodes[node.UniqueID]; ok {
 			d.inNodes.add(int32(i))
-		}
-		if node.ResourceType == manifest.Seed {
-			continue // dbt: SeedNode.depends_on_nodes is always empty
-		}
-		seen := map[int32]bool{}
-		for _, dep := range node.DependsOn.Nodes {
-			j, ok := d.index[dep]
-			if !ok {
-				d.deps[i] = append(d.deps[i], -1)
-				continue
-			}
-			d.deps[i] = append(d.deps[i], j)
-			if j != int32(i) && !seen[j] {
-				seen[j] = true
-				d.parents[i] = append(d.parents[i], j)
-				d.children[j] = append(d.children[j], int32(i))
-			}
 		}
 	}
 	return d
 }
 
-func compactStrings(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // layers is dbt's select_parents/select_children: the nodes reachable from
 // sel through adj in 1..depth steps (depth < 0: any number).
-func (d *dag) layers(sel bitset, adj [][]int32, depth int) bitset {
+func (d *view) layers(sel bitset, adj func(int32) []int32, depth int) bitset {
 	out := newBitset(len(d.ids))
 	frontier := sel
 	for i := 0; !frontier.empty() && (depth < 0 || i < depth); i++ {
 		next := newBitset(len(d.ids))
 		frontier.each(func(n int32) {
-			for _, p := range adj[n] {
+			for _, p := range adj(n) {
 				if !out.has(p) {
 					next.add(p)
 				}
@@ -201,26 +141,28 @@ func (d *dag) layers(sel bitset, adj [][]int32, depth int) bitset {
 	return out
 }
 
-func (d *dag) selectParents(sel bitset, depth int) bitset  { return d.layers(sel, d.parents, depth) }
-func (d *dag) selectChildren(sel bitset, depth int) bitset { return d.layers(sel, d.children, depth) }
+func (d *view) selectParents(sel bitset, depth int) bitset {
+	return d.layers(sel, d.g.SelectionParents, depth)
+}
+
+func (d *view) selectChildren(sel bitset, depth int) bitset {
+	return d.layers(sel, d.g.SelectionChildren, depth)
+}
 
 // selectChildrensParents is dbt's "@": sel, its descendants, and all their
 // ancestors.
-func (d *dag) selectChildrensParents(sel bitset) bitset {
+func (d *view) selectChildrensParents(sel bitset) bitset {
 	forAnc := d.selectChildren(sel, -1).or(sel)
 	return d.selectParents(forAnc, -1).or(forAnc)
 }
 
 // successors returns the direct children of sel.
-func (d *dag) successors(sel bitset) bitset {
+func (d *view) successors(sel bitset) bitset {
 	out := newBitset(len(d.ids))
 	sel.each(func(n int32) {
-		for _, c := range d.children[n] {
+		for _, c := range d.g.SelectionChildren(n) {
 			out.add(c)
 		}
 	})
 	return out
 }
-
-// Len returns the number of graph members.
-func (d *dag) Len() int { return len(d.ids) }

@@ -36,8 +36,8 @@ type Options struct {
 	ResourceTypes []manifest.ResourceType
 	// ExcludeResourceTypes is --exclude-resource-type.
 	ExcludeResourceTypes []manifest.ResourceType
-	// ExcludeEmpty drops nodes whose code is empty, as dbt build, run and
-	// test do (dbt ls keeps them).
+	// ExcludeEmpty drops nodes whose code is empty (manifest.Node.IsEmpty),
+	// as dbt build, run and test do (dbt ls keeps them).
 	ExcludeEmpty bool
 
 	// StatePath is the --state directory. Native reads manifest.json,
@@ -63,7 +63,7 @@ type Resolver interface {
 // Native resolves selections from a manifest without dbt. It is safe for
 // concurrent use; building it costs one pass over the manifest.
 type Native struct {
-	d     *dag
+	d     *view
 	match *matcher
 	files struct {
 		once  sync.Once
@@ -80,16 +80,11 @@ type Native struct {
 	jcache     sync.Map // *manifest.Node -> *jnode
 }
 
-// NewNative returns a resolver over g's manifest. It builds its own view of
-// the graph with dbt's selection edges (a unit test is a child of the
-// model it tests).
+// NewNative returns a resolver over g and its manifest: it walks g's
+// selection edges (see manifest.Graph), so a graph built once serves both
+// planning and selection.
 func NewNative(g *manifest.Graph) *Native {
-	return NewNativeManifest(g.Manifest())
-}
-
-// NewNativeManifest returns a resolver over m.
-func NewNativeManifest(m *manifest.Manifest) *Native {
-	return &Native{d: newDAG(m), match: &matcher{}}
+	return &Native{d: newView(g), match: &matcher{}}
 }
 
 // WithProjectFS returns a resolver that shares n's graph but evaluates
@@ -135,7 +130,7 @@ func (n *Native) Resolve(ctx context.Context, opts Options) ([]string, error) {
 		if !types[node.ResourceType] {
 			return
 		}
-		if opts.ExcludeEmpty && isEmptyNode(node) {
+		if opts.ExcludeEmpty && node.IsEmpty() {
 			return
 		}
 		out = append(out, node.UniqueID)
@@ -154,14 +149,6 @@ func (n *Native) parse(opts Options, mode IndirectMode) (spec, error) {
 		}
 	}
 	return parseCLI(opts.Select, opts.Exclude, mode)
-}
-
-// isEmptyNode is dbt's CompiledNode.empty: SQL nodes whose code is blank.
-func isEmptyNode(n *manifest.Node) bool {
-	if !isParsed(n) || n.ResourceType == manifest.Seed {
-		return false
-	}
-	return strings.TrimSpace(n.RawCode) == ""
 }
 
 var (
@@ -378,7 +365,7 @@ func (e *evaluator) expand(selected bitset, mode IndirectMode) (bitset, bitset) 
 		if rt != manifest.Test && rt != manifest.UnitTest {
 			return
 		}
-		deps := d.deps[u]
+		deps := d.g.DependsOn(u)
 		switch {
 		case mode == Eager || selected.containsAll(deps):
 			direct.add(u)
@@ -401,14 +388,14 @@ func (e *evaluator) incorporate(direct, indirect bitset, mode IndirectMode) bits
 	switch mode {
 	case Cautious:
 		indirect.each(func(u int32) {
-			if d.inNodes.has(u) && selected.containsAll(d.deps[u]) {
+			if d.inNodes.has(u) && selected.containsAll(d.g.DependsOn(u)) {
 				selected.add(u)
 			}
 		})
 	case Buildable:
 		sap := selected.clone().or(d.selectParents(selected, -1))
 		indirect.each(func(u int32) {
-			if d.inNodes.has(u) && sap.containsAll(d.deps[u]) {
+			if d.inNodes.has(u) && sap.containsAll(d.g.DependsOn(u)) {
 				selected.add(u)
 			}
 		})

@@ -30,7 +30,7 @@ func TestRealWorldManifests(t *testing.T) {
 			require.NoError(t, err)
 			m, err := manifest.Parse(data)
 			require.NoError(t, err)
-			n := NewNativeManifest(m)
+			n := nativeOf(t, m)
 			resolve := func(o Options) []string {
 				t.Helper()
 				o.ResourceTypes = []manifest.ResourceType{"all"}

@@ -26,6 +26,14 @@ func genManifest(tb testing.TB, models int) *manifest.Manifest {
 	return m
 }
 
+// nativeOf returns the native resolver over m's graph.
+func nativeOf(tb testing.TB, m *manifest.Manifest) *Native {
+	tb.Helper()
+	g, err := manifest.NewGraph(m)
+	require.NoError(tb, err)
+	return NewNative(g)
+}
+
 func TestFnmatchMatchesPython(t *testing.T) {
 	// expected values from CPython 3.11's fnmatch.fnmatch
 	tests := []struct {
@@ -45,7 +53,7 @@ func TestFnmatchMatchesPython(t *testing.T) {
 }
 
 func TestErrorsAreTyped(t *testing.T) {
-	n := NewNativeManifest(genManifest(t, 20))
+	n := nativeOf(t, genManifest(t, 20))
 	ctx := context.Background()
 
 	_, err := n.Resolve(ctx, Options{Select: []string{"tag:a bogus:x"}})
@@ -81,10 +89,10 @@ func TestErrorsAreTyped(t *testing.T) {
 func TestYAMLSelectors(t *testing.T) {
 	m := genManifest(t, 20)
 	ctx := context.Background()
-	want, err := NewNativeManifest(m).Resolve(ctx, Options{Select: []string{"resource_type:seed+1"}, Exclude: []string{"resource_type:test"}})
+	want, err := nativeOf(t, m).Resolve(ctx, Options{Select: []string{"resource_type:seed+1"}, Exclude: []string{"resource_type:test"}})
 	require.NoError(t, err)
 	require.NotEmpty(t, want)
-	all, err := NewNativeManifest(m).Resolve(ctx, Options{})
+	all, err := nativeOf(t, m).Resolve(ctx, Options{})
 	require.NoError(t, err)
 
 	// the manifest's selectors block, as dbt expands selectors.yml
@@ -98,7 +106,7 @@ func TestYAMLSelectors(t *testing.T) {
 		"alias": map[string]any{"name": "alias", "definition": map[string]any{"method": "selector", "value": "seeds_and_children"}},
 		"bad":   map[string]any{"name": "bad", "definition": map[string]any{"union": []any{"tag:x"}, "intersection": []any{"tag:y"}}},
 	}
-	n := NewNativeManifest(m)
+	n := nativeOf(t, m)
 	got, err := n.Resolve(ctx, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, want, got, "default: true applies without --select")
@@ -132,7 +140,7 @@ func TestSourceStatusFresher(t *testing.T) {
 		{"unique_id": %q, "max_loaded_at": "2024-01-02T00:00:00+00:00", "status": "pass"},
 		{"unique_id": %q, "max_loaded_at": "2024-01-01T00:00:00+00:00", "status": "pass"}]}`, srcs[0], srcs[1]))
 	require.NoError(t, err)
-	got, err := NewNativeManifest(m).Resolve(context.Background(), Options{
+	got, err := nativeOf(t, m).Resolve(context.Background(), Options{
 		Select: []string{"source_status:fresher"}, Sources: prev, CurrentSources: cur})
 	require.NoError(t, err)
 	assert.Equal(t, []string{srcs[0]}, got)
@@ -145,7 +153,7 @@ func TestStatePathIsReadAndCached(t *testing.T) {
 	require.NoError(t, err)
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "manifest.json"), buf.Bytes(), 0o644))
-	n := NewNativeManifest(m)
+	n := nativeOf(t, m)
 	for range 2 {
 		got, err := n.Resolve(context.Background(), Options{Select: []string{"state:modified"}, StatePath: dir})
 		require.NoError(t, err)
@@ -184,7 +192,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s, "")
 	}
 	m := genManifest(f, 15)
-	n := NewNativeManifest(m)
+	n := nativeOf(f, m)
 	f.Fuzz(func(t *testing.T, sel, excl string) {
 		_, _ = parseCLI([]string{sel}, []string{excl}, Eager)
 		_, _ = n.Resolve(context.Background(), Options{Select: []string{sel}, Exclude: []string{excl}, State: m})
@@ -195,13 +203,13 @@ func FuzzParse(f *testing.F) {
 
 func TestNativeIsSafeForConcurrentUse(t *testing.T) {
 	m := genManifest(t, 40)
-	n := NewNativeManifest(m)
+	n := nativeOf(t, m)
 	sels := []Options{{}, {Select: []string{"config.materialized:table+"}}, {Select: []string{"path:models tag:*"}},
 		{Select: []string{"state:modified"}, State: m}, {Select: []string{"+fqn:*"}, Indirect: Buildable}}
 	want := make([][]string, len(sels))
 	for i, o := range sels {
 		var err error
-		want[i], err = NewNativeManifest(m).Resolve(context.Background(), o)
+		want[i], err = nativeOf(t, m).Resolve(context.Background(), o)
 		require.NoError(t, err)
 	}
 	errs := make(chan error, 8*len(sels))

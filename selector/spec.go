@@ -27,6 +27,11 @@ const (
 	Empty IndirectMode = "empty"
 )
 
+// ParseIndirectMode parses an --indirect-selection value, as dbt does
+// (case-insensitively); "" means Eager. An unknown mode is an error naming
+// it.
+func ParseIndirectMode(s string) (IndirectMode, error) { return IndirectMode(s).normalize() }
+
 func (m IndirectMode) normalize() (IndirectMode, error) {
 	switch IndirectMode(strings.ToLower(string(m))) {
 	case "", Eager:

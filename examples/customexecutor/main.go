@@ -163,7 +163,7 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	}
 	var ex executor.Executor = &PrefixExecutor{Prefix: strings.Fields(*prefix), ProjectDir: *projectDir}
 	failed := 0
-	for _, id := range g.Plan(nil, manifest.Immediate).Nodes {
+	for _, id := range g.Plan(nil, manifest.Immediate).Nodes() {
 		n := m.Lookup(id)
 		resp, err := ex.Execute(ctx, executor.Request{Command: executor.CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1})
 		if err != nil {

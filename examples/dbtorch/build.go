@@ -22,6 +22,7 @@ import (
 	"github.com/dbtorch/dbtorch/internal/atomicfile"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // buildFlags are the options of `dbtorch build`.
@@ -186,8 +187,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{
-		Select: f.sel, Exclude: f.excl, Selector: f.selector, Indirect: f.indirect,
-		Tests: strategy, FullRefresh: f.fullRefresh, OnlyFreshSources: f.onlyFresh,
+		Selection: selector.Options{Select: f.sel, Exclude: f.excl, Selector: f.selector, Indirect: selector.IndirectMode(f.indirect)},
+		Tests:     strategy, FullRefresh: f.fullRefresh, OnlyFreshSources: f.onlyFresh,
 		Vars: proj.Vars, // recorded in the results' args (the executor already passes them)
 	})
 	if run == nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/afero"
 
@@ -49,7 +48,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Select:    sel,
 		Exclude:   excl,
 		Selector:  *selectorName,
-		Indirect:  selector.IndirectMode(strings.ToLower(*indirect)),
+		Indirect:  selector.IndirectMode(*indirect),
 		StatePath: *state,
 	}
 	for _, t := range types {
@@ -58,7 +57,11 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, t := range exclTypes {
 		opts.ExcludeResourceTypes = append(opts.ExcludeResourceTypes, manifest.ResourceType(t))
 	}
-	resolver := selector.NewNativeManifest(m)
+	g, err := manifest.NewGraph(m)
+	if err != nil {
+		return badInput(stderr, "ls", err)
+	}
+	resolver := selector.NewNative(g)
 	if *projectDir != "" {
 		resolver = resolver.WithProjectFS(os.DirFS(*projectDir))
 	}

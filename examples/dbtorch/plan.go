@@ -103,7 +103,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func writePlanJSON(w io.Writer, p *manifest.Plan) error {
 	out := planJSON{Waves: []waveJSON{}}
-	for i, wave := range p.Waves {
+	for i, wave := range p.Waves() {
 		out.Waves = append(out.Waves, waveJSON{Wave: i, Nodes: wave})
 	}
 	enc := json.NewEncoder(w)
@@ -112,12 +112,12 @@ func writePlanJSON(w io.Writer, p *manifest.Plan) error {
 
 func writePlanText(w io.Writer, p *manifest.Plan) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d nodes in %d waves (widest %d), tests %s\n", len(p.Nodes), len(p.Waves), p.Width(), p.Strategy)
-	for i, wave := range p.Waves {
+	fmt.Fprintf(&b, "%d nodes in %d waves (widest %d), tests %s\n", p.Len(), len(p.Waves()), p.Width(), p.Strategy)
+	for i, wave := range p.Waves() {
 		fmt.Fprintf(&b, "\nwave %d (%d)\n", i, len(wave))
 		for _, id := range wave {
 			fmt.Fprintf(&b, "  %s", id)
-			if ups := p.Upstream[id]; len(ups) > 0 {
+			if ups := p.UpstreamIDs(id); len(ups) > 0 {
 				fmt.Fprintf(&b, "  <- %s", strings.Join(ups, ", "))
 			}
 			b.WriteString("\n")
@@ -132,21 +132,20 @@ func writePlanText(w io.Writer, p *manifest.Plan) error {
 func writePlanMermaid(w io.Writer, g *manifest.Graph, p *manifest.Plan) error {
 	var b strings.Builder
 	b.WriteString("flowchart LR\n")
-	ids := map[string]string{}
-	for i, id := range p.Nodes {
-		ids[id] = fmt.Sprintf("n%d", i)
-	}
-	for i, wave := range p.Waves {
-		fmt.Fprintf(&b, "  subgraph wave%d[\"wave %d\"]\n", i, i)
-		for _, id := range wave {
-			n := g.Node(id)
-			fmt.Fprintf(&b, "    %s[\"%s<br/><small>%s</small>\"]\n", ids[id], mermaidText(n.Name), n.ResourceType)
+	// Node i of the plan is drawn as "n<i>"; plan order is wave order.
+	i := int32(0)
+	for w, wave := range p.Waves() {
+		fmt.Fprintf(&b, "  subgraph wave%d[\"wave %d\"]\n", w, w)
+		for range wave {
+			n := p.Node(i)
+			fmt.Fprintf(&b, "    n%d[\"%s<br/><small>%s</small>\"]\n", i, mermaidText(n.Name), n.ResourceType)
+			i++
 		}
 		b.WriteString("  end\n")
 	}
-	for _, id := range p.Nodes {
-		for _, u := range p.Upstream[id] {
-			fmt.Fprintf(&b, "  %s --> %s\n", ids[u], ids[id])
+	for i := range int32(p.Len()) {
+		for _, u := range p.Upstream(i) {
+			fmt.Fprintf(&b, "  n%d --> n%d\n", u, i)
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -167,19 +166,15 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// selectNodes resolves --select/--exclude/--selector natively to a node
-// set; nil means every node (dbt's default selection, tests included).
-func selectNodes(ctx context.Context, g *manifest.Graph, sel, excl []string, selectorName string) (map[string]bool, error) {
+// selectNodes resolves --select/--exclude/--selector natively; nil means
+// every node (dbt's default selection, tests included).
+func selectNodes(ctx context.Context, g *manifest.Graph, sel, excl []string, selectorName string) ([]string, error) {
 	if len(sel) == 0 && len(excl) == 0 && selectorName == "" {
 		return nil, nil
 	}
 	ids, err := selector.NewNative(g).Resolve(ctx, selector.Options{Select: sel, Exclude: excl, Selector: selectorName})
-	if err != nil {
-		return nil, err
+	if ids == nil && err == nil {
+		ids = []string{} // selected nothing: plan nothing
 	}
-	set := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		set[id] = true
-	}
-	return set, nil
+	return ids, err
 }

@@ -105,8 +105,8 @@ func (p *progress) Event(_ context.Context, e orchestrator.Event) {
 	switch e.Type {
 	case orchestrator.RunStarted:
 		p.start = e.Time
-		p.total = len(e.Plan.Nodes)
-		fmt.Fprintf(p.w, "Building %d nodes in %d waves (run %s)\n", p.total, len(e.Plan.Waves), e.RunID)
+		p.total = e.Plan.Len()
+		fmt.Fprintf(p.w, "Building %d nodes in %d waves (run %s)\n", p.total, len(e.Plan.Waves()), e.RunID)
 	case orchestrator.NodeStarted:
 		if e.Attempt == 1 {
 			p.running++

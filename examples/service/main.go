@@ -35,6 +35,7 @@ import (
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 func main() {
@@ -92,7 +93,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if *every > 0 {
-		go svc.Schedule(ctx, *every, orchestrator.BuildOptions{Select: splitList(*schedSelect)})
+		go svc.Schedule(ctx, *every, orchestrator.BuildOptions{Selection: selector.Options{Select: splitList(*schedSelect)}})
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
+	"github.com/dbtorch/dbtorch/selector"
 )
 
 // Service runs dbt builds of one project on a schedule and on request.
@@ -120,7 +121,7 @@ func (s *Service) Start(ctx context.Context, trigger string, opts orchestrator.B
 	if opts.ID == "" {
 		opts.ID = fmt.Sprintf("%s-%d", trigger, time.Now().UnixNano())
 	}
-	st := &buildState{ID: opts.ID, Trigger: trigger, Started: time.Now().UTC(), Select: opts.Select, Exclude: opts.Exclude, Status: "running"}
+	st := &buildState{ID: opts.ID, Trigger: trigger, Started: time.Now().UTC(), Select: opts.Selection.Select, Exclude: opts.Selection.Exclude, Status: "running"}
 	s.mu.Lock()
 	s.builds[st.ID] = st
 	s.order = append(s.order, st.ID)
@@ -190,7 +191,7 @@ func (s *Service) Handler(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /builds", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		opts := orchestrator.BuildOptions{Select: q["select"], Exclude: q["exclude"], FullRefresh: q.Get("full_refresh") == "true"}
+		opts := orchestrator.BuildOptions{Selection: selector.Options{Select: q["select"], Exclude: q["exclude"]}, FullRefresh: q.Get("full_refresh") == "true"}
 		if ts := q.Get("test_strategy"); ts != "" {
 			st, err := manifest.ParseTestStrategy(ts)
 			if err != nil {

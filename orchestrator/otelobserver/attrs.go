@@ -114,7 +114,7 @@ func EventAttributes(e orchestrator.Event) []attribute.KeyValue {
 	switch e.Type {
 	case orchestrator.RunStarted:
 		if e.Plan != nil {
-			a = append(a, KeyNodes.Int(len(e.Plan.Nodes)), KeyWaves.Int(len(e.Plan.Waves)))
+			a = append(a, KeyNodes.Int(e.Plan.Len()), KeyWaves.Int(len(e.Plan.Waves())))
 		}
 	case orchestrator.NodeStarted:
 		a = append(a, KeyAttempt.Int(e.Attempt))

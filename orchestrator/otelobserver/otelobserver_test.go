@@ -32,6 +32,26 @@ func i64(v int64) *int64 { return &v }
 
 const runID = "run-1"
 
+// fourNodePlan is the plan of seed a, models b and c reading a, and model
+// d reading b: waves {a}, {b, c}, {d}.
+func fourNodePlan() *manifest.Plan {
+	node := func(rt manifest.ResourceType, name string, deps ...string) *manifest.Node {
+		return &manifest.Node{UniqueID: string(rt) + ".p." + name, Name: name, ResourceType: rt, PackageName: "p",
+			Path: name, OriginalFilePath: name, Materialized: "table", Enabled: true, RawCode: "select 1",
+			DependsOn: manifest.DependsOn{Nodes: deps}}
+	}
+	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
+	for _, n := range []*manifest.Node{node(manifest.Seed, "a"), node(manifest.Model, "b", "seed.p.a"),
+		node(manifest.Model, "c", "seed.p.a"), node(manifest.Model, "d", "model.p.b")} {
+		m.Nodes[n.UniqueID] = n
+	}
+	g, err := manifest.NewGraph(m)
+	if err != nil {
+		panic(err)
+	}
+	return g.Plan(nil, manifest.Immediate)
+}
+
 // buildEvents is the event stream of a four-node build, as the
 // orchestrator emits it:
 //
@@ -41,8 +61,7 @@ const runID = "run-1"
 //	model.p.c    queued 400, cache hit at 405
 //	model.p.d    skipped (upstream b... pretend), never queued, at 900
 func buildEvents() []orchestrator.Event {
-	plan := &manifest.Plan{Nodes: []string{"seed.p.a", "model.p.b", "model.p.c", "model.p.d"},
-		Waves: [][]string{{"seed.p.a"}, {"model.p.b", "model.p.c"}, {"model.p.d"}}}
+	plan := fourNodePlan()
 	inv := func(id string, s, e int) executor.Invocation {
 		return executor.Invocation{Command: executor.Run, InvocationID: id, Started: at(s), Ended: at(e)}
 	}
