@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -92,7 +93,11 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 	env := dbttest.Env(t, dir)
 	work := t.TempDir()
 	ex, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, ProfilesDir: dir, Env: env, WorkDir: work, Workers: 1, KeepArtifacts: true,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, ProfilesDir: dir, Env: env},
+			WorkDir:       work,
+			KeepArtifacts: true,
+		},
+		Workers: 1,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ex.Close() })

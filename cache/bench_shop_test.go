@@ -34,8 +34,13 @@ func BenchmarkCacheShop(b *testing.B) {
 
 	workDir := b.TempDir()
 	startExec := func() *executor.Warm {
-		w, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(b), ProjectDir: project, Env: env, Workers: 1,
-			NoDeps: true, WorkDir: workDir})
+		w, err := executor.NewWarm(executor.WarmConfig{
+			Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(b), Dir: project, Env: env},
+				NoDeps:  true,
+				WorkDir: workDir,
+			},
+			Workers: 1,
+		})
 		require.NoError(b, err)
 		b.Cleanup(func() { w.Close() })
 		return w

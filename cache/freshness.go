@@ -1,14 +1,12 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -18,6 +16,9 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
+	"github.com/dbtorch/dbtorch/internal/proc"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -207,15 +208,10 @@ func parseTime(s string) (time.Time, error) {
 
 // FreshnessOptions says how to run `dbt source freshness`.
 type FreshnessOptions struct {
-	// DBT is the dbt executable; empty means "dbt" on PATH.
-	DBT string
-	// ProjectDir is the dbt project (the command's working directory).
-	ProjectDir  string
-	ProfilesDir string
-	Target      string
-	Vars        map[string]any
-	// Env is the command's environment; nil means os.Environ().
-	Env []string
+	// Project is the dbt project: dbt is found by dbt.FindDBT when
+	// Project.DBT is empty; the command runs in Project.Dir with
+	// Project.Env (nil: os.Environ()).
+	dbt.Project
 	// Select restricts the check to these sources (dbt --select); empty
 	// checks every source with a freshness rule.
 	Select []string
@@ -260,46 +256,24 @@ func RunFreshness(ctx context.Context, opts FreshnessOptions) (*Freshness, error
 		return nil, &FreshnessError{ExitCode: -1, Err: err}
 	}
 	defer os.RemoveAll(dir)
-	dbt := opts.DBT
-	if dbt == "" {
-		dbt = "dbt"
+	dbtPath, err := opts.Executable()
+	if err != nil {
+		return nil, &FreshnessError{ExitCode: -1, Err: err}
 	}
-	args := []string{"source", "freshness", "--target-path", dir, "--log-path", dir}
-	if opts.ProjectDir != "" {
-		args = append(args, "--project-dir", opts.ProjectDir)
-	}
-	if opts.ProfilesDir != "" {
-		args = append(args, "--profiles-dir", opts.ProfilesDir)
-	}
-	if opts.Target != "" {
-		args = append(args, "--target", opts.Target)
-	}
-	if len(opts.Vars) > 0 {
-		js, err := json.Marshal(opts.Vars)
-		if err != nil {
-			return nil, &FreshnessError{ExitCode: -1, Err: fmt.Errorf("vars: %w", err)}
-		}
-		args = append(args, "--vars", string(js))
-	}
-	if len(opts.Select) > 0 {
-		args = append(args, "--select")
-		args = append(args, opts.Select...)
+	args, err := dbtargv.SourceFreshness(dbtargv.Local(opts.Project, dir, dir), opts.Select)
+	if err != nil {
+		return nil, &FreshnessError{ExitCode: -1, Err: err}
 	}
 	args = append(args, opts.Args...)
-	cmd := exec.CommandContext(ctx, dbt, args...)
-	cmd.Dir = opts.ProjectDir
-	cmd.Env = opts.Env
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	runErr := cmd.Run()
+	res := proc.Run(ctx, proc.Spec{Path: dbtPath, Args: args, Dir: opts.Dir, Env: opts.Env, TailBytes: 8 << 10})
+	out := res.Tail(1000)
 	exit := 0
-	if runErr != nil {
-		var ee *exec.ExitError
-		if !errors.As(runErr, &ee) || ctx.Err() != nil {
-			return nil, &FreshnessError{ExitCode: -1, Output: tail(out.String()), Err: errors.Join(runErr, ctx.Err())}
+	if res.Err != nil {
+		code, exited := proc.ExitError(res.Err)
+		if !exited || ctx.Err() != nil {
+			return nil, &FreshnessError{ExitCode: -1, Output: tail(out), Err: errors.Join(res.Err, ctx.Err())}
 		}
-		exit = ee.ExitCode()
+		exit = code
 	}
 	path := filepath.Join(dir, "sources.json")
 	var f *Freshness
@@ -309,7 +283,7 @@ func RunFreshness(ctx context.Context, opts FreshnessOptions) (*Freshness, error
 		f, err = LoadSources(afero.NewOsFs(), path)
 	}
 	if err != nil {
-		return nil, &FreshnessError{ExitCode: exit, Output: tail(out.String()), Err: err}
+		return nil, &FreshnessError{ExitCode: exit, Output: tail(out), Err: err}
 	}
 	return f, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/dbt"
 )
 
 // fakeDBT writes an executable script standing in for dbt: it writes
@@ -43,7 +44,7 @@ func TestRunFreshnessFailures(t *testing.T) {
 		"results": [{"unique_id": "source.p.s.t", "status": "error", "max_loaded_at": "2024-01-01T00:00:00Z",
 		"snapshotted_at": "2024-01-03T00:00:00Z", "criteria": {"error_after": {"count": 1, "period": "day"}}}]}`
 	// Non-zero exit with a file: the snapshot.
-	f, err := cache.RunFreshness(ctx, cache.FreshnessOptions{DBT: fakeDBT(t, valid, 1), ProjectDir: t.TempDir()})
+	f, err := cache.RunFreshness(ctx, cache.FreshnessOptions{Project: dbt.Project{DBT: fakeDBT(t, valid, 1), Dir: t.TempDir()}})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"source.p.s.t"}, f.StaleSources())
 
@@ -58,14 +59,14 @@ func TestRunFreshnessFailures(t *testing.T) {
 		{"corrupt file", `{"results": [`, 1, 1},
 	}
 	for _, tt := range tests {
-		_, err := cache.RunFreshness(ctx, cache.FreshnessOptions{DBT: fakeDBT(t, tt.sources, tt.code), ProjectDir: t.TempDir()})
+		_, err := cache.RunFreshness(ctx, cache.FreshnessOptions{Project: dbt.Project{DBT: fakeDBT(t, tt.sources, tt.code), Dir: t.TempDir()}})
 		var fe *cache.FreshnessError
 		require.True(t, errors.As(err, &fe), "%s: %v", tt.name, err)
 		assert.Equal(t, tt.exit, fe.ExitCode, tt.name)
 		assert.Contains(t, fe.Error(), "something went wrong", tt.name)
 	}
 	// dbt missing altogether.
-	_, err = cache.RunFreshness(ctx, cache.FreshnessOptions{DBT: filepath.Join(t.TempDir(), "nope")})
+	_, err = cache.RunFreshness(ctx, cache.FreshnessOptions{Project: dbt.Project{DBT: filepath.Join(t.TempDir(), "nope")}})
 	var fe *cache.FreshnessError
 	require.True(t, errors.As(err, &fe))
 	assert.Equal(t, -1, fe.ExitCode)

@@ -92,8 +92,12 @@ func (h *shopHarness) run(b shopBuild) (*orchestrator.Run, []string, time.Durati
 		if h.ex != nil {
 			h.ex.Close()
 		}
-		w, err := executor.NewWarm(executor.WarmConfig{DBTPath: h.dbt, ProjectDir: h.project, Env: h.env,
-			Target: b.target, Workers: 1, NoDeps: true})
+		w, err := executor.NewWarm(executor.WarmConfig{
+			Options: executor.Options{Project: dbt.Project{DBT: h.dbt, Dir: h.project, Env: h.env, Target: b.target},
+				NoDeps: true,
+			},
+			Workers: 1,
+		})
 		require.NoError(t, err)
 		t.Cleanup(func() { w.Close() })
 		h.ex, h.target = w, b.target
@@ -221,8 +225,8 @@ func TestCacheShop(t *testing.T) {
 				// The warm worker holds the DuckDB file: stop it first.
 				h.ex.Close()
 				h.ex = nil
-				f, err := cache.RunFreshness(t.Context(), cache.FreshnessOptions{DBT: h.dbt, ProjectDir: project, Env: env,
-					Vars: map[string]any{"events_warn_after_days": 1, "events_error_after_days": 2}})
+				f, err := cache.RunFreshness(t.Context(), cache.FreshnessOptions{Project: dbt.Project{DBT: h.dbt, Dir: project, Env: env,
+					Vars: map[string]any{"events_warn_after_days": 1, "events_error_after_days": 2}}})
 				require.NoError(t, err)
 				s := f.Sources["source.shop.raw.events"]
 				require.Equal(t, cache.StatusError, s.Status)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
 )
@@ -306,7 +307,7 @@ func (e *Executor) Execute(ctx context.Context, req executor.Request) (*executor
 		Command:     string(req.Command),
 		Nodes:       req.Nodes,
 		FullRefresh: req.FullRefresh,
-		Vars:        dbtargv.MergeVars(e.cfg.Vars, req.Vars),
+		Global:      dbtargv.Global{Vars: dbt.Vars(e.cfg.Vars).Merge(req.Vars)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dbt cloud: Execute: %w", err)

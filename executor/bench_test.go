@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/internal/projgen"
@@ -49,7 +50,7 @@ func BenchmarkPerNodeOverhead(b *testing.B) {
 }
 
 func benchProject(b *testing.B, dir string) {
-	dbt := dbttest.DBT(b)
+	dbtPath := dbttest.DBT(b)
 	ctx := b.Context()
 
 	// Baseline: dbt build --threads 1 after deps and parse, on a fresh
@@ -86,7 +87,7 @@ func benchProject(b *testing.B, dir string) {
 	var m *manifest.Manifest
 	var coreWall time.Duration
 	if !testing.Short() {
-		core, err := executor.NewCore(executor.CoreConfig{DBTPath: dbt, ProjectDir: dir, Env: dbttest.Env(b, dir), WorkDir: b.TempDir()})
+		core, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{Project: dbt.Project{DBT: dbtPath, Dir: dir, Env: dbttest.Env(b, dir)}, WorkDir: b.TempDir()}})
 		require.NoError(b, err)
 		defer core.Close()
 		m, err = core.Manifest(ctx)
@@ -94,7 +95,7 @@ func benchProject(b *testing.B, dir string) {
 		coreWall, _ = run(core, m)
 	}
 
-	warm, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbt, ProjectDir: dir, Env: dbttest.Env(b, dir), WorkDir: b.TempDir(), Workers: 1})
+	warm, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: dbt.Project{DBT: dbtPath, Dir: dir, Env: dbttest.Env(b, dir)}, WorkDir: b.TempDir()}, Workers: 1})
 	require.NoError(b, err)
 	defer warm.Close()
 	prepStart := time.Now()

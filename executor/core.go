@@ -7,68 +7,21 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-// CoreConfig configures the dbt Core executor. Only ProjectDir is
+// CoreConfig configures the dbt Core executor. Only Project.Dir is
 // required.
 type CoreConfig struct {
-	// DBTPath is the dbt executable. Empty: $DBTORCH_DBT, else the first
-	// .venv/bin/dbt found in ProjectDir or a directory above it, else
-	// "dbt" on $PATH.
-	DBTPath string
-	// ProjectDir is the dbt project's directory (holding dbt_project.yml).
-	ProjectDir string
-	// ProfilesDir is passed as --profiles-dir when set (dbt's default
-	// otherwise: $DBT_PROFILES_DIR, the project dir, ~/.dbt).
-	ProfilesDir string
-	// Target is passed as --target when set.
-	Target string
-	// Vars are passed as --vars; a request's Vars are merged over them.
-	Vars map[string]any
-	// Threads is passed as --threads when positive. One node per
-	// invocation needs one thread.
-	Threads int
-	// State, Defer, DeferState and FavorState map to dbt's --state,
-	// --defer, --defer-state and --favor-state.
-	State      string
-	Defer      bool
-	DeferState string
-	FavorState bool
-	// ExtraArgs are appended to every invocation (for example
-	// "--fail-fast", "--warn-error", "--no-version-check"). Arguments
-	// that select nodes or move dbt's output (--select, -s, --models, -m,
-	// --exclude, --selector, --target-path, --log-path, ...) or duplicate a
-	// field of this struct are refused with a *ConfigError.
-	ExtraArgs []string
-	// Env is dbt's environment; nil means os.Environ().
-	Env []string
-	// Logger receives debug records for every invocation; nil discards.
-	Logger *slog.Logger
-	// WorkDir holds the per-invocation target and log directories; empty
-	// means os.TempDir(). They are removed after each invocation unless
-	// KeepArtifacts is set.
-	WorkDir       string
-	KeepArtifacts bool
-	// KillGrace is how long a cancelled dbt gets between SIGINT (which
-	// makes dbt cancel its running queries) and SIGKILL of its whole
-	// process group. Zero means 5s.
-	KillGrace time.Duration
-	// NoDeps disables running `dbt deps` in Prepare. By default Prepare
-	// runs it when the project has packages.yml or dependencies.yml and
-	// its packages are not installed yet.
-	NoDeps bool
+	Options
 	// CheckFiles makes every invocation re-check the project's files
 	// against the partial-parse file written by Prepare (dbt's default).
 	// Off by default: the project is assumed not to change during a build,
@@ -88,8 +41,8 @@ type CoreConfig struct {
 // Core implements Executor, Preparer, ManifestProvider and io.Closer and is
 // safe for concurrent use.
 type Core struct {
-	cfg     CoreConfig
-	dbt     string
+	cfg     CoreConfig // checked: Dir absolute, DBT found, defaults set
+	adapter string     // the target's adapter type, "" when unknown
 	log     *slog.Logger
 	workDir string // our own directory under cfg.WorkDir
 
@@ -102,84 +55,37 @@ type Core struct {
 }
 
 var (
-	_ Executor         = (*Core)(nil)
-	_ Preparer         = (*Core)(nil)
-	_ ManifestProvider = (*Core)(nil)
-	_ io.Closer        = (*Core)(nil)
+	_ Executor           = (*Core)(nil)
+	_ Preparer           = (*Core)(nil)
+	_ ManifestProvider   = (*Core)(nil)
+	_ ConcurrencyLimiter = (*Core)(nil)
+	_ io.Closer          = (*Core)(nil)
 )
 
 // NewCore checks cfg and returns a Core executor. It fails with a
-// *ConfigError when ProjectDir is missing or has no dbt_project.yml, or
-// when ExtraArgs holds a refused argument, and with an error when no dbt
-// executable is found. It starts nothing.
+// *ConfigError when Project.Dir is missing or has no dbt_project.yml, or
+// when ExtraArgs holds a refused argument, and with an error wrapping
+// dbt.ErrNoDBT when no dbt executable is found. It starts nothing.
 func NewCore(cfg CoreConfig) (*Core, error) {
-	base, err := checkCommon(cfg.ProjectDir, cfg.ExtraArgs)
+	opts, err := cfg.Options.check()
 	if err != nil {
 		return nil, err
 	}
-	cfg.ProjectDir = base
-	dbt, err := findDBT(cfg.DBTPath, cfg.ProjectDir)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.KillGrace <= 0 {
-		cfg.KillGrace = 5 * time.Second
-	}
+	cfg.Options = opts
 	wd, err := os.MkdirTemp(cfg.WorkDir, "dbtorch-core-")
 	if err != nil {
 		return nil, fmt.Errorf("executor: work dir: %w", err)
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Core{cfg: cfg, dbt: dbt, log: log, workDir: wd}, nil
+	return &Core{cfg: cfg, adapter: cfg.adapter(), log: cfg.Logger, workDir: wd}, nil
 }
 
-// checkCommon validates the project dir and extra args of a configuration
-// and returns the project dir made absolute.
-func checkCommon(projectDir string, extra []string) (string, error) {
-	if projectDir == "" {
-		return "", &ConfigError{Field: "ProjectDir", Reason: "required"}
+// MaxConcurrency implements ConcurrencyLimiter: 1 on a DuckDB target,
+// otherwise no limit.
+func (c *Core) MaxConcurrency() (n int, reason string) {
+	if c.adapter == "duckdb" {
+		return 1, duckDBReason
 	}
-	abs, err := filepath.Abs(projectDir)
-	if err != nil {
-		return "", &ConfigError{Field: "ProjectDir", Value: projectDir, Reason: err.Error()}
-	}
-	if _, err := os.Stat(filepath.Join(abs, "dbt_project.yml")); err != nil {
-		return "", &ConfigError{Field: "ProjectDir", Value: projectDir, Reason: "no dbt_project.yml"}
-	}
-	if flag, reason, ok := dbtargv.CheckExtra(extra); !ok {
-		return "", &ConfigError{Field: "ExtraArgs", Value: flag, Reason: "refused: " + reason}
-	}
-	return abs, nil
-}
-
-// findDBT resolves the dbt executable (see CoreConfig.DBTPath).
-func findDBT(path, projectDir string) (string, error) {
-	if path == "" {
-		path = os.Getenv("DBTORCH_DBT")
-	}
-	if path == "" {
-		for dir := projectDir; ; dir = filepath.Dir(dir) {
-			p := filepath.Join(dir, ".venv", "bin", "dbt")
-			if _, err := os.Stat(p); err == nil {
-				path = p
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	if path == "" {
-		path = "dbt"
-	}
-	found, err := exec.LookPath(path)
-	if err != nil {
-		return "", fmt.Errorf("executor: dbt executable: %w", err)
-	}
-	return found, nil
+	return 0, ""
 }
 
 // Prepare runs `dbt deps` when the project's packages are not installed
@@ -197,24 +103,21 @@ func (c *Core) Prepare(ctx context.Context) error {
 	if c.prepared {
 		return nil
 	}
-	if !c.cfg.NoDeps && needsDeps(c.cfg.ProjectDir) {
-		if err := c.runSimple(ctx, "deps", nil); err != nil {
-			return err
-		}
+	deps, err := c.cfg.depsArgs()
+	if err == nil && deps != nil {
+		err = c.runSimple(ctx, "deps", deps)
+	}
+	if err != nil {
+		return err
 	}
 	dir := filepath.Join(c.workDir, "parse")
 	target := filepath.Join(dir, "target")
-	var extra []string
-	if vars, err := dbtargv.Vars(c.cfg.Vars); err != nil {
+	parse, err := dbtargv.Parse(c.cfg.global(c.cfg.Vars, dir))
+	if err != nil {
 		return err
-	} else if vars != "" {
-		extra = append(extra, "--vars", vars)
 	}
-	if c.cfg.Target != "" {
-		extra = append(extra, "--target", c.cfg.Target)
-	}
-	seedPartialParse(c.cfg.ProjectDir, target, c.log)
-	if err := c.runSimple(ctx, "parse", append(extra, "--target-path", target, "--log-path", filepath.Join(dir, "logs"))); err != nil {
+	seedPartialParse(c.cfg.Dir, target, c.log)
+	if err := c.runSimple(ctx, "parse", parse); err != nil {
 		return err
 	}
 	pp := filepath.Join(target, "partial_parse.msgpack")
@@ -248,34 +151,13 @@ func seedPartialParse(projectDir, target string, log *slog.Logger) {
 	}
 }
 
-// needsDeps reports whether the project declares packages that are not
-// installed.
-func needsDeps(projectDir string) bool {
-	declared := false
-	for _, f := range []string{"packages.yml", "dependencies.yml"} {
-		if _, err := os.Stat(filepath.Join(projectDir, f)); err == nil {
-			declared = true
-		}
-	}
-	if !declared {
-		return false
-	}
-	entries, err := os.ReadDir(filepath.Join(projectDir, "dbt_packages"))
-	return err != nil || len(entries) == 0
-}
-
 // runSimple runs a dbt command that selects nothing (deps, parse) and
 // fails with dbt's output tail on a non-zero exit.
-func (c *Core) runSimple(ctx context.Context, command string, extra []string) error {
-	args := []string{command, "--project-dir", c.cfg.ProjectDir, "--no-use-colors"}
-	if c.cfg.ProfilesDir != "" {
-		args = append(args, "--profiles-dir", c.cfg.ProfilesDir)
-	}
-	args = append(args, extra...)
-	res := runProcess(ctx, c.dbt, args, c.cfg.ProjectDir, c.cfg.Env, c.cfg.KillGrace)
-	c.log.DebugContext(ctx, "dbt "+command, "args", args, "exit", res.exitCode, "elapsed", res.ended.Sub(res.started))
-	if res.err != nil {
-		return fmt.Errorf("executor: dbt %s: %w\n%s", command, res.err, res.tail)
+func (c *Core) runSimple(ctx context.Context, command string, args []string) error {
+	res := c.cfg.run(ctx, args)
+	c.log.DebugContext(ctx, "dbt "+command, "args", args, "exit", res.ExitCode, "elapsed", res.Ended.Sub(res.Started))
+	if res.Err != nil {
+		return fmt.Errorf("executor: dbt %s: %w\n%s", command, res.Err, res.Tail(tailLines))
 	}
 	return nil
 }
@@ -363,11 +245,6 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	pp := c.ppFile
 	c.mu.Unlock()
 
-	set := c.cfg.settings()
-	args, err := dbtargv.Build(set.options(req))
-	if err != nil {
-		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
-	}
 	dir, err := os.MkdirTemp(c.workDir, "inv-")
 	if err != nil {
 		return nil, fmt.Errorf("executor: invocation dir: %w", err)
@@ -375,139 +252,51 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	if !c.cfg.KeepArtifacts {
 		defer os.RemoveAll(dir)
 	}
-	targetDir, logDir := filepath.Join(dir, "target"), filepath.Join(dir, "logs")
-	args = append(args, set.dirArgs(targetDir, logDir)...)
+	opts := c.cfg.options(req, dir)
 	if pp != "" {
-		args = append(args, "--partial-parse-file-path", pp)
+		opts.PartialParseFile = pp
 		// Skipping the file scan is only sound when dbt can reuse the
 		// partial-parse file as it is: with other vars it must parse again
 		// (and, without the scan, would find no files to parse).
-		if !c.cfg.CheckFiles && sameVars(c.cfg.Vars, dbtargv.MergeVars(c.cfg.Vars, req.Vars)) {
-			args = append(args, "--no-partial-parse-file-diff")
-		}
+		opts.NoFileDiff = !c.cfg.CheckFiles && sameVars(c.cfg.Vars, opts.Vars)
 	}
 	if !c.cfg.KeepArtifacts {
 		// The log directory is removed after the invocation.
-		args = append(args, "--log-level-file", "none")
+		opts.LogLevelFile = "none"
+	}
+	args, err := dbtargv.Build(opts)
+	if err != nil {
+		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
 	}
 	args = append(args, c.cfg.ExtraArgs...)
 
 	c.log.DebugContext(ctx, "dbt start", "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)
-	res := runProcess(ctx, c.dbt, args, c.cfg.ProjectDir, c.cfg.Env, c.cfg.KillGrace)
+	res := c.cfg.run(ctx, args)
+	tail := res.Tail(tailLines)
 	resp := &Response{Invocation: Invocation{
-		Command: req.Command, Args: slices.Clone(args), Started: res.started, Ended: res.ended,
-		ExitCode: res.exitCode, Stderr: res.tail,
+		Command: req.Command, Args: slices.Clone(args), Started: res.Started, Ended: res.Ended,
+		ExitCode: res.ExitCode, Stderr: tail,
 	}}
-	rr, invID, rrErr := readRunResults(targetDir)
+	rr, invID, rrErr := readRunResults(opts.TargetPath)
 	resp.Invocation.InvocationID = invID
 	var fail *Failure
 	switch {
 	case rrErr != nil:
-		fail = crashFailure(fmt.Sprintf("dbt wrote an unreadable run_results.json (%v); %s", rrErr, res.describe()), res.tail)
+		fail = crashFailure(fmt.Sprintf("dbt wrote an unreadable run_results.json (%v); %s", rrErr, res.Describe("dbt")), tail)
 	case rr == nil:
-		fail = crashFailure(fmt.Sprintf("dbt wrote no run_results.json: %s", res.describe()), res.tail)
-	case res.exitCode != 0 && res.exitCode != 1:
-		fail = crashFailure(fmt.Sprintf("dbt did not report the node: %s", res.describe()), res.tail)
+		fail = crashFailure(fmt.Sprintf("dbt wrote no run_results.json: %s", res.Describe("dbt")), tail)
+	case res.ExitCode != 0 && res.ExitCode != 1:
+		fail = crashFailure(fmt.Sprintf("dbt did not report the node: %s", res.Describe("dbt")), tail)
 	}
 	resp.Results = Complete(req.Nodes, rr, ctx.Err(), fail)
-	c.log.DebugContext(ctx, "dbt done", "command", req.Command, "nodes", len(req.Nodes), "exit", res.exitCode,
-		"elapsed", res.ended.Sub(res.started), "invocation_id", invID)
+	c.log.DebugContext(ctx, "dbt done", "command", req.Command, "nodes", len(req.Nodes), "exit", res.ExitCode,
+		"elapsed", res.Ended.Sub(res.Started), "invocation_id", invID)
 	return resp, nil
 }
 
-// procResult is what runProcess observed.
-type procResult struct {
-	started, ended time.Time
-	exitCode       int    // -1 when killed by a signal or not started
-	signal         string // the signal that killed dbt, if any
-	err            error  // non-nil unless exit 0
-	tail           string // last lines of dbt's stdout and stderr
-}
-
-// describe says how the process ended.
-func (r procResult) describe() string {
-	switch {
-	case r.signal != "":
-		return "dbt was killed by signal " + r.signal
-	case r.exitCode >= 0:
-		return fmt.Sprintf("dbt exited with status %d", r.exitCode)
-	case r.err != nil:
-		return r.err.Error()
-	}
-	return "dbt ended"
-}
-
-// tailLines is how many lines of dbt's output a crash report keeps.
-const tailLines = 40
-
-// runProcess runs name with args in dir, in its own process group, without
-// a shell. When ctx ends it sends SIGINT to the group, then SIGKILL after
-// grace; once dbt has exited, whatever is left of its group is killed.
-func runProcess(ctx context.Context, name string, args []string, dir string, env []string, grace time.Duration) procResult {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	if env != nil {
-		cmd.Env = env
-	}
-	out := newTail(64 << 10)
-	stderr := newTail(32 << 10)
-	cmd.Stdout = out
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = grace + time.Second
-	res := procResult{started: time.Now(), exitCode: -1}
-	if err := cmd.Start(); err != nil {
-		res.ended, res.err = time.Now(), err
-		res.tail = err.Error()
-		return res
-	}
-	pgid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() {
-		select {
-		case <-exited:
-			return
-		case <-ctx.Done():
-		}
-		_ = syscall.Kill(-pgid, syscall.SIGINT)
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-exited:
-		case <-t.C:
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		}
-	}()
-	err := cmd.Wait()
-	close(exited)
-	// Leave nothing of dbt's group behind (threads' children, adapters'
-	// helper processes).
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	res.ended, res.err = time.Now(), err
-	if ps := cmd.ProcessState; ps != nil {
-		res.exitCode = ps.ExitCode()
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.signal = ws.Signal().String()
-		}
-	}
-	res.tail = joinTails(stderr.Lines(tailLines), out.Lines(tailLines))
-	return res
-}
-
-// joinTails joins the stderr and stdout tails, stderr first.
-func joinTails(stderr, stdout string) string {
-	var parts []string
-	for _, s := range []string{stderr, stdout} {
-		if s = strings.TrimSpace(s); s != "" {
-			parts = append(parts, s)
-		}
-	}
-	return strings.Join(parts, "\n")
-}
-
 // sameVars reports whether two var sets encode alike.
-func sameVars(a, b map[string]any) bool {
-	x, errA := dbtargv.Vars(a)
-	y, errB := dbtargv.Vars(b)
+func sameVars(a, b dbt.Vars) bool {
+	x, errA := a.JSON()
+	y, errB := b.JSON()
 	return errA == nil && errB == nil && x == y
 }

@@ -12,39 +12,39 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
 // newShopCore returns a prepared Core executor on a fresh copy of the shop
-// project (DuckDB) with both failure switches on, and its manifest.
-func newShopCore(t *testing.T) (*executor.Core, *manifest.Manifest) {
+// project (DuckDB) with both failure switches on, its manifest and the
+// copy's directory.
+func newShopCore(t *testing.T) (*executor.Core, *manifest.Manifest, string) {
 	t.Helper()
 	dir := dbttest.CopyProject(t, "shop")
 	c, err := executor.NewCore(executor.CoreConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: dbttest.Env(t, dir),
-		Vars:    map[string]any{"broken_model": true, "failing_test": true},
-		WorkDir: t.TempDir(), Logger: testLogger(t),
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir), Vars: map[string]any{"broken_model": true, "failing_test": true}},
+			WorkDir: t.TempDir(),
+			Logger:  testLogger(t),
+		},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	m, err := c.Manifest(t.Context())
 	require.NoError(t, err)
-	return c, m
-}
-
-func TestCoreShop(t *testing.T) {
-	c, m := newShopCore(t)
-	checkShop(t, c, m)
+	return c, m, dir
 }
 
 // checkShop runs the whole shop project through ex in four invocations
 // (seeds, models, snapshot, tests: every resource type) with
-// broken_model and failing_test on, and checks what it reports.
-func checkShop(t *testing.T, ex executor.Executor, m *manifest.Manifest) {
+// broken_model and failing_test on, then one model again with other vars,
+// checks what it reports, and returns every result in the order reported.
+func checkShop(t *testing.T, ex executor.Executor, m *manifest.Manifest) []executor.Result {
 	t.Helper()
 	ctx := t.Context()
+	var all []executor.Result
 	run := func(cmd executor.Command, ns []*manifest.Node) map[string]executor.Result {
 		t.Helper()
 		resp, err := ex.Execute(ctx, executor.Request{Command: cmd, Nodes: ns, Attempt: 1, BuildID: "b1"})
@@ -56,6 +56,7 @@ func checkShop(t *testing.T, ex executor.Executor, m *manifest.Manifest) {
 		assert.Equal(t, cmd, resp.Invocation.Command)
 		assert.NotEmpty(t, resp.Invocation.InvocationID)
 		assert.False(t, resp.Invocation.Ended.Before(resp.Invocation.Started))
+		all = append(all, resp.Results...)
 		return byID(resp.Results)
 	}
 
@@ -130,6 +131,7 @@ func checkShop(t *testing.T, ex executor.Executor, m *manifest.Manifest) {
 	require.NoError(t, err)
 	assert.Equal(t, executor.Success, resp.Results[0].Status, resp.Results[0].Message)
 	assert.Contains(t, strings.Join(resp.Invocation.Args, " "), `"broken_model":false`)
+	return append(all, resp.Results...)
 }
 
 func TestNewCoreRejects(t *testing.T) {
@@ -139,23 +141,23 @@ func TestNewCoreRejects(t *testing.T) {
 		cfg   executor.CoreConfig
 		field string
 	}{
-		{"no project", executor.CoreConfig{}, "ProjectDir"},
-		{"not a project", executor.CoreConfig{ProjectDir: t.TempDir()}, "ProjectDir"},
-		{"select", executor.CoreConfig{ProjectDir: dir, ExtraArgs: []string{"--select", "x"}}, "ExtraArgs"},
-		{"models short", executor.CoreConfig{ProjectDir: dir, ExtraArgs: []string{"-m", "x"}}, "ExtraArgs"},
-		{"target path", executor.CoreConfig{ProjectDir: dir, ExtraArgs: []string{"--target-path=/tmp/x"}}, "ExtraArgs"},
-		{"log path", executor.CoreConfig{ProjectDir: dir, ExtraArgs: []string{"--fail-fast", "--log-path", "x"}}, "ExtraArgs"},
+		{"no project", executor.CoreConfig{}, "Project.Dir"},
+		{"not a project", executor.CoreConfig{Options: executor.Options{Project: dbt.Project{Dir: t.TempDir()}}}, "Project.Dir"},
+		{"select", executor.CoreConfig{Options: executor.Options{Project: dbt.Project{Dir: dir}, ExtraArgs: []string{"--select", "x"}}}, "ExtraArgs"},
+		{"models short", executor.CoreConfig{Options: executor.Options{Project: dbt.Project{Dir: dir}, ExtraArgs: []string{"-m", "x"}}}, "ExtraArgs"},
+		{"target path", executor.CoreConfig{Options: executor.Options{Project: dbt.Project{Dir: dir}, ExtraArgs: []string{"--target-path=/tmp/x"}}}, "ExtraArgs"},
+		{"log path", executor.CoreConfig{Options: executor.Options{Project: dbt.Project{Dir: dir}, ExtraArgs: []string{"--fail-fast", "--log-path", "x"}}}, "ExtraArgs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.DBTPath = dbttest.DBT(t)
+			tt.cfg.DBT = dbttest.DBT(t)
 			_, err := executor.NewCore(tt.cfg)
 			var ce *executor.ConfigError
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, tt.field, ce.Field)
 		})
 	}
-	c, err := executor.NewCore(executor.CoreConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, ExtraArgs: []string{"--fail-fast"}, WorkDir: t.TempDir()})
+	c, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir}, ExtraArgs: []string{"--fail-fast"}, WorkDir: t.TempDir()}})
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = c.Execute(t.Context(), executor.Request{Command: executor.Run})
@@ -182,9 +184,10 @@ func TestCoreCancelAndCrash(t *testing.T) {
 	started := filepath.Join(t.TempDir(), "started")
 	work := t.TempDir()
 	c, err := executor.NewCore(executor.CoreConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, WorkDir: work,
-		Env:       probeEnv(t, dir, "DBTORCH_PROBE_SLEEP=60", "DBTORCH_PROBE_STARTED="+started, "DBTORCH_PROBE_CRASH=1"),
-		KillGrace: 2 * time.Second,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: probeEnv(t, dir, "DBTORCH_PROBE_SLEEP=60", "DBTORCH_PROBE_STARTED="+started, "DBTORCH_PROBE_CRASH=1")},
+			WorkDir:   work,
+			KillGrace: 2 * time.Second,
+		},
 	})
 	require.NoError(t, err)
 	defer c.Close()
@@ -249,7 +252,7 @@ func TestPrepareStartsFromProjectPartialParse(t *testing.T) {
 	}
 	t.Run("core", func(t *testing.T) {
 		work := t.TempDir()
-		c, err := executor.NewCore(executor.CoreConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: work, Logger: testLogger(t)})
+		c, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env}, WorkDir: work, Logger: testLogger(t)}})
 		require.NoError(t, err)
 		defer c.Close()
 		require.NoError(t, c.Prepare(t.Context()))
@@ -257,7 +260,7 @@ func TestPrepareStartsFromProjectPartialParse(t *testing.T) {
 	})
 	t.Run("warm", func(t *testing.T) {
 		work := t.TempDir()
-		w, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: work, Logger: testLogger(t)})
+		w, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env}, WorkDir: work, Logger: testLogger(t)}})
 		require.NoError(t, err)
 		defer w.Close()
 		require.NoError(t, w.Prepare(t.Context()))

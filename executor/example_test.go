@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 )
@@ -62,8 +63,9 @@ func ExampleNodeSelector() {
 func ExampleNewWarm() {
 	ctx := context.Background()
 	w, err := executor.NewWarm(executor.WarmConfig{
-		ProjectDir: "testdata/shop", // dbt from .venv/bin/dbt above the project, or $DBTORCH_DBT
-		Workers:    1,               // DuckDB: one writer at a time
+		// dbt from $DBTORCH_DBT, or .venv/bin/dbt above the project
+		Options: executor.Options{Project: dbt.Project{Dir: "testdata/shop"}},
+		Workers: 1, // DuckDB: one writer at a time
 	})
 	if err != nil {
 		log.Fatal(err)

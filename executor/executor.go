@@ -40,13 +40,15 @@
 // error of KindInternal.
 //
 // Optional capabilities are separate interfaces found by type assertion, as
-// database/sql/driver does: ManifestProvider, Preparer and io.Closer.
+// database/sql/driver does: ManifestProvider, Preparer, ConcurrencyLimiter
+// and io.Closer.
 package executor
 
 import (
 	"context"
 	"time"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -86,8 +88,9 @@ type Request struct {
 	Nodes []*manifest.Node
 	// FullRefresh passes --full-refresh where the command accepts it.
 	FullRefresh bool
-	// Vars are passed as --vars (merged over the executor's own vars).
-	Vars map[string]any
+	// Vars are passed as --vars, merged over the executor's own vars
+	// (Vars.Merge).
+	Vars dbt.Vars
 	// BuildID identifies the orchestrated build this invocation belongs to
 	// (for naming jobs, log directories, and dbt's invocation metadata).
 	// Invocations of one build may share what one dbt build would check
@@ -210,3 +213,23 @@ type ManifestProvider interface {
 type Preparer interface {
 	Prepare(ctx context.Context) error
 }
+
+// ConcurrencyLimiter is implemented by executors that can run only so many
+// invocations at once. An orchestrator that finds it (by type assertion)
+// should run at most n invocations of the executor at a time and tell its
+// user why, with reason, when that lowers the concurrency asked for. n <= 0
+// means no limit is known.
+//
+// Core and Warm implement it from the project's profile (dbt.Project's
+// Profile): on a DuckDB target n is 1 with the reason "one DuckDB file
+// takes one writing process at a time" (a second dbt process fails with a
+// lock error, reported as KindConnection); otherwise Core has no limit and
+// Warm's is its number of workers (an invocation beyond them waits for an
+// idle worker). MaxConcurrency is cheap and safe for concurrent use.
+type ConcurrencyLimiter interface {
+	MaxConcurrency() (n int, reason string)
+}
+
+// duckDBReason is the reason Core and Warm give for one invocation at a
+// time on a DuckDB target.
+const duckDBReason = "one DuckDB file takes one writing process at a time"

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -27,7 +28,10 @@ func TestPostgresConcurrent(t *testing.T) {
 	dir := dbttest.CopyProject(t, "shop")
 	env := append(dbttest.Env(t, dir), pg.Env()...)
 	c, err := executor.NewCore(executor.CoreConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, Target: "pg", WorkDir: t.TempDir(), Logger: testLogger(t),
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env, Target: "pg"},
+			WorkDir: t.TempDir(),
+			Logger:  testLogger(t),
+		},
 	})
 	require.NoError(t, err)
 	defer c.Close()
@@ -74,7 +78,11 @@ func TestPostgresConcurrent(t *testing.T) {
 	}
 
 	w, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, Target: "pg", WorkDir: t.TempDir(), Logger: testLogger(t), Workers: 2,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env, Target: "pg"},
+			WorkDir: t.TempDir(),
+			Logger:  testLogger(t),
+		},
+		Workers: 2,
 	})
 	require.NoError(t, err)
 	defer w.Close()

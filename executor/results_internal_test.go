@@ -3,7 +3,6 @@ package executor
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -54,19 +53,4 @@ func TestCrashFailure(t *testing.T) {
 	assert.Equal(t, KindConnection, crashFailure("dbt exited with status 2", "Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused").Kind)
 	f := crashFailure("cause", "tail")
 	assert.Equal(t, "cause\ntail", f.Message)
-}
-
-func TestTailBuffer(t *testing.T) {
-	tb := newTail(16)
-	for i := range 10 {
-		fmt.Fprintf(tb, "line %d\n", i)
-	}
-	assert.Equal(t, "7\nline 8\nline 9", tb.Lines(5), "keeps the last 16 bytes only")
-	tb = newTail(1024)
-	tb.Write([]byte("\x1b[0m12:00  \x1b[31mERROR\x1b[0m x\nA\nB\nC\n"))
-	assert.Equal(t, "12:00  ERROR x\nA\nB\nC", tb.Lines(10))
-	assert.Equal(t, "B\nC", tb.Lines(2))
-	big := strings.Repeat("x", 2000)
-	tb.Write([]byte(big))
-	assert.Len(t, tb.Lines(1), 1024)
 }

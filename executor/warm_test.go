@@ -2,6 +2,8 @@ package executor_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,26 +12,76 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/internal/syncbuf"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-func TestWarmShop(t *testing.T) {
-	dir := dbttest.CopyProject(t, "shop")
-	w, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: dbttest.Env(t, dir),
-		Vars:    map[string]any{"broken_model": true, "failing_test": true},
-		WorkDir: t.TempDir(), Logger: testLogger(t), Workers: 1,
+// TestWarmPatchedUnpatchedCoreAgree runs the shop project (checkShop)
+// through Core, through Warm with the worker's patches of dbt internals
+// and through Warm without them, and requires the three to report the
+// same thing for every node: status, dbt's status, kind, message,
+// failures, rows, relation and compiled code (not timings). It is what
+// makes "Warm reports exactly what Core reports" a test, and what proves
+// each patch on a dbt version (internal/pyworker/worker.py, PATCHES).
+func TestWarmPatchedUnpatchedCoreAgree(t *testing.T) {
+	vars := map[string]any{"broken_model": true, "failing_test": true}
+	type outcome struct {
+		ID, Status, DBTStatus, Kind, Message, Relation, Code string
+		Failures, Rows                                       *int64
+	}
+	var runs [][]outcome
+	record := func(dir string, rs []executor.Result) {
+		out := make([]outcome, len(rs))
+		for i, r := range rs {
+			out[i] = outcome{ID: r.UniqueID, Status: string(r.Status), DBTStatus: r.DBTStatus, Kind: string(r.Kind),
+				Message: strings.ReplaceAll(r.Message, dir, "<project>"), Relation: r.RelationName, Code: r.CompiledCode,
+				Failures: r.Failures, Rows: r.RowsAffected}
+		}
+		runs = append(runs, out)
+	}
+	t.Run("core", func(t *testing.T) {
+		c, m, dir := newShopCore(t)
+		record(dir, checkShop(t, c, m))
 	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, w.Close()) })
-	m, err := w.Manifest(t.Context())
-	require.NoError(t, err)
-	checkShop(t, w, m)
+	for _, unpatched := range []bool{false, true} {
+		name := "warm"
+		if unpatched {
+			name = "warm unpatched"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := dbttest.CopyProject(t, "shop")
+			var logs syncbuf.Buffer
+			w, err := executor.NewWarm(executor.WarmConfig{
+				Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir), Vars: vars},
+					WorkDir: t.TempDir(),
+					Logger:  slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
+				},
+				Workers:   1,
+				Unpatched: unpatched,
+			})
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, w.Close()) })
+			m, err := w.Manifest(t.Context())
+			require.NoError(t, err)
+			record(dir, checkShop(t, w, m))
+			if unpatched {
+				assert.Contains(t, logs.String(), "patches=[]", "no patch applied")
+			} else {
+				assert.Contains(t, logs.String(), "patches=\"[cache_plugin_discovery skip_graph_diagnostics cache_query_comment reuse_graph skip_unlogged_events remember_schemas]\"",
+					"every patch applied on the pinned dbt")
+			}
+		})
+	}
+	require.Len(t, runs, 3)
+	assert.Empty(t, cmp.Diff(runs[0], runs[1]), "Core and patched Warm differ (-core +warm)")
+	assert.Empty(t, cmp.Diff(runs[1], runs[2]), "patched and unpatched Warm differ (-patched +unpatched)")
 }
 
 // TestWarmCancelAndCrash cancels an invocation on a warm worker (the
@@ -40,9 +92,11 @@ func TestWarmCancelAndCrash(t *testing.T) {
 	started := filepath.Join(t.TempDir(), "started")
 	work := t.TempDir()
 	w, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, WorkDir: work, Logger: testLogger(t),
-		Env:       probeEnv(t, dir, "DBTORCH_PROBE_SLEEP=60", "DBTORCH_PROBE_STARTED="+started, "DBTORCH_PROBE_CRASH=1"),
-		KillGrace: 2 * time.Second,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: probeEnv(t, dir, "DBTORCH_PROBE_SLEEP=60", "DBTORCH_PROBE_STARTED="+started, "DBTORCH_PROBE_CRASH=1")},
+			WorkDir:   work,
+			Logger:    testLogger(t),
+			KillGrace: 2 * time.Second,
+		},
 	})
 	require.NoError(t, err)
 	m, err := w.Manifest(t.Context())
@@ -91,8 +145,11 @@ func TestWarmCancelAndCrash(t *testing.T) {
 func TestWarmRebuildsEphemeralReader(t *testing.T) {
 	dir := dbttest.CopyProject(t, "shop")
 	w, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: dbttest.Env(t, dir),
-		WorkDir: t.TempDir(), Logger: testLogger(t), Workers: 1,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir)},
+			WorkDir: t.TempDir(),
+			Logger:  testLogger(t),
+		},
+		Workers: 1,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, w.Close()) })
@@ -120,8 +177,11 @@ func TestWarmRebuildsEphemeralReader(t *testing.T) {
 func TestWarmChecksSchemasOncePerBuild(t *testing.T) {
 	dir := copyProbe(t)
 	w, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, WorkDir: t.TempDir(), Logger: testLogger(t),
-		Env: probeEnv(t, dir), KeepArtifacts: true,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: probeEnv(t, dir)},
+			WorkDir:       t.TempDir(),
+			Logger:        testLogger(t),
+			KeepArtifacts: true,
+		},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, w.Close()) })
@@ -156,9 +216,11 @@ func TestWarmChecksSchemasOncePerBuild(t *testing.T) {
 func TestWarmBuildAfterRunKeepsTestEdges(t *testing.T) {
 	dir := dbttest.CopyProject(t, "shop")
 	w, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: dbttest.Env(t, dir),
-		Vars:    map[string]any{"failing_test": true},
-		WorkDir: t.TempDir(), Logger: testLogger(t), Workers: 1,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir), Vars: map[string]any{"failing_test": true}},
+			WorkDir: t.TempDir(),
+			Logger:  testLogger(t),
+		},
+		Workers: 1,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, w.Close()) })
@@ -194,14 +256,14 @@ func TestWarmBuildAfterRunKeepsTestEdges(t *testing.T) {
 func TestStoreFailuresWithoutRelationCache(t *testing.T) {
 	dir := copyProbe(t)
 	env := probeEnv(t, dir)
-	core, err := executor.NewCore(executor.CoreConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: t.TempDir(), Logger: testLogger(t)})
+	core, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env}, WorkDir: t.TempDir(), Logger: testLogger(t)}})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, core.Close()) })
 	m, err := core.Manifest(t.Context())
 	require.NoError(t, err)
 	test := ofType(t, m, manifest.Test)
 	require.Len(t, test, 1)
-	warm, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(t), ProjectDir: dir, Env: env, WorkDir: t.TempDir(), Logger: testLogger(t)})
+	warm, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env}, WorkDir: t.TempDir(), Logger: testLogger(t)}})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, warm.Close()) })
 
@@ -215,4 +277,27 @@ func TestStoreFailuresWithoutRelationCache(t *testing.T) {
 		r := resp.Results[0]
 		require.Equal(t, executor.Success, r.Status, "run %d: %s", i+1, r.Message)
 	}
+}
+
+// TestWarmDBTThroughSymlink reaches dbt through a symlink in a directory
+// with no Python in it, and with no Python on $PATH either (as a pipx
+// install's ~/.local/bin/dbt): the workers must run the interpreter of
+// the dbt script's shebang, not look for one next to the symlink.
+func TestWarmDBTThroughSymlink(t *testing.T) {
+	dir := copyProbe(t)
+	bin := t.TempDir()
+	link := filepath.Join(bin, "dbt")
+	require.NoError(t, os.Symlink(dbttest.DBT(t), link))
+	env := probeEnv(t, dir)
+	t.Setenv("PATH", bin)
+	w, err := executor.NewWarm(executor.WarmConfig{
+		Options: executor.Options{Project: dbt.Project{DBT: link, Dir: dir, Env: env}, WorkDir: t.TempDir(), Logger: testLogger(t)},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, w.Close()) })
+	m, err := w.Manifest(t.Context())
+	require.NoError(t, err)
+	resp, err := w.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.quick")})
+	require.NoError(t, err)
+	assert.Equal(t, executor.Success, resp.Results[0].Status, resp.Results[0].Message)
 }

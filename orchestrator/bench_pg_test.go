@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/internal/projgen"
@@ -30,22 +31,27 @@ func BenchmarkPostgres50(b *testing.B) {
 		b.Fatal(err)
 	}
 	env := append(dbttest.Env(b, dir), pg.Env()...)
-	dbt := func() time.Duration {
+	dbtBuild := func() time.Duration {
 		start := time.Now()
 		if out, err := dbttest.Run(b, dir, env, "build", "--threads", "4", "--target", "pg"); err != nil {
 			b.Fatalf("%v\n%s", err, out)
 		}
 		return time.Since(start)
 	}
-	dbt() // parse, create schemas and relations
+	dbtBuild() // parse, create schemas and relations
 
 	// A fresh warm executor per timed build: a warm worker that builds a
 	// model a second time from the same parsed manifest loses the CTEs of
 	// the ephemeral models it reads (an executor bug, reported).
 	newWarm := func(workers, threads int) (*executor.Warm, time.Duration) {
 		start := time.Now()
-		ex, err := executor.NewWarm(executor.WarmConfig{DBTPath: dbttest.DBT(b), ProjectDir: dir, ProfilesDir: dir,
-			Target: "pg", Env: env, WorkDir: b.TempDir(), Workers: workers, Threads: threads})
+		ex, err := executor.NewWarm(executor.WarmConfig{
+			Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(b), Dir: dir, ProfilesDir: dir, Target: "pg", Env: env},
+				WorkDir: b.TempDir(),
+				Threads: threads,
+			},
+			Workers: workers,
+		})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -93,10 +99,10 @@ func BenchmarkPostgres50(b *testing.B) {
 		return elapsed, startup, len(run.Results)
 	}
 	for b.Loop() {
-		d1 := dbt()
+		d1 := dbtBuild()
 		n, nStart, nodes := build(4, 0, orchestrator.PerNode)
 		w, wStart, _ := build(1, 4, orchestrator.PerWave)
-		d2 := dbt()
+		d2 := dbtBuild()
 		d := (d1 + d2) / 2
 		b.Logf("%d nodes: dbt build --threads 4 %v, %v (mean %v); per-node, 4 warm workers, Concurrency 4: %v (start-up %v); per-wave, 1 warm worker, --threads 4: %v (start-up %v)",
 			nodes, d1.Round(time.Millisecond), d2.Round(time.Millisecond), d.Round(time.Millisecond),

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -46,8 +47,10 @@ func newShop(t *testing.T, workers int, target string, extraEnv ...string) *shop
 	dir := dbttest.CopyProject(t, "shop")
 	env := append(dbttest.Env(t, dir), extraEnv...)
 	ex, err := executor.NewWarm(executor.WarmConfig{
-		DBTPath: dbttest.DBT(t), ProjectDir: dir, ProfilesDir: dir, Target: target, Env: env,
-		WorkDir: t.TempDir(), Workers: workers,
+		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, ProfilesDir: dir, Target: target, Env: env},
+			WorkDir: t.TempDir(),
+		},
+		Workers: workers,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ex.Close() })

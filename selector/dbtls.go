@@ -4,20 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/dbtorch/dbtorch/internal/syncbuf"
+	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
+	"github.com/dbtorch/dbtorch/internal/proc"
+	"github.com/dbtorch/dbtorch/internal/pyworker"
 )
 
 // DBTLs resolves selections by asking dbt: `dbt ls --output json
@@ -30,24 +30,20 @@ import (
 // The fields must not change while a call is running. Concurrent calls are
 // safe: every invocation gets its own target and log directories.
 type DBTLs struct {
-	// DBT is the dbt executable.
-	DBT string
-	// Python is the interpreter that has dbt installed, for ResolveBatch;
-	// empty means the "python" next to DBT.
+	// Project is the dbt project: the executable (dbt.FindDBT's rule when
+	// Project.DBT is empty), the project directory, and the profiles
+	// directory, target and vars passed as --profiles-dir, --target and
+	// --vars when set, and dbt's environment (nil: os.Environ()).
+	dbt.Project
+	// Python is the interpreter that has dbt installed, for Start; empty
+	// means the one the dbt script runs (dbt.Interpreter).
 	Python string
-	// ProjectDir is the dbt project directory.
-	ProjectDir string
-	// ProfilesDir, Target and Vars are passed as --profiles-dir, --target
-	// and --vars when set.
-	ProfilesDir, Target, Vars string
-	// Env is the environment of dbt; nil means os.Environ().
-	Env []string
 }
 
 // NewDBTLs returns a resolver that runs the dbt executable at dbt in
 // projectDir.
-func NewDBTLs(dbt, projectDir string) *DBTLs {
-	return &DBTLs{DBT: dbt, ProjectDir: projectDir}
+func NewDBTLs(dbtPath, projectDir string) *DBTLs {
+	return &DBTLs{Project: dbt.Project{DBT: dbtPath, Dir: projectDir}}
 }
 
 var _ Resolver = (*DBTLs)(nil)
@@ -103,29 +99,17 @@ func (d *DBTLs) args(opts Options) ([]string, error) {
 	return a, nil
 }
 
-func (d *DBTLs) baseArgs() []string {
-	var a []string
-	if d.ProfilesDir != "" {
-		a = append(a, "--profiles-dir", d.ProfilesDir)
-	}
-	if d.Target != "" {
-		a = append(a, "--target", d.Target)
-	}
-	if d.Vars != "" {
-		a = append(a, "--vars", d.Vars)
-	}
-	return a
+// global returns the Global flags of a dbt invocation writing into tmp's
+// target and logs directories, quiet (dbt ls prints only its answer).
+func (d *DBTLs) global(tmp string) dbtargv.Global {
+	g := dbtargv.Local(d.Project, filepath.Join(tmp, "target"), filepath.Join(tmp, "logs"))
+	g.Quiet = true
+	return g
 }
 
-func (d *DBTLs) env(tmp string) []string {
-	env := d.Env
-	if env == nil {
-		env = os.Environ()
-	}
-	return append(append([]string(nil), env...),
-		"DBT_TARGET_PATH="+filepath.Join(tmp, "target"),
-		"DBT_LOG_PATH="+filepath.Join(tmp, "logs"),
-		"DBT_SEND_ANONYMOUS_USAGE_STATS=false", "DO_NOT_TRACK=1", "DBT_USE_COLORS=false")
+// env returns dbt's environment, without anonymous usage statistics.
+func (d *DBTLs) env() []string {
+	return append(d.Environ(), "DBT_SEND_ANONYMOUS_USAGE_STATS=false", "DO_NOT_TRACK=1")
 }
 
 // Resolve implements Resolver with one `dbt ls` process.
@@ -134,21 +118,23 @@ func (d *DBTLs) Resolve(ctx context.Context, opts Options) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	dbtPath, err := d.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("selector: %w", err)
+	}
 	tmp, err := os.MkdirTemp("", "dbtorch-ls-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	args := append([]string{"ls", "--quiet", "--output", "json", "--output-keys", "unique_id",
-		"--project-dir", d.ProjectDir}, d.baseArgs()...)
-	args = append(args, sel...)
-	cmd := exec.CommandContext(ctx, d.DBT, args...)
-	cmd.Dir = d.ProjectDir
-	cmd.Env = d.env(tmp)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, &DBTError{Args: args, Output: strings.TrimSpace(stdout.String() + stderr.String()), Err: err}
+	args, err := dbtargv.Ls(d.global(tmp), sel)
+	if err != nil {
+		return nil, fmt.Errorf("selector: %w", err)
+	}
+	var stdout bytes.Buffer
+	res := proc.Run(ctx, proc.Spec{Path: dbtPath, Args: args, Dir: d.Dir, Env: d.env(), Stdout: &stdout})
+	if res.Err != nil {
+		return nil, &DBTError{Args: args, Output: strings.TrimSpace(res.Tail(200)), Err: res.Err}
 	}
 	ids := []string{}
 	sc := bufio.NewScanner(&stdout)
@@ -169,25 +155,29 @@ func (d *DBTLs) Resolve(ctx context.Context, opts Options) ([]string, error) {
 	return ids, nil
 }
 
-//go:embed dbtls_worker.py
-var workerScript []byte
-
 // Session is a long-lived Python process that has parsed the project once
 // and answers selections through dbt's programmatic runner (about 0.1 s per
-// selection on a small project instead of seconds for a new `dbt ls`). It
+// selection on a small project instead of seconds for a new `dbt ls`): the
+// warm executor's worker (internal/pyworker), asked `ls` requests. It
 // implements Resolver; calls are serialized. Close it when done.
 type Session struct {
-	d       *DBTLs
-	tmp     string
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	replies *bufio.Reader
-	log     *syncbuf.Buffer
-	mu      sync.Mutex
-	dead    error
+	d     *DBTLs
+	tmp   string
+	g     dbtargv.Global
+	parse []string
+	key   string
+
+	mu     sync.Mutex
+	w      *pyworker.Worker
+	nextID int
+	dead   error
 }
 
 var _ Resolver = (*Session)(nil)
+
+// sessionGrace is how long a cancelled selection gets between SIGINT and
+// SIGKILL of the session's worker.
+const sessionGrace = 2 * time.Second
 
 // Start starts a Session: it runs `dbt deps` (when the project has a
 // packages.yml and no dbt_packages directory) and `dbt parse`, and returns
@@ -197,117 +187,83 @@ func (d *DBTLs) Start(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{d: d, tmp: tmp, log: &syncbuf.Buffer{}}
+	s := &Session{d: d, tmp: tmp, g: d.global(tmp)}
 	fail := func(err error) (*Session, error) {
 		_ = s.Close()
 		return nil, err
 	}
-	script := filepath.Join(tmp, "dbtls_worker.py")
-	if err := os.WriteFile(script, workerScript, 0o644); err != nil {
-		return fail(err)
-	}
-	_, errPkg := os.Stat(filepath.Join(d.ProjectDir, "packages.yml"))
-	_, errDir := os.Stat(filepath.Join(d.ProjectDir, "dbt_packages"))
-	cfg, _ := json.Marshal(map[string]any{"project_dir": d.ProjectDir, "base_args": d.baseArgs(),
-		"deps": errPkg == nil && errDir != nil})
-	py := d.Python
-	if py == "" {
-		py = filepath.Join(filepath.Dir(d.DBT), "python")
-	}
-	r, w, err := os.Pipe()
+	script, err := pyworker.WriteScript(tmp)
 	if err != nil {
 		return fail(err)
 	}
-	s.cmd = exec.Command(py, script, string(cfg))
-	s.cmd.Dir = d.ProjectDir
-	s.cmd.Env = d.env(tmp)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	s.cmd.ExtraFiles = []*os.File{w}
-	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
-		r.Close()
-		w.Close()
-		return fail(err)
+	py := d.Python
+	if py == "" {
+		dbtPath, err := d.Executable()
+		if err == nil {
+			py, err = dbt.Interpreter(dbtPath)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("selector: %w", err))
+		}
 	}
-	if err := s.cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		s.cmd = nil
-		return fail(err)
+	if s.key, err = d.Vars.JSON(); err != nil {
+		return fail(fmt.Errorf("selector: %w", err))
 	}
-	w.Close()
-	s.replies = bufio.NewReaderSize(r, 1<<20)
-	type ready struct {
-		Ready bool   `json:"ready"`
-		Error string `json:"error"`
+	if s.parse, err = dbtargv.Parse(s.g); err != nil {
+		return fail(fmt.Errorf("selector: %w", err))
 	}
-	var rd ready
-	if err := s.read(ctx, &rd); err != nil {
-		return fail(err)
+	var deps []string
+	_, errPkg := os.Stat(filepath.Join(d.Dir, "packages.yml"))
+	_, errDir := os.Stat(filepath.Join(d.Dir, "dbt_packages"))
+	if errPkg == nil && errDir != nil {
+		if deps, err = dbtargv.Deps(s.g); err != nil {
+			return fail(fmt.Errorf("selector: %w", err))
+		}
 	}
-	if !rd.Ready {
-		return fail(&DBTError{Args: []string{"parse"}, Output: rd.Error + "\n" + s.logTail(), Err: errors.New("worker not ready")})
+	s.w, err = pyworker.Launch(ctx, pyworker.Config{Python: py, Script: script, Dir: d.Dir, Env: d.env()},
+		pyworker.Request{DepsArgs: deps, ParseArgs: s.parse, Key: s.key})
+	if err != nil {
+		return fail(&DBTError{Args: []string{"parse"}, Output: err.Error(), Err: errors.New("worker not ready")})
 	}
 	return s, nil
-}
-
-// read reads one reply line, giving up when ctx ends (the worker is then
-// killed: a half-answered protocol cannot be resumed).
-func (s *Session) read(ctx context.Context, v any) error {
-	type res struct {
-		line []byte
-		err  error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		line, err := s.replies.ReadBytes('\n')
-		ch <- res{line, err}
-	}()
-	select {
-	case <-ctx.Done():
-		s.dead = ctx.Err()
-		_ = s.cmd.Process.Kill()
-		return ctx.Err()
-	case r := <-ch:
-		if r.err != nil {
-			s.dead = fmt.Errorf("selector: dbt worker exited: %w", r.err)
-			return &DBTError{Args: []string{"(worker)"}, Output: strings.TrimSpace(s.logTail()), Err: s.dead}
-		}
-		return json.Unmarshal(r.line, v)
-	}
 }
 
 // ManifestPath returns the manifest.json dbt wrote when the session
 // started; it is removed by Close.
 func (s *Session) ManifestPath() string { return filepath.Join(s.tmp, "target", "manifest.json") }
 
-// Resolve implements Resolver: dbt's answer from the warm worker.
+// Resolve implements Resolver: dbt's answer from the warm worker. When
+// ctx ends first, the worker is stopped (a half-answered request cannot
+// be resumed) and later calls fail.
 func (s *Session) Resolve(ctx context.Context, opts Options) ([]string, error) {
-	args, err := s.d.args(opts)
+	sel, err := s.d.args(opts)
 	if err != nil {
 		return nil, err
+	}
+	args, err := dbtargv.Ls(s.g, sel)
+	if err != nil {
+		return nil, fmt.Errorf("selector: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead != nil {
 		return nil, s.dead
 	}
-	if args == nil {
-		args = []string{}
-	}
-	line, _ := json.Marshal(args)
-	if _, err := s.stdin.Write(append(line, '\n')); err != nil {
-		s.dead = err
-		return nil, fmt.Errorf("selector: dbt worker: %w", err)
-	}
-	var reply struct {
-		IDs   []string `json:"ids"`
-		Error *string  `json:"error"`
-	}
-	if err := s.read(ctx, &reply); err != nil {
+	s.nextID++
+	reply, err := s.w.Call(ctx, pyworker.Request{ID: s.nextID, Type: pyworker.Ls, Args: args, ParseArgs: s.parse, Key: s.key}, sessionGrace)
+	switch {
+	case ctx.Err() != nil && err != nil:
+		s.dead = ctx.Err()
 		return nil, err
-	}
-	if reply.Error != nil {
-		return nil, &DBTError{Args: args, Output: *reply.Error}
+	case err != nil:
+		s.dead = fmt.Errorf("selector: dbt worker exited: %w", err)
+		return nil, &DBTError{Args: []string{"(worker)"}, Output: strings.TrimSpace(s.w.Tail(100)), Err: s.dead}
+	case !reply.Success:
+		msg := "dbt ls failed"
+		if reply.Error != nil {
+			msg = *reply.Error
+		}
+		return nil, &DBTError{Args: sel, Output: msg}
 	}
 	if reply.IDs == nil {
 		reply.IDs = []string{}
@@ -318,34 +274,14 @@ func (s *Session) Resolve(ctx context.Context, opts Options) ([]string, error) {
 // Close stops the worker and removes its files.
 func (s *Session) Close() error {
 	var err error
-	if s.cmd != nil && s.cmd.Process != nil {
-		if s.stdin != nil {
-			s.stdin.Close()
+	if s.w != nil {
+		if res := s.w.Close(10 * time.Second); res.Err != nil && s.dead == nil {
+			err = fmt.Errorf("selector: dbt worker: %s", res.Describe("worker"))
 		}
-		done := make(chan error, 1)
-		go func() { done <- s.cmd.Wait() }()
-		select {
-		case err = <-done:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			err = <-done
-		}
-		s.cmd = nil
+		s.w = nil
 	}
 	if rmErr := os.RemoveAll(s.tmp); err == nil {
 		err = rmErr
 	}
-	if s.dead != nil && err != nil {
-		return nil // the worker was killed on purpose
-	}
 	return err
-}
-
-// logTail returns the last 8,000 bytes of the worker's output, for errors.
-func (s *Session) logTail() string {
-	out := s.log.String()
-	if len(out) > 8000 {
-		out = out[len(out)-8000:]
-	}
-	return out
 }

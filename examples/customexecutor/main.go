@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -93,38 +92,24 @@ func (e *PrefixExecutor) Execute(ctx context.Context, req executor.Request) (*ex
 	resp.Invocation.Stderr = tail(output.String(), 2000)
 
 	// 4. Read what dbt reported.
-	byID := map[string]executor.Result{}
+	var reported []executor.Result
 	if data, err := os.ReadFile(filepath.Join(target, "run_results.json")); err == nil {
 		results, invocationID, err := executor.ParseRunResults(data)
 		if err == nil {
 			resp.Invocation.InvocationID = invocationID
-			for _, r := range results {
-				byID[r.UniqueID] = r
-			}
+			reported = results
 		}
 	}
 
 	// 5. One result per requested node, in request order; never a silent
-	// success for a node dbt did not report.
-	for _, n := range req.Nodes {
-		r, ok := byID[n.UniqueID]
-		switch {
-		case ctx.Err() != nil && (!ok || r.Status != executor.Success):
-			kind := executor.KindCancelled
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				kind = executor.KindTimeout
-			}
-			r = executor.Result{UniqueID: n.UniqueID, Status: executor.Cancelled, Kind: kind, Message: ctx.Err().Error()}
-		case !ok:
-			kind := executor.ClassifyMessage(output.String())
-			if kind == executor.KindUnknown {
-				kind = executor.KindCrash
-			}
-			r = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: kind,
-				Message: fmt.Sprintf("dbt reported no result (%v):\n%s", runErr, resp.Invocation.Stderr)}
-		}
-		resp.Results = append(resp.Results, r)
+	// success for a node dbt did not report: executor.Complete reports
+	// such a node as cancelled when ctx ended, else with fail.
+	kind := executor.ClassifyMessage(output.String())
+	if kind == executor.KindUnknown {
+		kind = executor.KindCrash
 	}
+	fail := &executor.Failure{Kind: kind, Message: fmt.Sprintf("dbt reported no result (%v):\n%s", runErr, resp.Invocation.Stderr)}
+	resp.Results = executor.Complete(req.Nodes, reported, ctx.Err(), fail)
 	return resp, nil
 }
 

@@ -257,7 +257,7 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 	var ex provider
 	switch f.execName {
 	case "core":
-		c, err := executor.NewCore(executor.CoreConfig{ProjectDir: proj.Dir, ProfilesDir: proj.ProfilesDir, Target: proj.Target, Vars: proj.Vars, Logger: logger})
+		c, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{Project: proj, Logger: logger}})
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -271,8 +271,7 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 				workers = f.concurrency
 			}
 		}
-		w, err := executor.NewWarm(executor.WarmConfig{ProjectDir: proj.Dir, ProfilesDir: proj.ProfilesDir, Target: proj.Target,
-			Vars: proj.Vars, Logger: logger, Workers: workers})
+		w, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: proj, Logger: logger}, Workers: workers})
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -300,7 +299,7 @@ func openCache(ctx context.Context, f *buildFlags, proj dbt.Project, m *manifest
 	opts := orchcache.Options{Logger: logger}
 	if f.onlyFresh {
 		fr, err := cache.RunFreshness(ctx, cache.FreshnessOptions{
-			DBT: os.Getenv("DBTORCH_DBT"), ProjectDir: proj.Dir, ProfilesDir: proj.ProfilesDir, Target: proj.Target, Vars: proj.Vars,
+			Project: proj,
 		})
 		if err != nil {
 			opts.FreshnessErr = err

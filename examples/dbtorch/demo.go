@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
+
+	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
+	"github.com/dbtorch/dbtorch/internal/proc"
 )
 
 // runDemo copies the bundled DuckDB project to a temporary directory,
@@ -18,10 +21,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "dbtorch demo: %v\n", err)
 		return 2
-	}
-	dbt := os.Getenv("DBTORCH_DBT")
-	if dbt == "" {
-		dbt = filepath.Join(root, ".venv", "bin", "dbt")
 	}
 	work, err := os.MkdirTemp("", "dbtorch-demo-")
 	if err != nil {
@@ -43,13 +42,29 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	env := os.Environ()
-	for _, step := range [][]string{{"deps"}, {"parse"}} {
-		fmt.Fprintf(stdout, "$ dbt %s\n", step[0])
-		cmd := exec.CommandContext(ctx, dbt, append(step, "--project-dir", project, "--profiles-dir", project)...)
-		cmd.Dir, cmd.Env = project, env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(stderr, "dbtorch demo: dbt %s: %v\n%s", step[0], err, out)
+	// dbt: $DBTORCH_DBT, else the repository's .venv/bin/dbt; the build
+	// below finds it through $DBTORCH_DBT as well.
+	dbtPath, err := dbt.FindDBT("", root, nil)
+	if err == nil {
+		err = os.Setenv("DBTORCH_DBT", dbtPath)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dbtorch demo: %v\n", err)
+		return 1
+	}
+	p := dbt.Project{DBT: dbtPath, Dir: project, ProfilesDir: project}
+	for _, step := range []struct {
+		name string
+		argv func(dbtargv.Global) ([]string, error)
+	}{{"deps", dbtargv.Deps}, {"parse", dbtargv.Parse}} {
+		fmt.Fprintf(stdout, "$ dbt %s\n", step.name)
+		args, err := step.argv(dbtargv.Local(p, "", ""))
+		if err != nil {
+			fmt.Fprintf(stderr, "dbtorch demo: dbt %s: %v\n", step.name, err)
+			return 1
+		}
+		if res := proc.Run(ctx, proc.Spec{Path: dbtPath, Args: args, Dir: project}); res.Err != nil {
+			fmt.Fprintf(stderr, "dbtorch demo: dbt %s: %v\n%s\n", step.name, res.Err, res.Tail(40))
 			return 1
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
-	ex, err := executor.NewWarm(executor.WarmConfig{ProjectDir: *projectDir, ProfilesDir: *profilesDir, Target: *target, Workers: *workers, Logger: logger})
+	ex, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: dbt.Project{Dir: *projectDir, ProfilesDir: *profilesDir, Target: *target}, Logger: logger}, Workers: *workers})
 	if err != nil {
 		return err
 	}

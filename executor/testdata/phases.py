@@ -1,7 +1,7 @@
 """Where a warm worker's per-node invocation spends its time, phase by phase.
 
 Runs N one-model `dbt run` and N one-test `dbt test` invocations through
-dbtRunner with a kept manifest, as executor/worker.py does, and prints the
+dbtRunner with a kept manifest, as internal/pyworker/worker.py does, and prints the
 wall time of dbt's phases per invocation (phases nest: a line includes the
 lines it calls; threads are summed). With --patched the worker's
 per-invocation cuts are applied first; compare the two runs to see what
@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import worker  # noqa: E402  executor/worker.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "internal", "pyworker"))
+import worker  # noqa: E402  internal/pyworker/worker.py
 
 PHASES = [
     ("dbt.cli.main", "dbtRunner.invoke"),
@@ -88,7 +88,7 @@ def main():
         builds = worker.Builds()
         worker.remember_schemas(builds)
         builds.enter("phases")
-        # What the Go side adds (executor/settings.go, warm.go).
+        # What the Go side adds (executor/options.go, warm.go).
         extra = {"run": ["--log-level", "warn"], "test": ["--log-level", "warn", "--no-populate-cache"]}
     work = tempfile.mkdtemp(prefix="phases-")
     res = dbtRunner().invoke(["parse", "--project-dir", a.project, "--quiet", "--target-path", os.path.join(work, "parse")])

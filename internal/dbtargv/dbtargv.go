@@ -1,19 +1,23 @@
-// Package dbtargv builds the arguments of dbt invocations that run exact
-// nodes: the selector that picks exactly one node, the sub-command's flags,
-// and the check that keeps user-supplied extra arguments from breaking an
+// Package dbtargv builds every dbt command line dbtorch issues: deps,
+// parse, ls, source freshness, and the invocations that run exact nodes
+// (the selector that picks exactly one node, the sub-command's flags), with
+// the flags that place an invocation (project, profiles, target, vars,
+// output directories, logging) written in one place, Global. It also holds
+// the check that keeps user-supplied extra arguments from breaking an
 // orchestrated build. It is shared by the executors of dbtorch (the local
-// ones in package executor and the dbt Cloud one).
+// ones in package executor and the dbt Cloud one), the selector's dbt ls
+// resolver and source freshness.
 //
 // Nothing here runs a shell: arguments are argv elements. ShellJoin quotes
 // them for places that only take a command line (dbt Cloud job steps).
 package dbtargv
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -98,37 +102,123 @@ func AcceptsFullRefresh(command string) bool {
 	return false
 }
 
-// Vars returns the JSON text for --vars: vars encoded with sorted keys
-// (encoding/json's map order), "" for an empty map. JSON is valid YAML, so
-// dbt reads it as it reads any --vars.
-func Vars(vars map[string]any) (string, error) {
-	if len(vars) == 0 {
-		return "", nil
-	}
-	b, err := json.Marshal(vars)
+// Global are dbt's flags that point one invocation at its project,
+// profile, target and vars, at its own output directories, and that say
+// how it logs. Every command line built here gets them from Global, in
+// one order; a zero field is left out (dbt's default).
+type Global struct {
+	// Vars and Target are --vars (as JSON) and --target.
+	Vars   dbt.Vars
+	Target string
+	// ProjectDir and ProfilesDir are --project-dir and --profiles-dir.
+	ProjectDir, ProfilesDir string
+	// TargetPath and LogPath are --target-path and --log-path.
+	TargetPath, LogPath string
+	// PartialParseFile is --partial-parse-file-path; NoFileDiff adds
+	// --no-partial-parse-file-diff (dbt trusts that file without scanning
+	// the project's files).
+	PartialParseFile string
+	NoFileDiff       bool
+	// NoColors adds --no-use-colors, Quiet --quiet.
+	NoColors, Quiet bool
+	// CacheSelectedOnly adds --cache-selected-only: dbt's relation cache
+	// is filled for the schemas of the selected nodes only.
+	CacheSelectedOnly bool
+	// LogLevel and LogLevelFile are --log-level and --log-level-file.
+	LogLevel, LogLevelFile string
+	// NoWriteJSON adds --no-write-json (no run_results.json or
+	// manifest.json).
+	NoWriteJSON bool
+}
+
+// Local returns the Global flags of an invocation of a local dbt on p,
+// writing into targetPath and logPath ("" leaves dbt's default): p's
+// directory (absolute when Dir is empty: the current directory), profiles
+// directory, target and vars, without colours.
+func Local(p dbt.Project, targetPath, logPath string) Global {
+	return Global{Vars: p.Vars, Target: p.Target, ProjectDir: p.Dir, ProfilesDir: p.ProfilesDir,
+		TargetPath: targetPath, LogPath: logPath, NoColors: true}
+}
+
+// Args returns g's flags:
+//
+//	[--vars JSON] [--target T] [--project-dir D] [--profiles-dir P] [--target-path T] [--log-path L]
+//	[--partial-parse-file-path F] [--no-partial-parse-file-diff] [--no-use-colors] [--quiet]
+//	[--cache-selected-only] [--log-level L] [--log-level-file L] [--no-write-json]
+//
+// It fails only when Vars cannot be encoded.
+func (g Global) Args() ([]string, error) {
+	var args []string
+	vars, err := g.Vars.JSON()
 	if err != nil {
-		return "", fmt.Errorf("dbtargv: encode vars: %w", err)
+		return nil, fmt.Errorf("dbtargv: %w", err)
 	}
-	return string(b), nil
+	flag := func(name, value string) {
+		if value != "" {
+			args = append(args, name, value)
+		}
+	}
+	sw := func(name string, on bool) {
+		if on {
+			args = append(args, name)
+		}
+	}
+	flag("--vars", vars)
+	flag("--target", g.Target)
+	flag("--project-dir", g.ProjectDir)
+	flag("--profiles-dir", g.ProfilesDir)
+	flag("--target-path", g.TargetPath)
+	flag("--log-path", g.LogPath)
+	flag("--partial-parse-file-path", g.PartialParseFile)
+	sw("--no-partial-parse-file-diff", g.NoFileDiff)
+	sw("--no-use-colors", g.NoColors)
+	sw("--quiet", g.Quiet)
+	sw("--cache-selected-only", g.CacheSelectedOnly)
+	flag("--log-level", g.LogLevel)
+	flag("--log-level-file", g.LogLevelFile)
+	sw("--no-write-json", g.NoWriteJSON)
+	return args, nil
 }
 
-// MergeVars returns base overlaid with over (a new map; keys of over win).
-func MergeVars(base, over map[string]any) map[string]any {
-	if len(base) == 0 && len(over) == 0 {
-		return nil
+// command returns the words of a sub-command followed by g's flags and
+// then rest.
+func command(g Global, sub []string, rest ...string) ([]string, error) {
+	flags, err := g.Args()
+	if err != nil {
+		return nil, err
 	}
-	out := make(map[string]any, len(base)+len(over))
-	for k, v := range base {
-		out[k] = v
-	}
-	for k, v := range over {
-		out[k] = v
-	}
-	return out
+	args := make([]string, 0, len(sub)+len(flags)+len(rest))
+	return append(append(append(args, sub...), flags...), rest...), nil
 }
 
-// Options are the parts of a node-running dbt invocation that do not
-// depend on where it runs.
+// Deps returns `deps` with g's flags, except TargetPath, which dbt deps
+// does not take.
+func Deps(g Global) ([]string, error) {
+	g.TargetPath = ""
+	return command(g, []string{"deps"})
+}
+
+// Parse returns `parse` with g's flags.
+func Parse(g Global) ([]string, error) { return command(g, []string{"parse"}) }
+
+// Ls returns `ls --output json --output-keys unique_id` with g's flags,
+// then selection (--select, --exclude, ... as dbt ls takes them).
+func Ls(g Global, selection []string) ([]string, error) {
+	return command(g, []string{"ls", "--output", "json", "--output-keys", "unique_id"}, selection...)
+}
+
+// SourceFreshness returns `source freshness` with g's flags, then
+// --select with sources when there are any.
+func SourceFreshness(g Global, sources []string) ([]string, error) {
+	var sel []string
+	if len(sources) > 0 {
+		sel = append([]string{"--select"}, sources...)
+	}
+	return command(g, []string{"source", "freshness"}, sel...)
+}
+
+// Options are a node-running dbt invocation: the nodes, the command and
+// its flags, and the Global flags that place it.
 type Options struct {
 	// Command is dbt's sub-command: run, seed, snapshot, test or build.
 	Command string
@@ -137,8 +227,9 @@ type Options struct {
 	// FullRefresh adds --full-refresh where Command accepts it and is
 	// ignored elsewhere.
 	FullRefresh bool
-	Vars        map[string]any
-	Target      string
+	// Global places the invocation; a dbt Cloud job step sets only Vars
+	// and Target.
+	Global
 	// Threads is passed as --threads when positive.
 	Threads int
 	// State, Defer, DeferState and FavorState map to --state, --defer,
@@ -158,11 +249,9 @@ type Options struct {
 	TestsWithoutRelationCache bool
 }
 
-// Build returns the sub-command and its flags (without the dbt executable
-// and without paths such as --project-dir or --target-path, which depend on
-// where the invocation runs):
+// Build returns the sub-command and its flags, without the dbt executable:
 //
-//	run --select <selector>... --indirect-selection empty [--full-refresh] [--vars JSON] [--target T] [--threads N] [--state DIR] [--defer] [--defer-state DIR] [--favor-state]
+//	run --select <selector>... --indirect-selection empty [--full-refresh] <Global flags> [--threads N] [--state DIR] [--defer] [--defer-state DIR] [--favor-state]
 //
 // and for test with TestsWithoutRelationCache, --no-populate-cache at the end.
 func Build(o Options) ([]string, error) {
@@ -184,16 +273,11 @@ func Build(o Options) ([]string, error) {
 	if o.FullRefresh && AcceptsFullRefresh(o.Command) {
 		args = append(args, "--full-refresh")
 	}
-	vars, err := Vars(o.Vars)
+	flags, err := o.Args()
 	if err != nil {
 		return nil, err
 	}
-	if vars != "" {
-		args = append(args, "--vars", vars)
-	}
-	if o.Target != "" {
-		args = append(args, "--target", o.Target)
-	}
+	args = append(args, flags...)
 	if o.Threads > 0 {
 		args = append(args, "--threads", fmt.Sprint(o.Threads))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -57,7 +58,7 @@ func TestBuild(t *testing.T) {
 		opts dbtargv.Options
 		want []string
 	}{
-		{"run full refresh", dbtargv.Options{Command: "run", Nodes: []*manifest.Node{m}, FullRefresh: true, Vars: map[string]any{"b": 1, "a": "x"}, Target: "pg", Threads: 2},
+		{"run full refresh", dbtargv.Options{Command: "run", Nodes: []*manifest.Node{m}, FullRefresh: true, Global: dbtargv.Global{Vars: map[string]any{"b": 1, "a": "x"}, Target: "pg"}, Threads: 2},
 			[]string{"run", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "empty", "--full-refresh", "--vars", `{"a":"x","b":1}`, "--target", "pg", "--threads", "2"}},
 		{"test ignores full refresh", dbtargv.Options{Command: "test", Nodes: []*manifest.Node{m}, FullRefresh: true},
 			[]string{"test", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "empty"}},
@@ -115,12 +116,6 @@ func TestShellJoin(t *testing.T) {
 	out, err := exec.Command("sh", "-c", "printf '%s\\n' "+dbtargv.ShellJoin([]string{"a b", `{"a":"it's"}`, "$HOME"})).Output()
 	require.NoError(t, err)
 	assert.Equal(t, "a b\n{\"a\":\"it's\"}\n$HOME\n", string(out))
-}
-
-func TestMergeVars(t *testing.T) {
-	assert.Nil(t, dbtargv.MergeVars(nil, nil))
-	assert.Equal(t, map[string]any{"a": 1, "b": 3, "c": 4},
-		dbtargv.MergeVars(map[string]any{"a": 1, "b": 2}, map[string]any{"b": 3, "c": 4}))
 }
 
 // lsScript evaluates each selector given on stdin (one per line) with
@@ -216,4 +211,38 @@ func TestAmbiguous(t *testing.T) {
 	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{a.UniqueID: a, b.UniqueID: b, c.UniqueID: c}}
 	assert.Equal(t, []string{"model.p.y"}, dbtargv.Ambiguous(m, a))
 	assert.Empty(t, dbtargv.Ambiguous(m, b))
+}
+
+func TestCommands(t *testing.T) {
+	p := dbt.Project{Dir: "/p", ProfilesDir: "/prof", Target: "pg", Vars: dbt.Vars{"a": 1}}
+	g := dbtargv.Local(p, "/t", "/l")
+	deps, err := dbtargv.Deps(g)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"deps", "--vars", `{"a":1}`, "--target", "pg", "--project-dir", "/p", "--profiles-dir", "/prof",
+		"--log-path", "/l", "--no-use-colors"}, deps, "dbt deps takes no --target-path")
+	g.Quiet, g.PartialParseFile = true, "/pp"
+	parse, err := dbtargv.Parse(g)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"parse", "--vars", `{"a":1}`, "--target", "pg", "--project-dir", "/p", "--profiles-dir", "/prof",
+		"--target-path", "/t", "--log-path", "/l", "--partial-parse-file-path", "/pp", "--no-use-colors", "--quiet"}, parse)
+	ls, err := dbtargv.Ls(dbtargv.Global{ProjectDir: "/p", TargetPath: "/t"}, []string{"--select", "x"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ls", "--output", "json", "--output-keys", "unique_id", "--project-dir", "/p", "--target-path", "/t", "--select", "x"}, ls)
+	fr, err := dbtargv.SourceFreshness(dbtargv.Global{TargetPath: "/t"}, []string{"source:a", "source:b"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"source", "freshness", "--target-path", "/t", "--select", "source:a", "source:b"}, fr)
+	fr, err = dbtargv.SourceFreshness(dbtargv.Global{}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"source", "freshness"}, fr)
+
+	m := node(manifest.Model, "p", "p", "m")
+	run, err := dbtargv.Build(dbtargv.Options{Command: "run", Nodes: []*manifest.Node{m}, Threads: 1, Global: dbtargv.Global{
+		ProjectDir: "/p", NoFileDiff: true, CacheSelectedOnly: true, LogLevel: "warn", LogLevelFile: "none", NoWriteJSON: true}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"run", "--select", "fqn:p.m,resource_type:model,package:p", "--indirect-selection", "empty",
+		"--project-dir", "/p", "--no-partial-parse-file-diff", "--cache-selected-only", "--log-level", "warn", "--log-level-file", "none",
+		"--no-write-json", "--threads", "1"}, run)
+
+	_, err = dbtargv.Parse(dbtargv.Global{Vars: dbt.Vars{"f": func() {}}})
+	assert.Error(t, err, "vars that cannot be encoded")
 }

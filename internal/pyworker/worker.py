@@ -1,24 +1,41 @@
-"""dbtorch warm worker: keeps dbt imported and the project parsed, and runs
-one dbt invocation per request.
+"""dbtorch's Python worker: keeps dbt imported and the project parsed, and
+answers requests: dbt invocations for the warm executor, `dbt ls`
+selections for the selector's session. Embedded by internal/pyworker.
 
 Protocol (JSON lines). Requests come on stdin; replies go to the file
 descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
 
-  -> {"id": 0, "parse_args": [...], "key": "<vars>"}          (first line)
-  <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2}
+  -> {"id": 0, "type": "start", "deps_args": [...] | null, "parse_args": [...], "key": "<vars>"}
+  <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2, "patches": ["reuse_graph", ...]}
      or {"id": 0, "type": "fatal", "error": "..."} and exit 3
-  -> {"id": N, "args": [...], "parse_args": [...], "key": "<vars>", "results_path": "...", "build": "<id>"}
+  -> {"id": N, "type": "invoke", "args": [...], "parse_args": [...], "key": "<vars>", "results_path": "...", "build": "<id>"}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "elapsed": 0.4}
+  -> {"id": N, "type": "ls", "args": [...], "parse_args": [...], "key": "<vars>"}
+  <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "ids": [...], "elapsed": 0.1}
 
 "args" is a full dbt command line without the executable; "parse_args" is
-the `dbt parse` command line whose manifest "args" must run against. The
+the `dbt parse` command line whose manifest "args" must run against;
+"deps_args", when given, is a `dbt deps` run before the first parse. The
 worker parses once per distinct "key" (the invocation's vars) and keeps a
 few manifests. When "results_path" is set, the worker writes dbt's run
 results there itself (the parent then passes --no-write-json, which saves
 dbt writing manifest.json in every invocation). "build" names the
 orchestrated build the request belongs to: within one build the worker
 remembers which schemas exist, as one `dbt build` does (see
-remember_schemas). End of stdin ends the worker.
+remember_schemas). An "ls" reply lists the unique_ids dbt ls printed,
+sorted. End of stdin ends the worker; so does SIGINT (exit 130).
+
+Patches. Beyond keeping dbt imported, the worker replaces a few dbt
+internals that redo, in every invocation, work whose inputs did not change
+(PATCHES below; each function documents what it saves and why it is
+sound). Each replaces a dbt internal only when that internal has the
+signature the patch was written for (takes()), and only on a dbt-core whose
+minor version is in PROVEN_RANGE, so another dbt runs unpatched, slower
+but the same, rather than broken. $DBTORCH_WORKER_PATCHES=off runs without
+any. The warm executor's conformance test (executor/warm_test.go,
+TestWarmPatchedUnpatchedCoreAgree) runs the bundled shop project patched,
+unpatched and through dbt's own CLI and requires identical per-node
+results.
 """
 
 import inspect
@@ -34,14 +51,17 @@ MAX_MANIFESTS = 4
 MAX_BUILDS = 8
 
 
-def takes(fn, *names):
-    """Whether fn's parameters begin with names: each patch below replaces
-    a dbt internal only when it has the signature the patch was written
-    for, so another dbt version runs unpatched rather than broken."""
+def takes(fn, *names, exact=False):
+    """Whether fn's parameters begin with names (are exactly names, with
+    exact): each patch below replaces a dbt internal only when it has the
+    signature the patch was written for, so another dbt version runs
+    unpatched rather than broken."""
     try:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return False
+    if exact:
+        return params == list(names)
     return params[: len(names)] == list(names)
 
 
@@ -54,7 +74,9 @@ def cache_plugin_discovery():
 
         scan = PluginManager.get_prefixed_modules.__func__
     except (ImportError, AttributeError):
-        return
+        return False
+    if not takes(scan, "cls"):
+        return False
     found = {}
 
     def get_prefixed_modules(cls):
@@ -63,6 +85,7 @@ def cache_plugin_discovery():
         return found["modules"]
 
     PluginManager.get_prefixed_modules = classmethod(get_prefixed_modules)
+    return True
 
 
 def skip_graph_diagnostics():
@@ -72,11 +95,19 @@ def skip_graph_diagnostics():
     try:
         from dbt.compilation import Compiler, Linker
     except ImportError:
-        return
-    if hasattr(Compiler, "write_graph_file"):
-        Compiler.write_graph_file = lambda self, linker, manifest: None
-    if hasattr(Linker, "get_graph_summary"):
-        Linker.get_graph_summary = lambda self, manifest: {}
+        return False
+    write = getattr(Compiler, "write_graph_file", None)
+    summary = getattr(Linker, "get_graph_summary", None)
+    if not (
+        write is not None
+        and summary is not None
+        and takes(write, "self", "linker", "manifest", exact=True)
+        and takes(summary, "self", "manifest", exact=True)
+    ):
+        return False
+    Compiler.write_graph_file = lambda self, linker, manifest: None
+    Linker.get_graph_summary = lambda self, manifest: {}
+    return True
 
 
 class Builds:
@@ -112,10 +143,10 @@ def remember_schemas(builds):
     try:
         from dbt.task.runnable import GraphRunnableTask
     except ImportError:
-        return
+        return False
     create = GraphRunnableTask.create_schemas
     if not takes(create, "self", "adapter", "required_schemas"):
-        return
+        return False
 
     def create_schemas(self, adapter, required_schemas):
         known = builds.current
@@ -133,7 +164,7 @@ def remember_schemas(builds):
         return result
 
     GraphRunnableTask.create_schemas = create_schemas
-
+    return True
 
 def reuse_graph():
     """Every invocation links the whole project's graph and searches it for
@@ -150,7 +181,7 @@ def reuse_graph():
         from dbt.compilation import Compiler, _generate_stats, print_compile_stats
         from dbt.graph.graph import Graph
     except ImportError:
-        return
+        return False
     compile_ = Compiler.compile
     subset = Graph.get_subset_graph
     if not (
@@ -158,7 +189,7 @@ def reuse_graph():
         and takes(subset, "self", "selected")
         and hasattr(Compiler, "initialize")
     ):
-        return
+        return False
     # (id(manifest), add_test_edges) -> (weak reference to the manifest,
     # graph, stats). The weak reference tells a manifest that was dropped
     # (and another that got its id) from the one that was linked, without
@@ -193,7 +224,7 @@ def reuse_graph():
         return subset(self, selected)
 
     Graph.get_subset_graph = get_subset_graph
-
+    return True
 
 def skip_unlogged_events():
     """dbt turns every event into a protobuf message before asking its
@@ -209,7 +240,7 @@ def skip_unlogged_events():
         from dbt_common.events.base_types import EventLevel
         from dbt_common.events.event_manager import EventManager
     except ImportError:
-        return
+        return False
     try:
         from dbt_common.events.logger import PRINT_EVENT_NAMES
     except ImportError:
@@ -221,7 +252,7 @@ def skip_unlogged_events():
     rank = {EventLevel.DEBUG: 10, EventLevel.TEST: 10, EventLevel.INFO: 20, EventLevel.WARN: 30, EventLevel.ERROR: 40}
     fire = EventManager.fire_event
     if not takes(fire, "self", "e", "level"):
-        return
+        return False
 
     # Older dbt-common takes (e, level) only; newer adds node and
     # force_warn_or_error_handling. Anything passed beyond level goes
@@ -240,7 +271,7 @@ def skip_unlogged_events():
         return fire(self, e, level, *args, **kwargs)
 
     EventManager.fire_event = fire_event
-
+    return True
 
 def cache_query_comment():
     """dbt compiles the query-comment template with Jinja in every
@@ -250,10 +281,10 @@ def cache_query_comment():
         from dbt.adapters.clients import jinja as qjinja
         from dbt_common.clients.jinja import BaseMacroGenerator, get_environment
     except ImportError:
-        return
+        return False
     cls = qjinja.QueryStringGenerator
     if not (hasattr(cls, "get_template") and takes(cls.__init__, "self", "template_str", "context")):
-        return
+        return False
     codes = {}
 
     def __init__(self, template_str, context):
@@ -266,7 +297,7 @@ def cache_query_comment():
         self.template = env.template_class.from_code(env, code, env.make_globals(self.context), None)
 
     cls.__init__ = __init__
-
+    return True
 
 def reset_compilation(manifest):
     """dbt compiles nodes in place on the manifest it is given. A node
@@ -283,6 +314,65 @@ def reset_compilation(manifest):
                 pass
 
 
+# Every patch, in the order applied, with the dbt-core versions it was
+# proven on: 1.11.16 by the conformance test (the pinned version,
+# requirements.txt), 1.8.9 and 1.9.8 checked by hand (the bundled project
+# built through Warm and through dbt's CLI gave the same results).
+PATCHES = [
+    ("cache_plugin_discovery", ("1.8.9", "1.9.8", "1.11.16")),
+    ("skip_graph_diagnostics", ("1.8.9", "1.9.8", "1.11.16")),
+    ("cache_query_comment", ("1.8.9", "1.9.8", "1.11.16")),
+    ("reuse_graph", ("1.8.9", "1.9.8", "1.11.16")),
+    ("skip_unlogged_events", ("1.8.9", "1.9.8", "1.11.16")),
+    ("remember_schemas", ("1.8.9", "1.9.8", "1.11.16")),
+]
+
+# The dbt-core minor versions the patches are applied on: from the oldest
+# to the newest minor version one of them was proven on. A dbt outside the
+# range runs unpatched.
+PROVEN_RANGE = ((1, 8), (1, 11))
+
+
+def dbt_minor():
+    """dbt-core's (major, minor), or None when it cannot be told."""
+    try:
+        from dbt.version import __version__ as version
+    except ImportError:
+        try:
+            from importlib.metadata import version as dist_version
+
+            version = dist_version("dbt-core")
+        except Exception:  # noqa: BLE001 - no version: treated as unknown
+            return None
+    parts = str(version).split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def apply_patches(builds):
+    """Applies the patches unless $DBTORCH_WORKER_PATCHES is "off" or dbt is
+    outside PROVEN_RANGE, and returns the names of those applied (a patch
+    whose dbt internal has another signature is left out)."""
+    if os.environ.get("DBTORCH_WORKER_PATCHES", "").lower() == "off":
+        return []
+    minor = dbt_minor()
+    if minor is None or not (PROVEN_RANGE[0] <= minor <= PROVEN_RANGE[1]):
+        print("dbtorch worker: dbt-core %s is outside the versions the patches were proven on; running unpatched" % (minor,), file=sys.stderr)
+        return []
+    applied = []
+    for name, _proven in PATCHES:
+        fn = globals()[name]
+        if fn(builds) if name == "remember_schemas" else fn():
+            applied.append(name)
+    return applied
+
+
+def error_text(e):
+    return "".join(traceback.format_exception_only(type(e), e)).strip()
+
+
 def main():
     fd = int(os.environ["DBTORCH_WORKER_FD"])
     os.set_inheritable(fd, False)
@@ -294,13 +384,8 @@ def main():
 
     from dbt.cli.main import dbtRunner
 
-    cache_plugin_discovery()
-    skip_graph_diagnostics()
-    cache_query_comment()
-    reuse_graph()
-    skip_unlogged_events()
     builds = Builds()
-    remember_schemas(builds)
+    patches = apply_patches(builds)
 
     manifests = {}  # key -> Manifest, in insertion order
 
@@ -315,40 +400,66 @@ def main():
         manifests[key] = res.result
         return res.result
 
-    first = True
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        req = json.loads(line)
-        start = time.monotonic()
-        if first:
-            first = False
-            try:
-                manifest_for(req.get("key", ""), req["parse_args"])
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                reply({"id": req["id"], "type": "fatal", "error": "".join(traceback.format_exception_only(type(e), e)).strip()})
-                sys.exit(3)
-            reply({"id": req["id"], "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - start})
-            continue
-        error = None
-        success = False
+    def start(req):
+        if req.get("deps_args"):
+            res = dbtRunner().invoke(list(req["deps_args"]))
+            if not res.success:
+                raise RuntimeError("dbt deps failed: %s" % (res.exception or "see dbt's log"))
+        manifest_for(req.get("key", ""), req["parse_args"])
+
+    def invoke(req):
+        manifest = manifest_for(req.get("key", ""), req["parse_args"])
+        reset_compilation(manifest)
+        builds.enter(req.get("build"))
+        res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+        path = req.get("results_path")
+        if path and res.result is not None and hasattr(res.result, "write"):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            res.result.write(path)
+        error = error_text(res.exception) if res.exception is not None else None
+        return {"success": bool(res.success), "error": error}
+
+    def ls(req):
+        manifest = manifest_for(req.get("key", ""), req["parse_args"])
+        builds.enter(None)
+        res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+        if not res.success or res.exception is not None:
+            return {"success": False, "error": error_text(res.exception) if res.exception is not None else "dbt ls failed", "ids": None}
+        ids = sorted(json.loads(x)["unique_id"] for x in (res.result or []))
+        return {"success": True, "error": None, "ids": ids}
+
+    handlers = {"invoke": invoke, "ls": ls}
+
+    lines = (line for line in sys.stdin if line.strip())
+    try:
+        first = next(lines, None)
+        if first is None:
+            return
+        req = json.loads(first)
+        begin = time.monotonic()
         try:
-            manifest = manifest_for(req.get("key", ""), req["parse_args"])
-            reset_compilation(manifest)
-            builds.enter(req.get("build"))
-            res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
-            success = bool(res.success)
-            path = req.get("results_path")
-            if path and res.result is not None and hasattr(res.result, "write"):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                res.result.write(path)
-            if res.exception is not None:
-                error = "".join(traceback.format_exception_only(type(res.exception), res.exception)).strip()
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
-            error = "".join(traceback.format_exception_only(type(e), e)).strip()
-        sys.stdout.flush()
-        reply({"id": req["id"], "type": "done", "success": success, "error": error, "elapsed": time.monotonic() - start})
+            start(req)
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            reply({"id": req.get("id", 0), "type": "fatal", "error": error_text(e)})
+            sys.exit(3)
+        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches})
+        for line in lines:
+            req = json.loads(line)
+            begin = time.monotonic()
+            handler = handlers.get(req.get("type", "invoke"))
+            try:
+                if handler is None:
+                    raise ValueError("unknown request type %r" % (req.get("type"),))
+                msg = handler(req)
+            except Exception as e:  # noqa: BLE001 - reported to the parent
+                msg = {"success": False, "error": error_text(e)}
+            sys.stdout.flush()
+            msg.update({"id": req["id"], "type": "done", "elapsed": time.monotonic() - begin})
+            reply(msg)
+    except KeyboardInterrupt:
+        # The parent's SIGINT (a cancelled invocation): dbt has cancelled
+        # its queries; the parent retires this worker.
+        sys.exit(130)
 
 
 if __name__ == "__main__":

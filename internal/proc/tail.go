@@ -1,22 +1,23 @@
-package executor
+package proc
 
 import (
 	"strings"
 	"sync"
 )
 
-// tailBuffer is an io.Writer that keeps the last max bytes written to it.
-// It is safe for concurrent use.
-type tailBuffer struct {
+// Tail is an io.Writer that keeps the last max bytes written to it. It is
+// safe for concurrent use.
+type Tail struct {
 	mu  sync.Mutex
 	max int
 	buf []byte
 }
 
-func newTail(max int) *tailBuffer { return &tailBuffer{max: max} }
+// NewTail returns a Tail keeping max bytes.
+func NewTail(max int) *Tail { return &Tail{max: max} }
 
 // Write keeps the tail of p; it never fails.
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(p)
@@ -32,7 +33,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 }
 
 // Lines returns the last n lines written, without ANSI colour codes.
-func (t *tailBuffer) Lines(n int) string {
+func (t *Tail) Lines(n int) string {
 	t.mu.Lock()
 	s := string(t.buf)
 	t.mu.Unlock()

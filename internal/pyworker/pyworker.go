@@ -1,0 +1,228 @@
+// Package pyworker starts and talks to dbtorch's Python worker
+// (worker.py, embedded): a long-lived Python process that imports dbt
+// once, keeps the project's parsed manifests, and answers requests over
+// one protocol (worker.py's docstring): dbt invocations for the warm
+// executor and `dbt ls` selections for the selector's session. It is the
+// one Go launcher of that worker; processes are started and stopped by
+// internal/proc.
+package pyworker
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/dbtorch/dbtorch/internal/proc"
+)
+
+//go:embed worker.py
+var script []byte
+
+// WriteScript writes worker.py into dir and returns its path.
+func WriteScript(dir string) (string, error) {
+	path := filepath.Join(dir, "worker.py")
+	if err := os.WriteFile(path, script, 0o644); err != nil {
+		return "", fmt.Errorf("pyworker: write worker script: %w", err)
+	}
+	return path, nil
+}
+
+// Config says how to start a worker.
+type Config struct {
+	// Python is the interpreter that imports dbt; Script is worker.py's
+	// path (WriteScript).
+	Python, Script string
+	// Dir is the working directory (the dbt project); Env the environment
+	// (nil: os.Environ()).
+	Dir string
+	Env []string
+	// Unpatched runs the worker without its patches of dbt internals
+	// ($DBTORCH_WORKER_PATCHES=off); the environment can also say so.
+	Unpatched bool
+	// Logger gets a warning for each message that is not the protocol's;
+	// nil discards.
+	Logger *slog.Logger
+}
+
+// Request is one request to the worker; see worker.py for the meaning of
+// each field.
+type Request struct {
+	ID   int    `json:"id"`
+	Type string `json:"type"`
+	// Args is a dbt command line without the executable (invoke, ls).
+	Args []string `json:"args,omitempty"`
+	// DepsArgs is a `dbt deps` run before the first parse (start).
+	DepsArgs []string `json:"deps_args,omitempty"`
+	// ParseArgs is the `dbt parse` whose manifest Args run against; Key
+	// names that manifest (the vars).
+	ParseArgs []string `json:"parse_args"`
+	Key       string   `json:"key"`
+	// ResultsPath is where the worker writes run_results.json (invoke).
+	ResultsPath string `json:"results_path,omitempty"`
+	// Build is the orchestrated build the request belongs to (invoke).
+	Build string `json:"build,omitempty"`
+}
+
+// Request types.
+const (
+	Start  = "start"
+	Invoke = "invoke"
+	Ls     = "ls"
+)
+
+// Reply is one reply of the worker.
+type Reply struct {
+	ID      int      `json:"id"`
+	Type    string   `json:"type"`
+	Success bool     `json:"success"`
+	Error   *string  `json:"error"`
+	Elapsed float64  `json:"elapsed"`
+	PID     int      `json:"pid"`
+	IDs     []string `json:"ids"`
+	Patches []string `json:"patches"`
+}
+
+// ErrExited is wrapped by Call's error when the worker ended before
+// replying.
+var ErrExited = errors.New("pyworker: worker exited")
+
+// Worker is a running worker. Calls must not overlap: one request at a
+// time.
+type Worker struct {
+	p     *proc.Process
+	msgs  chan Reply // closed when the reply pipe closes
+	ready Reply
+}
+
+// Launch starts a worker and sends it start (Type Start is set), returning
+// once the worker has parsed the project, or an error with the worker's
+// output. When ctx ends first, the worker is killed.
+func Launch(ctx context.Context, cfg Config, start Request) (*Worker, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r, wpipe, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("pyworker: pipe: %w", err)
+	}
+	env := cfg.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	env = append(slices.Clip(env), "DBTORCH_WORKER_FD=3", "PYTHONUNBUFFERED=1")
+	if cfg.Unpatched {
+		env = append(env, "DBTORCH_WORKER_PATCHES=off")
+	}
+	p, err := proc.Start(proc.Spec{Path: cfg.Python, Args: []string{"-u", cfg.Script}, Dir: cfg.Dir, Env: env,
+		Stdin: true, ExtraFiles: []*os.File{wpipe}})
+	wpipe.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("pyworker: %w", err)
+	}
+	w := &Worker{p: p, msgs: make(chan Reply, 1)}
+	go func() {
+		defer close(w.msgs)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			var m Reply
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				log.Warn("dbtorch: bad worker message", "pid", p.Pid(), "err", err)
+				continue
+			}
+			w.msgs <- m
+		}
+	}()
+	start.Type = Start
+	m, err := w.Call(ctx, start, 0)
+	if err != nil {
+		w.p.Stop(0)
+		return nil, fmt.Errorf("pyworker: worker did not start: %w\n%s", err, w.Tail(40))
+	}
+	if m.Type != "ready" {
+		w.p.Stop(0)
+		msg := "not ready"
+		if m.Error != nil {
+			msg = *m.Error
+		}
+		return nil, fmt.Errorf("pyworker: worker did not start: %s\n%s", msg, w.Tail(40))
+	}
+	w.ready = m
+	return w, nil
+}
+
+// Call sends req and waits for the worker's reply to it. When ctx ends
+// first, the worker is stopped (SIGINT, then SIGKILL after grace) and
+// ctx's error returned; when the worker ends first, the error wraps
+// ErrExited. After an error the worker is gone.
+func (w *Worker) Call(ctx context.Context, req Request, grace time.Duration) (Reply, error) {
+	if req.Type == "" {
+		req.Type = Invoke
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Reply{}, fmt.Errorf("pyworker: %w", err)
+	}
+	if _, err := w.p.Stdin().Write(append(b, '\n')); err != nil {
+		w.p.Stop(0)
+		return Reply{}, fmt.Errorf("%w: it could not take the request: %v", ErrExited, err)
+	}
+	for {
+		select {
+		case m, ok := <-w.msgs:
+			if !ok {
+				res := w.p.Stop(0)
+				return Reply{}, fmt.Errorf("%w: %s", ErrExited, res.Describe("worker"))
+			}
+			if m.ID == req.ID && m.Type != "" {
+				return m, nil
+			}
+		case <-ctx.Done():
+			w.p.Stop(grace)
+			return Reply{}, ctx.Err()
+		}
+	}
+}
+
+// Ready returns the worker's ready reply (its pid, start-up time and the
+// patches it applied).
+func (w *Worker) Ready() Reply { return w.ready }
+
+// Pid returns the worker's process id.
+func (w *Worker) Pid() int { return w.p.Pid() }
+
+// Done is closed when the worker process has exited.
+func (w *Worker) Done() <-chan struct{} { return w.p.Done() }
+
+// Result returns how the worker ended; it waits for the end.
+func (w *Worker) Result() proc.Result { return w.p.Wait() }
+
+// Tail returns the last n lines of the worker's output (dbt's logging).
+func (w *Worker) Tail(n int) string { return w.p.Tail(n) }
+
+// Kill stops the worker at once and waits for it.
+func (w *Worker) Kill() { w.p.Stop(0) }
+
+// Close ends the worker's input (the worker exits), waits up to wait for
+// it and then kills it.
+func (w *Worker) Close(wait time.Duration) proc.Result {
+	_ = w.p.Stdin().Close()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-w.p.Done():
+	case <-t.C:
+	}
+	return w.p.Stop(0)
+}
