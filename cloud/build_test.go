@@ -20,8 +20,10 @@ import (
 // fails (its descendants are skipped, the other branch goes on), stg_b
 // fails once and succeeds on retry. Faults are sprinkled over the build.
 func TestRunBuild(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []orchestrator.Mode{orchestrator.PerNode, orchestrator.PerWave} {
 		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{Outcome: script(map[string][]cloudtest.NodeOutcome{
 				"stg_a": {{Status: "error", Message: "Database Error in model stg_a\n  division by zero"}},
 				"stg_b": {{Status: "error", Message: "Database Error in model stg_b\n  could not serialize access"}, {}},
@@ -86,6 +88,7 @@ func TestRunBuild(t *testing.T) {
 // TestRunBuildCancelled: cancelling a build while dbt Cloud runs are in
 // flight leaves no job and no running run.
 func TestRunBuildCancelled(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, cloudtest.Options{CancelTime: 30 * time.Millisecond, Outcome: script(map[string][]cloudtest.NodeOutcome{
 		"fct_a": {{Hang: true}}, "fct_b": {{Hang: true}},
 	})})

@@ -583,12 +583,22 @@ func transient(err error) bool {
 // fails in a way repeating cannot mend, or ctx ends, waiting a backoff
 // between calls. Clean-up uses it to outlast rate-limit cooldowns and
 // outages longer than one request's retries.
+//
+// When ctx ends during a call, the error also gives the failure of the
+// call before, which says why the budget ran out (a cooldown's 429).
 func (c *Client) persist(ctx context.Context, op func(context.Context) error) error {
+	var last error
 	for attempt := 0; ; attempt++ {
 		err := op(ctx)
-		if err == nil || ctx.Err() != nil || !transient(err) {
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil && last != nil:
+			return fmt.Errorf("%w (gave up when the time ran out; the call before failed: %v)", err, last)
+		case ctx.Err() != nil || !transient(err):
 			return err
 		}
+		last = err
 		if !backoff.Sleep(ctx, c.backoff(c.waitMin, c.waitMax, attempt, nil)) {
 			return err
 		}

@@ -146,6 +146,7 @@ func TestDefaultBackoff(t *testing.T) {
 // TestIdempotentRetries: GETs and DELETEs ride out transport errors, 429
 // and 5xx.
 func TestIdempotentRetries(t *testing.T) {
+	t.Parallel()
 	for _, f := range []cloudtest.Fault{
 		{Route: cloudtest.GetJob, Status: 500, Times: 3},
 		{Route: cloudtest.GetJob, Status: 502, Body: "<html><title>Bad Gateway</title></html>"},
@@ -156,6 +157,7 @@ func TestIdempotentRetries(t *testing.T) {
 		{Route: cloudtest.DeleteJob, Status: 503},
 	} {
 		t.Run(fmt.Sprintf("%s %d drop=%v delay=%v", f.Route, f.Status, f.Drop, f.Delay), func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{})
 			c := e.client(t, func(cfg *cloud.ClientConfig) { cfg.AttemptTimeout = 200 * time.Millisecond })
 			ctx := ctxT(t)
@@ -185,6 +187,7 @@ func TestRetriesGiveUp(t *testing.T) {
 // TestCreateNotRetriedBlindly: whatever happens to a job creation or a
 // trigger, exactly one job and one run exist afterwards.
 func TestCreateNotRetriedBlindly(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		fault cloudtest.Fault
@@ -199,6 +202,7 @@ func TestCreateNotRetriedBlindly(t *testing.T) {
 		{"429", cloudtest.Fault{Status: 429, RetryAfter: "0", Times: 2}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{RunTime: time.Millisecond})
 			c := e.client(t, func(cfg *cloud.ClientConfig) { cfg.AttemptTimeout = 300 * time.Millisecond })
 			ctx := ctxT(t)
@@ -417,6 +421,7 @@ func TestCancelRun(t *testing.T) {
 
 // TestRateLimit: one bucket per client, shared by its goroutines.
 func TestRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, cloudtest.Options{})
 	c := e.client(t, func(cfg *cloud.ClientConfig) { cfg.RateLimit = 50; cfg.Burst = 1 })
 	ctx := ctxT(t)
@@ -444,6 +449,7 @@ func TestRateLimit(t *testing.T) {
 // Test429PausesTheClient: a 429 with Retry-After holds every request of the
 // client, not just the one that got it.
 func Test429PausesTheClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, cloudtest.Options{})
 	ctx := ctxT(t)
 	e.srv.Inject(cloudtest.Fault{Route: cloudtest.ListJobs, Status: 429, RetryAfter: "1"})

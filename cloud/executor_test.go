@@ -65,6 +65,7 @@ func TestExecuteSuccess(t *testing.T) {
 // TestExecuteOutcomes: every way a run can end maps onto per-node results,
 // and never onto a success that did not happen.
 func TestExecuteOutcomes(t *testing.T) {
+	t.Parallel()
 	dbErr := cloudtest.NodeOutcome{Status: "error", Message: "Database Error in model stg_a\n  relation \"x\" does not exist"}
 	for _, tc := range []struct {
 		name     string
@@ -95,6 +96,7 @@ func TestExecuteOutcomes(t *testing.T) {
 			[]executor.Kind{executor.KindNone, executor.KindCrash}, "did not report this node"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{Outcome: script(tc.outcomes)})
 			x := e.executor(t, nil)
 			resp, err := x.Execute(ctxT(t), executor.Request{Command: tc.cmd, Nodes: e.nodes(t, tc.nodes...), BuildID: "b", Attempt: 1})
@@ -115,6 +117,7 @@ func TestExecuteOutcomes(t *testing.T) {
 // TestExecuteCancel: cancelling or timing out mid-run cancels the dbt
 // Cloud run, deletes the job, and reports the nodes cancelled.
 func TestExecuteCancel(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		ctx  func(context.Context) (context.Context, context.CancelFunc)
@@ -130,6 +133,7 @@ func TestExecuteCancel(t *testing.T) {
 		}, executor.KindTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{CancelTime: 20 * time.Millisecond,
 				Outcome: script(map[string][]cloudtest.NodeOutcome{"stg_a": {{Hang: true}}})})
 			x := e.executor(t, nil)
@@ -154,6 +158,7 @@ func TestExecuteCancel(t *testing.T) {
 // TestExecuteJobTimeout: a run that dbt Cloud stops at the job's timeout
 // is a timeout of every node, not a success and not a crash.
 func TestExecuteJobTimeout(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, cloudtest.Options{Outcome: script(map[string][]cloudtest.NodeOutcome{"stg_a": {{Hang: true}}})})
 	x := e.executor(t, func(c *cloud.ExecutorConfig) { c.JobTimeout = time.Second })
 	resp, err := x.Execute(ctxT(t), executor.Request{Command: executor.Run, Nodes: e.nodes(t, "stg_a", "stg_b"), BuildID: "b", Attempt: 1})
@@ -170,8 +175,10 @@ func TestExecuteJobTimeout(t *testing.T) {
 // being created (the creation took effect, its answer is slow) still
 // leaves nothing behind.
 func TestExecuteCancelDuringCreate(t *testing.T) {
+	t.Parallel()
 	for _, route := range []cloudtest.Route{cloudtest.CreateJob, cloudtest.TriggerRun} {
 		t.Run(string(route), func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{RunTime: time.Hour})
 			x := e.executor(t, nil)
 			e.srv.Inject(cloudtest.Fault{Route: route, Delay: time.Second})
@@ -189,6 +196,7 @@ func TestExecuteCancelDuringCreate(t *testing.T) {
 // TestExecuteFaults: injected faults on every call of an invocation
 // neither change its results nor leave or duplicate anything.
 func TestExecuteFaults(t *testing.T) {
+	t.Parallel()
 	faults := []cloudtest.Fault{
 		{Route: cloudtest.CreateJob, LoseResponse: true},
 		{Route: cloudtest.CreateJob, Status: 500},
@@ -209,6 +217,7 @@ func TestExecuteFaults(t *testing.T) {
 	}
 	for _, f := range faults {
 		t.Run(fmt.Sprintf("%s status=%d drop=%v lose=%v delay=%v", f.Route, f.Status, f.Drop, f.LoseResponse, f.Delay), func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{Outcome: script(map[string][]cloudtest.NodeOutcome{"stg_b": {{Status: "error", Message: "Database Error"}}})})
 			e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 300 * time.Millisecond })
 			x := e.executor(t, nil)
@@ -228,6 +237,7 @@ func TestExecuteFaults(t *testing.T) {
 // errors of a kind the orchestrator's retry policy understands, and
 // nothing is left behind.
 func TestExecuteAPIFailure(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		fault cloudtest.Fault
@@ -239,6 +249,7 @@ func TestExecuteAPIFailure(t *testing.T) {
 		{"polling keeps failing", cloudtest.Fault{Route: cloudtest.GetRun, Drop: true, Times: 100}, executor.KindConnection},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{RunTime: 200 * time.Millisecond})
 			e.c = e.client(t, func(c *cloud.ClientConfig) { c.RetryMax = 2 })
 			x := e.executor(t, nil)
@@ -301,7 +312,9 @@ func TestExecuteConcurrent(t *testing.T) {
 }
 
 func TestManifest(t *testing.T) {
+	t.Parallel()
 	t.Run("from a compile job", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, cloudtest.Options{})
 		x := e.executor(t, nil)
 		m, err := x.Manifest(ctxT(t))
@@ -346,6 +359,7 @@ func TestManifest(t *testing.T) {
 }
 
 func TestJanitor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, cloudtest.Options{PageSize: 2, RunTime: time.Hour})
 	ctx := ctxT(t)
 	var keep []int64
@@ -431,6 +445,7 @@ func TestPrepare(t *testing.T) {
 // every route never leave a job behind, never run a job twice, and never
 // report a success that did not happen.
 func TestExecuteChaos(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, cloudtest.Options{Outcome: script(map[string][]cloudtest.NodeOutcome{
 		"rpt_b": {{Status: "error", Message: "Database Error in model rpt_b"}},
 	})})
@@ -487,6 +502,7 @@ func TestExecuteChaos(t *testing.T) {
 // tell from a failure, so it sends it again, and the executor deletes both
 // jobs, or cancels the extra run before deleting the job.
 func TestExecuteInFlightDuplicate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		route      cloudtest.Route
 		window     time.Duration
@@ -498,6 +514,7 @@ func TestExecuteInFlightDuplicate(t *testing.T) {
 		{cloudtest.TriggerRun, 50 * time.Millisecond, 1, 2},
 	} {
 		t.Run(fmt.Sprintf("%s window=%v", tc.route, tc.window), func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, cloudtest.Options{RunTime: 600 * time.Millisecond})
 			e.c = e.client(t, func(c *cloud.ClientConfig) { c.AttemptTimeout = 150 * time.Millisecond; c.CommitWindow = tc.window })
 			x := e.executor(t, nil)

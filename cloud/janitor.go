@@ -26,9 +26,10 @@ type Janitor struct {
 	OlderThan time.Duration
 	// DryRun lists the jobs without deleting anything.
 	DryRun bool
-	// Timeout bounds the removal of one job (cancelling its runs, waiting
-	// for them to end, deleting it), retried through rate limits and
-	// outages meanwhile: DefaultCleanupTimeout when zero.
+	// Timeout bounds the listing of the jobs, and the removal of each job
+	// (cancelling its runs, waiting for them to end, deleting it), each
+	// retried through rate limits and outages meanwhile:
+	// DefaultCleanupTimeout when zero.
 	Timeout time.Duration
 	// PollInterval is the wait between two checks of a cancelled run (one
 	// second when zero).
@@ -51,27 +52,36 @@ func (j *Janitor) Sweep(ctx context.Context) ([]Job, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cutoff := time.Now().Add(-j.OlderThan)
-	// Collect first: deleting while paging would shift the pages.
-	var found []Job
-	for job, err := range j.Client.Jobs(ctx, ListJobsOptions{ProjectID: j.ProjectID, NameContains: j.Prefix, OrderBy: "id"}) {
-		if err != nil {
-			return nil, fmt.Errorf("dbt cloud: janitor: listing jobs: %w", err)
-		}
-		if !strings.HasPrefix(job.Name, j.Prefix) || job.State == JobDeleted {
-			continue
-		}
-		if j.OlderThan > 0 && !job.CreatedAt.IsZero() && job.CreatedAt.After(cutoff) {
-			continue
-		}
-		found = append(found, job)
-	}
-	if j.DryRun {
-		return found, nil
-	}
 	timeout := j.Timeout
 	if timeout <= 0 {
 		timeout = DefaultCleanupTimeout
+	}
+	cutoff := time.Now().Add(-j.OlderThan)
+	// Collect first: deleting while paging would shift the pages.
+	var found []Job
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	err := j.Client.persist(lctx, func(ctx context.Context) error {
+		found = found[:0]
+		for job, err := range j.Client.Jobs(ctx, ListJobsOptions{ProjectID: j.ProjectID, NameContains: j.Prefix, OrderBy: "id"}) {
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(job.Name, j.Prefix) || job.State == JobDeleted {
+				continue
+			}
+			if j.OlderThan > 0 && !job.CreatedAt.IsZero() && job.CreatedAt.After(cutoff) {
+				continue
+			}
+			found = append(found, job)
+		}
+		return nil
+	})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("dbt cloud: janitor: listing jobs: %w", err)
+	}
+	if j.DryRun {
+		return found, nil
 	}
 	poll := j.PollInterval
 	if poll <= 0 {

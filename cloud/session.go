@@ -165,7 +165,6 @@ func (e *Executor) cleanup(ctx context.Context, st *sessionState, salvage func(c
 			return // the window passed without a trace: it was not created
 		}
 		st.job = job
-		st.create.sends++ // look for duplicates too
 	}
 	jobID := st.job.ID
 	run := st.run

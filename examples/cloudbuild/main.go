@@ -12,10 +12,26 @@
 // With -janitor it deletes the temporary jobs that interrupted builds left
 // behind (older than -janitor-age) and exits.
 //
-// Without DBT_CLOUD_TOKEN it runs a demonstration against the fake server of
-// package cloudtest, in which one model always fails and one fails once.
+// Every temporary job is deleted by a clean-up with its own budget
+// (-cleanup-budget, ten minutes by default), which outlasts an interrupted
+// build and dbt Cloud's rate-limit cooldowns. A job it still cannot delete
+// is named on stderr ("delete job(s) 123, 456"), and the exit code is 3.
 //
-// Exit codes: 0 success, 1 failed nodes, 2 bad input or dbt Cloud errors.
+// Without DBT_CLOUD_TOKEN it runs a demonstration against the fake server of
+// package cloudtest, with time scaled down, in which one model always fails
+// and one fails once. -demo picks what else the fake server does:
+//
+//	faults       late commits behind 502/504 answers and dropped connections,
+//	             a processing delay, late artifacts, 5xx on polls, a short
+//	             rate-limit cooldown, and the token echoed in every error
+//	             message (the results are those of the plain demonstration)
+//	cooldown     a rate-limit cooldown of 2s, without Retry-After, starts at
+//	             the first job deletion (try -cleanup-budget 300ms)
+//	development  the environment is a development environment
+//
+// Exit codes: 0 success, 1 failed nodes, 2 bad input or dbt Cloud errors
+// (an environment unfit for jobs among them, refused before any job is
+// created), 3 temporary jobs left behind, 130 interrupted.
 package main
 
 import (
@@ -56,6 +72,8 @@ type options struct {
 	poll        time.Duration
 	janitor     bool
 	janitorAge  time.Duration
+	budget      time.Duration
+	demo        string
 	verbose     bool
 }
 
@@ -75,6 +93,8 @@ func run(ctx context.Context, args []string, token string, stdout, stderr io.Wri
 	fs.DurationVar(&o.poll, "poll", cloud.DefaultPollInterval, "mean interval between polls of a run")
 	fs.BoolVar(&o.janitor, "janitor", false, "delete leftover temporary jobs and exit")
 	fs.DurationVar(&o.janitorAge, "janitor-age", 6*time.Hour, "with -janitor: spare jobs younger than this")
+	fs.DurationVar(&o.budget, "cleanup-budget", cloud.DefaultCleanupTimeout, "how long the clean-up of a temporary job may retry")
+	fs.StringVar(&o.demo, "demo", "", "without DBT_CLOUD_TOKEN: faults, cooldown or development (see the package doc)")
 	fs.BoolVar(&o.verbose, "v", false, "log dbt Cloud requests")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -85,9 +105,10 @@ func run(ctx context.Context, args []string, token string, stdout, stderr io.Wri
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	cfg := cloud.ClientConfig{Host: o.host, AccountID: o.account, Logger: logger}
 	if token == "" {
 		fmt.Fprintln(stderr, "DBT_CLOUD_TOKEN is not set: running the demonstration against a fake dbt Cloud")
-		srv, err := demoServer()
+		srv, err := demoServer(o.demo)
 		if err != nil {
 			fmt.Fprintln(stderr, "cloudbuild:", err)
 			return 2
@@ -96,11 +117,14 @@ func run(ctx context.Context, args []string, token string, stdout, stderr io.Wri
 			fmt.Fprintf(stdout, "jobs left on the fake server: %d\n", len(srv.Jobs()))
 			srv.Close()
 		}()
-		o.host, o.account, o.project, o.environment = srv.URL, srv.AccountID(), srv.ProjectID(), srv.EnvironmentID()
+		cfg.Host, cfg.AccountID, o.project, o.environment = srv.URL, srv.AccountID(), srv.ProjectID(), srv.EnvironmentID()
 		o.poll = 20 * time.Millisecond
 		token = srv.Token()
+		// The fake's time is scaled down; so are the client's waits.
+		cfg.RetryWaitMin, cfg.RetryWaitMax, cfg.CommitWindow = 10*time.Millisecond, 200*time.Millisecond, 2*time.Second
 	}
-	client, err := cloud.NewClient(cloud.ClientConfig{Host: o.host, AccountID: o.account, Token: token, Logger: logger})
+	cfg.Token = token
+	client, err := cloud.NewClient(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "cloudbuild:", err)
 		return 2
@@ -118,20 +142,21 @@ func run(ctx context.Context, args []string, token string, stdout, stderr io.Wri
 	return build(ctx, o, client, logger, stdout, stderr)
 }
 
-func build(ctx context.Context, o options, client *cloud.Client, logger *slog.Logger, stdout, stderr io.Writer) int {
+func build(ctx context.Context, o options, client *cloud.Client, logger *slog.Logger, stdout, stderr io.Writer) (code int) {
 	mode, err := orchestrator.ParseMode(o.mode)
 	if err != nil {
 		fmt.Fprintln(stderr, "cloudbuild:", err)
 		return 2
 	}
 	exec, err := cloud.NewExecutor(cloud.ExecutorConfig{
-		Client:        client,
-		ProjectID:     o.project,
-		EnvironmentID: o.environment,
-		JobPrefix:     o.prefix,
-		ManifestJobID: o.manifestJob,
-		PollInterval:  o.poll,
-		Logger:        logger,
+		Client:         client,
+		ProjectID:      o.project,
+		EnvironmentID:  o.environment,
+		JobPrefix:      o.prefix,
+		ManifestJobID:  o.manifestJob,
+		PollInterval:   o.poll,
+		CleanupTimeout: o.budget,
+		Logger:         logger,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cloudbuild:", err)
@@ -149,9 +174,18 @@ func build(ctx context.Context, o options, client *cloud.Client, logger *slog.Lo
 		return 2
 	}
 	run, err := orch.RunBuild(ctx, orchestrator.BuildOptions{})
+	// Close waits for the clean-ups and names the jobs they left.
+	if leak := exec.Close(); leak != nil {
+		defer fmt.Fprintln(stderr, "cloudbuild:", leak)
+		code = 3
+	}
+	if ee := (*cloud.EnvironmentError)(nil); errors.As(err, &ee) {
+		fmt.Fprintln(stderr, "cloudbuild:", ee)
+		return max(code, 2)
+	}
 	if run == nil {
 		fmt.Fprintln(stderr, "cloudbuild:", err)
-		return 2
+		return max(code, 2)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATUS\tATTEMPTS\tDETAIL")
@@ -170,12 +204,15 @@ func build(ctx context.Context, o options, client *cloud.Client, logger *slog.Lo
 	switch {
 	case errors.As(err, &be):
 		fmt.Fprintln(stdout, be)
-		return 1
+		return max(code, 1)
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "cloudbuild: interrupted")
+		return max(code, 130)
 	case err != nil:
 		fmt.Fprintln(stderr, "cloudbuild:", err)
-		return 2
+		return max(code, 2)
 	}
-	return 0
+	return code
 }
 
 func firstLine(s string) string {
@@ -214,9 +251,10 @@ const demoManifest = `{
 }`
 
 // demoServer is a fake dbt Cloud where stg_payments always fails and
-// stg_orders fails on its first attempt.
-func demoServer() (*cloudtest.Server, error) {
-	return cloudtest.NewServer(cloudtest.Options{
+// stg_orders fails on its first attempt; demo adds faults (see the
+// package doc).
+func demoServer(demo string) (*cloudtest.Server, error) {
+	opts := cloudtest.Options{
 		Manifest: []byte(demoManifest),
 		RunTime:  200 * time.Millisecond,
 		Outcome: func(id string, attempt int) cloudtest.NodeOutcome {
@@ -228,5 +266,34 @@ func demoServer() (*cloudtest.Server, error) {
 			}
 			return cloudtest.NodeOutcome{RowsAffected: 100}
 		},
-	})
+	}
+	var faults []cloudtest.Fault
+	switch demo {
+	case "":
+	case "faults":
+		opts.ProcessingDelay, opts.ArtifactDelay, opts.EchoToken = 20*time.Millisecond, 150*time.Millisecond, true
+		late := 300 * time.Millisecond
+		faults = []cloudtest.Fault{
+			{Route: cloudtest.CreateJob, Status: 502, CommitAfter: late},
+			{Route: cloudtest.TriggerRun, Status: 504, CommitAfter: late},
+			{Route: cloudtest.CreateJob, Drop: true, CommitAfter: late},
+			{Route: cloudtest.TriggerRun, Drop: true, CommitAfter: late},
+			{Route: cloudtest.GetRun, Status: 500, Times: 3},
+			{Route: cloudtest.DeleteJob, Cooldown: 500 * time.Millisecond},
+		}
+	case "cooldown":
+		faults = []cloudtest.Fault{{Route: cloudtest.DeleteJob, Cooldown: 2 * time.Second}}
+	case "development":
+		opts.EnvironmentType = "development"
+	default:
+		return nil, fmt.Errorf("unknown -demo %q (want faults, cooldown or development)", demo)
+	}
+	srv, err := cloudtest.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range faults {
+		srv.Inject(f)
+	}
+	return srv, nil
 }
