@@ -58,15 +58,45 @@ func DBT(t testing.TB) string {
 	return path
 }
 
+// OverlayEnv names the environment variable that lists overlays for the
+// projects CopyProject copies: directories separated by
+// filepath.ListSeparator, absolute or relative to the repository root. For
+// each, in order, the files under <dir>/<name>/ are copied over the copy of
+// testdata/<name>, replacing files of the same path. `make compat` sets it
+// to run the tests on a dbt-core older than the syntax testdata uses (see
+// compat/testdata/README.md).
+const OverlayEnv = "DBTORCH_TESTDATA_OVERLAY"
+
 // CopyProject copies the dbt project testdata/<name> into a new temp dir and
 // returns the copy's directory (…/<name>). Build output (target/, logs/,
-// dbt_packages/, DuckDB files, package-lock.yml) is left behind.
+// dbt_packages/, DuckDB files, package-lock.yml) is left behind. The
+// overlays named by $DBTORCH_TESTDATA_OVERLAY (OverlayEnv) are then copied
+// over it; an overlay without a <name> directory is skipped, one that does
+// not exist fails the test.
 func CopyProject(t testing.TB, name string) string {
 	t.Helper()
-	src := filepath.Join(RepoRoot(t), "testdata", name)
+	root := RepoRoot(t)
 	dst := filepath.Join(t.TempDir(), name)
-	if err := copyTree(src, dst); err != nil {
+	if err := copyTree(filepath.Join(root, "testdata", name), dst); err != nil {
 		t.Fatalf("dbttest: copy project %s: %v", name, err)
+	}
+	for _, dir := range filepath.SplitList(os.Getenv(OverlayEnv)) {
+		if dir == "" {
+			continue
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(root, dir)
+		}
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("dbttest: $%s: %v", OverlayEnv, err)
+		}
+		src := filepath.Join(dir, name)
+		if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := copyTree(src, dst); err != nil {
+			t.Fatalf("dbttest: overlay %s on project %s: %v", dir, name, err)
+		}
 	}
 	return dst
 }

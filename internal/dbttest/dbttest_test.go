@@ -70,6 +70,39 @@ func TestCopyProjectShop(t *testing.T) {
 	}
 }
 
+// TestCopyProjectOverlay: the overlays are copied over the project in
+// order, an overlay without the project's directory is skipped, and the
+// repository's own compat overlays (make compat) apply.
+func TestCopyProjectOverlay(t *testing.T) {
+	first, second, other := t.TempDir(), t.TempDir(), t.TempDir()
+	write := func(path, body string) {
+		t.Helper()
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+	}
+	write(filepath.Join(first, "shop", "models", "added.sql"), "select 1\n")
+	write(filepath.Join(first, "shop", "profiles.yml"), "first\n")
+	write(filepath.Join(second, "shop", "profiles.yml"), "second\n")
+	write(filepath.Join(other, "jaffle", "profiles.yml"), "other project\n")
+	t.Setenv(OverlayEnv, strings.Join([]string{first, other, second}, string(filepath.ListSeparator)))
+
+	dir := CopyProject(t, "shop")
+	body, err := os.ReadFile(filepath.Join(dir, "models", "added.sql"))
+	require.NoError(t, err)
+	assert.Equal(t, "select 1\n", string(body), "a file the overlay adds")
+	body, err = os.ReadFile(filepath.Join(dir, "profiles.yml"))
+	require.NoError(t, err)
+	assert.Equal(t, "second\n", string(body), "the last overlay wins")
+	assert.FileExists(t, filepath.Join(dir, "dbt_project.yml"), "files no overlay names are the project's")
+
+	t.Setenv(OverlayEnv, filepath.Join("compat", "testdata", "1.9")+string(filepath.ListSeparator)+filepath.Join("compat", "testdata", "1.8"))
+	dir = CopyProject(t, "shop")
+	assert.FileExists(t, filepath.Join(dir, "snapshots", "orders_snapshot.sql"), "relative to the repository root")
+	body, err = os.ReadFile(filepath.Join(dir, "models", "staging", "_staging.yml"))
+	require.NoError(t, err)
+	assert.NotRegexp(t, `(?m)^\s+arguments:`, string(body), "generic test arguments at the top level")
+}
+
 func TestEnv(t *testing.T) {
 	t.Setenv("DBTORCH_FLAKY_COUNTER", "/somewhere")
 	dir := t.TempDir()
