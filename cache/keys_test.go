@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -458,11 +459,9 @@ func TestVarsBlock(t *testing.T) {
 // TestKeyRealManifests keys every node of real manifests from the shared
 // reference set: no errors for non-seeds, distinct keys, and fast.
 func TestKeyRealManifests(t *testing.T) {
-	dir := filepath.Join("..", "..", "shared", "reference", "manifests")
+	dir := filepath.Join(dbttest.SharedDir(t), "reference", "manifests")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	if len(files) == 0 {
-		t.Skip("no shared reference manifests")
-	}
+	require.NotEmpty(t, files, "no shared reference manifests in %s", dir)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			m, err := manifest.Load(afero.NewOsFs(), f)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -163,7 +164,8 @@ func excerpt(tb testing.TB, data []byte, n int) []byte {
 // truncations of them) to the parser and planner: every outcome is a
 // manifest or an error, never a panic.
 func FuzzLoad(f *testing.F) {
-	dir := filepath.Join("..", "..", "shared", "reference", "manifests")
+	shared, _ := dbttest.FindSharedDir(dbttest.RepoRoot(f))
+	dir := filepath.Join(shared, "reference", "manifests")
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -16,14 +17,9 @@ import (
 // repository. It fails when CI=true and the folder is missing.
 func sharedManifests(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "reference", "manifests"))
-	require.NoError(t, err)
-	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared reference manifests missing at %s: %v", dir, err)
-		}
-		t.Skipf("shared reference manifests missing at %s", dir)
-	}
+	dir := filepath.Join(dbttest.SharedDir(t), "reference", "manifests")
+	_, err := os.Stat(dir)
+	require.NoError(t, err, "shared reference manifests")
 	return dir
 }
 

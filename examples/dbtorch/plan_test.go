@@ -12,18 +12,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 )
 
 func sharedManifest(t *testing.T, name string) string {
 	t.Helper()
-	path, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "reference", "manifests", name))
-	require.NoError(t, err)
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared manifest missing: %v", err)
-		}
-		t.Skipf("shared manifest missing: %v", err)
-	}
+	path := filepath.Join(dbttest.SharedDir(t), "reference", "manifests", name)
+	_, err := os.Stat(path)
+	require.NoError(t, err, "shared manifest")
 	return path
 }
 

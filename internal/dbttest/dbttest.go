@@ -206,17 +206,39 @@ func Parse(t testing.TB, projectDir string, env []string) string {
 	return filepath.Join(projectDir, "target", "manifest.json")
 }
 
-// SharedDir returns the team's shared directory, <repo>/../shared, which
-// holds reference material (real manifests, dbt's schemas). When it is
-// missing the test is skipped, or fails when the environment says CI=true.
+// SharedEnv names the environment variable that points at the team's
+// shared directory when it is not beside the repository.
+const SharedEnv = "DBTORCH_SHARED"
+
+// SharedDir returns the team's shared directory, which holds reference
+// material (real manifests, dbt's schemas): $DBTORCH_SHARED if set, else
+// <repo>/../shared, else /work/shared (where this project's machines keep
+// it, for a clone made elsewhere). When none exists the test is skipped, or
+// fails when the environment says CI=true.
 func SharedDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(filepath.Dir(RepoRoot(t)), "shared")
-	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+	dir, tried := FindSharedDir(RepoRoot(t))
+	if dir == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("dbttest: shared directory %s missing (required when CI=true)", dir)
+			t.Fatalf("dbttest: shared directory missing (tried %s; required when CI=true)", strings.Join(tried, ", "))
 		}
-		t.Skipf("dbttest: shared directory %s missing", dir)
+		t.Skipf("dbttest: shared directory missing (tried %s)", strings.Join(tried, ", "))
 	}
 	return dir
+}
+
+// FindSharedDir returns the first of $DBTORCH_SHARED, <repoRoot>/../shared
+// and /work/shared that is a directory, or "" and the places it tried. It
+// never fails a test, for callers such as fuzz seeding that go on without it.
+func FindSharedDir(repoRoot string) (dir string, tried []string) {
+	if env := os.Getenv(SharedEnv); env != "" {
+		tried = append(tried, env)
+	}
+	tried = append(tried, filepath.Join(filepath.Dir(repoRoot), "shared"), "/work/shared")
+	for _, d := range tried {
+		if info, err := os.Stat(d); err == nil && info.IsDir() {
+			return d, tried
+		}
+	}
+	return "", tried
 }
