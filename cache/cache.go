@@ -20,8 +20,16 @@ const TTLMetaKey = "dbtorch_cache_ttl"
 // Options configures a Cache.
 type Options struct {
 	// TTL is how long an entry is served after it is written; zero means
-	// entries do not expire (unless freshness says so).
+	// entries do not expire (unless freshness says so). The TTL in force
+	// when an entry is looked up decides, from the entry's creation time:
+	// lowering it expires older entries at once.
 	TTL time.Duration
+	// AlwaysRunTests makes tests not cacheable. By default a test whose
+	// key is unchanged (its code, config and the keys of the nodes it
+	// tests) and whose last result passed may be served from the cache,
+	// when every node it tests was (the orchestrator's rule); a test that
+	// warned or failed never is.
+	AlwaysRunTests bool
 	// NodeTTL, when set, overrides TTL per node: it returns the node's TTL
 	// and true, or false to use the default. When nil, the node's config
 	// meta TTLMetaKey is read.
@@ -54,14 +62,16 @@ func New(store *Store, opts Options) *Cache {
 func (c *Cache) Store() *Store { return c.store }
 
 // Open returns the Session of one build of m (whose graph is g) under
-// cfg. Opening reads dbt_project.yml under cfg.Dir (when set) and, for an
-// empty cfg.Target, the project's profile.
+// cfg. Opening reads dbt_project.yml under cfg.Dir (when set) and the
+// project's profile (for the target and the warehouse identity). The
+// session reads and writes the store's namespace of the project, target
+// and warehouse (Keyer.Namespace).
 func (c *Cache) Open(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Session, error) {
 	k, err := NewKeyer(m, g, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Session{c: c, k: k, g: g}, nil
+	return &Session{c: c, k: k, g: g, st: c.store.Namespace(k.Namespace())}, nil
 }
 
 // Session is a Cache bound to one build: it computes keys and serves and
@@ -78,10 +88,15 @@ func (c *Cache) Open(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*S
 //   - after a successful run, call Put (full refresh included); after a
 //     failed one, Invalidate, so a failed node leaves no entry.
 type Session struct {
-	c *Cache
-	k *Keyer
-	g *manifest.Graph
+	c  *Cache
+	k  *Keyer
+	g  *manifest.Graph
+	st *Store // the session's namespace of c's store
 }
+
+// Store returns the session's part of the cache's store: the namespace
+// of its project, target and warehouse.
+func (s *Session) Store() *Store { return s.st }
 
 // Cache returns the Cache the session was opened on.
 func (s *Session) Cache() *Cache { return s.c }
@@ -99,9 +114,17 @@ func (s *Session) Keyer() *Keyer { return s.k }
 func (s *Session) Key(id string) (string, error) { return s.k.Key(id) }
 
 // Cacheable reports whether the node's results may be served and stored
-// (see Keyer.Cacheable), also honouring a negative per-node TTL.
+// (see Keyer.Cacheable; data tests too unless Options.AlwaysRunTests),
+// also honouring a negative per-node TTL.
 func (s *Session) Cacheable(id string) bool {
-	if !s.k.Cacheable(id) {
+	if n := s.g.Node(id); n != nil && n.ResourceType == manifest.Test {
+		if s.c.opts.AlwaysRunTests {
+			return false
+		}
+		if _, err := s.k.Key(id); err != nil {
+			return false
+		}
+	} else if !s.k.Cacheable(id) {
 		return false
 	}
 	if ttl, ok := s.nodeTTL(id); ok && ttl < 0 {
@@ -110,48 +133,43 @@ func (s *Session) Cacheable(id string) bool {
 	return true
 }
 
-// Lookup returns the node's entry and key when the node is cacheable and
-// its stored entry has the node's current key and has not expired.
-// Otherwise it is a miss; a miss never fails a build.
+// Lookup returns the node's entry and key when Check says it may be
+// served. Otherwise it is a miss; a miss never fails a build.
 func (s *Session) Lookup(ctx context.Context, id string) (e *Entry, key string, hit bool) {
-	if !s.Cacheable(id) {
-		key, _ = s.k.Key(id)
-		return nil, key, false
+	c := s.Check(ctx, id)
+	if !c.Hit {
+		return nil, c.Key, false
 	}
-	key, err := s.k.Key(id)
-	if err != nil {
-		return nil, "", false
-	}
-	e, hit = s.c.store.Lookup(ctx, id, key)
-	return e, key, hit
+	return c.Entry, c.Key, true
 }
 
 // Put stores a successful result of the node under key (as Lookup or Key
-// returned it), expiring after the node's TTL or when an upstream source
-// crosses its freshness threshold, whichever comes first. It does nothing
-// for nodes that are not cacheable. A result whose data is already past
-// its freshness expiry is not stored.
+// returned it), with the node's key inputs (Keyer.Inputs) and its
+// freshness expiry: when an upstream source crosses its freshness
+// threshold (the TTL is applied at lookup). It does nothing for nodes
+// that are not cacheable. A result whose data is already past its
+// freshness expiry is not stored.
 func (s *Session) Put(ctx context.Context, id, key string, r Result) error {
 	if !s.Cacheable(id) || key == "" {
 		return nil
 	}
 	now := s.c.opts.Now()
-	exp, ok := s.Expires(id, now)
+	exp, ok := s.k.cfg.Freshness.Expiry(s.g, id)
 	if ok && !exp.After(now) {
 		// Stored, it would never be served; drop any older entry too.
-		return s.c.store.Delete(ctx, id)
+		return s.st.Delete(ctx, id)
 	}
 	if r.RelationName == "" {
 		if n := s.g.Node(id); n != nil {
 			r.RelationName = n.RelationName
 		}
 	}
-	return s.c.store.Put(ctx, &Entry{Key: key, NodeID: id, Result: r, Created: now, Expires: exp})
+	return s.st.Put(ctx, &Entry{Key: key, NodeID: id, Result: r, Created: now, Expires: exp, Inputs: s.k.Inputs(id)})
 }
 
 // Invalidate deletes the node's entry (after a failed run).
 func (s *Session) Invalidate(ctx context.Context, id string) error {
-	return s.c.store.Delete(ctx, id)
+	return s.st.Delete(ctx, id)
 }
 
 // Expires returns when an entry for id written at now would expire: the
@@ -216,5 +234,5 @@ func MetaTTL(n *manifest.Node) (ttl time.Duration, ok bool, err error) {
 // the session's graph, and every entry that can no longer be served (see
 // Store.Prune).
 func (s *Session) Prune(ctx context.Context) (int, error) {
-	return s.c.store.Prune(ctx, s.g.Has)
+	return s.st.Prune(ctx, s.g.Has)
 }

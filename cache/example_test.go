@@ -46,8 +46,10 @@ func Example() {
 	store := cache.NewStore(afero.NewMemMapFs(), "/cache", cache.StoreOptions{})
 	c := cache.New(store, cache.Options{TTL: 24 * time.Hour})
 
+	var sess *cache.Session
 	build := func(vars map[string]any) {
-		sess, err := c.Open(m, g, cache.KeyConfig{Project: dbt.Project{Target: "dev", Vars: vars}})
+		var err error
+		sess, err = c.Open(m, g, cache.KeyConfig{Project: dbt.Project{Target: "dev", Vars: vars}})
 		if err != nil {
 			panic(err)
 		}
@@ -66,7 +68,9 @@ func Example() {
 	build(map[string]any{"min_amount": 10})
 	build(map[string]any{"min_amount": 10})
 	build(map[string]any{"min_amount": 20})
-	entries, _ := afero.ReadDir(store.Fs(), "/cache")
+	// The session's entries are in the namespace of the project, target
+	// and warehouse.
+	entries, _ := afero.ReadDir(store.Fs(), sess.Store().Dir())
 	fmt.Println(len(entries), "entry:", strings.TrimSuffix(entries[0].Name(), ".json"))
 	// Output:
 	// run model.shop.orders

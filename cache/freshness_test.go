@@ -171,8 +171,10 @@ func TestSessionExpiry(t *testing.T) {
 	s.node(metaNode)["config"].(map[string]any)["meta"] = map[string]any{TTLMetaKey: "30m"}
 	m, g, fs := s.build(t)
 
-	store := NewStore(afero.NewMemMapFs(), "c", StoreOptions{Now: func() time.Time { return snap }})
-	c := New(store, Options{TTL: 2 * time.Hour, Now: func() time.Time { return snap }})
+	clock := snap
+	now := func() time.Time { return clock }
+	store := NewStore(afero.NewMemMapFs(), "c", StoreOptions{Now: now})
+	c := New(store, Options{TTL: 2 * time.Hour, Now: now})
 	sess, err := c.Open(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}, Freshness: f})
 	require.NoError(t, err)
 	put := func(id string) {
@@ -183,17 +185,33 @@ func TestSessionExpiry(t *testing.T) {
 	for _, id := range []string{staleNode, freshNode, plainNode, metaNode} {
 		put(id)
 	}
-	_, err = store.Get(ctx, staleNode)
+	_, err = sess.Store().Get(ctx, staleNode)
 	assert.ErrorIs(t, err, errNotExist, "a result built on stale data is not stored")
-	e, err := store.Get(ctx, freshNode)
+	e, err := sess.Store().Get(ctx, freshNode)
 	require.NoError(t, err)
-	assert.Equal(t, snap.Add(2*time.Hour), e.Expires, "TTL before freshness")
-	e, err = store.Get(ctx, plainNode)
+	assert.Equal(t, snap.Add(4*time.Hour), e.Expires, "the freshness expiry is recorded; the TTL is applied at lookup")
+	assert.Equal(t, snap, e.Created)
+	reason := func(s *Session, id string, at time.Time) string {
+		clock = at
+		return s.Check(ctx, id).Reason
+	}
+	assert.Equal(t, ReasonHit, reason(sess, freshNode, snap.Add(2*time.Hour-time.Second)))
+	assert.Equal(t, ReasonExpired, reason(sess, freshNode, snap.Add(2*time.Hour)), "TTL before freshness")
+	assert.Equal(t, ReasonExpired, reason(sess, plainNode, snap.Add(2*time.Hour)))
+	assert.Equal(t, ReasonHit, reason(sess, metaNode, snap.Add(29*time.Minute)))
+	assert.Equal(t, ReasonExpired, reason(sess, metaNode, snap.Add(30*time.Minute)), "meta override")
+
+	// The TTL in force at lookup decides: lowering it expires entries
+	// written under a longer one, raising it serves them longer.
+	lower, err := New(store, Options{TTL: time.Hour, Now: now}).Open(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}, Freshness: f})
 	require.NoError(t, err)
-	assert.Equal(t, snap.Add(2*time.Hour), e.Expires)
-	e, err = store.Get(ctx, metaNode)
+	assert.Equal(t, ReasonHit, reason(lower, plainNode, snap.Add(59*time.Minute)))
+	assert.Equal(t, ReasonExpired, reason(lower, plainNode, snap.Add(time.Hour)), "written under a 2h TTL, looked up under 1h")
+	higher, err := New(store, Options{TTL: 3 * time.Hour, Now: now}).Open(m, g, KeyConfig{Fs: fs, Project: dbt.Project{Dir: synthProject}, Freshness: f})
 	require.NoError(t, err)
-	assert.Equal(t, snap.Add(30*time.Minute), e.Expires, "meta override")
+	assert.Equal(t, ReasonHit, reason(higher, plainNode, snap.Add(2*time.Hour+time.Minute)))
+	assert.Equal(t, ReasonExpired, reason(higher, freshNode, snap.Add(4*time.Hour)), "freshness still bounds it")
+	clock = snap
 
 	// Without a default TTL, freshness bounds the entry.
 	c2 := New(store, Options{Now: func() time.Time { return snap }})

@@ -79,6 +79,8 @@ type shopHarness struct {
 	target string
 	m      *manifest.Manifest
 	g      *manifest.Graph
+	// entries is the last build's namespace of the store.
+	entries *cache.Store
 }
 
 // run builds the project with the cache and returns the run, the nodes
@@ -111,9 +113,10 @@ func (h *shopHarness) run(b shopBuild) (*orchestrator.Run, []string, time.Durati
 		Project: dbt.Project{Dir: h.project, Vars: b.vars, Target: targetName(b.target)}, CacheIncremental: true, CacheSnapshots: true, Freshness: b.freshness,
 	})
 	require.NoError(t, err)
+	h.entries = sess.Store()
 	rec := &recorder{Executor: h.ex}
 	o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: h.m, Concurrency: 1, Vars: b.vars,
-		Cache: orchcache.New(sess, orchcache.Options{})})
+		Cache: orchcache.NewBuild(sess, orchcache.Options{})})
 	require.NoError(t, err)
 	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.SkipTests, FullRefresh: b.fullRefresh,
 		Selection: selector.Options{Select: b.sel}, OnlyFreshSources: b.freshness != nil})
@@ -208,7 +211,7 @@ func TestCacheShop(t *testing.T) {
 				edit(t, filepath.Join(project, "models/intermediate/int_order_payments.sql"), "select", "select /* edited */")
 				edit(t, filepath.Join(project, "seeds/raw_events.csv"), "1,1,page_view,", "1,1,home_view,")
 				edit(t, filepath.Join(project, "packages/shop_pkg/models/pkg_order_status_counts.sql"), "select", "select /* edited */")
-				corrupt(t, h.cacheDir, "snapshot.shop.orders_snapshot")
+				corrupt(t, h.entries, "snapshot.shop.orders_snapshot")
 				return nil
 			},
 			build: shopBuild{reparse: true},
@@ -280,7 +283,7 @@ func TestCacheShop(t *testing.T) {
 				assert.Contains(t, run.Result(id).SkipReason, "source.shop.raw.events", id)
 			}
 			// What ran has a fresh entry (full refresh included).
-			store := cache.NewStore(afero.NewOsFs(), h.cacheDir, cache.StoreOptions{})
+			store := h.entries
 			for _, id := range ran {
 				e, err := store.Get(t.Context(), id)
 				require.NoError(t, err, id)
@@ -293,9 +296,9 @@ func TestCacheShop(t *testing.T) {
 }
 
 // corrupt truncates the cache entry of id.
-func corrupt(t *testing.T, dir, id string) {
+func corrupt(t *testing.T, store *cache.Store, id string) {
 	t.Helper()
-	path := cache.NewStore(afero.NewOsFs(), dir, cache.StoreOptions{}).Path(id)
+	path := store.Path(id)
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, data[:len(data)/2], 0o644))

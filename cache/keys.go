@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -27,7 +28,7 @@ import (
 
 // keyFormat is hashed first into every key; bump it whenever the recipe
 // below changes so that old entries stop matching.
-const keyFormat = "dbtorch-cache-key/1"
+const keyFormat = "dbtorch-cache-key/2"
 
 // KeyConfig holds the build-wide ingredients of cache keys.
 type KeyConfig struct {
@@ -62,6 +63,14 @@ type KeyConfig struct {
 	// AdapterType and DBTVersion default to the manifest's metadata.
 	AdapterType string
 	DBTVersion  string
+	// Warehouse names the warehouse and the place in it the target builds
+	// into: the adapter type and the connection's identifying fields
+	// (host, port, database, schema, path, ...; never a secret). Nil means
+	// the target's dbt.Profile.Identity when Project.Dir is set and the
+	// profile can be read. Every key covers it, and it names the store's
+	// namespace (Keyer.Namespace), so that two copies of a project on two
+	// databases never share an entry.
+	Warehouse map[string]string
 	// Freshness, when set, is a `dbt source freshness` snapshot: every
 	// source's max_loaded_at joins the key of every node downstream of it.
 	Freshness *Freshness
@@ -115,6 +124,7 @@ type Keyer struct {
 
 	mu       sync.Mutex
 	keys     map[string]string
+	inputs   map[string]map[string]string // per node: input name -> digest
 	errs     map[string]error
 	macroSum map[string][]byte   // per macro: sha256(id, sql)
 	macroRef map[string]*refs    // per macro: names it reads
@@ -139,7 +149,7 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 	}
 	k := &Keyer{
 		m: m, g: g, cfg: cfg, fs: cfg.Fs,
-		keys: map[string]string{}, errs: map[string]error{},
+		keys: map[string]string{}, errs: map[string]error{}, inputs: map[string]map[string]string{},
 		macroSum: map[string][]byte{}, macroRef: map[string]*refs{}, closures: map[string]*closure{},
 		macrosByName: map[string][]string{}, matMacroIndex: map[string][]string{},
 	}
@@ -153,6 +163,14 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 		k.cfg.DBTVersion = m.Metadata.DBTVersion
 	}
 	k.cfg.Target = keyTarget(cfg.Project)
+	if k.cfg.Warehouse == nil && cfg.Dir != "" {
+		if pr, err := cfg.Profile(); err == nil {
+			k.cfg.Warehouse = pr.Identity(cfg.Dir)
+		}
+	}
+	if k.cfg.Warehouse == nil {
+		k.cfg.Warehouse = map[string]string{"type": k.cfg.AdapterType}
+	}
 	for id, mac := range m.Macros {
 		k.macrosByName[mac.Name] = append(k.macrosByName[mac.Name], id)
 		if rest, ok := strings.CutPrefix(mac.Name, "materialization_"); ok {
@@ -170,6 +188,11 @@ func NewKeyer(m *manifest.Manifest, g *manifest.Graph, cfg KeyConfig) (*Keyer, e
 	field(h, "target", k.cfg.Target)
 	field(h, "adapter", k.cfg.AdapterType)
 	field(h, "dbt_version", k.cfg.DBTVersion)
+	wh, err := canonicalJSON(stringMap(k.cfg.Warehouse))
+	if err != nil {
+		return nil, fmt.Errorf("cache: warehouse identity: %w", err)
+	}
+	field(h, "warehouse", string(wh))
 	k.base = h.Sum(nil)
 	if cfg.Dir != "" {
 		// The root project's vars block, and each installed package's
@@ -320,31 +343,40 @@ func (k *Keyer) compute(id string) (string, error) {
 		}
 		return hex.EncodeToString(h.Sum(nil)), nil
 	}
-	field(h, "language", n.Language)
-	field(h, "checksum_name", n.Checksum.Name)
+	in := map[string]string{}
+	part := func(name string, sum []byte) {
+		field(h, name, string(sum))
+		in[name] = hex.EncodeToString(sum[:6])
+	}
+	code := sha256.New()
+	field(code, "language", n.Language)
+	field(code, "checksum_name", n.Checksum.Name)
 	if n.ResourceType == manifest.Seed {
 		sum, err := k.seedDigest(n)
 		if err != nil {
 			return "", err
 		}
-		field(h, "seed_contents", string(sum))
+		field(code, "seed_contents", string(sum))
 	} else {
-		field(h, "checksum", n.Checksum.Checksum)
+		field(code, "checksum", n.Checksum.Checksum)
 	}
-	field(h, "raw_code", n.RawCode)
+	field(code, "raw_code", n.RawCode)
+	part("code", code.Sum(nil))
+
+	conf := sha256.New()
 	cfgJSON, err := canonicalJSON(n.Config.Map())
 	if err != nil {
 		return "", fmt.Errorf("config: %w", err)
 	}
-	field(h, "config", string(cfgJSON))
-	field(h, "relation", n.RelationName)
-	field(h, "database", n.Database)
-	field(h, "schema", n.Schema)
-	field(h, "alias", n.Alias)
-	field(h, "contract", fmt.Sprintf("%t/%s", n.Contract.Enforced, n.Contract.Checksum))
+	field(conf, "config", string(cfgJSON))
+	field(conf, "relation", n.RelationName)
+	field(conf, "database", n.Database)
+	field(conf, "schema", n.Schema)
+	field(conf, "alias", n.Alias)
+	field(conf, "contract", fmt.Sprintf("%t/%s", n.Contract.Enforced, n.Contract.Checksum))
 	if persistsDocs(n) {
 		// Descriptions become relation and column comments.
-		field(h, "description", n.Description)
+		field(conf, "description", n.Description)
 		var cols struct {
 			Columns json.RawMessage `json:"columns"`
 		}
@@ -353,7 +385,7 @@ func (k *Keyer) compute(id string) (string, error) {
 				var v any
 				if err := json.Unmarshal(cols.Columns, &v); err == nil {
 					js, _ := canonicalJSON(v)
-					field(h, "columns", string(js))
+					field(conf, "columns", string(js))
 				}
 			}
 		}
@@ -363,21 +395,24 @@ func (k *Keyer) compute(id string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("test kwargs: %w", err)
 		}
-		field(h, "test", n.TestMetadata.Namespace+"."+n.TestMetadata.Name+string(kw))
+		field(conf, "test", n.TestMetadata.Namespace+"."+n.TestMetadata.Name+string(kw))
 	}
+	part("config", conf.Sum(nil))
 
 	// Macros, transitively, with the materialization's.
 	direct := slices.Clone(n.DependsOn.Macros)
 	direct = append(direct, k.materializationMacros(n)...)
 	cl := k.macroClosure(direct)
-	h.Write(cl.digest)
+	part("macros", cl.digest)
 
 	// Vars and env vars read by the node or its macros.
 	own := scanRefs(n.RawCode + "\n" + string(cfgJSON))
 	r := mergeRefs(&own, &cl.refs)
-	if err := k.writeVars(h, r); err != nil {
+	vh := sha256.New()
+	if err := k.writeVars(vh, r); err != nil {
 		return "", err
 	}
+	part("vars", vh.Sum(nil))
 
 	// Upstream keys. Tests (unit tests are graph parents of their model)
 	// do not change what a node builds.
@@ -390,9 +425,91 @@ func (k *Keyer) compute(id string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		field(h, "parent", p+"="+pk)
+		sum, _ := hex.DecodeString(pk)
+		part("upstream "+p, sum)
 	}
+	k.inputs[id] = in
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Inputs returns, for the node id, a short digest of each input its key
+// covers: "code", "config", "macros", "vars" and "upstream <unique_id>"
+// per parent (the build-wide ingredients — target, adapter, dbt version,
+// warehouse — are in every key and not listed). A Store records them
+// with an entry, so that a changed key can say which input changed. Nil
+// for sources and nodes whose key cannot be computed.
+func (k *Keyer) Inputs(id string) map[string]string {
+	if _, err := k.Key(id); err != nil {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.inputs[id]
+}
+
+// changed names the inputs of id whose digest differs from old (an
+// entry's Inputs), sorted, "upstream" inputs last and at most three of
+// them named; "" when old is empty or nothing listed differs (then the
+// build-wide ingredients changed).
+func (k *Keyer) changed(id string, old map[string]string) string {
+	cur := k.Inputs(id)
+	if len(old) == 0 || cur == nil {
+		return ""
+	}
+	var own, ups []string
+	add := func(name string) {
+		if up, ok := strings.CutPrefix(name, "upstream "); ok {
+			ups = append(ups, up)
+		} else {
+			own = append(own, name)
+		}
+	}
+	for name, d := range cur {
+		if old[name] != d {
+			add(name)
+		}
+	}
+	for name := range old {
+		if _, ok := cur[name]; !ok {
+			add(name)
+		}
+	}
+	slices.Sort(own)
+	slices.Sort(ups)
+	if len(ups) > 3 {
+		ups = append(ups[:3], fmt.Sprintf("and %d more", len(ups)-3))
+	}
+	if len(ups) > 0 {
+		own = append(own, "upstream "+strings.Join(ups, ", "))
+	}
+	if len(own) == 0 {
+		return "target, adapter, dbt version or warehouse"
+	}
+	return strings.Join(own, ", ")
+}
+
+// Namespace names the part of a store whose entries were built for this
+// project on this warehouse: the project's name and target, and a digest
+// of both with the warehouse identity and adapter. Two projects, or two
+// copies of one project on two databases, never share a namespace.
+func (k *Keyer) Namespace() string {
+	h := sha256.New()
+	field(h, "project", k.m.Metadata.ProjectName)
+	field(h, "target", k.cfg.Target)
+	field(h, "adapter", k.cfg.AdapterType)
+	wh, _ := canonicalJSON(stringMap(k.cfg.Warehouse))
+	field(h, "warehouse", string(wh))
+	name := fileName(cmp.Or(k.m.Metadata.ProjectName, "project") + "-" + k.cfg.Target)
+	name = strings.TrimSuffix(name, ".json")
+	return name + "-" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+func stringMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 func (k *Keyer) writeVars(h hash.Hash, r refs) error {

@@ -48,8 +48,13 @@ type Entry struct {
 	NodeID  string    `json:"node_id"`
 	Result  Result    `json:"result"`
 	Created time.Time `json:"created"`
-	// Expires is when the entry stops being served; zero means never.
+	// Expires is when the entry stops being served because a source it
+	// reads crosses its freshness threshold; zero means never. (The TTL
+	// is applied when the entry is looked up, from Created.)
 	Expires time.Time `json:"expires,omitzero"`
+	// Inputs are the digests of the key's inputs (Keyer.Inputs), so that
+	// a changed key can say what changed.
+	Inputs map[string]string `json:"inputs,omitempty"`
 }
 
 // Expired reports whether the entry has expired at now.
@@ -97,6 +102,17 @@ func NewStore(fsys afero.Fs, dir string, opts StoreOptions) *Store {
 		s.now = time.Now
 	}
 	return s
+}
+
+// Namespace returns a Store on the sub-directory ns of s's directory,
+// with s's file system and options: a Session keeps the entries of one
+// project, target and warehouse in their own namespace. ns must be one
+// path element.
+func (s *Store) Namespace(ns string) *Store {
+	cp := *s
+	cp.dir = filepath.Join(s.dir, fileName(ns))
+	cp.dir = strings.TrimSuffix(cp.dir, ".json")
+	return &cp
 }
 
 // Fs returns the store's file system.

@@ -62,6 +62,9 @@ type BuildPlan struct {
 	Cached []string
 	// Keys holds the cache key of each cacheable node, when caching is on.
 	Keys map[string]string
+	// Reasons says, for each node in Keys, why it is predicted to be
+	// served from the cache or to run (see NodeResult.CacheReason).
+	Reasons map[string]string
 	// Skipped maps the nodes predicted to be skipped before anything runs
 	// (stale sources) to the reason.
 	Skipped map[string]string
@@ -84,31 +87,19 @@ func (o *Orchestrator) Plan(ctx context.Context, opts BuildOptions) (*BuildPlan,
 	if b.cache == nil {
 		return bp, nil
 	}
-	bp.Keys = map[string]string{}
-	cached := make([]bool, b.n)
+	bp.Keys, bp.Reasons = map[string]string{}, map[string]string{}
 	for i := range int32(b.n) {
-		if b.plan.Node(i).IsTest() {
-			continue
-		}
-		key, err := b.cache.Key(ctx, b.plan.Node(i))
+		hit, _, err := b.cacheStep(ctx, i, time.Time{})
 		if err != nil {
 			return nil, fmt.Errorf("orchestrator: cache key of %s: %w", b.plan.ID(i), err)
 		}
-		if key == "" {
+		id, res := b.plan.ID(i), &b.results[i]
+		if res.CacheKey == "" {
 			continue
 		}
-		bp.Keys[b.plan.ID(i)] = key
-		if opts.FullRefresh || b.stale[int32(i)] != "" || !b.upstreamsCached(int32(i), func(u int32) bool { return cached[u] }) {
-			continue
-		}
-		hit, err := b.cache.Lookup(ctx, b.plan.Node(i), key)
-		if err != nil {
-			o.log.WarnContext(ctx, "cache lookup failed", "node", b.plan.ID(i), "error", err)
-			continue
-		}
+		bp.Keys[id], bp.Reasons[id] = res.CacheKey, res.CacheReason
 		if hit {
-			cached[i] = true
-			bp.Cached = append(bp.Cached, b.plan.ID(i))
+			bp.Cached = append(bp.Cached, id)
 		}
 	}
 	// Skips propagate to descendants.
@@ -419,17 +410,6 @@ func (b *build) emit(ctx context.Context, e Event) {
 	b.obsMu.Lock()
 	defer b.obsMu.Unlock()
 	obs.Event(ctx, e)
-}
-
-// upstreamsCached reports whether every non-test planned upstream of i is
-// cached according to isCached.
-func (b *build) upstreamsCached(i int32, isCached func(int32) bool) bool {
-	for _, u := range b.plan.Upstream(i) {
-		if !b.plan.Node(u).IsTest() && !isCached(u) {
-			return false
-		}
-	}
-	return true
 }
 
 // skipCause decides whether node i must be skipped because of its

@@ -46,6 +46,7 @@ type NodeResultJSON struct {
 	Message          string          `json:"message"`
 	RelationName     string          `json:"relation_name,omitempty"`
 	CacheKey         string          `json:"cache_key,omitempty"`
+	CacheReason      string          `json:"cache_reason,omitempty"`
 	Error            *NodeErrorJSON  `json:"error"`
 	SkipReason       string          `json:"skip_reason,omitempty"`
 	FailedUpstream   []string        `json:"failed_upstream"`
@@ -106,7 +107,7 @@ func (r *Run) JSON() *RunJSON {
 			ExecutionSeconds: nr.ExecutionTime.Seconds(), WaitSeconds: nr.WaitTime.Seconds(),
 			Attempts:     []AttemptJSON{},
 			RowsAffected: nr.RowsAffected, Failures: nr.Failures, Message: nr.Message,
-			RelationName: nr.RelationName, CacheKey: nr.CacheKey, SkipReason: nr.SkipReason,
+			RelationName: nr.RelationName, CacheKey: nr.CacheKey, CacheReason: nr.CacheReason, SkipReason: nr.SkipReason,
 			FailedUpstream: nonNil(nr.FailedUpstream), AdapterResponse: nr.AdapterResponse,
 		}
 		for _, a := range nr.Attempts {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/dbtorch/dbtorch/manifest"
 )
@@ -178,15 +177,6 @@ func CheckDeclaredLimits(m *manifest.Manifest, known []string) (unknown map[stri
 	return unknown, nil
 }
 
-// servedFromCache makes res a cache hit found now.
-func (b *build) servedFromCache(res *NodeResult, queuedAt time.Time) {
-	now := b.cfg.Now()
-	res.Status = Cached
-	res.StartedAt, res.CompletedAt = now, now
-	res.WaitTime = now.Sub(queuedAt)
-	res.Message = "cached"
-}
-
 // builtMeanwhile reports whether, now that node n holds its slots sl, the
 // cache has an entry for key that was not there before: another build
 // held a per-key lock of n (its relation) and built the same key while n
@@ -195,7 +185,7 @@ func (b *build) builtMeanwhile(ctx context.Context, n *manifest.Node, sl *slots,
 	if b.cache == nil || key == "" || !slices.ContainsFunc(sl.ls, func(l NodeLimit) bool { return l.ForNode != nil }) {
 		return false
 	}
-	hit, err := b.cache.Lookup(ctx, n, key)
+	hit, _, err := b.cache.Lookup(ctx, n, key)
 	if err != nil {
 		b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
 	}

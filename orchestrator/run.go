@@ -82,6 +82,12 @@ type NodeResult struct {
 	Err *NodeError
 	// CacheKey is the node's cache key, when caching is on.
 	CacheKey string
+	// CacheReason says why a node with a key was served from the cache
+	// or ran: the cache's answer to Lookup ("unchanged and relation
+	// present", "key changed: ...", "expired", "relation missing", ...),
+	// or the orchestrator's (CacheReasonUpstreamRan, CacheReasonFullRefresh,
+	// CacheReasonStaleSource).
+	CacheReason string
 	// SkipReason says why a Skipped node was not run.
 	SkipReason string
 	// FailedUpstream lists the failed ancestors that caused a skip, sorted.

@@ -75,8 +75,7 @@ func (b *build) priorities() []float64 {
 
 // workItem is a node handed to a worker.
 type workItem struct {
-	i      int32
-	lookup bool // the node may be served from the cache
+	i int32
 }
 
 func (b *build) runPerNode(ctx context.Context) {
@@ -104,7 +103,6 @@ func (b *build) runPerNode(ctx context.Context) {
 	curWave := 0
 	heldWave := make([][]int32, len(waveLeft)) // strict waves
 	var heldTests []int32                      // deferred tests
-	cached := make([]bool, b.n)
 	queuedAt := make([]time.Time, b.n)
 
 	q := &readyQueue{prio: b.priorities()}
@@ -170,9 +168,6 @@ func (b *build) runPerNode(ctx context.Context) {
 		for running < conc && q.Len() > 0 && !cancelled {
 			i := heap.Pop(q).(int32)
 			item := workItem{i: i}
-			if b.cache != nil && !b.plan.Node(i).IsTest() && !b.opts.FullRefresh {
-				item.lookup = b.upstreamsCached(i, func(u int32) bool { return cached[u] })
-			}
 			running++
 			qa := queuedAt[i]
 			eg.Go(func() error {
@@ -197,9 +192,6 @@ func (b *build) runPerNode(ctx context.Context) {
 		select {
 		case i := <-done:
 			running--
-			if b.results[i].Status == Cached {
-				cached[i] = true
-			}
 			finish(i)
 		case <-ctxDone:
 			cancelled = true
@@ -226,22 +218,12 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		b.skip(i, nil, ReasonCancelled)
 		return
 	}
-	if b.cache != nil && !b.plan.Node(i).IsTest() {
-		key, err := b.cache.Key(ctx, n)
-		if err != nil {
-			b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
-		}
-		res.CacheKey = key
-		if key != "" && item.lookup {
-			hit, err := b.cache.Lookup(ctx, n, key)
-			if err != nil {
-				b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
-			}
-			if hit {
-				b.servedFromCache(res, queuedAt)
-				return
-			}
-		}
+	hit, looked, err := b.cacheStep(ctx, i, queuedAt)
+	if err != nil {
+		b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
+	}
+	if hit {
+		return
 	}
 
 	sl, err := takeSlots(ctx, b.limitsFor(n))
@@ -250,7 +232,7 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		return
 	}
 	defer sl.done()
-	if item.lookup && b.builtMeanwhile(ctx, n, sl, res.CacheKey) {
+	if looked && b.builtMeanwhile(ctx, n, sl, res.CacheKey) {
 		b.servedFromCache(res, queuedAt)
 		return
 	}

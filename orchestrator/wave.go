@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"time"
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -13,8 +14,6 @@ import (
 // the wave's invocation and skipped; failed nodes of the invocation that
 // the retry policy accepts are retried together in a smaller invocation.
 func (b *build) runPerWave(ctx context.Context) {
-	cached := make([]bool, b.n)
-	isCached := func(u int32) bool { return cached[u] }
 	first := int32(0) // plan index of the wave's first node: plan order is wave order
 	for _, wave := range b.plan.Waves() {
 		var batch []int32
@@ -30,12 +29,11 @@ func (b *build) runPerWave(ctx context.Context) {
 				b.finished(ctx, i)
 				continue
 			}
-			if b.cache != nil && !b.plan.Node(i).IsTest() {
-				if b.cacheHit(ctx, i, !b.opts.FullRefresh && b.upstreamsCached(i, isCached)) {
-					cached[i] = true
-					b.finished(ctx, i)
-					continue
-				}
+			if hit, _, err := b.cacheStep(ctx, i, time.Time{}); hit {
+				b.finished(ctx, i)
+				continue
+			} else if err != nil {
+				b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", b.plan.ID(i), "error", err)
 			}
 			batch = append(batch, i)
 		}
@@ -69,32 +67,6 @@ func (b *build) runPerWave(ctx context.Context) {
 			b.runWave(ctx, cmd, rest)
 		}
 	}
-}
-
-// cacheHit computes node i's cache key and, when lookup is set, looks it
-// up; on a hit it ends the node as Cached and returns true.
-func (b *build) cacheHit(ctx context.Context, i int32, lookup bool) bool {
-	n, res := b.plan.Node(i), &b.results[i]
-	key, err := b.cache.Key(ctx, n)
-	if err != nil {
-		b.o.log.WarnContext(ctx, "cache key failed; running the node", "node", n.UniqueID, "error", err)
-	}
-	res.CacheKey = key
-	if key == "" || !lookup {
-		return false
-	}
-	hit, err := b.cache.Lookup(ctx, n, key)
-	if err != nil {
-		b.o.log.WarnContext(ctx, "cache lookup failed; running the node", "node", n.UniqueID, "error", err)
-	}
-	if !hit {
-		return false
-	}
-	now := b.cfg.Now()
-	res.Status = Cached
-	res.StartedAt, res.CompletedAt = now, now
-	res.Message = "cached"
-	return true
 }
 
 func (b *build) finished(ctx context.Context, i int32) {
@@ -167,16 +139,5 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 			b.results[i].WaitTime += waited
 		}
 		pending = retry
-	}
-}
-
-// record tells the cache the final result of node i when it ran.
-func (b *build) record(ctx context.Context, i int32) {
-	res := &b.results[i]
-	if b.cache == nil || b.plan.Node(i).IsTest() || len(res.Attempts) == 0 {
-		return
-	}
-	if err := b.cache.Record(context.WithoutCancel(ctx), b.plan.Node(i), res.CacheKey, res); err != nil {
-		b.o.log.WarnContext(ctx, "cache record failed", "node", b.plan.ID(i), "error", err)
 	}
 }

@@ -41,17 +41,10 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	g, err := manifest.NewGraph(m)
-	if err != nil {
-		panic(err)
-	}
-	store := cache.NewStore(afero.NewMemMapFs(), "/cache", cache.StoreOptions{})
 	ex := &okExecutor{}
-	sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
-	if err != nil {
-		panic(err)
-	}
-	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m, Cache: orchcache.New(sess, orchcache.Options{})})
+	store := cache.NewStore(afero.NewMemMapFs(), "/cache", cache.StoreOptions{})
+	c := orchcache.New(store, orchcache.Options{Project: dbt.Project{Target: "dev"}})
+	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m, Cache: c})
 	if err != nil {
 		panic(err)
 	}

@@ -1,5 +1,7 @@
-// Package orchcache plugs a cache.Session into an orchestrator: its Cache
-// implements orchestrator.Cache (keys, lookups, recording results) and
+// Package orchcache plugs the cache into an orchestrator: New turns a
+// cache.Store into an orchestrator.BuildCache that opens a session per
+// build; the *Build it returns implements orchestrator.Cache (keys,
+// lookups with their reasons, recording results) and
 // orchestrator.StaleChecker (skipping what reads stale sources under
 // BuildOptions.OnlyFreshSources).
 //
@@ -10,94 +12,174 @@ package orchcache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"reflect"
 	"strings"
+	"time"
 
 	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
 // Options configures a Cache.
 type Options struct {
+	// Project is the dbt project the builds run on: its directory (seed
+	// files, dbt_project.yml's vars), profile (target and warehouse
+	// identity), environment, and the vars the executor adds itself
+	// (a build's vars are merged over them).
+	Project dbt.Project
+	// Keys holds the other key settings (CacheIncremental,
+	// CacheSnapshots, PackagesDir, Fs, Warehouse, ...). Its Project is
+	// replaced by Project when Project.Dir or Project.Target is set.
+	Keys cache.KeyConfig
+	// TTL is how long an entry is served after it was written (zero:
+	// until its key changes); see cache.Options.TTL.
+	TTL time.Duration
+	// AlwaysRunTests runs every test even when what it tests was served
+	// from the cache (see cache.Options.AlwaysRunTests).
+	AlwaysRunTests bool
+	// Freshness takes a `dbt source freshness` snapshot of the project at
+	// the start of every build (cache.RunFreshness): new data in a source
+	// changes the keys of the nodes that read it, and
+	// BuildOptions.OnlyFreshSources skips what reads a stale one. When
+	// the snapshot fails the build fails open, visibly (see
+	// FreshnessErr).
+	Freshness bool
 	// FreshnessErr is the error of a freshness snapshot that was asked for
 	// but could not be taken (cache.RunFreshness's error). The build then
-	// fails open, visibly: it is logged, no node is skipped as stale, and
-	// nothing is served from the cache, so that everything runs.
+	// fails open, visibly: it is logged and reported in Run.Warnings, no
+	// node is skipped as stale, and nothing is served from the cache, so
+	// that everything runs.
 	FreshnessErr error
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
-// Cache is a cache.Session as an orchestrator.Cache and
-// orchestrator.StaleChecker. It is safe for concurrent use.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Project.Dir != "" || o.Project.Target != "" {
+		o.Keys.Project = o.Project
+	}
+	return o
+}
+
+// Cache is a cache.Store as an orchestrator.BuildCache: for every build it
+// opens a cache.Session on the build's manifest and vars (and, with
+// Options.Freshness, a fresh source freshness snapshot) and returns it as
+// a *Build. Turning the cache on from the library takes three lines:
+//
+//	store := cache.NewStore(afero.NewOsFs(), dir, cache.StoreOptions{})
+//	cfg.Cache = orchcache.New(store, orchcache.Options{Project: project})
+//	o, err := orchestrator.New(cfg)
+//
+// A Cache is safe for concurrent use, by several builds at once.
 type Cache struct {
+	c    *cache.Cache
+	opts Options
+}
+
+// Build is a cache.Session as the orchestrator.Cache of one build (also an
+// orchestrator.StaleChecker and orchestrator.Warner). It is safe for
+// concurrent use.
+type Build struct {
 	s    *cache.Session
 	opts Options
 }
 
 var (
-	_ orchestrator.Cache        = (*Cache)(nil)
-	_ orchestrator.StaleChecker = (*Cache)(nil)
-	_ orchestrator.Warner       = (*Cache)(nil)
 	_ orchestrator.BuildCache   = (*Cache)(nil)
+	_ orchestrator.Cache        = (*Build)(nil)
+	_ orchestrator.StaleChecker = (*Build)(nil)
+	_ orchestrator.Warner       = (*Build)(nil)
 )
 
-// ForBuild implements orchestrator.BuildCache: it returns c itself when the
-// build's graph is c's and its vars change none of c's, and otherwise a
-// Cache (same store, options and freshness) on a session opened for the
-// build's manifest with the build's vars merged over c's. Keys then cover
-// the vars the build actually passes to dbt, even when one Cache serves
-// builds with different vars.
-func (c *Cache) ForBuild(_ context.Context, info orchestrator.BuildInfo) (orchestrator.Cache, error) {
-	kc := c.s.Keyer().Config()
-	vars := kc.Vars
+// New returns the orchestrator cache of builds of opts.Project on store.
+func New(store *cache.Store, opts Options) *Cache {
+	opts = opts.withDefaults()
+	return &Cache{c: cache.New(store, cache.Options{TTL: opts.TTL, AlwaysRunTests: opts.AlwaysRunTests, Logger: opts.Logger, Now: opts.Now}), opts: opts}
+}
+
+// Store returns the cache's store.
+func (c *Cache) Store() *cache.Store { return c.c.Store() }
+
+// ForBuild implements orchestrator.BuildCache: it opens the build's
+// session, with the build's vars merged over Options.Project's, and takes
+// the source freshness snapshot when Options.Freshness asks for one.
+func (c *Cache) ForBuild(ctx context.Context, info orchestrator.BuildInfo) (orchestrator.Cache, error) {
+	if info.Manifest == nil || info.Graph == nil {
+		return nil, errors.New("orchcache: the build has no manifest")
+	}
+	kc := c.opts.Keys
 	if len(info.Vars) > 0 {
-		vars = maps.Clone(kc.Vars)
+		vars := maps.Clone(kc.Vars)
 		if vars == nil {
-			vars = make(map[string]any, len(info.Vars))
+			vars = make(dbt.Vars, len(info.Vars))
 		}
 		maps.Copy(vars, info.Vars)
+		kc.Vars = vars
 	}
-	m, g := info.Manifest, info.Graph
-	if m == nil || g == nil {
-		m, g = c.s.Manifest(), c.s.Graph()
+	opts := c.opts
+	if opts.Freshness && opts.FreshnessErr == nil {
+		fr, err := cache.RunFreshness(ctx, cache.FreshnessOptions{Project: kc.Project})
+		if err != nil {
+			opts.FreshnessErr = err
+		} else {
+			kc.Freshness = fr
+		}
 	}
-	if g == c.s.Graph() && reflect.DeepEqual(vars, kc.Vars) {
-		return c, nil
-	}
-	kc.Vars = vars
-	s, err := c.s.Cache().Open(m, g, kc)
+	s, err := c.c.Open(info.Manifest, info.Graph, kc)
 	if err != nil {
 		return nil, fmt.Errorf("orchcache: open the build's session: %w", err)
 	}
-	return &Cache{s: s, opts: c.opts}, nil
+	return NewBuild(s, opts), nil
 }
 
-// New returns the orchestrator.Cache of session s. The session's
-// KeyConfig must describe the builds it is used for (target, freshness
-// snapshot, ...), except for vars: as an orchestrator.BuildCache it opens,
-// per build, a session whose KeyConfig.Vars are the build's vars merged
-// over s's (s's KeyConfig.Vars hold the vars the executor adds itself, if
-// any, as the executor merges a request's vars over its own).
-func New(s *cache.Session, opts Options) *Cache {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
+// errNoBuild is what a Cache's own Key, Lookup and Record return: the
+// orchestrator uses the *Build its ForBuild returns.
+var errNoBuild = errors.New("orchcache: a Cache serves builds through ForBuild")
+
+// Key implements orchestrator.Cache; the orchestrator calls ForBuild
+// instead. It returns an error.
+func (c *Cache) Key(context.Context, *manifest.Node) (string, error) { return "", errNoBuild }
+
+// Lookup implements orchestrator.Cache; the orchestrator calls ForBuild
+// instead. It is always a miss.
+func (c *Cache) Lookup(context.Context, *manifest.Node, string) (bool, string, error) {
+	return false, "", errNoBuild
+}
+
+// Record implements orchestrator.Cache; the orchestrator calls ForBuild
+// instead. It returns an error.
+func (c *Cache) Record(context.Context, *manifest.Node, string, *orchestrator.NodeResult) error {
+	return errNoBuild
+}
+
+// NewBuild returns the orchestrator.Cache of session s, for callers that
+// open sessions themselves. Of opts it uses FreshnessErr and Logger.
+func NewBuild(s *cache.Session, opts Options) *Build {
+	opts = opts.withDefaults()
 	if opts.FreshnessErr != nil {
 		opts.Logger.Warn("cache: source freshness unavailable; running every node, serving nothing from the cache", "err", opts.FreshnessErr)
 	}
-	return &Cache{s: s, opts: opts}
+	return &Build{s: s, opts: opts}
 }
 
 // Warnings implements orchestrator.Warner: when Options.FreshnessErr is
 // set, it says that freshness could not be read and that the build fails
 // open (every node runs; none is served from the cache or skipped as
 // stale), so that the build's result says so, not only the log.
-func (c *Cache) Warnings() []string {
+func (c *Build) Warnings() []string {
 	if c.opts.FreshnessErr == nil {
 		return nil
 	}
@@ -105,13 +187,13 @@ func (c *Cache) Warnings() []string {
 }
 
 // Session returns the underlying session.
-func (c *Cache) Session() *cache.Session { return c.s }
+func (c *Build) Session() *cache.Session { return c.s }
 
 // Key returns the node's key, or "" for a node that is not cacheable
-// (tests, incremental models by default, ...). A key that cannot be
+// (unit tests, incremental models by default, ...). A key that cannot be
 // computed (an unreadable seed file, say) is "" with the *cache.KeyError,
 // which the orchestrator logs before running the node.
-func (c *Cache) Key(_ context.Context, n *manifest.Node) (string, error) {
+func (c *Build) Key(_ context.Context, n *manifest.Node) (string, error) {
 	if !c.s.Cacheable(n.UniqueID) {
 		if _, err := c.s.Key(n.UniqueID); err != nil && n.Executable() && !n.IsTest() {
 			return "", err
@@ -121,20 +203,28 @@ func (c *Cache) Key(_ context.Context, n *manifest.Node) (string, error) {
 	return c.s.Key(n.UniqueID)
 }
 
-// Lookup reports a live entry for the node under key. Unreadable entries
-// are misses (logged by the store), never errors.
-func (c *Cache) Lookup(ctx context.Context, n *manifest.Node, key string) (bool, error) {
-	if c.opts.FreshnessErr != nil || key == "" {
-		return false, nil
+// Lookup reports whether the node may be served from its entry under key
+// (cache.Session.Check), and why. Unreadable entries are misses, never
+// errors.
+func (c *Build) Lookup(ctx context.Context, n *manifest.Node, key string) (bool, string, error) {
+	if c.opts.FreshnessErr != nil {
+		return false, "source freshness unavailable", nil
 	}
-	_, current, hit := c.s.Lookup(ctx, n.UniqueID)
-	return hit && current == key, nil
+	if key == "" {
+		return false, cache.ReasonNotCacheable, nil
+	}
+	ch := c.s.Check(ctx, n.UniqueID)
+	if ch.Hit && ch.Key != key {
+		return false, cache.ReasonKeyChanged, nil
+	}
+	return ch.Hit, ch.Reason, nil
 }
 
-// Record stores a successful result under key and deletes the node's
-// entry otherwise, so that a failed node leaves no entry.
-func (c *Cache) Record(ctx context.Context, n *manifest.Node, key string, res *orchestrator.NodeResult) error {
-	if res == nil || res.Status != orchestrator.Success || key == "" {
+// Record stores a successful result under key (a test's only when it
+// passed) and deletes the node's entry otherwise, so that a failed node,
+// or a test that warned, leaves no entry.
+func (c *Build) Record(ctx context.Context, n *manifest.Node, key string, res *orchestrator.NodeResult) error {
+	if res == nil || res.Status != orchestrator.Success || key == "" || (n.IsTest() && res.DBTStatus != "pass") {
 		return c.s.Invalidate(ctx, n.UniqueID)
 	}
 	r := cache.Result{
@@ -156,7 +246,7 @@ func (c *Cache) Record(ctx context.Context, n *manifest.Node, key string, res *o
 // other nodes, a source whose freshness check ended in error or runtime
 // error, with the reason. Without a snapshot (none configured, or it
 // failed) no node is stale.
-func (c *Cache) StaleNodes(_ context.Context, g *manifest.Graph, ids []string) (map[string]string, error) {
+func (c *Build) StaleNodes(_ context.Context, g *manifest.Graph, ids []string) (map[string]string, error) {
 	f := c.s.Keyer().Config().Freshness
 	if f == nil || c.opts.FreshnessErr != nil {
 		return nil, nil

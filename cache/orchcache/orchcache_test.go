@@ -38,6 +38,9 @@ func (f *fakeExec) Execute(_ context.Context, req executor.Request) (*executor.R
 	for _, n := range req.Nodes {
 		f.ran = append(f.ran, n.UniqueID)
 		r := executor.Result{UniqueID: n.UniqueID, Status: executor.Success, DBTStatus: "success", Message: "OK"}
+		if n.IsTest() {
+			r.DBTStatus = "pass"
+		}
 		if f.fail[n.UniqueID] {
 			r.Status, r.DBTStatus, r.Kind, r.Message = executor.Error, "error", executor.KindDatabase, "boom"
 		}
@@ -129,6 +132,14 @@ type buildOpts struct {
 	full      bool
 }
 
+// entries is the store's namespace of the harness's project.
+func (h *harness) entries() *cache.Store {
+	h.t.Helper()
+	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
+	require.NoError(h.t, err)
+	return sess.Store()
+}
+
 func (h *harness) build(o buildOpts) (*orchestrator.Run, []string) {
 	t := h.t
 	t.Helper()
@@ -136,7 +147,7 @@ func (h *harness) build(o buildOpts) (*orchestrator.Run, []string) {
 	sess, err := cache.New(h.store, cache.Options{Now: now}).Open(h.m, h.g, cache.KeyConfig{Freshness: o.fresh, Project: dbt.Project{Target: "dev"}})
 	require.NoError(t, err)
 	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Now: now,
-		Cache: orchcache.New(sess, orchcache.Options{FreshnessErr: o.freshErr})})
+		Cache: orchcache.NewBuild(sess, orchcache.Options{FreshnessErr: o.freshErr})})
 	require.NoError(t, err)
 	run, err := orch.RunBuild(context.Background(), orchestrator.BuildOptions{OnlyFreshSources: o.onlyFresh, FullRefresh: o.full})
 	var be *orchestrator.BuildError
@@ -167,19 +178,20 @@ func TestFreshnessThroughOrchestrator(t *testing.T) {
 	_, ran := h.build(buildOpts{fresh: recent, onlyFresh: true})
 	assert.Equal(t, append(slices.Clone(models), "test.p.t"), ran)
 	for _, id := range []string{"model.p.a", "model.p.b"} {
-		e, err := h.store.Get(context.Background(), id)
+		e, err := h.entries().Get(context.Background(), id)
 		require.NoError(t, err)
 		assert.Equal(t, snap.Add(4*time.Hour), e.Expires, id)
 	}
-	e, err := h.store.Get(context.Background(), "model.p.c")
+	e, err := h.entries().Get(context.Background(), "model.p.c")
 	require.NoError(t, err)
 	assert.True(t, e.Expires.IsZero(), "c reads no source with freshness")
 
-	// Same snapshot, 3h59m later: all cached but the test.
+	// Same snapshot, 3h59m later: all cached, the test too (what it
+	// tests was served from the cache).
 	h.clock = snap.Add(4*time.Hour - time.Minute)
 	run, ran := h.build(buildOpts{fresh: recent, onlyFresh: true})
-	assert.Equal(t, []string{"test.p.t"}, ran)
-	assert.Equal(t, models, byStatus(run, orchestrator.Cached))
+	assert.Empty(t, ran)
+	assert.Equal(t, append(slices.Clone(models), "test.p.t"), byStatus(run, orchestrator.Cached))
 
 	// At 4h the source's entries have expired: a and b run again.
 	h.clock = snap.Add(4 * time.Hour)
@@ -205,7 +217,7 @@ func TestFreshnessThroughOrchestrator(t *testing.T) {
 	// not stored (it would be expired already).
 	_, ran = h.build(buildOpts{fresh: stale})
 	assert.Equal(t, []string{"model.p.a", "model.p.b", "test.p.t"}, ran)
-	_, err = h.store.Get(context.Background(), "model.p.a")
+	_, err = h.entries().Get(context.Background(), "model.p.a")
 	assert.Error(t, err, "no entry for a result built on stale data")
 
 	// Freshness unavailable: fail open, everything runs, nothing skipped.
@@ -233,60 +245,54 @@ func TestRecordAndFullRefresh(t *testing.T) {
 	run, ran := h.build(buildOpts{full: true})
 	assert.Len(t, ran, 6, "full refresh runs everything (d is skipped)")
 	assert.Equal(t, []string{"model.p.c"}, byStatus(run, orchestrator.Error))
-	_, err := h.store.Get(context.Background(), "model.p.c")
+	_, err := h.entries().Get(context.Background(), "model.p.c")
 	assert.Error(t, err)
-	_, err = h.store.Get(context.Background(), "model.p.d")
+	_, err = h.entries().Get(context.Background(), "model.p.d")
 	assert.NoError(t, err, "d did not run; its old entry stays but c must run first")
 
 	h.ex.fail = nil
 	run, ran = h.build(buildOpts{})
-	assert.Equal(t, []string{"model.p.c", "model.p.d", "test.p.t"}, ran, "c missing; d runs because c ran")
-	assert.Equal(t, []string{"model.p.a", "model.p.b", "model.p.e", "seed.p.s"}, byStatus(run, orchestrator.Cached))
+	assert.Equal(t, []string{"model.p.c", "model.p.d"}, ran, "c missing; d runs because c ran")
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "model.p.e", "seed.p.s", "test.p.t"}, byStatus(run, orchestrator.Cached))
 }
 
-// TestPredict: the prediction matches what the orchestrator then does.
-func TestPredict(t *testing.T) {
+// TestPlanReasons: the orchestrator's plan predicts, with the cache's
+// reasons, what a build then does; a changed input is named.
+func TestPlanReasons(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	open := func() *cache.Session {
+	plan := func() *orchestrator.BuildPlan {
+		t.Helper()
 		sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
 		require.NoError(t, err)
-		return sess
+		orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Cache: orchcache.NewBuild(sess, orchcache.Options{})})
+		require.NoError(t, err)
+		bp, err := orch.Plan(ctx, orchestrator.BuildOptions{})
+		require.NoError(t, err)
+		return bp
 	}
-	plan := h.g.Plan(nil, manifest.Immediate)
-	reasons := func(ps []cache.Prediction) map[string]cache.Reason {
-		out := map[string]cache.Reason{}
-		for _, p := range ps {
-			out[p.UniqueID] = p.Reason
-		}
-		return out
-	}
-	assert.Equal(t, map[string]cache.Reason{
-		"seed.p.s": cache.ReasonNoEntry, "model.p.a": cache.ReasonNoEntry, "model.p.b": cache.ReasonNoEntry,
-		"model.p.c": cache.ReasonNoEntry, "model.p.d": cache.ReasonNoEntry, "model.p.e": cache.ReasonNoEntry,
-		"test.p.t": cache.ReasonNotCacheable,
-	}, reasons(open().Predict(ctx, plan, false)))
+	assert.Equal(t, map[string]string{
+		"seed.p.s": cache.ReasonNoEntry, "model.p.a": "upstream ran: seed.p.s", "model.p.b": "upstream ran: model.p.a",
+		"model.p.c": "upstream ran: seed.p.s", "model.p.d": "upstream ran: model.p.c", "model.p.e": cache.ReasonNoEntry,
+		"test.p.t": "upstream ran: model.p.a",
+	}, plan().Reasons)
 	h.build(buildOpts{})
-	// Change c's entry key: c misses, d is downstream of a node that runs.
-	e, err := h.store.Get(ctx, "model.p.c")
-	require.NoError(t, err)
-	e.Key = strings.Repeat("0", 64)
-	require.NoError(t, h.store.Put(ctx, e))
-	got := open().Predict(ctx, plan, false)
-	want := map[string]cache.Reason{
+	// c's code changes: c misses naming its code, d is downstream of a
+	// node that runs.
+	h.m.Lookup("model.p.c").RawCode = "select 2"
+	got := plan()
+	want := map[string]string{
 		"seed.p.s": cache.ReasonHit, "model.p.a": cache.ReasonHit, "model.p.b": cache.ReasonHit,
-		"model.p.c": cache.ReasonKeyChanged, "model.p.d": cache.ReasonUpstreamRuns, "model.p.e": cache.ReasonHit,
-		"test.p.t": cache.ReasonNotCacheable,
+		"model.p.c": "key changed: code", "model.p.d": "upstream ran: model.p.c", "model.p.e": cache.ReasonHit,
+		"test.p.t": cache.ReasonHit,
 	}
-	if diff := cmp.Diff(want, reasons(got)); diff != "" {
-		t.Errorf("predictions (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, got.Reasons); diff != "" {
+		t.Errorf("reasons (-want +got):\n%s", diff)
 	}
 	run, _ := h.build(buildOpts{})
-	for _, p := range got {
-		assert.Equal(t, p.Hit, run.Result(p.UniqueID).Status == orchestrator.Cached, p.UniqueID)
-	}
-	for _, p := range open().Predict(ctx, plan, true) {
-		assert.False(t, p.Hit, "full refresh: %s", p.UniqueID)
+	for id, why := range got.Reasons {
+		assert.Equal(t, why, run.Result(id).CacheReason, id)
+		assert.Equal(t, slices.Contains(got.Cached, id), run.Result(id).Status == orchestrator.Cached, id)
 	}
 }
 
@@ -294,15 +300,15 @@ func TestSessionPrune(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.build(buildOpts{})
-	require.NoError(t, h.store.Put(ctx, &cache.Entry{Key: strings.Repeat("a", 64), NodeID: "model.p.deleted"}))
+	require.NoError(t, h.entries().Put(ctx, &cache.Entry{Key: strings.Repeat("a", 64), NodeID: "model.p.deleted"}))
 	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
 	require.NoError(t, err)
 	n, err := sess.Prune(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	_, err = h.store.Get(ctx, "model.p.deleted")
+	_, err = h.entries().Get(ctx, "model.p.deleted")
 	assert.Error(t, err)
-	_, err = h.store.Get(ctx, "model.p.a")
+	_, err = h.entries().Get(ctx, "model.p.a")
 	assert.NoError(t, err)
 }
 
@@ -315,9 +321,7 @@ func TestVarsPerBuild(t *testing.T) {
 	g, err := manifest.NewGraph(h.m)
 	require.NoError(t, err)
 	h.g = g
-	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev", Vars: dbt.Vars{"base": 1}}})
-	require.NoError(t, err)
-	c := orchcache.New(sess, orchcache.Options{})
+	c := orchcache.New(h.store, orchcache.Options{Project: dbt.Project{Target: "dev", Vars: dbt.Vars{"base": 1}}})
 	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Cache: c})
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -331,11 +335,11 @@ func TestVarsPerBuild(t *testing.T) {
 	eu := build(map[string]any{"region": "eu"})
 	assert.Len(t, h.ex.take(), 7)
 	run := build(map[string]any{"region": "eu"})
-	assert.Equal(t, []string{"test.p.t"}, h.ex.take(), "same vars: all cached")
+	assert.Empty(t, h.ex.take(), "same vars: all cached, the test too")
 	assert.Equal(t, eu.Result("model.p.c").CacheKey, run.Result("model.p.c").CacheKey)
 
 	us := build(map[string]any{"region": "us"})
-	assert.Equal(t, []string{"model.p.c", "model.p.d", "test.p.t"}, h.ex.take(), "c reads the changed var; d is downstream")
+	assert.Equal(t, []string{"model.p.c", "model.p.d"}, h.ex.take(), "c reads the changed var; d is downstream; the test of a stays cached")
 	assert.NotEqual(t, eu.Result("model.p.c").CacheKey, us.Result("model.p.c").CacheKey)
 	assert.Equal(t, eu.Result("model.p.a").CacheKey, us.Result("model.p.a").CacheKey, "a reads no var")
 
@@ -346,9 +350,4 @@ func TestVarsPerBuild(t *testing.T) {
 	want, err := both.Key("model.p.c")
 	require.NoError(t, err)
 	assert.Equal(t, want, us.Result("model.p.c").CacheKey)
-
-	// Without vars of its own, a build uses the session's Cache as is.
-	same, err := c.ForBuild(ctx, orchestrator.BuildInfo{Manifest: h.m, Graph: h.g})
-	require.NoError(t, err)
-	assert.Same(t, c, same)
 }

@@ -35,6 +35,7 @@ type buildFlags struct {
 	retryDelay, timeout             time.Duration
 	cacheDir                        string
 	cacheTTL                        time.Duration
+	alwaysRunTests                  bool
 	onlyFresh, fullRefresh, strict  bool
 	vars                            string
 	results, runResults, summary    string
@@ -62,7 +63,8 @@ func parseBuildFlags(args []string, stderr io.Writer) (*buildFlags, error) {
 	fs.DurationVar(&f.retryDelay, "retry-delay", time.Second, "delay before the first retry (doubles each retry)")
 	fs.DurationVar(&f.timeout, "node-timeout", 0, "timeout of each dbt invocation (0: none)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache directory (empty: no cache)")
-	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "cache entry lifetime (0: no expiry)")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "cache entry lifetime, applied at lookup (0: no expiry)")
+	fs.BoolVar(&f.alwaysRunTests, "always-run-tests", false, "run every test even when what it tests was served from the cache")
 	fs.BoolVar(&f.onlyFresh, "only-fresh-sources", false, "skip nodes reading stale sources (needs --cache-dir)")
 	fs.StringVar(&f.strategy, "test-strategy", "immediate", "immediate, deferred or skip")
 	fs.BoolVar(&f.fullRefresh, "full-refresh", false, "pass --full-refresh to dbt and bypass cache reads")
@@ -287,31 +289,12 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 	return ex, m, func() { ex.Close() }, nil
 }
 
-// openCache opens the cache directory for this build (and takes a source
-// freshness snapshot when --only-fresh-sources asks for one).
-func openCache(ctx context.Context, f *buildFlags, proj dbt.Project, m *manifest.Manifest, logger *slog.Logger) (orchestrator.Cache, error) {
-	g, err := manifest.NewGraph(m)
-	if err != nil {
-		return nil, err
-	}
+// openCache opens the cache directory for this build (a source freshness
+// snapshot is taken per build when --only-fresh-sources asks for one).
+func openCache(_ context.Context, f *buildFlags, proj dbt.Project, _ *manifest.Manifest, logger *slog.Logger) (orchestrator.Cache, error) {
 	store := cache.NewStore(afero.NewOsFs(), f.cacheDir, cache.StoreOptions{Logger: logger})
-	kc := cache.KeyConfig{Project: proj}
-	opts := orchcache.Options{Logger: logger}
-	if f.onlyFresh {
-		fr, err := cache.RunFreshness(ctx, cache.FreshnessOptions{
-			Project: proj,
-		})
-		if err != nil {
-			opts.FreshnessErr = err
-		} else {
-			kc.Freshness = fr
-		}
-	}
-	s, err := cache.New(store, cache.Options{TTL: f.cacheTTL, Logger: logger}).Open(m, g, kc)
-	if err != nil {
-		return nil, err
-	}
-	return orchcache.New(s, opts), nil
+	return orchcache.New(store, orchcache.Options{Project: proj, TTL: f.cacheTTL, AlwaysRunTests: f.alwaysRunTests,
+		Freshness: f.onlyFresh, Logger: logger}), nil
 }
 
 // writeResults writes the results contract to path atomically.

@@ -222,7 +222,11 @@ func TestOpenCacheTarget(t *testing.T) {
 		require.NoError(t, err)
 		c, err := openCache(context.Background(), f, p, m, slog.New(slog.DiscardHandler))
 		require.NoError(t, err)
-		oc, ok := c.(*orchcache.Cache)
+		g, err := manifest.NewGraph(m)
+		require.NoError(t, err)
+		bc, err := c.(orchestrator.BuildCache).ForBuild(context.Background(), orchestrator.BuildInfo{Manifest: m, Graph: g})
+		require.NoError(t, err)
+		oc, ok := bc.(*orchcache.Build)
 		require.True(t, ok)
 		assert.Equal(t, want, oc.Session().Keyer().Config().Target, "--target %q", target)
 	}
