@@ -58,7 +58,7 @@ func BenchmarkCacheShop(b *testing.B) {
 		sess, err := cache.New(store, cache.Options{}).Open(m, g, cache.KeyConfig{Project: dbt.Project{Dir: project, Target: "dev"}, CacheIncremental: true, CacheSnapshots: true})
 		require.NoError(b, err)
 		rec := &recorder{Executor: ex}
-		o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: m, Concurrency: 1, Cache: orchcache.NewBuild(sess, orchcache.Options{})})
+		o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: m, Concurrency: 1, Cache: orchcache.NewBuild(sess, orchcache.Options{Relations: rec})})
 		require.NoError(b, err)
 		run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.SkipTests})
 		require.NoError(b, err)

@@ -47,6 +47,12 @@ func (r *recorder) Execute(ctx context.Context, req executor.Request) (*executor
 	return resp, err
 }
 
+// ListRelations passes the executor's relation listing on, so that hits
+// are confirmed as without the recorder.
+func (r *recorder) ListRelations(ctx context.Context, schemas []executor.Schema) ([]executor.Relation, error) {
+	return r.Executor.(executor.RelationLister).ListRelations(ctx, schemas)
+}
+
 func (r *recorder) take() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -116,7 +122,7 @@ func (h *shopHarness) run(b shopBuild) (*orchestrator.Run, []string, time.Durati
 	h.entries = sess.Store()
 	rec := &recorder{Executor: h.ex}
 	o, err := orchestrator.New(orchestrator.Config{Executor: rec, Manifest: h.m, Concurrency: 1, Vars: b.vars,
-		Cache: orchcache.NewBuild(sess, orchcache.Options{})})
+		Cache: orchcache.NewBuild(sess, orchcache.Options{Relations: rec})})
 	require.NoError(t, err)
 	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{Tests: manifest.SkipTests, FullRefresh: b.fullRefresh,
 		Selection: selector.Options{Select: b.sel}, OnlyFreshSources: b.freshness != nil})

@@ -322,7 +322,9 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 	b.cache = o.cfg.Cache
 	cacheFailed := false
 	if bc, ok := b.cache.(BuildCache); ok {
-		c, err := bc.ForBuild(ctx, BuildInfo{Manifest: m, Graph: g, Vars: b.vars, FullRefresh: opts.FullRefresh, RunID: b.runID})
+		info := BuildInfo{Manifest: m, Graph: g, Vars: b.vars, FullRefresh: opts.FullRefresh, RunID: b.runID}
+		info.Relations, _ = o.cfg.Executor.(executor.RelationLister)
+		c, err := bc.ForBuild(ctx, info)
 		if err == nil && c == nil {
 			err = errors.New("ForBuild returned no cache")
 		}

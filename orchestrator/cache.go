@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -145,6 +146,10 @@ type BuildInfo struct {
 	Vars map[string]any
 	// FullRefresh is BuildOptions.FullRefresh.
 	FullRefresh bool
+	// Relations lists the warehouse's relations: Config.Executor when it
+	// implements executor.RelationLister, else nil. A cache confirms its
+	// hits with it (a relation dropped outside dbt must be rebuilt).
+	Relations executor.RelationLister
 	// RunID is the build's id.
 	RunID string
 }

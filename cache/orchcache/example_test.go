@@ -14,13 +14,22 @@ import (
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
-// okExecutor stands in for dbt: every node succeeds.
-type okExecutor struct{ runs int }
+// okExecutor stands in for dbt: every node succeeds, and the relations
+// it built exist (executor.RelationLister, which confirms cache hits).
+type okExecutor struct {
+	runs  int
+	built []executor.Relation
+}
+
+func (e *okExecutor) ListRelations(context.Context, []executor.Schema) ([]executor.Relation, error) {
+	return e.built, nil
+}
 
 func (e *okExecutor) Execute(_ context.Context, req executor.Request) (*executor.Response, error) {
 	resp := &executor.Response{}
 	for _, n := range req.Nodes {
 		e.runs++
+		e.built = append(e.built, executor.Relation{Name: n.Name})
 		resp.Results = append(resp.Results, executor.Result{UniqueID: n.UniqueID, Status: executor.Success, DBTStatus: "success"})
 	}
 	return resp, nil

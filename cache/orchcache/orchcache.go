@@ -11,16 +11,19 @@
 package orchcache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -55,6 +58,12 @@ type Options struct {
 	// node is skipped as stale, and nothing is served from the cache, so
 	// that everything runs.
 	FreshnessErr error
+	// Relations confirms hits against the warehouse: a node is served
+	// only while its relation exists (one listing per build, of every
+	// schema the cacheable nodes build into). ForBuild takes the
+	// executor's (orchestrator.BuildInfo.Relations) when it has one; nil
+	// makes every hit impossible (every node runs), and Warnings says so.
+	Relations executor.RelationLister
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -95,6 +104,10 @@ type Cache struct {
 type Build struct {
 	s    *cache.Session
 	opts Options
+
+	relOnce sync.Once
+	rels    map[string]bool // lower-cased "database.schema.name" and "schema.name"
+	relErr  error
 }
 
 var (
@@ -130,6 +143,9 @@ func (c *Cache) ForBuild(ctx context.Context, info orchestrator.BuildInfo) (orch
 		kc.Vars = vars
 	}
 	opts := c.opts
+	if info.Relations != nil {
+		opts.Relations = info.Relations
+	}
 	if opts.Freshness && opts.FreshnessErr == nil {
 		fr, err := cache.RunFreshness(ctx, cache.FreshnessOptions{Project: kc.Project})
 		if err != nil {
@@ -179,11 +195,19 @@ func NewBuild(s *cache.Session, opts Options) *Build {
 // set, it says that freshness could not be read and that the build fails
 // open (every node runs; none is served from the cache or skipped as
 // stale), so that the build's result says so, not only the log.
+//
+// When no relation lister is known (Options.Relations), it says that
+// nothing can be served from the cache, since no hit can be confirmed
+// against the warehouse.
 func (c *Build) Warnings() []string {
-	if c.opts.FreshnessErr == nil {
-		return nil
+	var out []string
+	if c.opts.FreshnessErr != nil {
+		out = append(out, "source freshness unavailable, so every node runs (none served from the cache or skipped as stale): "+c.opts.FreshnessErr.Error())
 	}
-	return []string{"source freshness unavailable, so every node runs (none served from the cache or skipped as stale): " + c.opts.FreshnessErr.Error()}
+	if c.opts.Relations == nil {
+		out = append(out, "the executor cannot list the warehouse's relations (executor.RelationLister), so no cache hit can be confirmed and every node runs")
+	}
+	return out
 }
 
 // Session returns the underlying session.
@@ -214,10 +238,78 @@ func (c *Build) Lookup(ctx context.Context, n *manifest.Node, key string) (bool,
 		return false, cache.ReasonNotCacheable, nil
 	}
 	ch := c.s.Check(ctx, n.UniqueID)
-	if ch.Hit && ch.Key != key {
+	switch {
+	case !ch.Hit:
+		return false, ch.Reason, nil
+	case ch.Key != key:
 		return false, cache.ReasonKeyChanged, nil
+	case orchestrator.RelationKey(n) == "":
+		return true, ch.Reason, nil // a test: nothing to find in the warehouse
+	case c.opts.Relations == nil:
+		return false, ReasonRelationUnchecked, nil
 	}
-	return ch.Hit, ch.Reason, nil
+	present, err := c.relationExists(ctx, n)
+	switch {
+	case err != nil:
+		return false, "relations could not be listed: " + err.Error(), nil
+	case !present:
+		return false, ReasonRelationMissing, nil
+	}
+	return true, ReasonHit, nil
+}
+
+// Lookup reasons of a Build, besides the cache package's.
+const (
+	// ReasonHit: the entry is served: unchanged, and its relation exists.
+	ReasonHit = "unchanged and relation present"
+	// ReasonRelationMissing: the entry is unchanged but its relation is
+	// not in the warehouse (dropped outside dbt, or a new database): the
+	// node is rebuilt.
+	ReasonRelationMissing = "relation missing"
+	// ReasonRelationUnchecked: the executor cannot list relations, so no
+	// hit can be confirmed.
+	ReasonRelationUnchecked = "relation not checked (the executor cannot list relations)"
+)
+
+// relationExists reports whether n's relation exists, listing the
+// relations of every schema the session's cacheable nodes build into on
+// the first call.
+func (c *Build) relationExists(ctx context.Context, n *manifest.Node) (bool, error) {
+	c.relOnce.Do(func() {
+		g := c.s.Graph()
+		seen := map[executor.Schema]bool{}
+		var schemas []executor.Schema
+		for _, id := range g.IDs() {
+			m := g.Node(id)
+			if m == nil || orchestrator.RelationKey(m) == "" {
+				continue
+			}
+			sc := executor.Schema{Database: m.Database, Schema: m.Schema}
+			if !seen[sc] {
+				seen[sc] = true
+				schemas = append(schemas, sc)
+			}
+		}
+		rels, err := c.opts.Relations.ListRelations(ctx, schemas)
+		if err != nil {
+			c.relErr = err
+			c.opts.Logger.WarnContext(ctx, "cache: cannot list the warehouse's relations; every node runs", "err", err)
+			return
+		}
+		c.rels = make(map[string]bool, 2*len(rels))
+		for _, r := range rels {
+			c.rels[relKey(r.Database, r.Schema, r.Name)] = true
+			c.rels[relKey("", r.Schema, r.Name)] = true
+		}
+	})
+	if c.relErr != nil {
+		return false, c.relErr
+	}
+	return c.rels[relKey(n.Database, n.Schema, cmp.Or(n.Alias, n.Name))], nil
+}
+
+func relKey(db, schema, name string) string {
+	return strings.ToLower(db + "\x00" + schema + "\x00" + name)
 }
 
 // Record stores a successful result under key (a test's only when it

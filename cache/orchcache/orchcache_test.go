@@ -29,6 +29,25 @@ type fakeExec struct {
 	mu   sync.Mutex
 	ran  []string
 	fail map[string]bool
+	// dropped are relations missing from the warehouse (ListRelations).
+	dropped map[string]bool
+	built   map[string]bool
+	lists   int
+}
+
+// ListRelations lists the relations of the nodes it built, but those
+// dropped.
+func (f *fakeExec) ListRelations(context.Context, []executor.Schema) ([]executor.Relation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	var out []executor.Relation
+	for name := range f.built {
+		if !f.dropped[name] {
+			out = append(out, executor.Relation{Name: name})
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeExec) Execute(_ context.Context, req executor.Request) (*executor.Response, error) {
@@ -37,6 +56,10 @@ func (f *fakeExec) Execute(_ context.Context, req executor.Request) (*executor.R
 	resp := &executor.Response{}
 	for _, n := range req.Nodes {
 		f.ran = append(f.ran, n.UniqueID)
+		if f.built == nil {
+			f.built = map[string]bool{}
+		}
+		f.built[n.Name] = true
 		r := executor.Result{UniqueID: n.UniqueID, Status: executor.Success, DBTStatus: "success", Message: "OK"}
 		if n.IsTest() {
 			r.DBTStatus = "pass"
@@ -147,7 +170,7 @@ func (h *harness) build(o buildOpts) (*orchestrator.Run, []string) {
 	sess, err := cache.New(h.store, cache.Options{Now: now}).Open(h.m, h.g, cache.KeyConfig{Freshness: o.fresh, Project: dbt.Project{Target: "dev"}})
 	require.NoError(t, err)
 	orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Now: now,
-		Cache: orchcache.NewBuild(sess, orchcache.Options{FreshnessErr: o.freshErr})})
+		Cache: orchcache.NewBuild(sess, orchcache.Options{FreshnessErr: o.freshErr, Relations: h.ex})})
 	require.NoError(t, err)
 	run, err := orch.RunBuild(context.Background(), orchestrator.BuildOptions{OnlyFreshSources: o.onlyFresh, FullRefresh: o.full})
 	var be *orchestrator.BuildError
@@ -265,7 +288,7 @@ func TestPlanReasons(t *testing.T) {
 		t.Helper()
 		sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
 		require.NoError(t, err)
-		orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Cache: orchcache.NewBuild(sess, orchcache.Options{})})
+		orch, err := orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m, Cache: orchcache.NewBuild(sess, orchcache.Options{Relations: h.ex})})
 		require.NoError(t, err)
 		bp, err := orch.Plan(ctx, orchestrator.BuildOptions{})
 		require.NoError(t, err)
@@ -282,8 +305,8 @@ func TestPlanReasons(t *testing.T) {
 	h.m.Lookup("model.p.c").RawCode = "select 2"
 	got := plan()
 	want := map[string]string{
-		"seed.p.s": cache.ReasonHit, "model.p.a": cache.ReasonHit, "model.p.b": cache.ReasonHit,
-		"model.p.c": "key changed: code", "model.p.d": "upstream ran: model.p.c", "model.p.e": cache.ReasonHit,
+		"seed.p.s": orchcache.ReasonHit, "model.p.a": orchcache.ReasonHit, "model.p.b": orchcache.ReasonHit,
+		"model.p.c": "key changed: code", "model.p.d": "upstream ran: model.p.c", "model.p.e": orchcache.ReasonHit,
 		"test.p.t": cache.ReasonHit,
 	}
 	if diff := cmp.Diff(want, got.Reasons); diff != "" {
@@ -350,4 +373,47 @@ func TestVarsPerBuild(t *testing.T) {
 	want, err := both.Key("model.p.c")
 	require.NoError(t, err)
 	assert.Equal(t, want, us.Result("model.p.c").CacheKey)
+}
+
+// TestRelationConfirmed: a hit is confirmed against the warehouse, with
+// one listing per build. A relation dropped outside dbt is rebuilt (and
+// what reads it); an executor that cannot list relations makes every hit
+// impossible and the build says so.
+func TestRelationConfirmed(t *testing.T) {
+	h := newHarness(t)
+	h.build(buildOpts{})
+	h.ex.lists = 0
+	run, ran := h.build(buildOpts{})
+	assert.Empty(t, ran)
+	assert.Equal(t, 1, h.ex.lists, "one listing per build")
+	assert.Equal(t, orchcache.ReasonHit, run.Result("model.p.a").CacheReason)
+
+	h.ex.dropped = map[string]bool{"c": true}
+	run, ran = h.build(buildOpts{})
+	assert.Equal(t, []string{"model.p.c", "model.p.d"}, ran, "c was dropped: rebuilt, and d downstream")
+	assert.Equal(t, orchcache.ReasonRelationMissing, run.Result("model.p.c").CacheReason)
+	assert.Equal(t, "upstream ran: model.p.c", run.Result("model.p.d").CacheReason)
+	h.ex.dropped = nil
+
+	// No lister: nothing served, one warning.
+	sess, err := cache.New(h.store, cache.Options{}).Open(h.m, h.g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
+	require.NoError(t, err)
+	orch, err := orchestrator.New(orchestrator.Config{Executor: struct{ executor.Executor }{h.ex}, Manifest: h.m,
+		Cache: orchcache.NewBuild(sess, orchcache.Options{})})
+	require.NoError(t, err)
+	run, err = orch.RunBuild(context.Background(), orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Len(t, h.ex.take(), 7)
+	require.Len(t, run.Warnings, 1)
+	assert.Contains(t, run.Warnings[0], "cannot list the warehouse's relations")
+	assert.Equal(t, orchcache.ReasonRelationUnchecked, run.Result("seed.p.s").CacheReason)
+
+	// Through New, the executor's lister is found (BuildInfo.Relations).
+	orch, err = orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m,
+		Cache: orchcache.New(h.store, orchcache.Options{Project: dbt.Project{Target: "dev"}})})
+	require.NoError(t, err)
+	run, err = orch.RunBuild(context.Background(), orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, h.ex.take())
+	assert.Empty(t, run.Warnings)
 }

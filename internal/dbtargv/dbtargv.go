@@ -207,6 +207,12 @@ func Ls(g Global, selection []string) ([]string, error) {
 	return command(g, []string{"ls", "--output", "json", "--output-keys", "unique_id"}, selection...)
 }
 
+// Show returns `show --inline sql --output json --limit -1` with g's
+// flags: every row of one query, printed by dbt.
+func Show(g Global, sql string) ([]string, error) {
+	return command(g, []string{"show", "--inline", sql, "--output", "json", "--limit", "-1"})
+}
+
 // SourceFreshness returns `source freshness` with g's flags, then
 // --select with sources when there are any.
 func SourceFreshness(g Global, sources []string) ([]string, error) {

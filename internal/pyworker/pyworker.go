@@ -76,6 +76,8 @@ const (
 	Start  = "start"
 	Invoke = "invoke"
 	Ls     = "ls"
+	// Show runs a dbt show whose rows come back in Reply.Rows.
+	Show = "show"
 )
 
 // Reply is one reply of the worker.
@@ -87,7 +89,9 @@ type Reply struct {
 	Elapsed float64  `json:"elapsed"`
 	PID     int      `json:"pid"`
 	IDs     []string `json:"ids"`
-	Patches []string `json:"patches"`
+	// Rows are a Show's rows, each value as text ("" for null).
+	Rows    [][]string `json:"rows"`
+	Patches []string   `json:"patches"`
 }
 
 // ErrExited is wrapped by Call's error when the worker ended before

@@ -12,6 +12,8 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "elapsed": 0.4}
   -> {"id": N, "type": "ls", "args": [...], "parse_args": [...], "key": "<vars>"}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "ids": [...], "elapsed": 0.1}
+  -> {"id": N, "type": "show", "args": [...], "parse_args": [...], "key": "<vars>"}
+  <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "rows": [[...], ...], "elapsed": 0.2}
 
 "args" is a full dbt command line without the executable; "parse_args" is
 the `dbt parse` command line whose manifest "args" must run against;
@@ -38,6 +40,7 @@ unpatched and through dbt's own CLI and requires identical per-node
 results.
 """
 
+import copy
 import inspect
 import json
 import os
@@ -428,7 +431,24 @@ def main():
         ids = sorted(json.loads(x)["unique_id"] for x in (res.result or []))
         return {"success": True, "error": None, "ids": ids}
 
-    handlers = {"invoke": invoke, "ls": ls}
+    def show(req):
+        # dbt show --inline adds its query to the manifest it is given: give
+        # it a copy whose nodes are its own, so that the worker's manifest
+        # (and the graph linked for it) never sees the query.
+        manifest = copy.copy(manifest_for(req.get("key", ""), req["parse_args"]))
+        manifest.nodes = dict(manifest.nodes)
+        builds.enter(None)
+        res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+        if not res.success or res.exception is not None:
+            return {"success": False, "error": error_text(res.exception) if res.exception is not None else "dbt show failed", "rows": None}
+        rows = []
+        for r in getattr(res.result, "results", None) or []:
+            table = getattr(r, "agate_table", None)
+            if table is not None:
+                rows.extend(["" if v is None else str(v) for v in row] for row in table.rows)
+        return {"success": True, "error": None, "rows": rows}
+
+    handlers = {"invoke": invoke, "ls": ls, "show": show}
 
     lines = (line for line in sys.stdin if line.strip())
     try:

@@ -1,0 +1,211 @@
+package executor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
+	"github.com/dbtorch/dbtorch/internal/proc"
+	"github.com/dbtorch/dbtorch/internal/pyworker"
+)
+
+// Schema names one schema of the warehouse: Database may be empty (the
+// target's).
+type Schema struct {
+	Database, Schema string
+}
+
+// Relation is a table or view that exists in the warehouse.
+type Relation struct {
+	Database, Schema, Name string
+}
+
+// RelationLister is an optional capability of an Executor: it lists the
+// relations (tables and views) that exist in the given schemas, with one
+// metadata query for all of them. A build cache uses it to confirm that
+// what it would serve is still there: a relation dropped outside dbt must
+// be rebuilt. Schema, database and relation names are compared without
+// regard to case. Core and Warm implement it for adapters whose warehouse
+// has an information_schema.tables view (DuckDB, PostgreSQL, Snowflake,
+// Redshift, ...).
+type RelationLister interface {
+	ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error)
+}
+
+var (
+	_ RelationLister = (*Core)(nil)
+	_ RelationLister = (*Warm)(nil)
+)
+
+// relationsSQL is the one metadata query of ListRelations.
+func relationsSQL(schemas []Schema) string {
+	var in []string
+	seen := map[string]bool{}
+	for _, s := range schemas {
+		name := strings.ToLower(s.Schema)
+		if name == "" || seen[name] {
+			continue
+		}
+		seen[name] = true
+		in = append(in, "'"+strings.ReplaceAll(name, "'", "''")+"'")
+	}
+	if len(in) == 0 {
+		in = append(in, "''")
+	}
+	return "select table_catalog, table_schema, table_name from information_schema.tables where lower(table_schema) in (" + strings.Join(in, ", ") + ")"
+}
+
+// showArgs returns the `dbt show` of the relations query with g's flags.
+func showArgs(g dbtargv.Global, schemas []Schema) ([]string, error) {
+	return dbtargv.Show(g, relationsSQL(schemas))
+}
+
+// ListRelations implements RelationLister with one `dbt show --inline`
+// invocation querying information_schema.tables.
+func (c *Core) ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error) {
+	dir, err := os.MkdirTemp(c.workDir, "relations-")
+	if err != nil {
+		return nil, fmt.Errorf("executor: list relations: %w", err)
+	}
+	if !c.cfg.KeepArtifacts {
+		defer os.RemoveAll(dir)
+	}
+	args, err := showArgs(c.cfg.global(c.cfg.Vars, dir), schemas)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	res := proc.Run(ctx, proc.Spec{Path: c.cfg.DBT, Args: append(args, "--log-format", "json"), Dir: c.cfg.Dir, Env: c.cfg.Env,
+		Grace: c.cfg.KillGrace, Stdout: &out})
+	if res.Err != nil {
+		return nil, fmt.Errorf("executor: list relations: dbt show: %w\n%s", res.Err, res.Tail(tailLines))
+	}
+	return parseShowLog(out.Bytes())
+}
+
+// parseShowLog reads the rows of dbt show's ShowNode event from dbt's JSON
+// log lines.
+func parseShowLog(out []byte) ([]Relation, error) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.Contains(line, []byte(`"preview"`)) {
+			continue
+		}
+		var ev struct {
+			Data struct {
+				Preview string `json:"preview"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(line, &ev) != nil || ev.Data.Preview == "" {
+			continue
+		}
+		var rows []map[string]any
+		if err := json.Unmarshal([]byte(ev.Data.Preview), &rows); err != nil {
+			return nil, fmt.Errorf("executor: list relations: dbt show's rows: %w", err)
+		}
+		out := make([]Relation, 0, len(rows))
+		for _, r := range rows {
+			out = append(out, Relation{Database: str(r["table_catalog"]), Schema: str(r["table_schema"]), Name: str(r["table_name"])})
+		}
+		return out, nil
+	}
+	return nil, errors.New("executor: list relations: dbt show printed no rows")
+}
+
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// ListRelations implements RelationLister: an idle worker runs the
+// relations query through dbt show on its parsed project.
+func (x *Warm) ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error) {
+	if err := x.Prepare(ctx); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(x.workDir, "relations-")
+	if err != nil {
+		return nil, fmt.Errorf("executor: list relations: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	g := x.cfg.global(x.cfg.Vars, dir)
+	g.Quiet = true
+	args, err := showArgs(g, schemas)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := x.cfg.Vars.JSON()
+	if err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	x.nextID++
+	id := x.nextID
+	pp := x.ppFile
+	x.mu.Unlock()
+	parse, err := x.parseArgs(x.cfg.Vars, filepath.Join(x.workDir, fmt.Sprintf("parse-%d", id)), pp)
+	if err != nil {
+		return nil, err
+	}
+	w, err := x.takeIdle(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("executor: list relations: %w", err)
+	}
+	m, err := w.pw.Call(ctx, pyworker.Request{ID: id, Type: pyworker.Show, Args: args, ParseArgs: parse, Key: vars}, x.cfg.KillGrace)
+	if err != nil {
+		x.retire(w)
+		return nil, fmt.Errorf("executor: list relations: %w", err)
+	}
+	x.idle <- w
+	if !m.Success {
+		msg := "dbt show failed"
+		if m.Error != nil {
+			msg = *m.Error
+		}
+		return nil, fmt.Errorf("executor: list relations: %s", msg)
+	}
+	out := make([]Relation, 0, len(m.Rows))
+	for _, r := range m.Rows {
+		if len(r) == 3 {
+			out = append(out, Relation{Database: r[0], Schema: r[1], Name: r[2]})
+		}
+	}
+	return out, nil
+}
+
+// takeIdle waits for a live idle worker (replacing ones that died while
+// idle).
+func (x *Warm) takeIdle(ctx context.Context) (*worker, error) {
+	for {
+		var w *worker
+		select {
+		case w = <-x.idle:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-x.done:
+			return nil, ErrClosed
+		}
+		if w.err != nil {
+			x.retire(w)
+			return nil, w.err
+		}
+		select {
+		case <-w.pw.Done():
+			x.retire(w)
+			continue
+		default:
+		}
+		return w, nil
+	}
+}
