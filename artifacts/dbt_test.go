@@ -147,7 +147,11 @@ func TestDBTReadsOurArtifacts(t *testing.T) {
 	require.NoError(t, err)
 	chart := mermaidBlock.FindStringSubmatch(string(md))
 	require.NotNil(t, chart)
-	assert.Equal(t, []string{""}, parseMermaid(t, chart[1]))
+	gantt := ganttBlock.FindStringSubmatch(string(md))
+	require.NotNil(t, gantt, "the summary has a timeline")
+	assert.Equal(t, []string{"", ""}, parseMermaid(t, chart[1], gantt[1]))
+	assert.Contains(t, string(md), "**Critical path**")
+	assert.Contains(t, gantt[1], "section customer_revenue\n")
 	assert.Contains(t, string(md), "Binder Error")
 	for _, xsd := range []string{"JUnit.xsd", "junit-10.xsd"} {
 		assert.Empty(t, validateXML(t, filepath.Join(dbttest.SharedDir(t), "reference", "junit", xsd), filepath.Join(out, "junit.xml")), xsd)

@@ -102,3 +102,25 @@ func ExampleLineage() {
 	// FAIL model.shop.fct_orders [postgres://db.internal:5432/shop.public.fct_orders]
 	// FAIL shop.build []
 }
+
+// Where a build's time went: the critical path with each node's share,
+// and the slot utilisation.
+func ExampleTimelineOf() {
+	run := exampleRun()
+	run.Args["threads"] = 2
+	for i := range run.Results {
+		r := &run.Results[i]
+		r.Attempts = []orchestrator.Attempt{{Number: 1, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt, Status: "success"}}
+	}
+	tl := artifacts.TimelineOf(run, 0)
+	for _, st := range tl.CriticalPath {
+		fmt.Printf("%s waited %s, ran %s: %.0f%% of the build\n", st.UniqueID, st.Waited, st.Ran, 100*st.Share)
+	}
+	fmt.Printf("after the last node: %s\n", tl.After)
+	fmt.Printf("utilisation %.0f%% of %d slots\n", 100*tl.Utilisation, tl.Slots)
+	// Output:
+	// model.shop.stg_orders waited 0s, ran 1s: 33% of the build
+	// model.shop.fct_orders waited 0s, ran 1s: 33% of the build
+	// after the last node: 1s
+	// utilisation 33% of 2 slots
+}

@@ -123,18 +123,25 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 		switch id {
 		case "seed.shop.customers":
 			r = ran(id, orchestrator.Success, "success", 10, 400)
+			r.WaitTime = 10 * time.Millisecond
 			r.AdapterResponse = map[string]any{"_message": "INSERT 5", "code": "INSERT", "rows_affected": int64(5)}
 			r.RowsAffected, r.Message = i64(5), "INSERT 5"
 		case "seed.shop.orders":
 			r = ran(id, orchestrator.Success, "success", 12, 420)
+			r.WaitTime = 12 * time.Millisecond
 			r.AdapterResponse = map[string]any{"_message": "INSERT 8", "code": "INSERT", "rows_affected": int64(8)}
 			r.RowsAffected, r.Message = i64(8), "INSERT 8"
 		case "model.shop.stg_customers", "snapshot.shop.orders_snapshot":
 			r = ran(id, orchestrator.Success, "success", 500, 800)
 			r.Message = "OK"
+			r.WaitTime = 80 * time.Millisecond // queued when its seed finished
+			if id == "model.shop.stg_customers" {
+				r.WaitTime = 100 * time.Millisecond
+			}
 		case "model.shop.fct_orders":
 			n := m.Lookup(id)
-			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Cached, CacheKey: "5f1c0ffee"}
+			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Cached, CacheKey: "5f1c0ffee",
+				StartedAt: at(425), CompletedAt: at(425), WaitTime: 5 * time.Millisecond, Message: "cached"}
 		case "test.shop.not_null_stg_customers_customer_id.e2cfb1f9aa":
 			r = ran(id, orchestrator.Success, "pass", 900, 950)
 			r.Failures = i64(0)
@@ -152,6 +159,8 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 			r.Err = &orchestrator.NodeError{Kind: executor.KindDatabase, Message: r.Message}
 			r.Attempts = append([]orchestrator.Attempt{{Number: 1, StartedAt: at(980), CompletedAt: at(990), Status: executor.Error, Kind: executor.KindConnection, Message: "connection reset"}}, r.Attempts...)
 			r.Attempts[1].Number = 2
+			r.StartedAt = at(980)
+			r.WaitTime = 30 * time.Millisecond // 20ms queued after its last upstream (a test), 10ms before the retry
 		case "model.shop.revenue_by_segment", "test.shop.unique_customer_revenue_customer_id.3b4be2f107":
 			n := m.Lookup(id)
 			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Skipped,

@@ -64,6 +64,9 @@ func TestReportersThroughRunBuild(t *testing.T) {
 			chart := mermaidBlock.FindStringSubmatch(string(md))
 			require.NotNil(t, chart)
 			charts = append(charts, chart[1])
+			gantt := ganttBlock.FindStringSubmatch(string(md))
+			require.NotNil(t, gantt, "the summary has a timeline")
+			charts = append(charts, gantt[1])
 
 			junit, err := afero.ReadFile(fs, "/o/junit.xml")
 			require.NoError(t, err)

@@ -80,9 +80,11 @@ const DefaultMaxGraphNodes = 200
 // Summary writes a Markdown report of a run: the counts of successes,
 // errors, test failures, warnings, skipped and cached nodes; the
 // unsuccessful nodes with their type, message and file; the skipped nodes
-// with the reason; the successful nodes; and a Mermaid flowchart of the
-// run with each node coloured by its outcome. It implements
-// orchestrator.Reporter.
+// with the reason; the successful nodes; the timeline (wall time, slot
+// utilisation, the critical path with each node's share of the build, and
+// a Mermaid gantt chart; see TimelineOf and Gantt); and a Mermaid
+// flowchart of the run with each node coloured by its outcome. It
+// implements orchestrator.Reporter.
 //
 // The Markdown renders on GitHub, GitLab and in most CI job summaries
 // (for example $GITHUB_STEP_SUMMARY).
@@ -106,6 +108,14 @@ type Summary struct {
 	// accept (GitHub takes 1 MiB); the rest are counted in a last line.
 	// Zero means DefaultMaxSuccessRows; negative means no cap.
 	MaxSuccessRows int
+	// Slots is the build's concurrency, for the timeline's slot
+	// utilisation; zero reads it from the run's "threads" argument.
+	Slots int
+	// MaxTimelineNodes caps the timeline's Gantt chart: a larger run shows
+	// the critical path and the nodes that took longest. Zero means
+	// DefaultMaxTimelineNodes; negative leaves the chart out (the
+	// critical path table stays).
+	MaxTimelineNodes int
 }
 
 // DefaultMaxSuccessRows is Summary's default cap on listed successful
@@ -239,6 +249,8 @@ func (s *Summary) Render(w io.Writer, run *orchestrator.Run) error {
 		}
 		b.WriteString("\n")
 	}
+
+	writeTimeline(&b, run, s.Slots, s.MaxTimelineNodes)
 
 	if chart, note := s.mermaid(run); chart != "" || note != "" {
 		b.WriteString("## Run graph\n\n")

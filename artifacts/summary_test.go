@@ -23,7 +23,11 @@ func render(t *testing.T, s *artifacts.Summary, run *orchestrator.Run) string {
 	return buf.String()
 }
 
-var mermaidBlock = regexp.MustCompile("(?s)```mermaid\n(.*?)```\n")
+// mermaidBlock finds the summary's run graph; ganttBlock its timeline.
+var (
+	mermaidBlock = regexp.MustCompile("(?s)```mermaid\n(flowchart .*?)```\n")
+	ganttBlock   = regexp.MustCompile("(?s)```mermaid\n(---\ndisplayMode: compact\n---\ngantt\n.*?)```\n")
+)
 
 func TestSummaryGolden(t *testing.T) {
 	run := fixtureRun(t)

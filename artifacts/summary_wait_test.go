@@ -13,6 +13,9 @@ import (
 // their run time, and nothing when no node waited.
 func TestSummaryWaitTime(t *testing.T) {
 	run := fixtureRun(t)
+	for i := range run.Results {
+		run.Results[i].WaitTime = 0
+	}
 	assert.NotContains(t, render(t, &artifacts.Summary{}, run), "Waited")
 	run.Results[0].WaitTime = 1500 * time.Millisecond
 	run.Results[2].WaitTime = 300 * time.Millisecond
