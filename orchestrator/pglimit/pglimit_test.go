@@ -42,8 +42,18 @@ const (
 	helperEnv  = "PGLIMIT_TEST_HELPER"
 	urlEnv     = "PGLIMIT_TEST_URL"
 	outEnv     = "PGLIMIT_TEST_OUT"
+	runEnv     = "PGLIMIT_TEST_RUN"
 	sleepQuery = "SELECT pg_sleep($1::float8) /* pglimit-test-sleep */"
 )
+
+// nodeRuns is the table where helper processes' nodes record, on the
+// database's clock, when their warehouse work started and ended.
+const nodeRuns = `CREATE TABLE IF NOT EXISTS public.pglimit_node_runs (
+	id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	run     text NOT NULL,
+	node    text NOT NULL,
+	started timestamptz NOT NULL DEFAULT clock_timestamp(),
+	ended   timestamptz)`
 
 func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
@@ -100,6 +110,8 @@ func TestPostgres(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
+	_, err = pool.Exec(context.Background(), nodeRuns)
+	require.NoError(t, err)
 
 	t.Run("ConcurrentSchemaCreation", func(t *testing.T) { testConcurrentSchema(t, url, pool) })
 	t.Run("IdempotentHolder", func(t *testing.T) { testIdempotent(t, url, pool) })
@@ -109,7 +121,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("NoSessionState", func(t *testing.T) { testNoSession(t, url, pool) })
 	t.Run("Processes", func(t *testing.T) { testProcesses(t, url, pool) })
 	t.Run("SIGKILL", func(t *testing.T) { testSIGKILL(t, url) })
-	t.Run("RelationLockProcesses", func(t *testing.T) { testRelationProcesses(t, url) })
+	t.Run("RelationLockProcesses", func(t *testing.T) { testRelationProcesses(t, url, pool) })
 }
 
 // testConcurrentSchema opens eight stores on a new schema at once: every
@@ -298,6 +310,25 @@ type interval struct {
 	Wait       time.Duration
 }
 
+// dbIntervals returns the node runs that the helpers of run recorded in
+// the database, on its clock.
+func dbIntervals(t *testing.T, pool *pgxpool.Pool, run string) []interval {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT node, started, ended FROM public.pglimit_node_runs WHERE run = $1`, run)
+	require.NoError(t, err)
+	var out []interval
+	for rows.Next() {
+		var iv interval
+		var ended *time.Time
+		require.NoError(t, rows.Scan(&iv.ID, &iv.Start, &ended))
+		require.NotNil(t, ended, "%s: node run never ended", iv.ID)
+		iv.End = *ended
+		out = append(out, iv)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
 // peakOverlap returns the most intervals that overlap at one instant.
 func peakOverlap(ivs []interval) int {
 	type ev struct {
@@ -399,13 +430,18 @@ func runHelpers(t *testing.T, n int, mode, url string, env ...string) [][]interv
 
 // testProcesses runs three processes, each a build of eight independent
 // nodes with four workers, sharing a limit of two: at no instant are more
-// than two nodes in flight, as measured from the database (sleeping
+// than two nodes in flight, as measured from the database (the node runs
+// each node logs on the database's clock, and a sampler of sleeping
 // queries and live leases) and from the results' timestamps.
 func testProcesses(t *testing.T, url string, pool *pgxpool.Pool) {
 	const procs, slots, nodes = 3, 2, 8
 	smp := startSampler(t, pool, "wh")
-	runs := runHelpers(t, procs, "build", url, "PGLIMIT_TEST_SLOTS="+strconv.Itoa(slots), "PGLIMIT_TEST_NODES="+strconv.Itoa(nodes))
+	runs := runHelpers(t, procs, "build", url, "PGLIMIT_TEST_SLOTS="+strconv.Itoa(slots), "PGLIMIT_TEST_NODES="+strconv.Itoa(nodes),
+		runEnv+"=processes")
 	smp.halt()
+	logged := dbIntervals(t, pool, "processes")
+	require.Len(t, logged, procs*nodes, "every node's run is in the database's log")
+	assert.Equal(t, slots, peakOverlap(logged), "database's clock: never more than the limit in flight, and the limit used")
 	var all []interval
 	var waited time.Duration
 	for _, r := range runs {
@@ -459,8 +495,12 @@ func testSIGKILL(t *testing.T, url string) {
 // testRelationProcesses runs two processes building the same four
 // relations with shared relation locks: for every relation the two
 // builds' runs do not overlap, and the later build waited.
-func testRelationProcesses(t *testing.T, url string) {
-	runs := runHelpers(t, 2, "relation", url, "PGLIMIT_TEST_NODES=4")
+func testRelationProcesses(t *testing.T, url string, pool *pgxpool.Pool) {
+	runs := runHelpers(t, 2, "relation", url, "PGLIMIT_TEST_NODES=4", runEnv+"=relation")
+	logged := map[string][]interval{}
+	for _, iv := range dbIntervals(t, pool, "relation") {
+		logged[iv.ID] = append(logged[iv.ID], iv)
+	}
 	byNode := map[string][]interval{}
 	var waited time.Duration
 	for _, r := range runs {
@@ -473,6 +513,8 @@ func testRelationProcesses(t *testing.T, url string) {
 	for id, ivs := range byNode {
 		require.Len(t, ivs, 2)
 		assert.Equal(t, 1, peakOverlap(ivs), "%s built by both processes at once: %+v", id, ivs)
+		require.Len(t, logged[id], 2, id)
+		assert.Equal(t, 1, peakOverlap(logged[id]), "database's clock: %s built by both processes at once: %+v", id, logged[id])
 	}
 	assert.Greater(t, waited, 3*nodeSleep, "the later build waited for the relations")
 }
@@ -490,19 +532,47 @@ func wideManifest(n int) *manifest.Manifest {
 }
 
 // sleepExec runs every node as a pg_sleep query on the database, so that
-// the database sees the nodes in flight.
-type sleepExec struct{ pool *pgxpool.Pool }
+// the database sees the nodes in flight, between a row in nodeRuns
+// recording its start and the row's update recording its end.
+type sleepExec struct {
+	pool *pgxpool.Pool
+	run  string
+}
 
 func (e sleepExec) Execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
 	start := time.Now()
+	var id int64
+	if err := e.pool.QueryRow(ctx, `INSERT INTO public.pglimit_node_runs (run, node) VALUES ($1, $2) RETURNING id`,
+		e.run, req.Nodes[0].UniqueID).Scan(&id); err != nil {
+		return nil, err
+	}
 	if _, err := e.pool.Exec(ctx, sleepQuery, nodeSleep.Seconds()); err != nil {
 		return nil, err
 	}
+	if _, err := e.pool.Exec(ctx, `UPDATE public.pglimit_node_runs SET ended = clock_timestamp() WHERE id = $1`, id); err != nil {
+		return nil, err
+	}
+	return succeeded(req, start), nil
+}
+
+// succeeded is the response of an invocation that started at start, ends
+// now and succeeded every node.
+func succeeded(req executor.Request, start time.Time) *executor.Response {
 	resp := &executor.Response{Invocation: executor.Invocation{Command: req.Command, Started: start, Ended: time.Now()}}
 	for _, n := range req.Nodes {
 		resp.Results = append(resp.Results, executor.Result{UniqueID: n.UniqueID, Status: executor.Success})
 	}
-	return resp, nil
+	return resp
+}
+
+// buildWide runs one build of wideManifest(nodes) on ex with four workers
+// under limits.
+func buildWide(ctx context.Context, ex executor.Executor, nodes int, limits ...orchestrator.NodeLimit) (*orchestrator.Run, error) {
+	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: wideManifest(nodes), Concurrency: 4, Limits: limits})
+	if err != nil {
+		return nil, err
+	}
+	return o.RunBuild(ctx, orchestrator.BuildOptions{})
 }
 
 // helperBuild runs one build over the shared store: "build" with a limit
@@ -527,12 +597,7 @@ func helperBuild(mode string) error {
 	} else {
 		limits = append(limits, s.RelationLocks())
 	}
-	o, err := orchestrator.New(orchestrator.Config{Executor: sleepExec{pool: s.Pool()}, Manifest: wideManifest(nodes),
-		Concurrency: 4, Limits: limits})
-	if err != nil {
-		return err
-	}
-	run, err := o.RunBuild(ctx, orchestrator.BuildOptions{})
+	run, err := buildWide(ctx, sleepExec{pool: s.Pool(), run: os.Getenv(runEnv)}, nodes, limits...)
 	if err != nil {
 		return err
 	}
