@@ -1,0 +1,78 @@
+package orchestrator_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/manifest"
+	"github.com/dbtorch/dbtorch/orchestrator"
+)
+
+// retryGraph: seed s -> model a -> model b -> model c, a test on a, and
+// an independent model x.
+func retryGraph(t *testing.T) *manifest.Graph {
+	t.Helper()
+	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
+	add := func(id string, rt manifest.ResourceType, deps ...string) {
+		name := id[strings.LastIndex(id, ".")+1:]
+		m.Nodes[id] = &manifest.Node{UniqueID: id, Name: name, ResourceType: rt, PackageName: "p", Enabled: true,
+			Materialized: "table", RawCode: "select 1", Path: name + ".sql", OriginalFilePath: "models/" + name + ".sql",
+			FQN: []string{"p", name}, DependsOn: manifest.DependsOn{Nodes: deps}}
+	}
+	add("seed.p.s", manifest.Seed)
+	add("model.p.a", manifest.Model, "seed.p.s")
+	add("model.p.b", manifest.Model, "model.p.a")
+	add("model.p.c", manifest.Model, "model.p.b")
+	add("model.p.x", manifest.Model)
+	add("test.p.t", manifest.Test, "model.p.a")
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	return g
+}
+
+func TestReadPriorRunAndRetryNodes(t *testing.T) {
+	g := retryGraph(t)
+	// dbtorch's results: the test failed, b and c were skipped because of
+	// it; a gone node is ignored.
+	prior, err := orchestrator.ReadPriorRun(strings.NewReader(`{"run_id":"r1","args":{"attempt":2},"results":[
+		{"unique_id":"seed.p.s","status":"success"},{"unique_id":"model.p.a","status":"success"},
+		{"unique_id":"test.p.t","status":"error","dbt_status":"fail"},
+		{"unique_id":"model.p.b","status":"skipped"},{"unique_id":"model.p.c","status":"skipped"},
+		{"unique_id":"model.p.x","status":"cached"},{"unique_id":"model.p.gone","status":"error"}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, "r1", prior.ID)
+	assert.Equal(t, 2, prior.Attempt)
+	assert.Equal(t, []string{"model.p.a", "model.p.b", "model.p.c", "test.p.t"}, orchestrator.RetryNodes(g, prior),
+		"the failed test, its model, the skipped nodes")
+
+	// dbt's run_results.json: a model error, its descendant skipped.
+	prior, err = orchestrator.ReadPriorRun(strings.NewReader(`{"metadata":{"invocation_id":"inv"},"args":{},"results":[
+		{"unique_id":"model.p.a","status":"success"},{"unique_id":"model.p.b","status":"error"},
+		{"unique_id":"model.p.c","status":"skipped"},{"unique_id":"test.p.t","status":"pass"}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, "inv", prior.ID)
+	assert.Equal(t, 1, prior.Attempt)
+	assert.Equal(t, []string{"model.p.b", "model.p.c"}, orchestrator.RetryNodes(g, prior))
+
+	// A test that errored (did not run) does not rebuild its model.
+	prior, err = orchestrator.ReadPriorRun(strings.NewReader(`{"run_id":"r","results":[{"unique_id":"test.p.t","status":"error"}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"test.p.t"}, orchestrator.RetryNodes(g, prior))
+
+	for _, bad := range []string{`[]`, `{"results":[]}`, `{"run_id":"r","results":[{"status":"error"}]}`, `nope`} {
+		_, err := orchestrator.ReadPriorRun(strings.NewReader(bad))
+		assert.Error(t, err, bad)
+	}
+}
+
+func TestPriorFromRun(t *testing.T) {
+	run := &orchestrator.Run{ID: "r", Args: map[string]any{orchestrator.AttemptArg: 3}, Results: []orchestrator.NodeResult{
+		{UniqueID: "test.p.t", Status: orchestrator.Error, DBTStatus: "fail"}, {UniqueID: "model.p.x", Status: orchestrator.Success}}}
+	p := orchestrator.PriorFromRun(run)
+	assert.Equal(t, &orchestrator.PriorRun{ID: "r", Attempt: 3, Nodes: []orchestrator.PriorNode{
+		{UniqueID: "test.p.t", Status: orchestrator.Error, TestFailed: true}, {UniqueID: "model.p.x", Status: orchestrator.Success}}}, p)
+	assert.Equal(t, []string{"model.p.a", "test.p.t"}, orchestrator.RetryNodes(retryGraph(t), p))
+}
