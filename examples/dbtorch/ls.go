@@ -21,41 +21,21 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	manifestPath := fs.String("manifest", "", "path to manifest.json (required)")
-	var sel, excl, types, exclTypes multiFlag
-	fs.Var(&sel, "select", "dbt node selection (repeatable)")
-	fs.Var(&sel, "s", "shorthand for --select")
-	fs.Var(&excl, "exclude", "dbt node exclusion (repeatable)")
-	fs.Var(&types, "resource-type", "keep only this resource type (repeatable; all, default)")
-	fs.Var(&exclTypes, "exclude-resource-type", "drop this resource type (repeatable)")
-	selectorName := fs.String("selector", "", "YAML selector name")
-	indirect := fs.String("indirect-selection", "eager", "eager, cautious, buildable or empty")
-	state := fs.String("state", "", "directory with the comparison manifest.json (and run_results.json, sources.json)")
+	sf := addSelectionFlags(fs)
 	projectDir := fs.String("project-dir", "", "dbt project directory: path: selection globs its real files (default: the files the manifest names)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		return badInput(stderr, "ls", fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	if *manifestPath == "" {
 		return badInput(stderr, "ls", errors.New("--manifest is required"))
 	}
-	m, err := manifest.Load(afero.NewOsFs(), *manifestPath)
+	opts, err := sf.options()
 	if err != nil {
 		return badInput(stderr, "ls", err)
 	}
-	opts := selector.Options{
-		Select:    sel,
-		Exclude:   excl,
-		Selector:  *selectorName,
-		Indirect:  selector.IndirectMode(*indirect),
-		StatePath: *state,
-	}
-	for _, t := range types {
-		opts.ResourceTypes = append(opts.ResourceTypes, manifest.ResourceType(t))
-	}
-	for _, t := range exclTypes {
-		opts.ExcludeResourceTypes = append(opts.ExcludeResourceTypes, manifest.ResourceType(t))
+	m, err := manifest.Load(afero.NewOsFs(), *manifestPath)
+	if err != nil {
+		return badInput(stderr, "ls", err)
 	}
 	g, err := manifest.NewGraph(m)
 	if err != nil {

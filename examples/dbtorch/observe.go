@@ -77,3 +77,14 @@ func withObserver(cfg *orchestrator.Config, extra orchestrator.Observer) {
 		cfg.Observer = orchestrator.Observers{cfg.Observer, extra}
 	}
 }
+
+// notice tells the user something about the build as it starts: a line
+// on stderr, or a warning record with --log-format json (whose stderr is
+// JSON only).
+func (f *observeFlags) notice(stderr io.Writer, logger *slog.Logger, cmd, msg string) {
+	if f.logFormat == "json" {
+		logger.Warn(msg)
+		return
+	}
+	fmt.Fprintf(stderr, "dbtorch %s: %s\n", cmd, msg)
+}

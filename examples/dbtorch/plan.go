@@ -16,12 +16,6 @@ import (
 	"github.com/dbtorch/dbtorch/selector"
 )
 
-// multiFlag collects a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
 // planJSON is the CLI contract's plan shape.
 type planJSON struct {
 	Waves []waveJSON `json:"waves"`
@@ -32,32 +26,22 @@ type waveJSON struct {
 	Nodes []string `json:"nodes"`
 }
 
-// usageError is bad input: the command prints it on one line and exits 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-
-func badInput(stderr io.Writer, cmd string, err error) int {
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	fmt.Fprintf(stderr, "dbtorch %s: %s\n", cmd, msg)
-	return 2
-}
-
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	manifestPath := fs.String("manifest", "", "path to manifest.json (required)")
-	var sel, excl multiFlag
-	fs.Var(&sel, "select", "dbt node selection (repeatable)")
-	fs.Var(&excl, "exclude", "dbt node exclusion (repeatable)")
-	selectorName := fs.String("selector", "", "YAML selector name")
+	sf := addSelectionFlags(fs)
 	strategyName := fs.String("test-strategy", "immediate", "immediate, deferred or skip")
 	output := fs.String("output", "", "json, text or mermaid (default: text on a terminal, json otherwise)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	if *manifestPath == "" {
 		return badInput(stderr, "plan", errors.New("--manifest is required"))
+	}
+	opts, err := sf.options()
+	if err != nil {
+		return badInput(stderr, "plan", err)
 	}
 	strategy, err := manifest.ParseTestStrategy(*strategyName)
 	if err != nil {
@@ -81,7 +65,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return badInput(stderr, "plan", err)
 	}
-	selected, err := selectNodes(ctx, g, sel, excl, *selectorName)
+	selected, err := selectNodes(ctx, g, opts)
 	if err != nil {
 		return badInput(stderr, "plan", err)
 	}
@@ -166,13 +150,13 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// selectNodes resolves --select/--exclude/--selector natively; nil means
-// every node (dbt's default selection, tests included).
-func selectNodes(ctx context.Context, g *manifest.Graph, sel, excl []string, selectorName string) ([]string, error) {
-	if len(sel) == 0 && len(excl) == 0 && selectorName == "" {
+// selectNodes resolves the selection natively; nil means every node
+// (dbt's default selection, tests included).
+func selectNodes(ctx context.Context, g *manifest.Graph, opts selector.Options) ([]string, error) {
+	if len(opts.Select) == 0 && len(opts.Exclude) == 0 && opts.Selector == "" && len(opts.ResourceTypes) == 0 && len(opts.ExcludeResourceTypes) == 0 {
 		return nil, nil
 	}
-	ids, err := selector.NewNative(g).Resolve(ctx, selector.Options{Select: sel, Exclude: excl, Selector: selectorName})
+	ids, err := selector.NewNative(g).Resolve(ctx, opts)
 	if ids == nil && err == nil {
 		ids = []string{} // selected nothing: plan nothing
 	}

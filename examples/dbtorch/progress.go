@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,15 +23,15 @@ func printSummary(w io.Writer, run *orchestrator.Run) {
 	for _, w := range run.Warnings {
 		fmt.Fprintf(&b, "  WARNING %s\n", w)
 	}
-	for _, r := range run.Results {
-		if r.Status == orchestrator.Error && r.Err != nil {
-			fmt.Fprintf(&b, "  ERROR %s [%s]: %s\n", r.UniqueID, r.Err.Kind, firstLine(r.Err.Message))
+	for i := range run.Results {
+		if r := &run.Results[i]; r.Status == orchestrator.Error && r.Err != nil {
+			fmt.Fprintf(&b, "  %s %s [%s]: %s\n", statusWord(r), r.UniqueID, r.Err.Kind, causeLine(r.Err.Message))
 		}
 	}
 	skipped := map[string]int{}
-	for _, r := range run.Results {
-		if r.Status == orchestrator.Skipped {
-			skipped[r.SkipReason]++
+	for i := range run.Results {
+		if r := &run.Results[i]; r.Status == orchestrator.Skipped {
+			skipped[skipText(r)]++
 		}
 	}
 	reasons := make([]string, 0, len(skipped))
@@ -43,31 +45,90 @@ func printSummary(w io.Writer, run *orchestrator.Run) {
 	io.WriteString(w, b.String())
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if l, _, ok := strings.Cut(s, "\n"); ok {
-		return l + " ..."
+// causeLine returns the line of a dbt error message that says what went
+// wrong: dbt's messages start with a header naming the node ("Runtime
+// Error in model x (models/x.sql)", "Database Error in ...") and give the
+// cause (the warehouse's "Binder Error: ...", "connection to server ...
+// failed: Connection refused") on the next line.
+func causeLine(msg string) string {
+	var lines []string
+	for l := range strings.Lines(msg) {
+		if t := strings.TrimSpace(l); t != "" {
+			lines = append(lines, t)
+		}
 	}
-	return s
+	switch {
+	case len(lines) == 0:
+		return ""
+	case len(lines) > 1 && errorHeader.MatchString(lines[0]):
+		lines = lines[1:]
+	}
+	if len(lines) > 1 {
+		return lines[0] + " ..."
+	}
+	return lines[0]
 }
 
-// progress shows a build's progress: on a terminal one status line,
-// redrawn in place, with a line per finished node above it; otherwise one
-// plain line per finished node.
+// errorHeader matches the first line of dbt's error messages, which names
+// the kind of error and the node but not the cause.
+var errorHeader = regexp.MustCompile(`^(\w+ )*(Error|error)( in (\w+ )?\S+( \(.*\))?)?:?$`)
+
+// skipText says why a node was skipped: the first failed ancestor and how
+// many more, or the root of a chain of skips ("build cancelled", not
+// "upstream skipped: a: upstream skipped: b: build cancelled").
+func skipText(r *orchestrator.NodeResult) string {
+	if n := len(r.FailedUpstream); n > 0 {
+		s := orchestrator.ReasonUpstreamFailed + ": " + r.FailedUpstream[0]
+		if n > 1 {
+			s += fmt.Sprintf(" and %d more", n-1)
+		}
+		return s
+	}
+	reason, root := r.SkipReason, ""
+	for {
+		rest, ok := strings.CutPrefix(reason, "upstream skipped: ")
+		if !ok {
+			break
+		}
+		id, tail, ok := strings.Cut(rest, ": ")
+		if !ok {
+			break
+		}
+		root, reason = id, tail
+	}
+	if root == "" || reason == orchestrator.ReasonCancelled {
+		return reason
+	}
+	return "upstream " + root + " skipped: " + reason
+}
+
+// progress shows a build's progress. Without a terminal it prints a line
+// when each node starts and one when it finishes (status, time, rows or
+// failures, the cause of an error). On a terminal it prints the finished
+// lines and redraws one status line below them: done/total, the running
+// nodes, the counts and an ETA from the nodes' estimates.
 type progress struct {
-	w    io.Writer
-	tty  bool
-	mu   sync.Mutex
-	tick *time.Ticker
-	done chan struct{}
+	w        io.Writer
+	tty      bool
+	conc     int
+	estimate func(id string) time.Duration
+	mu       sync.Mutex
+	tick     *time.Ticker
+	done     chan struct{}
+	stopped  bool
 
-	start                          time.Time
-	total, finished, running, retr int
-	counts                         map[orchestrator.Status]int
+	start           time.Time
+	total, finished int
+	pending         map[string]bool      // not finished yet
+	running         map[string]time.Time // started, not finished
+	counts          map[orchestrator.Status]int
+	ranSum          time.Duration // of the nodes that ran, for the mean
+	ranN            int
 }
 
-func newProgress(w io.Writer, tty bool) *progress {
-	p := &progress{w: w, tty: tty, counts: map[orchestrator.Status]int{}, done: make(chan struct{})}
+func newProgress(w io.Writer, tty bool, conc int, estimate func(string) time.Duration) *progress {
+	p := &progress{w: w, tty: tty, conc: max(conc, 1), estimate: estimate, counts: map[orchestrator.Status]int{},
+		pending: map[string]bool{}, running: map[string]time.Time{}, done: make(chan struct{})}
 	if tty {
 		p.tick = time.NewTicker(500 * time.Millisecond)
 		go func() {
@@ -75,7 +136,7 @@ func newProgress(w io.Writer, tty bool) *progress {
 				select {
 				case <-p.tick.C:
 					p.mu.Lock()
-					p.redraw()
+					p.redraw(time.Now())
 					p.mu.Unlock()
 				case <-p.done:
 					return
@@ -86,13 +147,18 @@ func newProgress(w io.Writer, tty bool) *progress {
 	return p
 }
 
+// stop ends the status line; it may be called more than once.
 func (p *progress) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.stopped = true
 	if p.tick != nil {
 		p.tick.Stop()
 	}
 	close(p.done)
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.tty {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
@@ -106,40 +172,63 @@ func (p *progress) Event(_ context.Context, e orchestrator.Event) {
 	case orchestrator.RunStarted:
 		p.start = e.Time
 		p.total = e.Plan.Len()
+		for i := range int32(p.total) {
+			p.pending[e.Plan.ID(i)] = true
+		}
 		fmt.Fprintf(p.w, "Building %d nodes in %d waves (run %s)\n", p.total, len(e.Plan.Waves()), e.RunID)
 	case orchestrator.NodeStarted:
 		if e.Attempt == 1 {
-			p.running++
+			p.running[e.Node] = e.Time
+			if !p.tty {
+				p.line(fmt.Sprintf("%*s %-6s %s", p.width()*2+1, "", "START", e.Node))
+			}
 		}
 	case orchestrator.NodeRetrying:
-		p.retr++
-		p.line(fmt.Sprintf("RETRY  %s (attempt %d failed: %s; next in %s)", e.Node, e.Attempt, errText(e.Error), e.Delay.Round(time.Millisecond)))
+		p.line(fmt.Sprintf("%*s %-6s %s (attempt %d failed: %s; next in %s)", p.width()*2+1, "", "RETRY", e.Node,
+			e.Attempt, errText(e.Error), e.Delay.Round(time.Millisecond)))
 	case orchestrator.NodeFinished:
 		r := e.Result
-		if len(r.Attempts) > 0 {
-			p.running--
-		}
+		delete(p.running, r.UniqueID)
+		delete(p.pending, r.UniqueID)
 		p.finished++
 		p.counts[r.Status]++
+		if len(r.Attempts) > 0 {
+			p.ranSum += r.CompletedAt.Sub(r.StartedAt)
+			p.ranN++
+		}
 		p.line(nodeLine(p.finished, p.total, r))
 	}
-	p.redraw()
+	p.redraw(e.Time)
 }
+
+func (p *progress) width() int { return len(fmt.Sprint(p.total)) }
 
 func errText(e *orchestrator.NodeError) string {
 	if e == nil {
 		return "error"
 	}
-	return string(e.Kind) + ": " + firstLine(e.Message)
+	return string(e.Kind) + ": " + causeLine(e.Message)
+}
+
+// statusWord is dbt's word for a result: OK, ERROR, SKIP, CACHED, and a
+// test's PASS, WARN n or FAIL n (n failing rows, as dbt prints them).
+func statusWord(r *orchestrator.NodeResult) string {
+	switch {
+	case r.DBTStatus == "fail" || r.DBTStatus == "warn":
+		w := strings.ToUpper(r.DBTStatus)
+		if r.Failures != nil {
+			w += " " + strconv.FormatInt(*r.Failures, 10)
+		}
+		return w
+	case r.Status == orchestrator.Success && r.DBTStatus != "" && r.DBTStatus != "success":
+		return strings.ToUpper(r.DBTStatus)
+	}
+	return map[orchestrator.Status]string{orchestrator.Success: "OK", orchestrator.Error: "ERROR",
+		orchestrator.Skipped: "SKIP", orchestrator.Cached: "CACHED"}[r.Status]
 }
 
 func nodeLine(k, total int, r *orchestrator.NodeResult) string {
-	word := map[orchestrator.Status]string{orchestrator.Success: "OK", orchestrator.Error: "ERROR",
-		orchestrator.Skipped: "SKIP", orchestrator.Cached: "CACHED"}[r.Status]
-	if r.Status == orchestrator.Success && r.DBTStatus != "" && r.DBTStatus != "success" {
-		word = strings.ToUpper(r.DBTStatus)
-	}
-	s := fmt.Sprintf("%*d/%d %-6s %s", len(fmt.Sprint(total)), k, total, word, r.UniqueID)
+	s := fmt.Sprintf("%*d/%d %-6s %s", len(fmt.Sprint(total)), k, total, statusWord(r), r.UniqueID)
 	switch r.Status {
 	case orchestrator.Success, orchestrator.Error:
 		s += fmt.Sprintf(" (%s", r.CompletedAt.Sub(r.StartedAt).Round(10*time.Millisecond))
@@ -154,11 +243,7 @@ func nodeLine(k, total int, r *orchestrator.NodeResult) string {
 			s += " " + errText(r.Err)
 		}
 	case orchestrator.Skipped:
-		s += " (" + r.SkipReason
-		if len(r.FailedUpstream) > 0 {
-			s += ": " + strings.Join(r.FailedUpstream, ", ")
-		}
-		s += ")"
+		s += " (" + skipText(r) + ")"
 	}
 	return s
 }
@@ -171,15 +256,65 @@ func (p *progress) line(s string) {
 	fmt.Fprintln(p.w, s)
 }
 
+// eta estimates the time left: the estimated work of the nodes not
+// finished (a node's estimate, else the mean of the nodes run so far),
+// less what the running ones have done, spread over the concurrency.
+// ok is false while nothing is known.
+func (p *progress) eta(now time.Time) (time.Duration, bool) {
+	var mean time.Duration
+	if p.ranN > 0 {
+		mean = p.ranSum / time.Duration(p.ranN)
+	}
+	var work time.Duration
+	for id := range p.pending {
+		var d time.Duration
+		if p.estimate != nil {
+			d = p.estimate(id)
+		}
+		if d == 0 {
+			if mean == 0 {
+				return 0, false
+			}
+			d = mean
+		}
+		if started, ok := p.running[id]; ok {
+			d = max(d-now.Sub(started), 0)
+		}
+		work += d
+	}
+	return work / time.Duration(p.conc), true
+}
+
 // redraw draws the status line on a terminal.
-func (p *progress) redraw() {
-	if !p.tty || p.total == 0 {
+func (p *progress) redraw(now time.Time) {
+	if !p.tty || p.total == 0 || p.stopped {
 		return
 	}
-	const width = 24
-	done := p.finished * width / p.total
+	fmt.Fprint(p.w, "\r\033[K"+p.status(now))
+}
+
+// status is the terminal's status line.
+func (p *progress) status(now time.Time) string {
+	const width = 20
+	done := p.finished * width / max(p.total, 1)
 	bar := strings.Repeat("#", done) + strings.Repeat(".", width-done)
-	fmt.Fprintf(p.w, "\r\033[K[%s] %d/%d  running %d  ok %d  error %d  skipped %d  cached %d  %s",
-		bar, p.finished, p.total, p.running, p.counts[orchestrator.Success], p.counts[orchestrator.Error],
-		p.counts[orchestrator.Skipped], p.counts[orchestrator.Cached], time.Since(p.start).Round(time.Second))
+	eta := "ETA ?"
+	if d, ok := p.eta(now); ok {
+		eta = "ETA " + d.Round(time.Second).String()
+	}
+	names := make([]string, 0, len(p.running))
+	for id := range p.running {
+		name := id
+		if parts := strings.Split(id, "."); len(parts) >= 3 {
+			name = parts[2]
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	run := strings.Join(names, ", ")
+	if len(run) > 60 {
+		run = run[:57] + "..."
+	}
+	return fmt.Sprintf("[%s] %d/%d  %s  error %d  skipped %d  running %d: %s", bar, p.finished, p.total, eta,
+		p.counts[orchestrator.Error], p.counts[orchestrator.Skipped], len(p.running), run)
 }
