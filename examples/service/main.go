@@ -34,6 +34,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
 	"github.com/dbtorch/dbtorch/selector"
@@ -42,13 +43,34 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	if err := run(ctx, os.Args[1:], startWarm); err != nil {
 		fmt.Fprintln(os.Stderr, "service:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string) error {
+// starter starts the executor the service builds project with (workers
+// of them) and returns it, the project's manifest and the function that
+// stops the executor.
+type starter func(ctx context.Context, project dbt.Project, workers int, logger *slog.Logger) (executor.Executor, *manifest.Manifest, func(), error)
+
+// startWarm starts warm dbt workers on the project and parses it.
+func startWarm(ctx context.Context, project dbt.Project, workers int, logger *slog.Logger) (executor.Executor, *manifest.Manifest, func(), error) {
+	ex, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: project, Logger: logger}, Workers: workers})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := ex.Manifest(ctx)
+	if err != nil {
+		_ = ex.Close()
+		return nil, nil, nil, err
+	}
+	return ex, m, func() { _ = ex.Close() }, nil
+}
+
+// run is the service's command line: it parses args, starts the
+// executor with start, and serves until ctx is done.
+func run(ctx context.Context, args []string, start starter) error {
 	fs := flag.NewFlagSet("service", flag.ContinueOnError)
 	projectDir := fs.String("project-dir", "", "dbt project directory (required)")
 	profilesDir := fs.String("profiles-dir", "", "dbt profiles directory")
@@ -68,15 +90,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
-	ex, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{Project: dbt.Project{Dir: *projectDir, ProfilesDir: *profilesDir, Target: *target}, Logger: logger}, Workers: *workers})
+	ex, m, stopExecutor, err := start(ctx, dbt.Project{Dir: *projectDir, ProfilesDir: *profilesDir, Target: *target}, *workers, logger)
 	if err != nil {
 		return err
 	}
-	defer ex.Close()
-	m, err := ex.Manifest(ctx)
-	if err != nil {
-		return err
-	}
+	defer stopExecutor()
 	var store *pglimit.Store
 	if *limitStore != "" {
 		if store, err = pglimit.Open(ctx, *limitStore, pglimit.Options{Logger: logger}); err != nil {

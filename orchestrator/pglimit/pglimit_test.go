@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -331,26 +330,11 @@ func dbIntervals(t *testing.T, pool *pgxpool.Pool, run string) []interval {
 
 // peakOverlap returns the most intervals that overlap at one instant.
 func peakOverlap(ivs []interval) int {
-	type ev struct {
-		t time.Time
-		d int
+	spans := make([]dbttest.Interval, len(ivs))
+	for k, iv := range ivs {
+		spans[k] = dbttest.Interval{Start: iv.Start, End: iv.End}
 	}
-	var evs []ev
-	for _, iv := range ivs {
-		evs = append(evs, ev{iv.Start, 1}, ev{iv.End, -1})
-	}
-	slices.SortFunc(evs, func(a, b ev) int {
-		if c := a.t.Compare(b.t); c != 0 {
-			return c
-		}
-		return a.d - b.d // ends before starts at the same instant
-	})
-	peak, cur := 0, 0
-	for _, e := range evs {
-		cur += e.d
-		peak = max(peak, cur)
-	}
-	return peak
+	return dbttest.PeakOverlap(spans)
 }
 
 // sampler polls the database every few milliseconds for the peak of
