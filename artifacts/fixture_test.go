@@ -141,7 +141,8 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 		case "model.shop.fct_orders":
 			n := m.Lookup(id)
 			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Cached, CacheKey: "5f1c0ffee",
-				StartedAt: at(425), CompletedAt: at(425), WaitTime: 5 * time.Millisecond, Message: "cached"}
+				StartedAt: at(425), CompletedAt: at(425), WaitTime: 5 * time.Millisecond, Message: "cached",
+				Saved: &orchestrator.SavedRun{ExecutionTime: 250 * time.Millisecond, RowsAffected: i64(8), AdapterResponse: map[string]any{"_message": "OK"}}}
 		case "test.shop.not_null_stg_customers_customer_id.e2cfb1f9aa":
 			r = ran(id, orchestrator.Success, "pass", 900, 950)
 			r.Failures = i64(0)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
+	"github.com/dbtorch/dbtorch/orchestrator/cost"
 )
 
 // OpenLineage identifiers dbtorch's events carry.
@@ -28,6 +29,17 @@ const (
 	// facet: dbt's outcome of the node (status, timing, adapter response,
 	// attempts). Its schema is artifacts/openlineage/DbtorchNodeRunFacet.json.
 	NodeRunFacetSchemaURL = "https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchNodeRunFacet.json#/$defs/DbtorchNodeRunFacet"
+	// CostRunFacetSchemaURL is the _schemaURL of the "dbtorch_cost" run
+	// facet of a node's COMPLETE or FAIL event: what the warehouse
+	// reported for it (orchestrator.NodeResult.Cost), present when it
+	// reported anything. Its schema is
+	// artifacts/openlineage/DbtorchCostRunFacet.json.
+	CostRunFacetSchemaURL = "https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchCostRunFacet.json#/$defs/DbtorchCostRunFacet"
+	// CostTotalsRunFacetSchemaURL is the _schemaURL of the
+	// "dbtorch_cost_totals" run facet of the build's COMPLETE or FAIL
+	// event: orchestrator.Run.Totals, what the nodes that ran cost and
+	// what the cache saved.
+	CostTotalsRunFacetSchemaURL = "https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchCostRunFacet.json#/$defs/DbtorchCostTotalsRunFacet"
 )
 
 // Facet schema URLs of the standard facets Lineage writes.
@@ -124,8 +136,12 @@ type JobRef struct {
 // by its unique_id, with a START event when it started and a COMPLETE or
 // FAIL event when it finished; its run carries a parent facet naming the
 // build's run, a processing_engine facet (dbt and its version), an
-// errorMessage facet when it failed, and a "dbtorch_node" facet with dbt's
-// status, timing, adapter response and the attempts. Its output is the
+// errorMessage facet when it failed, a "dbtorch_node" facet with dbt's
+// status, timing, adapter response and the attempts, and a "dbtorch_cost"
+// facet with what the warehouse reported (bytes processed and billed,
+// slot time, rows, query ids) when it reported anything. The build's
+// final event carries a "dbtorch_cost_totals" facet: the totals of the
+// nodes that ran and of what the cache saved (orchestrator.Run.Totals). Its output is the
 // relation it built and its inputs the relations it reads (sources, seeds,
 // models and snapshots; ephemeral models are traced through), named per
 // OpenLineage's naming conventions from the adapter and the relation
@@ -357,6 +373,12 @@ func (e *emitter) buildEvent(typ EventType, at time.Time, failed []string) *RunE
 	if len(failed) > 0 {
 		ev.Run.Facets["errorMessage"] = e.errorMessage(fmt.Sprintf("%d node(s) failed: %s", len(failed), strings.Join(failed, ", ")))
 	}
+	if typ != EventStart {
+		ev.Run.Facets["dbtorch_cost_totals"] = struct {
+			BaseFacet
+			orchestrator.RunTotals
+		}{e.base(CostTotalsRunFacetSchemaURL), e.run.Totals()}
+	}
 	return ev
 }
 
@@ -436,6 +458,12 @@ func (e *emitter) nodeEvent(typ EventType, at time.Time, nr *orchestrator.NodeRe
 		f.ErrorKind = string(nr.Err.Kind)
 	}
 	ev.Run.Facets["dbtorch_node"] = f
+	if c := nr.Cost(); !c.IsZero() {
+		ev.Run.Facets["dbtorch_cost"] = struct {
+			BaseFacet
+			cost.Cost
+		}{e.base(CostRunFacetSchemaURL), c}
+	}
 	if typ == EventFail {
 		ev.Run.Facets["errorMessage"] = e.errorMessage(cmp.Or(nodeMessage(nr), "failed"))
 	}

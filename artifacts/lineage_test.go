@@ -37,13 +37,14 @@ func openLineageSchemas(t testing.TB) *olSchemas {
 		"https://openlineage.io/spec/facets/1-0-1/DatasourceDatasetFacet.json":                        "facets/DatasourceDatasetFacet.json",
 		"https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json":            "facets/OutputStatisticsOutputDatasetFacet.json",
 		"https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchNodeRunFacet.json": "",
+		"https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchCostRunFacet.json": "",
 	}
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
 	for url, file := range files {
 		path := filepath.Join(dir, file)
 		if file == "" {
-			path = filepath.Join(dbttest.RepoRoot(t), "artifacts", "openlineage", "DbtorchNodeRunFacet.json")
+			path = filepath.Join(dbttest.RepoRoot(t), "artifacts", "openlineage", url[strings.LastIndexByte(url, '/')+1:])
 		}
 		require.NoError(t, c.AddResource(url, loadJSON(t, path)))
 	}
@@ -65,6 +66,9 @@ func openLineageSchemas(t testing.TB) *olSchemas {
 	}
 	s.facets["dbtorch_node"], err = c.Compile("https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchNodeRunFacet.json")
 	require.NoError(t, err)
+	cost, err := c.Compile("https://github.com/dbtorch/dbtorch/blob/main/artifacts/openlineage/DbtorchCostRunFacet.json")
+	require.NoError(t, err)
+	s.facets["dbtorch_cost"], s.facets["dbtorch_cost_totals"] = cost, cost
 	return s
 }
 

@@ -80,11 +80,13 @@ const DefaultMaxGraphNodes = 200
 // Summary writes a Markdown report of a run: the counts of successes,
 // errors, test failures, warnings, skipped and cached nodes; the
 // unsuccessful nodes with their type, message and file; the skipped nodes
-// with the reason; the successful nodes; the timeline (wall time, slot
-// utilisation, the critical path with each node's share of the build, and
-// a Mermaid gantt chart; see TimelineOf and Gantt); and a Mermaid
-// flowchart of the run with each node coloured by its outcome. It
-// implements orchestrator.Reporter.
+// with the reason; the successful nodes; the cost (what the warehouse
+// reported for the nodes that ran, in total and for the costliest nodes,
+// and what the cache saved; see orchestrator.Run.Totals); the timeline
+// (wall time, slot utilisation, the critical path with each node's share
+// of the build, and a Mermaid gantt chart; see TimelineOf and Gantt); and
+// a Mermaid flowchart of the run with each node coloured by its outcome.
+// It implements orchestrator.Reporter.
 //
 // The Markdown renders on GitHub, GitLab and in most CI job summaries
 // (for example $GITHUB_STEP_SUMMARY).
@@ -250,6 +252,7 @@ func (s *Summary) Render(w io.Writer, run *orchestrator.Run) error {
 		b.WriteString("\n")
 	}
 
+	writeCost(&b, run)
 	writeTimeline(&b, run, s.Slots, s.MaxTimelineNodes)
 
 	if chart, note := s.mermaid(run); chart != "" || note != "" {

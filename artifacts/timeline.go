@@ -349,7 +349,7 @@ func writeTimeline(b *strings.Builder, run *orchestrator.Run, slots, limit int) 
 	b.WriteString("## Timeline\n\n")
 	fmt.Fprintf(b, "⏱️ Wall time %s", fmtDuration(tl.Wall))
 	if tl.Slots > 0 && tl.Wall > 0 {
-		fmt.Fprintf(b, " · slot utilisation **%.0f%%** (%s busy of %d slots × %s)", 100*tl.Utilisation, fmtDuration(tl.Busy), tl.Slots, fmtDuration(tl.Wall))
+		fmt.Fprintf(b, " · slot utilisation **%.0f%%** (%s busy of %s × %s)", 100*tl.Utilisation, fmtDuration(tl.Busy), plural(tl.Slots, "slot"), fmtDuration(tl.Wall))
 	} else {
 		fmt.Fprintf(b, " · %s busy", fmtDuration(tl.Busy))
 	}
@@ -388,4 +388,12 @@ func fmtShare(f float64) string {
 		return "<1%"
 	}
 	return fmt.Sprintf("%.0f%%", 100*f)
+}
+
+// plural returns "1 slot", "4 slots".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -97,6 +97,9 @@ func (b *build) cacheStep(ctx context.Context, i int32, queuedAt time.Time) (hit
 	}
 	if hit {
 		b.servedFromCache(res, queuedAt)
+		if sr, ok := b.cache.(SavedReader); ok {
+			res.Saved = sr.Saved(ctx, n, key)
+		}
 	}
 	return hit, true, nil
 }

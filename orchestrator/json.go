@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"time"
+
+	"github.com/dbtorch/dbtorch/orchestrator/cost"
 )
 
 // RunJSON is the JSON form of a Run: dbtorch's own results contract (what
@@ -23,6 +25,9 @@ type RunJSON struct {
 	Results []NodeResultJSON `json:"results"`
 	// Warnings is Run.Warnings (always present, possibly empty).
 	Warnings []string `json:"warnings"`
+	// Totals adds up what the nodes that ran cost and what the cache
+	// saved (Run.Totals).
+	Totals RunTotals `json:"totals"`
 }
 
 // NodeResultJSON is the JSON form of a NodeResult.
@@ -51,6 +56,18 @@ type NodeResultJSON struct {
 	SkipReason       string          `json:"skip_reason,omitempty"`
 	FailedUpstream   []string        `json:"failed_upstream"`
 	AdapterResponse  map[string]any  `json:"adapter_response,omitempty"`
+	// Cost is what the warehouse reported for the final attempt
+	// (NodeResult.Cost); absent when it reported nothing.
+	Cost *cost.Cost `json:"cost,omitempty"`
+	// Saved is, for a cached node, what its cache entry recorded of the
+	// run that stored it; absent when it recorded nothing.
+	Saved *SavedJSON `json:"saved,omitempty"`
+}
+
+// SavedJSON is the JSON form of a SavedRun.
+type SavedJSON struct {
+	ExecutionSeconds float64    `json:"execution_seconds"`
+	Cost             *cost.Cost `json:"cost,omitempty"`
 }
 
 // AttemptJSON is one attempt of a node.
@@ -97,6 +114,7 @@ func (r *Run) JSON() *RunJSON {
 	if r.Plan != nil {
 		out.Waves = len(r.Plan.Waves())
 	}
+	out.Totals = r.Totals()
 	for i := range r.Results {
 		nr := &r.Results[i]
 		out.Counts[nr.Status]++
@@ -119,6 +137,15 @@ func (r *Run) JSON() *RunJSON {
 		}
 		if nr.Err != nil {
 			j.Error = &NodeErrorJSON{Kind: string(nr.Err.Kind), Message: nr.Err.Message}
+		}
+		if c := nr.Cost(); !c.IsZero() {
+			j.Cost = &c
+		}
+		if sv := nr.Saved; sv != nil {
+			j.Saved = &SavedJSON{ExecutionSeconds: sv.ExecutionTime.Seconds()}
+			if c := sv.Cost(); !c.IsZero() {
+				j.Saved.Cost = &c
+			}
 		}
 		out.Results = append(out.Results, j)
 	}

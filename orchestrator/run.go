@@ -92,6 +92,10 @@ type NodeResult struct {
 	SkipReason string
 	// FailedUpstream lists the failed ancestors that caused a skip, sorted.
 	FailedUpstream []string
+	// Saved is, for a Cached node, what its cache entry recorded of the
+	// run that stored it (when the cache is a SavedReader): what serving
+	// it from the cache saved.
+	Saved *SavedRun
 }
 
 // Run is a finished build: one result per planned node, in plan order.
