@@ -39,6 +39,10 @@ type Result struct {
 	RelationName string `json:"relation_name,omitempty"`
 	// BuildID is the orchestrated build that made the entry.
 	BuildID string `json:"build_id,omitempty"`
+	// AdapterResponse is what dbt's adapter reported for that run (bytes
+	// processed and billed, slot time, query ids; see package
+	// orchestrator/cost), so that a hit can say what it saved.
+	AdapterResponse map[string]any `json:"adapter_response,omitempty"`
 }
 
 // Entry is one stored cache entry: the latest successful build of a node.

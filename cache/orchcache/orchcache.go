@@ -108,6 +108,9 @@ type Build struct {
 	relOnce sync.Once
 	rels    map[string]bool // lower-cased "database.schema.name" and "schema.name"
 	relErr  error
+
+	servedMu sync.Mutex
+	served   map[string]*cache.Entry // the entries of this build's hits, by node id
 }
 
 var (
@@ -115,6 +118,7 @@ var (
 	_ orchestrator.Cache        = (*Build)(nil)
 	_ orchestrator.StaleChecker = (*Build)(nil)
 	_ orchestrator.Warner       = (*Build)(nil)
+	_ orchestrator.SavedReader  = (*Build)(nil)
 )
 
 // New returns the orchestrator cache of builds of opts.Project on store.
@@ -244,6 +248,7 @@ func (c *Build) Lookup(ctx context.Context, n *manifest.Node, key string) (bool,
 	case ch.Key != key:
 		return false, cache.ReasonKeyChanged, nil
 	case orchestrator.RelationKey(n) == "":
+		c.remember(n.UniqueID, ch.Entry)
 		return true, ch.Reason, nil // a test: nothing to find in the warehouse
 	case c.opts.Relations == nil:
 		return false, ReasonRelationUnchecked, nil
@@ -255,7 +260,34 @@ func (c *Build) Lookup(ctx context.Context, n *manifest.Node, key string) (bool,
 	case !present:
 		return false, ReasonRelationMissing, nil
 	}
+	c.remember(n.UniqueID, ch.Entry)
 	return true, ReasonHit, nil
+}
+
+// remember keeps the entry a hit served, for Saved.
+func (c *Build) remember(id string, e *cache.Entry) {
+	if e == nil {
+		return
+	}
+	c.servedMu.Lock()
+	defer c.servedMu.Unlock()
+	if c.served == nil {
+		c.served = map[string]*cache.Entry{}
+	}
+	c.served[id] = e
+}
+
+// Saved implements orchestrator.SavedReader: what the entry that served
+// the node under key recorded of the run that stored it (dbt's execution
+// time, rows affected and adapter response), or nil.
+func (c *Build) Saved(_ context.Context, n *manifest.Node, key string) *orchestrator.SavedRun {
+	c.servedMu.Lock()
+	e := c.served[n.UniqueID]
+	c.servedMu.Unlock()
+	if e == nil || e.Key != key {
+		return nil
+	}
+	return &orchestrator.SavedRun{ExecutionTime: e.Result.Execution, RowsAffected: e.Result.RowsAffected, AdapterResponse: e.Result.AdapterResponse}
 }
 
 // Lookup reasons of a Build, besides the cache package's.
@@ -327,6 +359,8 @@ func (c *Build) Record(ctx context.Context, n *manifest.Node, key string, res *o
 		CompletedAt:  res.CompletedAt,
 		Execution:    res.ExecutionTime,
 		RelationName: res.RelationName,
+		// What the run cost, for the hits' "saved by the cache" figures.
+		AdapterResponse: res.AdapterResponse,
 	}
 	if r.Status == "" {
 		r.Status = string(res.Status)
