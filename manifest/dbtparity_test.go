@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -94,6 +96,10 @@ func closure(par map[string][]string, id string) map[string]bool {
 // dbt build imposes with its parent_test edges.
 func TestGraphMatchesDBT(t *testing.T) {
 	dir := dbttest.CopyProject(t, "shop")
+	// Without its `-- depends_on` workaround, stg_customer_notes reads the
+	// seed raw_customer_notes through a source only: dbt's graph has no
+	// edge between them, ours infers one.
+	dropDependsOn(t, dir, "models/staging/stg_customer_notes.sql")
 	env := dbttest.Env(t, dir)
 	manifestPath := dbttest.Parse(t, dir, env)
 	_, err := dbttest.Run(t, dir, env, "build", "--select", "dbtorch_selects_nothing")
@@ -106,7 +112,8 @@ func TestGraphMatchesDBT(t *testing.T) {
 
 	m, err := manifest.Load(afero.NewOsFs(), manifestPath)
 	require.NoError(t, err)
-	g, err := manifest.NewGraph(m)
+	// dbt's edges only; the inferred ones are checked at the end.
+	g, err := manifest.NewDBTGraph(m)
 	require.NoError(t, err)
 
 	linked := parents(dg.Linked)
@@ -178,4 +185,39 @@ func TestGraphMatchesDBT(t *testing.T) {
 		}
 		assert.Empty(t, cmp.Diff(want, got), "nodes that must finish before %s (-dbt +ours)", id)
 	}
+
+	// The full graph is dbt's plus the inferred edges: without tests in
+	// the way, each node's upstream is dbt's edges and the inferred ones,
+	// traced.
+	full, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	require.NotEmpty(t, full.InferredEdges(), "shop reads a seed through a source without a ref")
+	withInferred := map[string][]string{}
+	for id, ps := range linked {
+		withInferred[id] = slices.Clone(ps)
+	}
+	for _, e := range full.InferredEdges() {
+		withInferred[e.Reader] = append(withInferred[e.Reader], e.Writer)
+	}
+	fullSkip := full.Plan(nil, manifest.SkipTests)
+	for _, id := range fullSkip.Nodes() {
+		assert.Equal(t, traced(withInferred, notTest, id), fullSkip.UpstreamIDs(id), "upstream of %s with inferred edges", id)
+	}
+}
+
+// dropDependsOn removes the `-- depends_on:` lines from the model file at
+// rel in the project copy dir, failing if it has none.
+func dropDependsOn(t *testing.T, dir, rel string) {
+	t.Helper()
+	path := filepath.Join(dir, rel)
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var kept []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "-- depends_on:") {
+			kept = append(kept, line)
+		}
+	}
+	require.Less(t, len(kept), len(strings.Split(string(raw), "\n")), "%s has no -- depends_on line", rel)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(kept, "\n")), 0o644))
 }

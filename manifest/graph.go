@@ -23,7 +23,9 @@ import (
 //     end is not in the graph (a disabled or missing node) are dropped; a
 //     unit test depends on the parents of the model it tests, and that model
 //     depends on the unit test, so that unit tests run first as in `dbt
-//     build`.
+//     build`; and a node reading a source waits for the seed, model or
+//     snapshot that writes the source's relation (InferredEdges), which
+//     dbt leaves unordered.
 //   - Selection edges (SelectionParents, SelectionChildren, DependsOn): dbt's
 //     selection graph, as dbt's Linker links it: depends_on.nodes as
 //     written (a unit test is a child of the model it tests), and a seed has
@@ -42,6 +44,9 @@ type Graph struct {
 	// testEdges maps a node to the data tests that precede it in dbt build
 	// (dbt's parent_test edges), reduced to the nearest descendants.
 	testEdges [][]int32
+	// inf holds the edges inferred from sources that read relations the
+	// manifest writes (infer.go).
+	inf inference
 	// sel holds the selection edges, built on first use.
 	selOnce sync.Once
 	sel     selEdges
@@ -98,7 +103,14 @@ func (e *CycleError) Error() string {
 
 // NewGraph builds the graph of m. It returns a *CycleError naming the nodes
 // of a cycle if the dependencies are not acyclic.
-func NewGraph(m *Manifest) (*Graph, error) {
+//
+// Besides dbt's edges, the execution edges include InferredEdges: a node
+// reading a source whose relation a seed, model or snapshot of m writes
+// waits for that node. Inferred edges never create a cycle; those that
+// would are left out and listed by RejectedEdges.
+func NewGraph(m *Manifest) (*Graph, error) { return newGraph(m, true) }
+
+func newGraph(m *Manifest, infer bool) (*Graph, error) {
 	size := len(m.Nodes) + len(m.Sources) + len(m.UnitTests)
 	g := &Graph{m: m, index: make(map[string]int32, size)}
 	type visit struct {
@@ -158,6 +170,11 @@ func NewGraph(m *Manifest) (*Graph, error) {
 	}
 	if err := g.sort(); err != nil {
 		return nil, err
+	}
+	if infer {
+		if err := g.inferEdges(); err != nil {
+			return nil, err
+		}
 	}
 	g.addTestEdges()
 	return g, nil

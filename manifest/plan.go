@@ -3,6 +3,7 @@ package manifest
 import (
 	"fmt"
 	"slices"
+	"sync"
 )
 
 // TestStrategy says when data tests and unit tests run.
@@ -66,6 +67,11 @@ type Plan struct {
 	down  [][]int32
 	wave  []int32
 	waves [][]string // sub-slices of ids
+
+	// inf is the plan's share of the graph's inferred edges, computed on
+	// first use (infer.go).
+	infOnce sync.Once
+	inf     planInference
 }
 
 // Len returns the number of planned nodes.
