@@ -79,7 +79,8 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 	s.created++
 	out := s.jobJSON(j)
 	s.mu.Unlock()
-	writeEnvelope(w, http.StatusCreated, out, nil, "")
+	// openapi-v2.yaml documents 200 for a creation.
+	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
 
 func (s *Server) jobJSON(j *fakeJob) map[string]any {
@@ -107,8 +108,17 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	var sel []*fakeJob
 	for _, j := range s.jobs {
-		if j.Deleted && q.Get("state") != "all" && q.Get("state") != "deleted" && q.Get("state") != "2" {
-			continue
+		// state: "active" or 1 (the default), "deleted" or 2, "all".
+		switch q.Get("state") {
+		case "all":
+		case "deleted", "2":
+			if !j.Deleted {
+				continue
+			}
+		default:
+			if j.Deleted {
+				continue
+			}
 		}
 		if v := q.Get("project_id"); v != "" && v != strconv.FormatInt(s.opts.ProjectID, 10) {
 			continue
@@ -217,9 +227,9 @@ func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
 			j.ActiveRunsAtDelete++
 		}
 	}
-	out := s.jobJSON(j)
 	s.mu.Unlock()
-	writeEnvelope(w, http.StatusOK, out, nil, "")
+	// openapi-v2.yaml documents 204 and no body for a deletion.
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // getEnvironment serves the one environment that exists: a production
