@@ -89,3 +89,13 @@ func ExampleNewWarm() {
 		fmt.Println(r.UniqueID, r.Status, r.Kind)
 	}
 }
+
+// AlreadyExists tells a schema created concurrently by another process,
+// which a SchemaCreator treats as success, from a real failure.
+func ExampleAlreadyExists() {
+	fmt.Println(executor.AlreadyExists(`duplicate key value violates unique constraint "pg_namespace_nspname_index"`))
+	fmt.Println(executor.AlreadyExists("permission denied for database shop"))
+	// Output:
+	// true
+	// false
+}

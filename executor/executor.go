@@ -41,7 +41,7 @@
 //
 // Optional capabilities are separate interfaces found by type assertion, as
 // database/sql/driver does: ManifestProvider, Preparer, ConcurrencyLimiter
-// and io.Closer.
+// RelationLister, SchemaCreator and io.Closer.
 package executor
 
 import (

@@ -62,22 +62,34 @@ func relationsSQL(schemas []Schema) string {
 	return "select table_catalog, table_schema, table_name from information_schema.tables where lower(table_schema) in (" + strings.Join(in, ", ") + ")"
 }
 
-// showArgs returns the `dbt show` of the relations query with g's flags.
-func showArgs(g dbtargv.Global, schemas []Schema) ([]string, error) {
-	return dbtargv.Show(g, relationsSQL(schemas))
-}
-
 // ListRelations implements RelationLister with one `dbt show --inline`
 // invocation querying information_schema.tables.
 func (c *Core) ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error) {
-	dir, err := os.MkdirTemp(c.workDir, "relations-")
+	out, err := c.show(ctx, "relations-", relationsSQL(schemas))
 	if err != nil {
 		return nil, fmt.Errorf("executor: list relations: %w", err)
+	}
+	return parseShowLog(out)
+}
+
+// show runs `dbt show --inline sql` in a directory of its own (named from
+// prefix), on Prepare's partial-parse file when there is one, and returns
+// dbt's JSON log lines.
+func (c *Core) show(ctx context.Context, prefix, sql string) ([]byte, error) {
+	dir, err := os.MkdirTemp(c.workDir, prefix)
+	if err != nil {
+		return nil, err
 	}
 	if !c.cfg.KeepArtifacts {
 		defer os.RemoveAll(dir)
 	}
-	args, err := showArgs(c.cfg.global(c.cfg.Vars, dir), schemas)
+	g := c.cfg.global(c.cfg.Vars, dir)
+	c.mu.Lock()
+	if c.ppFile != "" { // Prepare's parse, reused as every invocation does
+		g.PartialParseFile, g.NoFileDiff = c.ppFile, !c.cfg.CheckFiles
+	}
+	c.mu.Unlock()
+	args, err := dbtargv.Show(g, sql)
 	if err != nil {
 		return nil, err
 	}
@@ -85,9 +97,9 @@ func (c *Core) ListRelations(ctx context.Context, schemas []Schema) ([]Relation,
 	res := proc.Run(ctx, proc.Spec{Path: c.cfg.DBT, Args: append(args, "--log-format", "json"), Dir: c.cfg.Dir, Env: c.cfg.Env,
 		Grace: c.cfg.KillGrace, Stdout: &out})
 	if res.Err != nil {
-		return nil, fmt.Errorf("executor: list relations: dbt show: %w\n%s", res.Err, res.Tail(tailLines))
+		return nil, fmt.Errorf("dbt show: %w\n%s", res.Err, res.Tail(tailLines))
 	}
-	return parseShowLog(out.Bytes())
+	return out.Bytes(), nil
 }
 
 // parseShowLog reads the rows of dbt show's ShowNode event from dbt's JSON
@@ -131,17 +143,33 @@ func str(v any) string {
 // ListRelations implements RelationLister: an idle worker runs the
 // relations query through dbt show on its parsed project.
 func (x *Warm) ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error) {
+	rows, err := x.show(ctx, relationsSQL(schemas))
+	if err != nil {
+		return nil, fmt.Errorf("executor: list relations: %w", err)
+	}
+	out := make([]Relation, 0, len(rows))
+	for _, r := range rows {
+		if len(r) == 3 {
+			out = append(out, Relation{Database: r[0], Schema: r[1], Name: r[2]})
+		}
+	}
+	return out, nil
+}
+
+// show runs `dbt show --inline sql` on an idle worker, on a copy of its
+// parsed project, and returns the rows.
+func (x *Warm) show(ctx context.Context, sql string) ([][]string, error) {
 	if err := x.Prepare(ctx); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(x.workDir, "relations-")
+	dir, err := os.MkdirTemp(x.workDir, "show-")
 	if err != nil {
-		return nil, fmt.Errorf("executor: list relations: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	g := x.cfg.global(x.cfg.Vars, dir)
 	g.Quiet = true
-	args, err := showArgs(g, schemas)
+	args, err := dbtargv.Show(g, sql)
 	if err != nil {
 		return nil, err
 	}
@@ -160,12 +188,12 @@ func (x *Warm) ListRelations(ctx context.Context, schemas []Schema) ([]Relation,
 	}
 	w, err := x.takeIdle(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("executor: list relations: %w", err)
+		return nil, err
 	}
 	m, err := w.pw.Call(ctx, pyworker.Request{ID: id, Type: pyworker.Show, Args: args, ParseArgs: parse, Key: vars}, x.cfg.KillGrace)
 	if err != nil {
 		x.retire(w)
-		return nil, fmt.Errorf("executor: list relations: %w", err)
+		return nil, err
 	}
 	x.idle <- w
 	if !m.Success {
@@ -173,15 +201,9 @@ func (x *Warm) ListRelations(ctx context.Context, schemas []Schema) ([]Relation,
 		if m.Error != nil {
 			msg = *m.Error
 		}
-		return nil, fmt.Errorf("executor: list relations: %s", msg)
+		return nil, errors.New(msg)
 	}
-	out := make([]Relation, 0, len(m.Rows))
-	for _, r := range m.Rows {
-		if len(r) == 3 {
-			out = append(out, Relation{Database: r[0], Schema: r[1], Name: r[2]})
-		}
-	}
-	return out, nil
+	return m.Rows, nil
 }
 
 // takeIdle waits for a live idle worker (replacing ones that died while

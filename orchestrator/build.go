@@ -229,17 +229,17 @@ type build struct {
 
 	prepOnce sync.Once
 	prepErr  error
-	// schemas serialises invocations until the schemas they build into
-	// exist (see schemaGate).
-	schemas schemaGate
+	// schemaState is the build's schema creation state (schemas.go).
+	schemaState buildSchemas
 }
 
 // execute runs one invocation. The executor is prepared (Preparer) before
 // the build's first invocation, not before the build: a build that runs
 // nothing (all cached, all skipped) starts no dbt. When preparing fails,
-// every invocation of the build fails with that error. The first
-// invocation building into each schema runs alone (schemaGate). Each
-// invocation gets Config.NodeTimeout; nodes it cut off are KindTimeout.
+// every invocation of the build fails with that error. Each invocation
+// gets Config.NodeTimeout; nodes it cut off are KindTimeout. (The schemas
+// an invocation writes to are created before, by awaitSchemas, outside
+// the timeout.)
 func (b *build) execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
 	b.prepOnce.Do(func() { b.prepErr = b.o.prepare(ctx) })
 	if b.prepErr != nil {
@@ -250,7 +250,7 @@ func (b *build) execute(ctx context.Context, req executor.Request) (*executor.Re
 		actx, cancel = context.WithTimeout(ctx, b.cfg.NodeTimeout)
 	}
 	defer cancel()
-	resp, err := b.invoke(actx, req)
+	resp, err := b.cfg.Executor.Execute(actx, req)
 	if resp != nil && actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
 		// Our timeout, not the build's cancellation.
 		for k := range resp.Results {
@@ -259,24 +259,6 @@ func (b *build) execute(ctx context.Context, req executor.Request) (*executor.Re
 			}
 		}
 	}
-	return resp, err
-}
-
-// invoke passes the schema gate and runs the invocation.
-func (b *build) invoke(ctx context.Context, req executor.Request) (*executor.Response, error) {
-	release, err := b.schemas.enter(ctx, req.Nodes)
-	if err != nil {
-		// Cancelled while another invocation was creating a schema: the
-		// nodes did not start, as an executor would report them.
-		resp := &executor.Response{Invocation: executor.Invocation{Command: req.Command, ExitCode: -1}}
-		for _, n := range req.Nodes {
-			resp.Results = append(resp.Results, executor.Result{UniqueID: n.UniqueID, Status: executor.Cancelled,
-				Kind: executor.KindCancelled, Message: "cancelled while waiting for dbt to create the schema: " + err.Error()})
-		}
-		return resp, nil
-	}
-	resp, err := b.cfg.Executor.Execute(ctx, req)
-	release(resp, err)
 	return resp, err
 }
 

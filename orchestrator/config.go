@@ -156,6 +156,9 @@ type Orchestrator struct {
 	native   *selector.Native
 	nativeG  *manifest.Graph
 	prepared bool
+	// schemas are the schema creations in flight, shared by the builds
+	// (schemas.go).
+	schemas schemaFlights
 }
 
 // ErrNoManifest is returned when neither Config.Manifest nor the executor

@@ -243,13 +243,23 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 	var waited time.Duration
 	var er executor.Result
 	for attempt := 1; ; attempt++ {
+		sw, serr := b.awaitSchemas(ctx, nodes)
+		if ctx.Err() != nil && serr != nil {
+			if attempt == 1 { // never ran
+				b.skip(i, nil, ReasonCancelled)
+				return
+			}
+			break
+		}
 		start := cfg.Now()
 		if attempt == 1 {
 			res.StartedAt = start
 			waited = start.Sub(queuedAt)
+		} else {
+			waited += sw
 		}
 		b.emit(ctx, Event{Type: NodeStarted, Node: n.UniqueID, Attempt: attempt, Time: start})
-		resp, err := b.execute(ctx, b.request(cmd, attempt, nodes...))
+		resp, err := b.attempt(ctx, b.request(cmd, attempt, nodes...), serr)
 		rs, inv := resultsFor(nodes, resp, err)
 		er = rs[0]
 		end := cfg.Now()

@@ -100,17 +100,30 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 	policy := cfg.Retry.policy()
 	pending := batch
 	for attempt := 1; ; attempt++ {
-		start := cfg.Now()
 		nodes = nodes[:0]
 		for _, i := range pending {
 			nodes = append(nodes, b.plan.Node(i))
+		}
+		sw, serr := b.awaitSchemas(ctx, nodes)
+		if ctx.Err() != nil && serr != nil {
+			if attempt == 1 { // never ran
+				for _, i := range batch {
+					b.skip(i, nil, ReasonCancelled)
+				}
+			}
+			return
+		}
+		start := cfg.Now()
+		for _, i := range pending {
 			if attempt == 1 {
 				b.results[i].StartedAt = start
 				b.results[i].WaitTime = start.Sub(queuedAt)
+			} else {
+				b.results[i].WaitTime += sw
 			}
 			b.emit(ctx, Event{Type: NodeStarted, Node: b.plan.ID(i), Attempt: attempt, Time: start})
 		}
-		resp, err := b.execute(ctx, b.request(cmd, attempt, nodes...))
+		resp, err := b.attempt(ctx, b.request(cmd, attempt, nodes...), serr)
 		rs, inv := resultsFor(nodes, resp, err)
 		end := cfg.Now()
 		var retry []int32
