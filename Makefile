@@ -10,7 +10,7 @@ export DBTORCH_DBT := $(CURDIR)/$(VENV)/bin/dbt
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-go fuzz bench lint postgres-deps artifacts-deps golden-selector
+.PHONY: setup demo test test-go fuzz bench lint postgres-deps artifacts-deps golden-selector compat compat-setup compat-bench
 
 ## setup: create .venv with the pinned dbt toolchain (idempotent: a second run costs seconds)
 setup: $(STAMP)
@@ -19,6 +19,41 @@ $(STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
 	@touch $(STAMP)
+
+## compat-setup: one venv per older supported dbt-core minor under .venv-compat/<minor> (idempotent, like setup)
+COMPAT_MINORS := 1.8 1.9 1.10
+COMPAT_VENVS  := .venv-compat
+compat-setup: $(foreach v,$(COMPAT_MINORS),$(COMPAT_VENVS)/$(v)/.installed)
+
+$(COMPAT_VENVS)/%/.installed: compat/requirements-%.txt
+	@test -x $(COMPAT_VENVS)/$*/bin/python || $(PY) -m venv $(COMPAT_VENVS)/$*
+	$(COMPAT_VENVS)/$*/bin/pip install -q --disable-pip-version-check -r $<
+	@touch $@
+
+## compat: the executor conformance suite (Core, Warm patched and unpatched), the worker's patch gate and the
+## selector differential tests, short form, on every supported dbt-core minor (compat-1.8 ... compat-1.11 run one)
+COMPAT_RUNS  := $(addprefix compat-,$(COMPAT_MINORS) 1.11)
+COMPAT_TESTS := ^(TestWarmPatchedUnpatchedCoreAgree|TestPatchGate|TestDifferentialShop|TestDifferentialGenerated)$$
+COMPAT_PKGS  := ./executor ./internal/pyworker ./selector
+# dbt and testdata overlays (compat/testdata/README.md) per minor; 1.11 is the pinned .venv
+compat_dbt     = $(if $(filter 1.11,$(1)),$(CURDIR)/$(VENV)/bin/dbt,$(CURDIR)/$(COMPAT_VENVS)/$(1)/bin/dbt)
+compat_stamp   = $(if $(filter 1.11,$(1)),$(STAMP),$(COMPAT_VENVS)/$(1)/.installed)
+compat_overlay = $(if $(filter 1.8,$(1)),compat/testdata/1.9:compat/testdata/1.8,$(if $(filter 1.9,$(1)),compat/testdata/1.9))
+.PHONY: $(COMPAT_RUNS)
+compat: $(COMPAT_RUNS)
+
+## compat-bench: the warm executor's per-node overhead on testdata/shop on each supported minor, one after another (BENCHMARKS.md)
+compat-bench: compat-setup $(STAMP)
+	@set -o pipefail; $(foreach v,$(COMPAT_MINORS) 1.11,echo "== dbt-core $(v)" && \
+	  DBTORCH_DBT=$(call compat_dbt,$(v)) DBTORCH_TESTDATA_OVERLAY=$(call compat_overlay,$(v)) \
+	  $(GO) test -short -run '^$$' -bench '^BenchmarkPerNodeOverhead$$/^shop$$' -benchtime 1x -count 1 ./executor \
+	  | grep -E 'nodes one invocation|warm/build' && ) true
+
+.SECONDEXPANSION:
+$(COMPAT_RUNS): compat-%: $$(call compat_stamp,$$*)
+	@echo "== make $@: dbt-core $$($(dir $(call compat_dbt,$*))python -c 'from dbt.version import __version__ as v; print(v)')"
+	DBTORCH_DBT=$(call compat_dbt,$*) DBTORCH_TESTDATA_OVERLAY=$(call compat_overlay,$*) \
+	  $(GO) test -short -count=1 -timeout 20m -run '$(COMPAT_TESTS)' $(COMPAT_PKGS)
 
 ## postgres-deps: Debian's PostgreSQL server for the concurrency tests (skipped when present)
 postgres-deps:

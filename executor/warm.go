@@ -206,7 +206,7 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 		return nil, fmt.Errorf("executor: worker %d: %w", id, err)
 	}
 	ready := pw.Ready()
-	x.log.Debug("dbtorch: worker ready", "worker", id, "pid", ready.PID, "elapsed", time.Since(start), "patches", ready.Patches)
+	x.log.Debug("dbtorch: worker ready", "worker", id, "pid", ready.PID, "elapsed", time.Since(start), "patches", ready.Patches, "enabled", ready.Enabled)
 	x.mu.Lock()
 	if x.ppFile == "" {
 		x.ppFile = filepath.Join(dir, "target", "partial_parse.msgpack")

@@ -90,8 +90,11 @@ type Reply struct {
 	PID     int      `json:"pid"`
 	IDs     []string `json:"ids"`
 	// Rows are a Show's rows, each value as text ("" for null).
-	Rows    [][]string `json:"rows"`
-	Patches []string   `json:"patches"`
+	Rows [][]string `json:"rows"`
+	// Patches names the patches of dbt internals the worker applied
+	// (ready); Enabled those enabled on its dbt-core version, a superset.
+	Patches []string `json:"patches"`
+	Enabled []string `json:"enabled"`
 }
 
 // ErrExited is wrapped by Call's error when the worker ended before
@@ -199,8 +202,8 @@ func (w *Worker) Call(ctx context.Context, req Request, grace time.Duration) (Re
 	}
 }
 
-// Ready returns the worker's ready reply (its pid, start-up time and the
-// patches it applied).
+// Ready returns the worker's ready reply (its pid, start-up time, the
+// patches enabled on its dbt-core version and those it applied).
 func (w *Worker) Ready() Reply { return w.ready }
 
 // Pid returns the worker's process id.

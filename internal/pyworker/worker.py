@@ -6,7 +6,7 @@ Protocol (JSON lines). Requests come on stdin; replies go to the file
 descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
 
   -> {"id": 0, "type": "start", "deps_args": [...] | null, "parse_args": [...], "key": "<vars>"}
-  <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2, "patches": ["reuse_graph", ...]}
+  <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2, "patches": ["reuse_graph", ...], "enabled": [...]}
      or {"id": 0, "type": "fatal", "error": "..."} and exit 3
   -> {"id": N, "type": "invoke", "args": [...], "parse_args": [...], "key": "<vars>", "results_path": "...", "build": "<id>"}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "elapsed": 0.4}
@@ -30,11 +30,12 @@ sorted. End of stdin ends the worker; so does SIGINT (exit 130).
 Patches. Beyond keeping dbt imported, the worker replaces a few dbt
 internals that redo, in every invocation, work whose inputs did not change
 (PATCHES below; each function documents what it saves and why it is
-sound). Each replaces a dbt internal only when that internal has the
-signature the patch was written for (takes()), and only on a dbt-core whose
-minor version is in PROVEN_RANGE, so another dbt runs unpatched, slower
-but the same, rather than broken. $DBTORCH_WORKER_PATCHES=off runs without
-any. The warm executor's conformance test (executor/warm_test.go,
+sound). Each is enabled only on the dbt-core minor versions it was proven
+on (its range in PATCHES; "enabled" in the ready reply), and replaces a dbt
+internal only when that internal has the signature the patch was written
+for (takes(); "patches" lists those applied), so another dbt runs
+unpatched, slower but the same, rather than broken.
+$DBTORCH_WORKER_PATCHES=off runs without any. The warm executor's conformance test (executor/warm_test.go,
 TestWarmPatchedUnpatchedCoreAgree) runs the bundled shop project patched,
 unpatched and through dbt's own CLI and requires identical per-node
 results.
@@ -317,23 +318,21 @@ def reset_compilation(manifest):
                 pass
 
 
-# Every patch, in the order applied, with the dbt-core versions it was
-# proven on: 1.11.16 by the conformance test (the pinned version,
-# requirements.txt), 1.8.9 and 1.9.8 checked by hand (the bundled project
-# built through Warm and through dbt's CLI gave the same results).
+# Every patch, in the order applied, with the dbt-core minor versions it is
+# enabled on: (first, last), inclusive. A patch is enabled only on the
+# minor versions it was proven on: `make compat` runs the warm executor's
+# conformance test (TestWarmPatchedUnpatchedCoreAgree) patched and
+# unpatched on dbt-core 1.8.9, 1.9.11 and 1.10.23 (compat/requirements-*.txt)
+# and the tests run it on the pinned 1.11.16 (requirements.txt). Widen a
+# range only after that test passed on the new version.
 PATCHES = [
-    ("cache_plugin_discovery", ("1.8.9", "1.9.8", "1.11.16")),
-    ("skip_graph_diagnostics", ("1.8.9", "1.9.8", "1.11.16")),
-    ("cache_query_comment", ("1.8.9", "1.9.8", "1.11.16")),
-    ("reuse_graph", ("1.8.9", "1.9.8", "1.11.16")),
-    ("skip_unlogged_events", ("1.8.9", "1.9.8", "1.11.16")),
-    ("remember_schemas", ("1.8.9", "1.9.8", "1.11.16")),
+    ("cache_plugin_discovery", (1, 8), (1, 11)),
+    ("skip_graph_diagnostics", (1, 8), (1, 11)),
+    ("cache_query_comment", (1, 8), (1, 11)),
+    ("reuse_graph", (1, 8), (1, 11)),
+    ("skip_unlogged_events", (1, 8), (1, 11)),
+    ("remember_schemas", (1, 8), (1, 11)),
 ]
-
-# The dbt-core minor versions the patches are applied on: from the oldest
-# to the newest minor version one of them was proven on. A dbt outside the
-# range runs unpatched.
-PROVEN_RANGE = ((1, 8), (1, 11))
 
 
 def dbt_minor():
@@ -354,22 +353,35 @@ def dbt_minor():
         return None
 
 
-def apply_patches(builds):
-    """Applies the patches unless $DBTORCH_WORKER_PATCHES is "off" or dbt is
-    outside PROVEN_RANGE, and returns the names of those applied (a patch
-    whose dbt internal has another signature is left out)."""
+def enabled_patches(minor):
+    """The names of the patches whose range holds the dbt-core minor
+    version minor ((major, minor) or None: none)."""
+    if minor is None:
+        return []
+    return [name for name, first, last in PATCHES if first <= minor <= last]
+
+
+def apply_patches(builds, minor=None):
+    """Applies the patches enabled on dbt-core's minor version (minor, when
+    given, stands for it) unless $DBTORCH_WORKER_PATCHES is "off", and
+    returns (enabled, applied): the names of the patches enabled on this
+    version and of those applied (an enabled patch whose dbt internal has
+    another signature is left out)."""
     if os.environ.get("DBTORCH_WORKER_PATCHES", "").lower() == "off":
-        return []
-    minor = dbt_minor()
-    if minor is None or not (PROVEN_RANGE[0] <= minor <= PROVEN_RANGE[1]):
-        print("dbtorch worker: dbt-core %s is outside the versions the patches were proven on; running unpatched" % (minor,), file=sys.stderr)
-        return []
+        return [], []
+    if minor is None:
+        minor = dbt_minor()
+    enabled = enabled_patches(minor)
+    if len(enabled) < len(PATCHES):
+        off = [name for name, _, _ in PATCHES if name not in enabled]
+        print("dbtorch worker: on dbt-core %s these patches were not proven and are off: %s" % (
+            "%d.%d" % minor if minor else "(unknown version)", ", ".join(off)), file=sys.stderr)
     applied = []
-    for name, _proven in PATCHES:
+    for name in enabled:
         fn = globals()[name]
         if fn(builds) if name == "remember_schemas" else fn():
             applied.append(name)
-    return applied
+    return enabled, applied
 
 
 def error_text(e):
@@ -388,7 +400,7 @@ def main():
     from dbt.cli.main import dbtRunner
 
     builds = Builds()
-    patches = apply_patches(builds)
+    enabled, patches = apply_patches(builds)
 
     manifests = {}  # key -> Manifest, in insertion order
 
@@ -462,7 +474,7 @@ def main():
         except Exception as e:  # noqa: BLE001 - reported to the parent
             reply({"id": req.get("id", 0), "type": "fatal", "error": error_text(e)})
             sys.exit(3)
-        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches})
+        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches, "enabled": enabled})
         for line in lines:
             req = json.loads(line)
             begin = time.monotonic()
