@@ -91,11 +91,13 @@ type view struct {
 	ofp     []string   // cleaned original_file_path
 	patch   []string   // cleaned patch path without "pkg://", or ""
 	fname   []string   // base name of original_file_path
+	// dialect: the rules of the dbt version that wrote the manifest
+	dialect dialect
 }
 
 func newView(g *manifest.Graph) *view {
 	m := g.Manifest()
-	d := &view{g: g, m: m, ids: g.IDs(), nodes: g.Nodes()}
+	d := &view{g: g, m: m, ids: g.IDs(), nodes: g.Nodes(), dialect: dialectFor(m.Metadata.DBTVersion)}
 	n := len(d.ids)
 	d.sources = newBitset(n)
 	d.inNodes = newBitset(n)

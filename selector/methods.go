@@ -48,7 +48,7 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 	v := c.value
 	switch c.method {
 	case "fqn":
-		q := newFQNQuery(fn, v)
+		q := newFQNQuery(fn, v, d.dialect)
 		each(func(n *manifest.Node) bool { return n.ResourceType != manifest.Source }, func(n *manifest.Node) bool {
 			return q.match(n.FQN, d.flatFQN[cur], isVersioned(n))
 		})
@@ -264,11 +264,13 @@ type fqnQuery struct {
 	last2  string // the last two parts joined by "_"
 	slurp  int    // index of the first part with a wildcard, or -1
 	rest   string // parts[slurp:] joined by "."
-	hasDot bool
+	// leaf: a wildcard value without a dot also matches the node's name
+	// (dialect.bareGlobLeaf)
+	leaf bool
 }
 
-func newFQNQuery(fn func(name, pat string) bool, sel string) *fqnQuery {
-	q := &fqnQuery{fn: fn, sel: sel, parts: strings.Split(sel, "."), slurp: -1, hasDot: strings.Contains(sel, ".")}
+func newFQNQuery(fn func(name, pat string) bool, sel string, d dialect) *fqnQuery {
+	q := &fqnQuery{fn: fn, sel: sel, parts: strings.Split(sel, "."), slurp: -1, leaf: d.bareGlobLeaf && !strings.Contains(sel, ".")}
 	last := q.parts
 	if len(last) > 2 {
 		last = last[len(last)-2:]
@@ -326,7 +328,7 @@ func (q *fqnQuery) selected(fqn, flat []string, versioned bool) bool {
 	if q.fn(strings.Join(flat[q.slurp:], "."), q.rest) {
 		return true
 	}
-	if !q.hasDot {
+	if q.leaf {
 		leaf := fqn[len(fqn)-1]
 		if versioned && len(fqn) >= 2 {
 			leaf = fqn[len(fqn)-2]
