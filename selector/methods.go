@@ -258,12 +258,12 @@ func nodeTags(n *manifest.Node) []string {
 // as dbt's QualifiedNameSelectorMethod.node_is_match does: the value
 // matches the fqn with or without its package segment.
 type fqnQuery struct {
-	fn     func(name, pat string) bool
-	sel    string
-	parts  []string
-	last2  string // the last two parts joined by "_"
-	slurp  int    // index of the first part with a wildcard, or -1
-	rest   string // parts[slurp:] joined by "."
+	fn    func(name, pat string) bool
+	sel   string
+	parts []string
+	last2 string // the last two parts joined by "_"
+	slurp int    // index of the first part with a wildcard, or -1
+	rest  string // parts[slurp:] joined by "."
 	// leaf: a wildcard value without a dot also matches the node's name
 	// (dialect.bareGlobLeaf)
 	leaf bool
