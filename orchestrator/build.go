@@ -284,7 +284,7 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		return nil, fmt.Errorf("orchestrator: unknown test strategy %v", opts.Tests)
 	}
 	p := g.Plan(selected, opts.Tests)
-	b := &build{o: o, cfg: &o.cfg, opts: opts, m: m, g: g, plan: p, runID: opts.ID,
+	b := &build{warnings: o.selectionWarnings(ctx, g, sel, p.Len()), o: o, cfg: &o.cfg, opts: opts, m: m, g: g, plan: p, runID: opts.ID,
 		n: p.Len(), stale: map[int32]string{}, results: make([]NodeResult, p.Len())}
 	if b.runID == "" {
 		b.runID = newUUID()

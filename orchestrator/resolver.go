@@ -31,12 +31,7 @@ func selectsAll(sel selector.Options) bool {
 func (o *Orchestrator) resolve(ctx context.Context, g *manifest.Graph, sel selector.Options) ([]string, error) {
 	r := o.cfg.Resolver
 	if r == nil {
-		o.mu.Lock()
-		if o.native == nil || o.nativeG != g {
-			o.native, o.nativeG = selector.NewNative(g), g
-		}
-		r = o.native
-		o.mu.Unlock()
+		r = o.nativeFor(g)
 	}
 	sel.ExcludeEmpty = false // applied below, for every resolver
 	ids, err := r.Resolve(ctx, sel)
@@ -50,4 +45,14 @@ func (o *Orchestrator) resolve(ctx context.Context, g *manifest.Graph, sel selec
 		}
 	}
 	return out, nil
+}
+
+// nativeFor returns the native selector over g, kept while builds use g.
+func (o *Orchestrator) nativeFor(g *manifest.Graph) *selector.Native {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.native == nil || o.nativeG != g {
+		o.native, o.nativeG = selector.NewNative(g), g
+	}
+	return o.native
 }
