@@ -55,11 +55,11 @@ $(COMPAT_RUNS): compat-%: $$(call compat_stamp,$$*)
 	DBTORCH_DBT=$(call compat_dbt,$*) DBTORCH_TESTDATA_OVERLAY=$(call compat_overlay,$*) \
 	  $(GO) test -short -count=1 -timeout 20m -run '$(COMPAT_TESTS)' $(COMPAT_PKGS)
 
-## postgres-deps: Debian's PostgreSQL server for the concurrency tests (skipped when present)
+## postgres-deps: Debian's PostgreSQL server and PgBouncer for the concurrency tests (skipped when present)
 postgres-deps:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
-	  || echo "warning: could not install postgresql; PostgreSQL tests will fail"; }
+	@{ ls /usr/lib/postgresql/*/bin/initdb && test -x /usr/sbin/pgbouncer; } >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql pgbouncer >/dev/null) \
+	  || echo "warning: could not install postgresql and pgbouncer; PostgreSQL tests will fail"; }
 
 ## artifacts-deps: validators for the artifacts tests (npm mermaid + jsdom, Debian's xmllint), installed when missing
 artifacts-deps:

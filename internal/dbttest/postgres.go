@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -122,12 +121,7 @@ func serverUser(t testing.TB, base string) []string {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		t.Fatalf("dbttest: running as root and no postgres user to run the server as: %v", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
+	uid, gid := postgresIDs(t)
 	if err := os.Chown(base, uid, gid); err != nil {
 		t.Fatalf("dbttest: %v", err)
 	}

@@ -118,9 +118,19 @@ func TestPostgres(t *testing.T) {
 	t.Run("CancelNeverLeaks", func(t *testing.T) { testCancel(t, url, pool) })
 	t.Run("Heartbeat", func(t *testing.T) { testHeartbeat(t, url) })
 	t.Run("NoSessionState", func(t *testing.T) { testNoSession(t, url, pool) })
-	t.Run("Processes", func(t *testing.T) { testProcesses(t, url, pool) })
+	t.Run("Processes", func(t *testing.T) { testProcesses(t, url, pool, "processes") })
 	t.Run("SIGKILL", func(t *testing.T) { testSIGKILL(t, url) })
 	t.Run("RelationLockProcesses", func(t *testing.T) { testRelationProcesses(t, url, pool) })
+	// Behind PgBouncer in transaction pooling mode, with fewer server
+	// connections than clients: every store's consecutive transactions
+	// land on whichever server session is free.
+	t.Run("PgBouncer", func(t *testing.T) {
+		burl := dbttest.StartPgBouncer(t, pg, 4).URL(pg, "")
+		t.Run("IdempotentHolder", func(t *testing.T) { testIdempotent(t, burl, pool) })
+		t.Run("FIFO", func(t *testing.T) { testFIFO(t, burl) })
+		t.Run("CancelNeverLeaks", func(t *testing.T) { testCancel(t, burl, pool) })
+		t.Run("Processes", func(t *testing.T) { testProcesses(t, burl, pool, "processes-pgbouncer") })
+	})
 }
 
 // testConcurrentSchema opens eight stores on a new schema at once: every
@@ -417,13 +427,13 @@ func runHelpers(t *testing.T, n int, mode, url string, env ...string) [][]interv
 // than two nodes in flight, as measured from the database (the node runs
 // each node logs on the database's clock, and a sampler of sleeping
 // queries and live leases) and from the results' timestamps.
-func testProcesses(t *testing.T, url string, pool *pgxpool.Pool) {
+func testProcesses(t *testing.T, url string, pool *pgxpool.Pool, run string) {
 	const procs, slots, nodes = 3, 2, 8
 	smp := startSampler(t, pool, "wh")
 	runs := runHelpers(t, procs, "build", url, "PGLIMIT_TEST_SLOTS="+strconv.Itoa(slots), "PGLIMIT_TEST_NODES="+strconv.Itoa(nodes),
-		runEnv+"=processes")
+		runEnv+"="+run)
 	smp.halt()
-	logged := dbIntervals(t, pool, "processes")
+	logged := dbIntervals(t, pool, run)
 	require.Len(t, logged, procs*nodes, "every node's run is in the database's log")
 	assert.Equal(t, slots, peakOverlap(logged), "database's clock: never more than the limit in flight, and the limit used")
 	var all []interval
