@@ -25,8 +25,12 @@ func writeCost(b *strings.Builder, run *orchestrator.Run) {
 		return
 	}
 	b.WriteString("## Cost\n\n")
-	fmt.Fprintf(b, "💰 The warehouse reported, for %d of the %s that ran: %s.\n\n",
-		tot.Ran.Reporting, plural(tot.Ran.Nodes, "node"), costFigures(&tot.Ran, "nothing"))
+	if tot.Ran.Reporting > 0 {
+		fmt.Fprintf(b, "💰 The warehouse reported, for %d of the %s that ran: %s.\n\n",
+			tot.Ran.Reporting, plural(tot.Ran.Nodes, "node"), costFigures(&tot.Ran, ""))
+	} else {
+		fmt.Fprintf(b, "💰 The warehouse reported no figures (adapter\\_response) for the %s that ran.\n\n", plural(tot.Ran.Nodes, "node"))
+	}
 	if s := &tot.SavedByCache; s.Nodes > 0 {
 		fmt.Fprintf(b, "♻️ Saved by the cache: %s not run, %s of dbt execution time", plural(s.Nodes, "node"), fmtDuration(seconds(s.ExecutionSeconds)))
 		if !s.IsZero() {

@@ -60,6 +60,11 @@ func TestSummaryCost(t *testing.T) {
 		}
 	}
 	assert.NotContains(t, render(t, &artifacts.Summary{}, none), "## Cost", "nothing reported, nothing cached: no section")
+	quiet := fixtureRun(t)
+	for i := range quiet.Results {
+		quiet.Results[i].AdapterResponse, quiet.Results[i].RowsAffected = nil, nil
+	}
+	assert.Contains(t, render(t, &artifacts.Summary{}, quiet), "💰 The warehouse reported no figures (adapter\\_response) for the 8 nodes that ran.\n\n♻️ Saved by the cache: 1 node not run")
 }
 
 // TestLineageCostFacets: a node's COMPLETE or FAIL event carries what the

@@ -368,6 +368,19 @@ func writeTimeline(b *strings.Builder, run *orchestrator.Run, slots, limit int) 
 		fmt.Fprintf(b, "| | _after the last node_ | %s | | | %s |\n", fmtDuration(tl.After), fmtShare(float64(tl.After)/float64(tl.Wall)))
 	}
 	b.WriteString("\n")
+	var waited, ran time.Duration
+	for _, st := range tl.CriticalPath {
+		waited += st.Waited
+		ran += st.Ran
+	}
+	if total := waited + ran; total > 0 {
+		fmt.Fprintf(b, "On the critical path, nodes waited %s (%s) and ran %s (%s).", fmtDuration(waited), fmtShare(float64(waited)/float64(total)),
+			fmtDuration(ran), fmtShare(float64(ran)/float64(total)))
+		if waited > ran {
+			b.WriteString(" Most of it is waiting: its nodes were ready but had no free slot or limit (or awaited the cache's checks), so the build was held up by its slots more than by its dependencies.")
+		}
+		b.WriteString("\n\n")
+	}
 
 	if limit < 0 {
 		return

@@ -1,6 +1,8 @@
 package artifacts_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
@@ -136,10 +139,21 @@ func TestSummaryTimeline(t *testing.T) {
 		"| 3 | `test.shop.accepted_values_stg_customers_segment.1a2b3c4d5e` | 100ms | 60ms | 1 | 13% |\n",
 		"| 4 | `model.shop.customer_revenue` | 20ms | 120ms | 2 | 12% |\n",
 		"| | _after the last node_ | 100ms | | | 8% |\n",
+		"On the critical path, nodes waited 230ms (21%) and ran 870ms (79%).\n",
 		"```mermaid\n---\ndisplayMode: compact\n---\ngantt\n",
 	} {
 		assert.Contains(t, md, want)
 	}
+	assert.NotContains(t, md, "Most of it is waiting")
+	slow := fixtureRun(t)
+	for i := range slow.Results {
+		slow.Results[i].WaitTime *= 10 // queued 10 times longer, same run times
+	}
+	stg := slow.Result("model.shop.stg_customers")
+	stg.Attempts[0].StartedAt = at(1300)
+	stg.Attempts[0].CompletedAt, stg.CompletedAt = at(1600), at(1600)
+	slow.CompletedAt = at(1700)
+	assert.Contains(t, render(t, &artifacts.Summary{}, slow), "Most of it is waiting: its nodes were ready but had no free slot or limit")
 	g := ganttBlock.FindStringSubmatch(md)
 	require.NotNil(t, g)
 	assert.Equal(t, artifacts.Gantt(run), g[1])
@@ -153,4 +167,18 @@ func TestSummaryTimeline(t *testing.T) {
 	assert.Contains(t, g[1], "section customer_revenue")
 	assert.NotContains(t, render(t, &artifacts.Summary{MaxTimelineNodes: -1}, run), "gantt")
 	assert.Contains(t, render(t, &artifacts.Summary{MaxTimelineNodes: -1}, run), "**Critical path**")
+}
+
+// TestReadmeCharts: the summary pasted into README.md renders: its gantt
+// chart and its flowchart parse, and every gantt task has valid dates.
+func TestReadmeCharts(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(dbttest.RepoRoot(t), "README.md"))
+	require.NoError(t, err)
+	gantt := ganttBlock.FindStringSubmatch(string(data))
+	require.NotNil(t, gantt, "README shows a summary's timeline")
+	flow := mermaidBlock.FindStringSubmatch(string(data))
+	require.NotNil(t, flow, "README shows a summary's run graph")
+	assert.Equal(t, []string{"", ""}, parseMermaid(t, gantt[1], flow[1]))
+	assert.Contains(t, string(data), "**Critical path**")
+	assert.Contains(t, string(data), "♻️ Saved by the cache:")
 }
