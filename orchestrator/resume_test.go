@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -75,4 +76,32 @@ func TestPriorFromRun(t *testing.T) {
 	assert.Equal(t, &orchestrator.PriorRun{ID: "r", Attempt: 3, Nodes: []orchestrator.PriorNode{
 		{UniqueID: "test.p.t", Status: orchestrator.Error, TestFailed: true}, {UniqueID: "model.p.x", Status: orchestrator.Success}}}, p)
 	assert.Equal(t, []string{"model.p.a", "test.p.t"}, orchestrator.RetryNodes(retryGraph(t), p))
+}
+
+// ExampleRetryNodes reads an earlier build's results and lists what a
+// retry runs: the failed test, the model it tests, and what was skipped.
+// Orchestrator.Retry runs exactly these, as attempt 2 of run "r1".
+func ExampleRetryNodes() {
+	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
+	for id, deps := range map[string][]string{"model.p.a": nil, "model.p.b": {"model.p.a"}, "test.p.t": {"model.p.a"}} {
+		rt, name := manifest.Model, id[strings.LastIndex(id, ".")+1:]
+		if strings.HasPrefix(id, "test.") {
+			rt = manifest.Test
+		}
+		m.Nodes[id] = &manifest.Node{UniqueID: id, Name: name, ResourceType: rt, PackageName: "p", Enabled: true,
+			Materialized: "table", Path: name + ".sql", OriginalFilePath: "models/" + name + ".sql", DependsOn: manifest.DependsOn{Nodes: deps}}
+	}
+	g, err := manifest.NewGraph(m)
+	if err != nil {
+		panic(err)
+	}
+	prior, err := orchestrator.ReadPriorRun(strings.NewReader(`{"run_id": "r1", "results": [
+		{"unique_id": "model.p.a", "status": "success"},
+		{"unique_id": "test.p.t", "status": "error", "dbt_status": "fail"},
+		{"unique_id": "model.p.b", "status": "skipped"}]}`))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(prior.ID, prior.Attempt+1, orchestrator.RetryNodes(g, prior))
+	// Output: r1 2 [model.p.a model.p.b test.p.t]
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,6 +155,8 @@ func TestCauseLine(t *testing.T) {
 		"Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server running on that host?":                                                     `connection to server at "127.0.0.1", port 1 failed: Connection refused ...`,
 		"Got 8 results, configured to fail if != 0":                         "Got 8 results, configured to fail if != 0",
 		"Compilation Error in model x (models/x.sql)\n  'foo' is undefined": "'foo' is undefined",
+		"dbt raised: dbt.adapters.exceptions.connection.FailedToConnectError: Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused":                                                                                                                                        `connection to server at "127.0.0.1", port 1 failed: Connection refused`,
+		"dbt wrote no run_results.json: dbt exited with status 2\n14:41:45  Running with dbt=1.11.16\n14:41:50  Encountered an error:\nDatabase Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n  \tIs the server running on that host and accepting TCP/IP connections?\n  ": `connection to server at "127.0.0.1", port 1 failed: Connection refused ...`,
 		"": "",
 	} {
 		assert.Equal(t, want, causeLine(msg), "%q", msg)
@@ -212,4 +215,65 @@ func TestProgressTerminal(t *testing.T) {
 		p.stop()
 		p.stop()
 	}
+}
+
+// TestSelectionFlagsLsPlan: dbt's spellings on ls and plan, without dbt:
+// several values after one flag, -s/-m, --resource-types,
+// --exclude-resource-type, and --state for state:modified.
+func TestSelectionFlagsLsPlan(t *testing.T) {
+	path := genManifestFile(t)
+	for _, cmd := range []string{"ls", "plan"} {
+		out := func(args ...string) string {
+			t.Helper()
+			code, stdout, stderr := runCLI(t, append([]string{cmd, "--manifest", path}, args...)...)
+			require.Equal(t, 0, code, "%s %v: %s", cmd, args, stderr)
+			return stdout
+		}
+		both := out("--select", "seed_001 seed_002")
+		assert.Equal(t, both, out("--select", "seed_001", "seed_002"), cmd+": --select a b")
+		assert.Equal(t, both, out("-s", "seed_001", "-m", "seed_002"), cmd+": -s a -m b")
+		assert.NotEqual(t, both, out("--select", "seed_001"), cmd+": the second value is not dropped")
+		assert.Equal(t, out("--select", "seed_001+", "--exclude", "seed_002+ seed_001"),
+			out("--select", "seed_001+", "--exclude", "seed_002+", "seed_001"), cmd+": --exclude a b")
+	}
+	ls := func(args ...string) []string {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, append([]string{"ls", "--manifest", path}, args...)...)
+		require.Equal(t, 0, code, stderr)
+		return strings.Fields(stdout)
+	}
+	ids := ls("--resource-types", "seed", "test")
+	require.NotEmpty(t, ids)
+	kinds := map[string]bool{}
+	for _, id := range ids {
+		kinds[strings.SplitN(id, ".", 2)[0]] = true
+	}
+	assert.Equal(t, map[string]bool{"seed": true, "test": true}, kinds, "--resource-types a b")
+	for _, id := range ls("--exclude-resource-type", "test", "seed") {
+		assert.False(t, strings.HasPrefix(id, "test.") || strings.HasPrefix(id, "seed."), id)
+	}
+
+	// --state: a manifest in which one model's code differs.
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(data, &doc))
+	nodes := doc["nodes"].(map[string]any)
+	var changed string
+	for id := range nodes {
+		if strings.HasPrefix(id, "model.") && (changed == "" || id < changed) {
+			changed = id
+		}
+	}
+	n := nodes[changed].(map[string]any)
+	n["raw_code"] = "select 'old'"
+	n["checksum"] = map[string]any{"name": "sha256", "checksum": "0000"}
+	state := t.TempDir()
+	data, err = json.Marshal(doc)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(state, "manifest.json"), data, 0o644))
+	assert.Equal(t, []string{changed}, ls("--select", "state:modified", "--state", state, "--indirect-selection", "empty"))
+	code, _, stderr := runCLI(t, "ls", "--manifest", path, "--select", "state:modified")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "state")
 }

@@ -78,8 +78,8 @@ func buildExit(ctx, bctx context.Context, stderr io.Writer, cmd string, run *orc
 	var be *orchestrator.BuildError
 	switch {
 	case ctx.Err() != nil:
-		return interrupted(ctx, stderr, cmd, fmt.Sprintf(": %d of %d nodes did not run (dbtorch %s retry --results FILE runs them)",
-			notRun, len(run.Results), "build"))
+		return interrupted(ctx, stderr, cmd, fmt.Sprintf(": %d of %d nodes did not run, %d failed (`dbtorch retry --results FILE` runs them)",
+			notRun, len(run.Results), run.Count(orchestrator.Error)))
 	case errors.Is(context.Cause(bctx), errFailFast):
 		fmt.Fprintf(stderr, "dbtorch %s: stopped by %v; %d node(s) did not run\n", cmd, context.Cause(bctx), notRun)
 		return exitFailed

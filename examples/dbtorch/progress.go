@@ -46,32 +46,42 @@ func printSummary(w io.Writer, run *orchestrator.Run) {
 }
 
 // causeLine returns the line of a dbt error message that says what went
-// wrong: dbt's messages start with a header naming the node ("Runtime
-// Error in model x (models/x.sql)", "Database Error in ...") and give the
-// cause (the warehouse's "Binder Error: ...", "connection to server ...
-// failed: Connection refused") on the next line.
+// wrong. dbt's messages (and the tail of its log when it wrote no result)
+// put a header naming the kind of error ("Runtime Error in model x
+// (models/x.sql)", "Database Error", "... FailedToConnectError: Database
+// Error") before the cause (the warehouse's "Binder Error: ...",
+// "connection to server ... failed: Connection refused"): the cause is the
+// line after the last header; without a header, the first line.
 func causeLine(msg string) string {
 	var lines []string
 	for l := range strings.Lines(msg) {
-		if t := strings.TrimSpace(l); t != "" {
+		if t := strings.TrimSpace(logTime.ReplaceAllString(strings.TrimSpace(l), "")); t != "" {
 			lines = append(lines, t)
+		}
+	}
+	at := 0
+	for i := len(lines) - 2; i >= 0; i-- {
+		if errorHeader.MatchString(lines[i]) {
+			at = i + 1
+			break
 		}
 	}
 	switch {
 	case len(lines) == 0:
 		return ""
-	case len(lines) > 1 && errorHeader.MatchString(lines[0]):
-		lines = lines[1:]
+	case at < len(lines)-1:
+		return lines[at] + " ..."
 	}
-	if len(lines) > 1 {
-		return lines[0] + " ..."
-	}
-	return lines[0]
+	return lines[at]
 }
 
-// errorHeader matches the first line of dbt's error messages, which names
-// the kind of error and the node but not the cause.
-var errorHeader = regexp.MustCompile(`^(\w+ )*(Error|error)( in (\w+ )?\S+( \(.*\))?)?:?$`)
+var (
+	// errorHeader matches the lines of dbt's error messages that name the
+	// kind of error (and the node) but not the cause.
+	errorHeader = regexp.MustCompile(`((^|[\s:])(\w+ )?Error( in \w+ \S+( \(.*\))?)?:?|^Encountered an error:)$`)
+	// logTime matches the time dbt puts before each line of its log.
+	logTime = regexp.MustCompile(`^\d\d:\d\d:\d\d(\.\d+)?\s+`)
+)
 
 // skipText says why a node was skipped: the first failed ancestor and how
 // many more, or the root of a chain of skips ("build cancelled", not
