@@ -1,0 +1,1 @@
+select id as order_id, customer_id, order_date, status from {{ source('jaffle', 'orders') }}

@@ -1,0 +1,1 @@
+select id as payment_id, order_id, amount / 100.0 as amount from {{ source('jaffle', 'payments') }}
