@@ -120,7 +120,7 @@ func (noopExec) Execute(_ context.Context, req executor.Request) (*executor.Resp
 
 func buildCost(b *testing.B, l orchestrator.Limiter) time.Duration {
 	start := time.Now()
-	run, err := buildWide(context.Background(), noopExec{}, benchRounds, orchestrator.NodeLimit{Name: "wh", Limiter: l})
+	run, err := buildWide(context.Background(), noopExec{}, benchRounds, nil, orchestrator.NodeLimit{Name: "wh", Limiter: l})
 	took := time.Since(start)
 	if err != nil {
 		b.Fatal(err)

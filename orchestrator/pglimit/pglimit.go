@@ -222,7 +222,7 @@ func (s *Store) Limit(name string, size int) (*Limit, error) {
 		}
 		return l, nil
 	}
-	l := &Limit{s: s, name: name, size: size, wake: make(chan struct{}), held: map[string]bool{}}
+	l := &Limit{s: s, name: name, size: size, wake: make(chan struct{}), held: map[string]uint64{}}
 	s.limits[name] = l
 	return l, nil
 }
@@ -310,17 +310,23 @@ func (s *Store) heartbeat() {
 // instance while the process was paused longer than the lease.
 func (s *Store) renew() {
 	var names, holders []string
+	var grants []uint64
 	s.mu.Lock()
 	for _, l := range s.limits {
-		for _, h := range l.heldHolders() {
-			names, holders = append(names, l.name), append(holders, h)
+		l.mu.Lock()
+		for h, g := range l.held {
+			names, holders, grants = append(names, l.name), append(holders, h), append(grants, g)
 		}
+		l.mu.Unlock()
 	}
 	s.mu.Unlock()
 	if len(holders) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Heartbeat)
+	// The leases were renewed a heartbeat ago: this renewal is of use
+	// until they expire, Lease - Heartbeat from now (a slow one delays
+	// the next tick, it does not pile up).
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Lease-s.opts.Heartbeat)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, s.tables.renew, names, holders, s.opts.Lease.Milliseconds())
 	if err != nil {
@@ -338,13 +344,18 @@ func (s *Store) renew() {
 		return
 	}
 	for k, h := range holders {
-		if !renewed[[2]string{names[k], h}] {
+		if renewed[[2]string{names[k], h}] {
+			continue
+		}
+		s.mu.Lock()
+		l := s.limits[names[k]]
+		s.mu.Unlock()
+		// A lease released (and perhaps granted again) while the heartbeat
+		// ran is not lost: ReleaseAs forgets the holder before deleting
+		// its row, and a new grant has a new number.
+		if l.forgetGrant(h, grants[k]) {
 			s.log.Warn("pglimit: lease lost (expired before its heartbeat); the slot may be held by another holder meanwhile",
 				"limit", names[k], "holder", h)
-			s.mu.Lock()
-			l := s.limits[names[k]]
-			s.mu.Unlock()
-			l.forget(h)
 		}
 	}
 }
@@ -358,9 +369,10 @@ type Limit struct {
 	size int
 
 	mu    sync.Mutex
-	wake  chan struct{}   // closed (and replaced) when this process frees a slot
-	held  map[string]bool // holders of this process with a lease
-	stack []string        // holders taken by Acquire, for Release
+	wake  chan struct{}     // closed (and replaced) when this process frees a slot
+	held  map[string]uint64 // holders of this process with a lease: their grant's number
+	grant uint64            // the last grant's number
+	stack []string          // holders taken by Acquire, for Release
 }
 
 var _ orchestrator.Limiter = (*Limit)(nil)
@@ -433,7 +445,8 @@ func (l *Limit) AcquireAs(ctx context.Context, holder string) error {
 		switch {
 		case err == nil && granted:
 			l.mu.Lock()
-			l.held[holder] = true
+			l.grant++
+			l.held[holder] = l.grant
 			l.mu.Unlock()
 			return nil
 		case ctx.Err() != nil:
@@ -517,6 +530,18 @@ func (l *Limit) forget(holder string) {
 	l.mu.Lock()
 	delete(l.held, holder)
 	l.mu.Unlock()
+}
+
+// forgetGrant drops holder from the leases this process renews if its
+// lease is still grant number grant, and reports whether it did.
+func (l *Limit) forgetGrant(holder string, grant uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if g, ok := l.held[holder]; !ok || g != grant {
+		return false
+	}
+	delete(l.held, holder)
+	return true
 }
 
 // signal wakes this process's waiters of the limit.

@@ -2,6 +2,7 @@ package pglimit_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/internal/syncbuf"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/pglimit"
@@ -58,7 +60,7 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "":
 		os.Exit(m.Run())
-	case "build", "relation":
+	case "build", "relation", "relation-cached":
 		if err := helperBuild(os.Getenv(helperEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			os.Exit(1)
@@ -111,16 +113,20 @@ func TestPostgres(t *testing.T) {
 	t.Cleanup(pool.Close)
 	_, err = pool.Exec(context.Background(), nodeRuns)
 	require.NoError(t, err)
+	_, err = pool.Exec(context.Background(), `CREATE TABLE public.pglimit_cache (run text, node text, key text, PRIMARY KEY (run, node))`)
+	require.NoError(t, err)
 
 	t.Run("ConcurrentSchemaCreation", func(t *testing.T) { testConcurrentSchema(t, url, pool) })
 	t.Run("IdempotentHolder", func(t *testing.T) { testIdempotent(t, url, pool) })
 	t.Run("FIFO", func(t *testing.T) { testFIFO(t, url) })
 	t.Run("CancelNeverLeaks", func(t *testing.T) { testCancel(t, url, pool) })
 	t.Run("Heartbeat", func(t *testing.T) { testHeartbeat(t, url) })
+	t.Run("ReleaseDuringHeartbeat", func(t *testing.T) { testReleaseDuringHeartbeat(t, url) })
 	t.Run("NoSessionState", func(t *testing.T) { testNoSession(t, url, pool) })
 	t.Run("Processes", func(t *testing.T) { testProcesses(t, url, pool, "processes") })
 	t.Run("SIGKILL", func(t *testing.T) { testSIGKILL(t, url) })
 	t.Run("RelationLockProcesses", func(t *testing.T) { testRelationProcesses(t, url, pool) })
+	t.Run("RelationLockCacheProcesses", func(t *testing.T) { testRelationCache(t, url, pool) })
 	// Behind PgBouncer in transaction pooling mode, with fewer server
 	// connections than clients: every store's consecutive transactions
 	// land on whichever server session is free.
@@ -287,6 +293,36 @@ func testHeartbeat(t *testing.T, url string) {
 	lb.Release()
 }
 
+// testReleaseDuringHeartbeat releases and takes again one holder's slot
+// over and over while heartbeats run every few milliseconds: a lease
+// released (or released and granted again) while a heartbeat ran is not
+// reported lost, and the lease held at the end is still renewed, so it
+// outlives several lease times.
+func testReleaseDuringHeartbeat(t *testing.T, url string) {
+	const lease = 300 * time.Millisecond
+	var logs syncbuf.Buffer
+	s := openStore(t, url, pglimit.Options{Lease: lease, Heartbeat: 2 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	l, err := s.Limit("churn", 1)
+	require.NoError(t, err)
+	ctx := t.Context()
+	deadline := time.Now().Add(time.Second)
+	cycles := 0
+	for ; time.Now().Before(deadline); cycles++ {
+		require.NoError(t, l.AcquireAs(ctx, "same"))
+		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // a heartbeat may start meanwhile
+		require.NoError(t, l.ReleaseAs(ctx, "same"))
+	}
+	require.NoError(t, l.AcquireAs(ctx, "same"))
+	time.Sleep(3 * lease)
+	holders, err := s.Holders(ctx, "churn")
+	require.NoError(t, err)
+	require.Len(t, holders, 1, "the lease held at the end is renewed")
+	require.NoError(t, l.ReleaseAs(ctx, "same"))
+	t.Logf("%d acquire/release cycles under a 2ms heartbeat", cycles)
+	assert.NotContains(t, logs.String(), "lease lost", "a released lease is not a lost one")
+}
+
 // testNoSession checks what a transaction-pooling proxy needs: no
 // advisory lock is held between statements (every one is
 // transaction-level), and a lease is not tied to a connection: it
@@ -317,6 +353,7 @@ type interval struct {
 	ID         string
 	Start, End time.Time
 	Wait       time.Duration
+	Status     orchestrator.Status
 }
 
 // dbIntervals returns the node runs that the helpers of run recorded in
@@ -513,6 +550,35 @@ func testRelationProcesses(t *testing.T, url string, pool *pgxpool.Pool) {
 	assert.Greater(t, waited, 3*nodeSleep, "the later build waited for the relations")
 }
 
+// testRelationCache runs two processes building the same three
+// relations with shared relation locks and a cache shared through the
+// database: the process that waited for a relation the other built under
+// the same key is served from the cache, so every relation is built once
+// (as the database's node-run log shows) and every served node waited.
+func testRelationCache(t *testing.T, url string, pool *pgxpool.Pool) {
+	const nodes = 3
+	runs := runHelpers(t, 2, "relation-cached", url, "PGLIMIT_TEST_NODES="+strconv.Itoa(nodes), runEnv+"=relation-cached")
+	built := map[string]int{}
+	for _, iv := range dbIntervals(t, pool, "relation-cached") {
+		built[iv.ID]++
+	}
+	cached := 0
+	for _, r := range runs {
+		require.Len(t, r, nodes)
+		for _, iv := range r {
+			if iv.Status == orchestrator.Cached {
+				cached++
+				assert.Positive(t, iv.Wait, "%s waited for the other process's build of its relation", iv.ID)
+			}
+		}
+	}
+	assert.Len(t, built, nodes)
+	for id, n := range built {
+		assert.Equal(t, 1, n, "%s built once across the two processes", id)
+	}
+	assert.Equal(t, nodes, cached, "the other process served every relation from the cache")
+}
+
 // wideManifest has n independent models.
 func wideManifest(n int) *manifest.Manifest {
 	m := &manifest.Manifest{Nodes: map[string]*manifest.Node{}}
@@ -529,8 +595,9 @@ func wideManifest(n int) *manifest.Manifest {
 // the database sees the nodes in flight, between a row in nodeRuns
 // recording its start and the row's update recording its end.
 type sleepExec struct {
-	pool *pgxpool.Pool
-	run  string
+	pool  *pgxpool.Pool
+	run   string
+	sleep time.Duration // zero: nodeSleep
 }
 
 func (e sleepExec) Execute(ctx context.Context, req executor.Request) (*executor.Response, error) {
@@ -540,7 +607,7 @@ func (e sleepExec) Execute(ctx context.Context, req executor.Request) (*executor
 		e.run, req.Nodes[0].UniqueID).Scan(&id); err != nil {
 		return nil, err
 	}
-	if _, err := e.pool.Exec(ctx, sleepQuery, nodeSleep.Seconds()); err != nil {
+	if _, err := e.pool.Exec(ctx, sleepQuery, cmp.Or(e.sleep, nodeSleep).Seconds()); err != nil {
 		return nil, err
 	}
 	if _, err := e.pool.Exec(ctx, `UPDATE public.pglimit_node_runs SET ended = clock_timestamp() WHERE id = $1`, id); err != nil {
@@ -560,9 +627,9 @@ func succeeded(req executor.Request, start time.Time) *executor.Response {
 }
 
 // buildWide runs one build of wideManifest(nodes) on ex with four workers
-// under limits.
-func buildWide(ctx context.Context, ex executor.Executor, nodes int, limits ...orchestrator.NodeLimit) (*orchestrator.Run, error) {
-	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: wideManifest(nodes), Concurrency: 4, Limits: limits})
+// under limits, with cache (nil: none).
+func buildWide(ctx context.Context, ex executor.Executor, nodes int, cache orchestrator.Cache, limits ...orchestrator.NodeLimit) (*orchestrator.Run, error) {
+	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: wideManifest(nodes), Concurrency: 4, Limits: limits, Cache: cache})
 	if err != nil {
 		return nil, err
 	}
@@ -591,19 +658,78 @@ func helperBuild(mode string) error {
 	} else {
 		limits = append(limits, s.RelationLocks())
 	}
-	run, err := buildWide(ctx, sleepExec{pool: s.Pool(), run: os.Getenv(runEnv)}, nodes, limits...)
+	ex := sleepExec{pool: s.Pool(), run: os.Getenv(runEnv)}
+	var cache orchestrator.Cache
+	if mode == "relation-cached" {
+		// Both processes start building together, and a node runs long
+		// enough for the other process to be waiting for its relation.
+		cache, ex.sleep = dbCache{pool: s.Pool(), run: ex.run}, 300*time.Millisecond
+		if err := barrier(ctx, s.Pool(), ex.run, 2); err != nil {
+			return err
+		}
+	}
+	run, err := buildWide(ctx, ex, nodes, cache, limits...)
 	if err != nil {
 		return err
 	}
 	var out []interval
 	for _, r := range run.Results {
-		out = append(out, interval{ID: r.UniqueID, Start: r.StartedAt, End: r.CompletedAt, Wait: r.WaitTime})
+		out = append(out, interval{ID: r.UniqueID, Start: r.StartedAt, End: r.CompletedAt, Wait: r.WaitTime, Status: r.Status})
 	}
 	data, err := json.Marshal(out)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(os.Getenv(outEnv), data, 0o644)
+}
+
+// barrier waits until n helper processes of run have reached it.
+func barrier(ctx context.Context, pool *pgxpool.Pool, run string, n int) error {
+	if _, err := pool.Exec(ctx, `INSERT INTO public.pglimit_cache (run, node, key) VALUES ($1, $2, '')`,
+		run+"/ready", os.Getenv("PGLIMIT_TEST_PROC")); err != nil {
+		return err
+	}
+	for {
+		var got int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM public.pglimit_cache WHERE run = $1`, run+"/ready").Scan(&got); err != nil {
+			return err
+		}
+		if got >= n {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// dbCache is an orchestrator.Cache shared by the helper processes of one
+// run through the database: every node's key is fixed, and an entry is
+// a row recorded after a success.
+type dbCache struct {
+	pool *pgxpool.Pool
+	run  string
+}
+
+func (dbCache) Key(_ context.Context, n *manifest.Node) (string, error) {
+	return "k-" + n.UniqueID, nil
+}
+
+func (c dbCache) Lookup(ctx context.Context, n *manifest.Node, key string) (bool, string, error) {
+	var hit bool
+	err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM public.pglimit_cache WHERE run = $1 AND node = $2 AND key = $3)`,
+		c.run, n.UniqueID, key).Scan(&hit)
+	if err != nil || !hit {
+		return false, "no entry", err
+	}
+	return true, "unchanged", nil
+}
+
+func (c dbCache) Record(ctx context.Context, n *manifest.Node, key string, res *orchestrator.NodeResult) error {
+	if res.Status != orchestrator.Success {
+		return nil
+	}
+	_, err := c.pool.Exec(ctx, `INSERT INTO public.pglimit_cache (run, node, key) VALUES ($1, $2, $3)
+		ON CONFLICT (run, node) DO UPDATE SET key = EXCLUDED.key`, c.run, n.UniqueID, key)
+	return err
 }
 
 // helperHold takes the only slot of the limit "kill", says "held" and
