@@ -19,6 +19,18 @@ import (
 // planJSON is the CLI contract's plan shape.
 type planJSON struct {
 	Waves []waveJSON `json:"waves"`
+	// InferredEdges and Warnings: the edges dbtorch added to dbt's
+	// because a node reads a source naming a relation the project
+	// builds (manifest.Plan.InferredEdges); absent when there are none.
+	InferredEdges []inferredEdgeJSON `json:"inferred_edges,omitempty"`
+	Warnings      []string           `json:"warnings,omitempty"`
+}
+
+type inferredEdgeJSON struct {
+	Writer   string `json:"writer"`
+	Reader   string `json:"reader"`
+	Source   string `json:"source"`
+	Relation string `json:"relation"`
 }
 
 type waveJSON struct {
@@ -90,6 +102,10 @@ func writePlanJSON(w io.Writer, p *manifest.Plan) error {
 	for i, wave := range p.Waves() {
 		out.Waves = append(out.Waves, waveJSON{Wave: i, Nodes: wave})
 	}
+	for _, e := range p.InferredEdges() {
+		out.InferredEdges = append(out.InferredEdges, inferredEdgeJSON{e.Writer, e.Reader, e.Source, e.Relation})
+	}
+	out.Warnings = p.Warnings()
 	enc := json.NewEncoder(w)
 	return enc.Encode(out)
 }
@@ -101,14 +117,30 @@ func writePlanText(w io.Writer, p *manifest.Plan) error {
 		fmt.Fprintf(&b, "\nwave %d (%d)\n", i, len(wave))
 		for _, id := range wave {
 			fmt.Fprintf(&b, "  %s", id)
-			if ups := p.UpstreamIDs(id); len(ups) > 0 {
+			if ups := upstreamText(p, id); len(ups) > 0 {
 				fmt.Fprintf(&b, "  <- %s", strings.Join(ups, ", "))
 			}
 			b.WriteString("\n")
 		}
 	}
+	for _, w := range p.Warnings() {
+		fmt.Fprintf(&b, "\nwarning: %s\n", w)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// upstreamText lists id's upstreams, sorted, marking those that exist
+// only because of an inferred edge.
+func upstreamText(p *manifest.Plan, id string) []string {
+	i, _ := p.Index(id)
+	ups := p.UpstreamIDs(id)
+	for k, u := range ups {
+		if j, _ := p.Index(u); p.IsInferred(j, i) {
+			ups[k] = u + " (inferred)"
+		}
+	}
+	return ups
 }
 
 // writePlanMermaid draws the waves as Mermaid subgraphs with the plan's
@@ -129,8 +161,15 @@ func writePlanMermaid(w io.Writer, g *manifest.Graph, p *manifest.Plan) error {
 	}
 	for i := range int32(p.Len()) {
 		for _, u := range p.Upstream(i) {
+			if p.IsInferred(u, i) {
+				fmt.Fprintf(&b, "  n%d -. inferred .-> n%d\n", u, i)
+				continue
+			}
 			fmt.Fprintf(&b, "  n%d --> n%d\n", u, i)
 		}
+	}
+	for _, w := range p.Warnings() {
+		fmt.Fprintf(&b, "  %%%% warning: %s\n", strings.ReplaceAll(w, "\n", " "))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

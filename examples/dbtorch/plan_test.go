@@ -123,3 +123,44 @@ func TestPlanBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanInferredEdges: fivetran_hubspot's integration tests load its
+// sources as seeds; plan lists the 41 edges it infers from them, with a
+// warning each, marks them in text and Mermaid, and leaves the JSON of a
+// plan without any as it was.
+func TestPlanInferredEdges(t *testing.T) {
+	path := sharedManifest(t, "fivetran_hubspot_v4_dbt1.0.4.json")
+	code, out, errs := runCLI(t, "plan", "--manifest", path, "--test-strategy", "skip")
+	require.Equal(t, 0, code, errs)
+	var got planJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Len(t, got.InferredEdges, 41)
+	assert.Len(t, got.Warnings, 41)
+	e := got.InferredEdges[0]
+	assert.Equal(t, inferredEdgeJSON{Writer: "seed.hubspot_integration_tests.company_property_history_data",
+		Reader: "model.hubspot_source.stg_hubspot__company_property_history_tmp", Source: "source.hubspot_source.hubspot.company_property_history",
+		Relation: `"postgres"."hubspot_integration_tests"."company_property_history_data"`}, e)
+	wave := map[string]int{}
+	for _, w := range got.Waves {
+		for _, id := range w.Nodes {
+			wave[id] = w.Wave
+		}
+	}
+	for _, e := range got.InferredEdges {
+		assert.Less(t, wave[e.Writer], wave[e.Reader], "%s -> %s", e.Writer, e.Reader)
+	}
+
+	code, out, errs = runCLI(t, "plan", "--manifest", path, "--test-strategy", "skip", "--output", "text")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "  model.hubspot_source.stg_hubspot__company_tmp  <- seed.hubspot_integration_tests.company_data (inferred)\n")
+	assert.Equal(t, 41, strings.Count(out, "\nwarning: inferred edge: "))
+	code, out, errs = runCLI(t, "plan", "--manifest", path, "--test-strategy", "skip", "--output", "mermaid")
+	require.Equal(t, 0, code, errs)
+	assert.Equal(t, 41, strings.Count(out, " -. inferred .-> "))
+	assert.Equal(t, 41, strings.Count(out, "%% warning: "))
+
+	code, out, errs = runCLI(t, "plan", "--manifest", sharedManifest(t, "bouncer_v12_dbt1.12.2.json"))
+	require.Equal(t, 0, code, errs)
+	assert.NotContains(t, out, "inferred_edges")
+	assert.NotContains(t, out, "warnings")
+}
