@@ -50,7 +50,7 @@ func writeCost(b *strings.Builder, run *orchestrator.Run) {
 		if c := nr.Cost(); !c.IsZero() {
 			rows = append(rows, row{nr, c, false})
 		} else if nr.Saved != nil {
-			if c := nr.Saved.Cost(); !c.IsZero() {
+			if c := nr.SavedCost(); !c.IsZero() {
 				rows = append(rows, row{nr, c, true})
 			}
 		}

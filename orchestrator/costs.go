@@ -19,12 +19,6 @@ type SavedRun struct {
 	AdapterResponse map[string]any
 }
 
-// Cost returns what the warehouse reported for the run (see package
-// cost).
-func (s *SavedRun) Cost() cost.Cost {
-	return costOf(s.AdapterResponse, s.RowsAffected)
-}
-
 // SavedReader is an optional interface of a Cache. After a hit the
 // orchestrator asks it what the entry it served recorded of the run that
 // stored it, and keeps the answer in NodeResult.Saved; nil means it does
@@ -35,19 +29,34 @@ type SavedReader interface {
 
 // Cost returns what the warehouse reported for the node's final attempt,
 // read from its adapter_response (rows_affected from RowsAffected when
-// the response lacks it). A node that did not run has none.
+// the response lacks it). A node that did not run has none. Tests and
+// unit tests have no rows affected: what the adapter reports as such is
+// the rows their query returned.
 func (r *NodeResult) Cost() cost.Cost {
 	if len(r.Attempts) == 0 {
 		return cost.Cost{}
 	}
-	return costOf(r.AdapterResponse, r.RowsAffected)
+	return costOf(r.ResourceType, r.AdapterResponse, r.RowsAffected)
 }
 
-func costOf(ar map[string]any, rows *int64) cost.Cost {
+// SavedCost returns what the warehouse reported for the run that stored
+// the cache entry that served the node (Saved), read as Cost reads a
+// run; none when Saved is nil.
+func (r *NodeResult) SavedCost() cost.Cost {
+	if r.Saved == nil {
+		return cost.Cost{}
+	}
+	return costOf(r.ResourceType, r.Saved.AdapterResponse, r.Saved.RowsAffected)
+}
+
+func costOf(rt manifest.ResourceType, ar map[string]any, rows *int64) cost.Cost {
 	c := cost.FromAdapterResponse(ar)
 	if c.RowsAffected == nil && rows != nil && *rows >= 0 {
 		v := *rows
 		c.RowsAffected = &v
+	}
+	if rt == manifest.Test || rt == manifest.UnitTest {
+		c.RowsAffected = nil
 	}
 	return c
 }
@@ -76,7 +85,7 @@ func (r *Run) Totals() RunTotals {
 			var c cost.Cost
 			var exec time.Duration
 			if nr.Saved != nil {
-				c, exec = nr.Saved.Cost(), nr.Saved.ExecutionTime
+				c, exec = nr.SavedCost(), nr.Saved.ExecutionTime
 			}
 			t.SavedByCache.Add(c, exec)
 		}

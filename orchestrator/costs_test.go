@@ -46,7 +46,7 @@ func TestSavedByCache(t *testing.T) {
 	assert.Empty(t, c.asked, "no hit, nothing asked")
 	tot := cold.Totals()
 	assert.Equal(t, len(cold.Results), tot.Ran.Nodes)
-	assert.Equal(t, len(cold.Results), tot.Ran.Reporting, "the fake reports rows for every node")
+	assert.Equal(t, 5, tot.Ran.Reporting, "the fake reports rows for every node; a test's are not rows affected")
 	assert.Zero(t, tot.SavedByCache.Nodes)
 
 	warm := build(c)
@@ -57,7 +57,7 @@ func TestSavedByCache(t *testing.T) {
 	for _, r := range warm.Results {
 		if r.Status == orchestrator.Cached {
 			require.NotNil(t, r.Saved, r.UniqueID)
-			assert.Equal(t, []string{"job-" + r.Name}, r.Saved.Cost().QueryIDs)
+			assert.Equal(t, []string{"job-" + r.Name}, r.SavedCost().QueryIDs)
 			assert.True(t, r.Cost().IsZero(), "a cached node did not cost anything now")
 		} else {
 			assert.Nil(t, r.Saved, r.UniqueID)
@@ -94,6 +94,9 @@ func TestResultsJSONCost(t *testing.T) {
 		{UniqueID: "model.p.kept", ResourceType: manifest.Model, Status: orchestrator.Cached,
 			Saved: &orchestrator.SavedRun{ExecutionTime: 5 * time.Second, RowsAffected: ptr(int64(12))}},
 		{UniqueID: "model.p.skip", ResourceType: manifest.Model, Status: orchestrator.Skipped},
+		{UniqueID: "test.p.not_null", ResourceType: manifest.Test, Status: orchestrator.Success,
+			Attempts:        []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(time.Second), Status: executor.Success}},
+			AdapterResponse: map[string]any{"_message": "SELECT 1", "code": "SELECT", "rows_affected": float64(1), "bytes_processed": float64(2048)}},
 	}}
 	var buf bytes.Buffer
 	require.NoError(t, run.WriteJSON(&buf))
@@ -105,7 +108,7 @@ func TestResultsJSONCost(t *testing.T) {
 	totals, err := json.Marshal(doc["totals"])
 	require.NoError(t, err)
 	assert.JSONEq(t, `{
-		"ran": {"nodes": 2, "reporting": 1, "execution_seconds": 4, "bytes_processed": 1073741824, "bytes_billed": 1073741824, "slot_ms": 4200, "queries": 1},
+		"ran": {"nodes": 3, "reporting": 2, "execution_seconds": 4, "bytes_processed": 1073743872, "bytes_billed": 1073741824, "slot_ms": 4200, "queries": 1},
 		"saved_by_cache": {"nodes": 1, "reporting": 1, "execution_seconds": 5, "rows_affected": 12, "queries": 0}
 	}`, string(totals))
 	results := doc["results"].([]any)
@@ -116,4 +119,6 @@ func TestResultsJSONCost(t *testing.T) {
 	assert.NotContains(t, big, "saved")
 	assert.NotContains(t, skip, "cost")
 	assert.NotContains(t, skip, "saved")
+	test := results[4].(map[string]any)
+	assert.Equal(t, map[string]any{"bytes_processed": float64(2048)}, test["cost"], "a test's rows_affected is the rows its query returned: not rows affected")
 }

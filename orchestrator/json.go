@@ -143,7 +143,7 @@ func (r *Run) JSON() *RunJSON {
 		}
 		if sv := nr.Saved; sv != nil {
 			j.Saved = &SavedJSON{ExecutionSeconds: sv.ExecutionTime.Seconds()}
-			if c := sv.Cost(); !c.IsZero() {
+			if c := nr.SavedCost(); !c.IsZero() {
 				j.Saved.Cost = &c
 			}
 		}
