@@ -4,10 +4,11 @@
 //   - RunResults writes dbt's run_results.json (schema v6), which dbt itself
 //     accepts as --state for result: selection and for `dbt retry`;
 //   - Summary writes a Markdown report with counts, the unsuccessful,
-//     skipped and successful nodes, the build's timeline (slot
-//     utilisation, the critical path with each node's share, a Mermaid
-//     gantt chart of every attempt and wait; see TimelineOf and Gantt),
-//     and a Mermaid flowchart of the run coloured by status;
+//     skipped and successful nodes, the cost (what the warehouse reported
+//     in adapter_response, and what the cache saved), the build's timeline
+//     (slot utilisation, the critical path with each node's share, a
+//     Mermaid gantt chart of every attempt and wait; see TimelineOf and
+//     Gantt), and a Mermaid flowchart of the run coloured by status;
 //   - JUnit writes JUnit XML of the tests (and failed nodes) for CI systems;
 //   - Lineage emits OpenLineage run events for every model, seed and
 //     snapshot through a Transport (a JSON-lines file, or HTTP POST with
