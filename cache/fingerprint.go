@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/dbtorch/dbtorch/dbt"
-	"github.com/dbtorch/dbtorch/internal/atomicfile"
 )
 
 // FingerprintOptions says what a project fingerprint covers.
@@ -147,20 +146,21 @@ const manifestDir = "manifests"
 
 // PutManifest keeps the manifest.json bytes parsed from a project with
 // the given fingerprint, replacing any manifest kept before. Writes are
-// atomic.
+// atomic; on an object store the write is conditional (a manifest already
+// kept under the fingerprint, by a concurrent writer, stays).
 func (s *Store) PutManifest(ctx context.Context, fingerprint string, data []byte) error {
 	if len(fingerprint) != 64 || !isHex(fingerprint) {
 		return fmt.Errorf("cache: put manifest: %q is not a fingerprint", fingerprint)
 	}
-	dir := filepath.Join(s.dir, manifestDir)
-	name := filepath.Join(dir, fingerprint+".json")
-	if err := atomicfile.Write(s.fs, name, data, 0o644); err != nil {
+	dir := s.join(s.dir, manifestDir)
+	name := s.join(dir, fingerprint+".json")
+	if err := s.write(ctx, name, data, s.obj != nil); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("cache: put manifest: %w", err)
 	}
-	entries, _ := afero.ReadDir(s.fs, dir)
+	entries, _ := s.list(ctx, dir)
 	for _, e := range entries {
-		if e.Name() != fingerprint+".json" && !strings.HasPrefix(e.Name(), ".") {
-			_ = s.fs.Remove(filepath.Join(dir, e.Name()))
+		if e.Name != fingerprint+".json" && !strings.HasPrefix(e.Name, ".") {
+			_ = s.remove(ctx, s.join(dir, e.Name))
 		}
 	}
 	return nil
@@ -171,7 +171,7 @@ func (s *Store) Manifest(ctx context.Context, fingerprint string) ([]byte, bool)
 	if len(fingerprint) != 64 || !isHex(fingerprint) {
 		return nil, false
 	}
-	data, err := afero.ReadFile(s.fs, filepath.Join(s.dir, manifestDir, fingerprint+".json"))
+	data, err := s.read(ctx, s.join(s.dir, manifestDir, fingerprint+".json"))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.logger.WarnContext(ctx, "cache: ignoring unreadable manifest", "err", err)

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -90,9 +90,101 @@ type StoreOptions struct {
 // absent.
 type Store struct {
 	fs     afero.Fs
+	obj    Objects // when set, entries are objects, not files of fs
 	dir    string
 	logger *slog.Logger
 	now    func() time.Time
+}
+
+// Objects is an object store (S3, GCS, Azure Blob, ...) in which a Store
+// keeps its entries instead of a file system; package cache/blobstore
+// implements it on gocloud.dev/blob. Keys are slash-separated paths.
+type Objects interface {
+	// ReadObject returns the object's bytes, or an error wrapping
+	// fs.ErrNotExist when there is none.
+	ReadObject(ctx context.Context, key string) ([]byte, error)
+	// WriteObject writes the whole object in one request: a reader sees
+	// the old object or the new one, never a part of either. With
+	// ifNotExist the write is conditional: it fails, with an error
+	// wrapping fs.ErrExist, when the object exists.
+	WriteObject(ctx context.Context, key string, data []byte, ifNotExist bool) error
+	// DeleteObject removes the object; a missing one is not an error.
+	DeleteObject(ctx context.Context, key string) error
+	// ListObjects lists the objects directly under the "directory"
+	// prefix: keys prefix/name with no further slash.
+	ListObjects(ctx context.Context, prefix string) ([]ObjectInfo, error)
+}
+
+// ObjectInfo is one object ListObjects found.
+type ObjectInfo struct {
+	// Name is the key's last element.
+	Name    string
+	ModTime time.Time
+}
+
+// NewObjectStore returns a Store keeping its entries as objects of o
+// under prefix ("" for the root): one object per entry, written in one
+// request, so that concurrent writers never tear an entry (the last
+// writer of a node wins), and kept manifests written conditionally (a
+// manifest is named by its fingerprint: the first writer's stays).
+func NewObjectStore(o Objects, prefix string, opts StoreOptions) *Store {
+	s := NewStore(nil, strings.Trim(prefix, "/"), opts)
+	s.obj = o
+	return s
+}
+
+// read, write, remove and list are the Store's four operations on its
+// file system or object store; join builds their paths.
+func (s *Store) read(ctx context.Context, p string) ([]byte, error) {
+	if s.obj != nil {
+		return s.obj.ReadObject(ctx, p)
+	}
+	return afero.ReadFile(s.fs, p)
+}
+
+func (s *Store) write(ctx context.Context, p string, data []byte, ifNotExist bool) error {
+	if s.obj != nil {
+		return s.obj.WriteObject(ctx, p, data, ifNotExist)
+	}
+	return atomicfile.Write(s.fs, p, data, 0o644)
+}
+
+func (s *Store) remove(ctx context.Context, p string) error {
+	var err error
+	if s.obj != nil {
+		err = s.obj.DeleteObject(ctx, p)
+	} else {
+		err = s.fs.Remove(p)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// list returns the files (not directories) directly under dir.
+func (s *Store) list(ctx context.Context, dir string) ([]ObjectInfo, error) {
+	if s.obj != nil {
+		return s.obj.ListObjects(ctx, dir)
+	}
+	infos, err := afero.ReadDir(s.fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ObjectInfo, 0, len(infos))
+	for _, fi := range infos {
+		if !fi.IsDir() {
+			out = append(out, ObjectInfo{Name: fi.Name(), ModTime: fi.ModTime()})
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) join(elem ...string) string {
+	if s.obj != nil {
+		return path.Join(elem...)
+	}
+	return filepath.Join(elem...)
 }
 
 // NewStore returns a Store on dir in fsys. The directory is created on
@@ -114,21 +206,21 @@ func NewStore(fsys afero.Fs, dir string, opts StoreOptions) *Store {
 // path element.
 func (s *Store) Namespace(ns string) *Store {
 	cp := *s
-	cp.dir = filepath.Join(s.dir, fileName(ns))
-	cp.dir = strings.TrimSuffix(cp.dir, ".json")
+	cp.dir = s.join(s.dir, strings.TrimSuffix(fileName(ns), ".json"))
 	return &cp
 }
 
-// Fs returns the store's file system.
+// Fs returns the store's file system (nil for an object store).
 func (s *Store) Fs() afero.Fs { return s.fs }
 
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Path returns the file that holds id's entry: a readable name derived
-// from the id, with a digest suffix when the id had to be altered.
+// Path returns the file (or object key) that holds id's entry: a
+// readable name derived from the id, with a digest suffix when the id had
+// to be altered.
 func (s *Store) Path(id string) string {
-	return filepath.Join(s.dir, fileName(id))
+	return s.join(s.dir, fileName(id))
 }
 
 func fileName(id string) string {
@@ -188,7 +280,7 @@ var ErrBadEntry = errors.New("bad cache entry")
 // Get reads id's entry whatever its key and expiry. A missing entry is an
 // error wrapping fs.ErrNotExist; an invalid one wraps ErrBadEntry.
 func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
-	data, err := afero.ReadFile(s.fs, s.Path(id))
+	data, err := s.read(ctx, s.Path(id))
 	if err != nil {
 		return nil, fmt.Errorf("cache: read entry: %w", err)
 	}
@@ -235,7 +327,7 @@ func (s *Store) Put(ctx context.Context, e *Entry) error {
 		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
 	}
 	data = append(data, '\n')
-	if err := atomicfile.Write(s.fs, s.Path(e.NodeID), data, 0o644); err != nil {
+	if err := s.write(ctx, s.Path(e.NodeID), data, false); err != nil {
 		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
 	}
 	return nil
@@ -243,7 +335,7 @@ func (s *Store) Put(ctx context.Context, e *Entry) error {
 
 // Delete removes id's entry. Deleting a missing entry is not an error.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	if err := s.fs.Remove(s.Path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.remove(ctx, s.Path(id)); err != nil {
 		return fmt.Errorf("cache: delete %s: %w", id, err)
 	}
 	return nil
@@ -259,7 +351,7 @@ const staleTempAge = time.Hour
 // than an hour ago. It returns how many files it removed. Prune is safe to
 // run while other Stores write to the directory.
 func (s *Store) Prune(ctx context.Context, keep func(id string) bool) (int, error) {
-	infos, err := afero.ReadDir(s.fs, s.dir)
+	infos, err := s.list(ctx, s.dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return 0, nil
@@ -270,21 +362,19 @@ func (s *Store) Prune(ctx context.Context, keep func(id string) bool) (int, erro
 	removed := 0
 	var errs []error
 	for _, fi := range infos {
-		name := fi.Name()
-		path := filepath.Join(s.dir, name)
+		name := fi.Name
+		p := s.join(s.dir, name)
 		var drop bool
 		switch {
-		case fi.IsDir():
-			continue
 		case strings.HasPrefix(name, "."):
-			drop = strings.Contains(name, atomicfile.TempMarker) && now.Sub(fi.ModTime()) > staleTempAge
+			drop = strings.Contains(name, atomicfile.TempMarker) && now.Sub(fi.ModTime) > staleTempAge
 		case strings.HasSuffix(name, ".json"):
-			drop = s.prunable(path, name, now, keep)
+			drop = s.prunable(ctx, p, name, now, keep)
 		}
 		if !drop {
 			continue
 		}
-		if err := s.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.remove(ctx, p); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -297,8 +387,8 @@ func (s *Store) Prune(ctx context.Context, keep func(id string) bool) (int, erro
 }
 
 // prunable reports whether the entry file name should go.
-func (s *Store) prunable(path, name string, now time.Time, keep func(string) bool) bool {
-	data, err := afero.ReadFile(s.fs, path)
+func (s *Store) prunable(ctx context.Context, p, name string, now time.Time, keep func(string) bool) bool {
+	data, err := s.read(ctx, p)
 	if err != nil {
 		return false
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/cache"
+	"github.com/dbtorch/dbtorch/cache/blobstore"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
@@ -211,10 +212,19 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 	return ex, m, func() { ex.Close() }, nil
 }
 
-// openCache opens the cache directory for this build (a source freshness
-// snapshot is taken per build when --only-fresh-sources asks for one).
-func openCache(_ context.Context, f *buildFlags, proj dbt.Project, _ *manifest.Manifest, logger *slog.Logger) (orchestrator.Cache, error) {
+// openCache opens the cache directory, or the object store a URL names
+// (s3://bucket/prefix?endpoint=..., gs://, azblob://, file://), for this
+// build (a source freshness snapshot is taken per build when
+// --only-fresh-sources asks for one). The bucket stays open until the
+// process exits.
+func openCache(ctx context.Context, f *buildFlags, proj dbt.Project, _ *manifest.Manifest, logger *slog.Logger) (orchestrator.Cache, error) {
 	store := cache.NewStore(afero.NewOsFs(), f.cacheDir, cache.StoreOptions{Logger: logger})
+	if blobstore.IsURL(f.cacheDir) {
+		var err error
+		if store, _, err = blobstore.Open(ctx, f.cacheDir, cache.StoreOptions{Logger: logger}); err != nil {
+			return nil, err
+		}
+	}
 	return orchcache.New(store, orchcache.Options{Project: proj, TTL: f.cacheTTL, AlwaysRunTests: f.alwaysRunTests,
 		Freshness: f.onlyFresh, Logger: logger}), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,5 +71,47 @@ func TestBuildCacheWarehouse(t *testing.T) {
 		if r.ResourceType == "model" {
 			assert.Equal(t, "unchanged and relation present", r.CacheReason, r.UniqueID)
 		}
+	}
+}
+
+// TestBuildCacheS3: two dbtorch processes on two fresh copies of the
+// project (as two CI runners with empty disks) build into one PostgreSQL
+// database and share their cache through an S3 bucket (SeaweedFS on
+// loopback, --cache-dir s3://...): the second serves everything from the
+// first one's entries, tests included, and runs no dbt node.
+func TestBuildCacheS3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real dbt, PostgreSQL and SeaweedFS: not in -short mode")
+	}
+	s3 := dbttest.StartSeaweed(t)
+	pg := dbttest.StartPostgres(t)
+	bin := filepath.Join(t.TempDir(), "dbtorch")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	cacheURL := s3.URL("runners")
+	build := func() *orchestrator.RunJSON {
+		t.Helper()
+		dir := dbttest.CopyProject(t, "shop")
+		env := append(append(append(os.Environ(), dbttest.Env(t, dir)...), pg.Env()...), s3.Env()...)
+		env = append(env, "DBTORCH_DBT="+dbttest.DBT(t))
+		results := filepath.Join(t.TempDir(), "results.json")
+		cmd := exec.Command(bin, "build", "--project-dir", dir, "--target", "pg", "--select", "+stg_customers",
+			"--cache-dir", cacheURL, "--results", results)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		data, err := os.ReadFile(results)
+		require.NoError(t, err)
+		var got orchestrator.RunJSON
+		require.NoError(t, json.Unmarshal(data, &got))
+		return &got
+	}
+	first := build()
+	require.Zero(t, first.Counts[orchestrator.Cached])
+	require.Equal(t, len(first.Results), first.Counts[orchestrator.Success])
+	second := build()
+	assert.Equal(t, len(second.Results), second.Counts[orchestrator.Cached], "served from the first process's entries")
+	for _, r := range second.Results {
+		assert.Empty(t, r.Attempts, "%s ran", r.UniqueID)
 	}
 }
