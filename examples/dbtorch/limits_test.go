@@ -145,8 +145,11 @@ func TestBuildLimitStore(t *testing.T) {
 		assert.Equal(t, orchestrator.Success, r.Status, r.UniqueID)
 		waits[r.UniqueID] = r.WaitSeconds
 	}
+	// Had the seed (upstream of the model) taken the limit, it would have
+	// been the waiter held back, and the model would have found the slot
+	// free. The seed's own wait is not checked: it includes the warm
+	// workers' start-up, seconds on a loaded machine.
 	assert.GreaterOrEqual(t, waits["model.shop.stg_customers"], (held - 100*time.Millisecond).Seconds(), "the staging model waited for the shared slot")
-	assert.Less(t, waits["seed.shop.customers"], 0.5, "the seed declares no limit")
 	md, err := os.ReadFile(summary)
 	require.NoError(t, err)
 	assert.Contains(t, string(md), "⏳ Waited")
