@@ -58,6 +58,13 @@ const (
 	KeyFailedUpstream = attribute.Key("dbtorch.failed_upstream")
 	// KeyRowsAffected is dbt's rows_affected.
 	KeyRowsAffected = attribute.Key("dbtorch.rows_affected")
+	// KeyBytesProcessed, KeyBytesBilled, KeySlotMS and KeyQueryIDs are
+	// what the warehouse reported for the node's final attempt
+	// (orchestrator.NodeResult.Cost), when it reported them.
+	KeyBytesProcessed = attribute.Key("dbtorch.bytes_processed")
+	KeyBytesBilled    = attribute.Key("dbtorch.bytes_billed")
+	KeySlotMS         = attribute.Key("dbtorch.slot_ms")
+	KeyQueryIDs       = attribute.Key("dbtorch.query_ids")
 	// KeyNodes and KeyWaves size the build (RunStarted).
 	KeyNodes = attribute.Key("dbtorch.nodes")
 	KeyWaves = attribute.Key("dbtorch.waves")
@@ -97,8 +104,10 @@ func resourceTypeOf(id string) string {
 //   - NodeRetrying: those and retry_delay_seconds, kind, error;
 //   - NodeFinished: run_id, unique_id, resource_type, wave, status,
 //     dbt_status, attempts, wait_seconds, duration_seconds, cache,
-//     cache_key, invocation_id, command, rows_affected, kind and error
-//     (status error), skip_reason and failed_upstream (status skipped);
+//     cache_key, invocation_id, command, rows_affected, bytes_processed,
+//     bytes_billed, slot_ms and query_ids (as the warehouse reported
+//     them), kind and error (status error), skip_reason and
+//     failed_upstream (status skipped);
 //   - RunFinished: run_id, duration_seconds, and a count per status.
 //
 // Attributes whose value is unknown (no invocation, no rows) are left out.
@@ -169,6 +178,18 @@ func resultAttributes(r *orchestrator.NodeResult) []attribute.KeyValue {
 	}
 	if r.RowsAffected != nil {
 		a = append(a, KeyRowsAffected.Int64(*r.RowsAffected))
+	}
+	c := r.Cost()
+	for _, f := range []struct {
+		k attribute.Key
+		v *int64
+	}{{KeyBytesProcessed, c.BytesProcessed}, {KeyBytesBilled, c.BytesBilled}, {KeySlotMS, c.SlotMS}} {
+		if f.v != nil {
+			a = append(a, f.k.Int64(*f.v))
+		}
+	}
+	if len(c.QueryIDs) > 0 {
+		a = append(a, KeyQueryIDs.StringSlice(c.QueryIDs))
 	}
 	if r.Err != nil {
 		a = append(a, KeyKind.String(string(r.Err.Kind)), KeyError.String(r.Err.Message))

@@ -367,6 +367,15 @@ func TestEventAttributes(t *testing.T) {
 	assert.Equal(t, "model", retry[otelobserver.KeyResourceType].AsString())
 	assert.InDelta(t, 0.1, retry[otelobserver.KeyRetryDelaySeconds].AsFloat64(), 1e-9)
 	assert.Equal(t, "connection", retry[otelobserver.KeyKind].AsString())
+	bq := *events[10].Result
+	bq.AdapterResponse = map[string]any{"_message": "CREATE TABLE", "bytes_processed": 2048.0, "bytes_billed": 10485760.0, "slot_ms": 312.0, "job_id": "job_b2"}
+	events[10].Result = &bq
+	cost := get(events[10])
+	assert.Equal(t, int64(2048), cost[otelobserver.KeyBytesProcessed].AsInt64())
+	assert.Equal(t, int64(10485760), cost[otelobserver.KeyBytesBilled].AsInt64())
+	assert.Equal(t, int64(312), cost[otelobserver.KeySlotMS].AsInt64())
+	assert.Equal(t, []string{"job_b2"}, cost[otelobserver.KeyQueryIDs].AsStringSlice())
+	assert.NotContains(t, get(buildEvents()[10]), otelobserver.KeyBytesBilled, "not reported: absent")
 	queued := get(events[1])
 	assert.Equal(t, []attribute.Key{otelobserver.KeyRunID, otelobserver.KeyUniqueID, otelobserver.KeyResourceType}, keys(otelobserver.EventAttributes(events[1])))
 	assert.Equal(t, "seed", queued[otelobserver.KeyResourceType].AsString())
