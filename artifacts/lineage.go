@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/cost"
@@ -449,7 +450,7 @@ func (e *emitter) nodeEvent(typ EventType, at time.Time, nr *orchestrator.NodeRe
 		f.InvocationID = nr.Invocation.InvocationID
 	}
 	for _, t := range nr.Timing {
-		f.Timing = append(f.Timing, TimingInfo{Name: t.Name, StartedAt: optTime(t.StartedAt), CompletedAt: optTime(t.CompletedAt)})
+		f.Timing = append(f.Timing, runresults.NewTiming(t.Name, t.StartedAt, t.CompletedAt))
 	}
 	for k, v := range nr.AdapterResponse {
 		f.AdapterResponse[k] = v

@@ -3,7 +3,6 @@ package artifacts
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -25,9 +25,6 @@ const RunResultsSchemaVersion = "https://schemas.getdbt.com/dbt/run-results/v6.j
 // ID. Its presence marks a run_results.json as written by dbtorch; dbt
 // ignores keys it does not know.
 const BuildIDArg = "dbtorch_build_id"
-
-// timeLayout is how dbt writes timestamps in its artifacts.
-const timeLayout = "2006-01-02T15:04:05.000000Z"
 
 // RunResults writes dbt's run_results.json (schema v6) for a run. It
 // implements orchestrator.Reporter.
@@ -66,47 +63,26 @@ type RunResults struct {
 	Env map[string]string
 }
 
-// RunResultsFile is the JSON document of run_results.json v6.
-type RunResultsFile struct {
-	Metadata    RunResultsMetadata `json:"metadata"`
-	Results     []RunResult        `json:"results"`
-	ElapsedTime float64            `json:"elapsed_time"`
-	Args        map[string]any     `json:"args"`
-}
+// RunResultsFile is the JSON document of run_results.json v6: its
+// fields are the file's keys in dbt's order (metadata, results,
+// elapsed_time, args). The one definition of the schema, shared with the
+// executors that read dbt's own run_results.json, is internal; these
+// aliases name it.
+type RunResultsFile = runresults.File
 
-// RunResultsMetadata is run_results.json's metadata block.
-type RunResultsMetadata struct {
-	DBTSchemaVersion    string            `json:"dbt_schema_version"`
-	DBTVersion          string            `json:"dbt_version"`
-	GeneratedAt         string            `json:"generated_at"`
-	InvocationID        *string           `json:"invocation_id"`
-	InvocationStartedAt *string           `json:"invocation_started_at"`
-	Env                 map[string]string `json:"env"`
-}
+// RunResultsMetadata is run_results.json's metadata block
+// (dbt_schema_version, dbt_version, generated_at, invocation_id,
+// invocation_started_at, env).
+type RunResultsMetadata = runresults.Metadata
 
-// RunResult is one node's entry in run_results.json. Every field dbt
-// requires is always present; nullable ones are nil pointers when unknown.
-type RunResult struct {
-	Status          string         `json:"status"`
-	Timing          []TimingInfo   `json:"timing"`
-	ThreadID        string         `json:"thread_id"`
-	ExecutionTime   float64        `json:"execution_time"`
-	AdapterResponse map[string]any `json:"adapter_response"`
-	Message         *string        `json:"message"`
-	Failures        *int64         `json:"failures"`
-	UniqueID        string         `json:"unique_id"`
-	Compiled        *bool          `json:"compiled"`
-	CompiledCode    *string        `json:"compiled_code"`
-	RelationName    *string        `json:"relation_name"`
-	BatchResults    any            `json:"batch_results"`
-}
+// RunResult is one node's entry in run_results.json. Every key dbt
+// requires is always present; nullable ones (message, failures, compiled,
+// compiled_code, relation_name) are nil pointers when unknown.
+type RunResult = runresults.Result
 
-// TimingInfo is one of dbt's timing entries ("compile", "execute").
-type TimingInfo struct {
-	Name        string  `json:"name"`
-	StartedAt   *string `json:"started_at"`
-	CompletedAt *string `json:"completed_at"`
-}
+// TimingInfo is one of dbt's timing entries ("compile", "execute"), its
+// times in dbt's layout, nil (null) when unknown.
+type TimingInfo = runresults.Timing
 
 // Report writes the run's run_results.json to r.Path.
 func (r *RunResults) Report(ctx context.Context, run *orchestrator.Run) error {
@@ -149,19 +125,6 @@ func checkOwned(fsys afero.Fs, path string) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s (set Overwrite to replace it)", ErrForeignFile, path)
-}
-
-// Marshal encodes the document as dbt does: indented JSON, HTML characters
-// not escaped.
-func (f *RunResultsFile) Marshal() ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(f); err != nil {
-		return nil, fmt.Errorf("artifacts: encode run_results.json: %w", err)
-	}
-	return buf.Bytes(), nil
 }
 
 // Build returns the run_results.json document for run without writing it.
@@ -356,10 +319,10 @@ func runResult(run *orchestrator.Run, nr *orchestrator.NodeResult, cachedStatus 
 	}
 	if ran {
 		for _, t := range nr.Timing {
-			out.Timing = append(out.Timing, TimingInfo{Name: t.Name, StartedAt: optTime(t.StartedAt), CompletedAt: optTime(t.CompletedAt)})
+			out.Timing = append(out.Timing, runresults.NewTiming(t.Name, t.StartedAt, t.CompletedAt))
 		}
 		if len(out.Timing) == 0 && !nr.StartedAt.IsZero() {
-			out.Timing = append(out.Timing, TimingInfo{Name: "execute", StartedAt: optTime(nr.StartedAt), CompletedAt: optTime(nr.CompletedAt)})
+			out.Timing = append(out.Timing, runresults.NewTiming("execute", nr.StartedAt, nr.CompletedAt))
 		}
 		out.ExecutionTime = nr.ExecutionTime.Seconds()
 		if out.ExecutionTime == 0 && !nr.StartedAt.IsZero() && nr.CompletedAt.After(nr.StartedAt) {
@@ -392,14 +355,9 @@ func runResult(run *orchestrator.Run, nr *orchestrator.NodeResult, cachedStatus 
 
 func ptr[T any](v T) *T { return &v }
 
-func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+func formatTime(t time.Time) string { return runresults.FormatTime(t) }
 
-func optTime(t time.Time) *string {
-	if t.IsZero() {
-		return nil
-	}
-	return ptr(formatTime(t))
-}
+func optTime(t time.Time) *string { return runresults.OptTime(t) }
 
 func orNow(t time.Time) time.Time {
 	if t.IsZero() {

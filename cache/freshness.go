@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,15 +18,16 @@ import (
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
 	"github.com/dbtorch/dbtorch/internal/proc"
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
 // Source freshness statuses, as dbt writes them in sources.json.
 const (
-	StatusPass         = "pass"
-	StatusWarn         = "warn"
-	StatusError        = "error"
-	StatusRuntimeError = "runtime error"
+	StatusPass         = runresults.StatusPass
+	StatusWarn         = runresults.StatusWarn
+	StatusError        = runresults.StatusError
+	StatusRuntimeError = runresults.StatusRuntimeError
 )
 
 // SourceFreshness is one source's result in a `dbt source freshness`
@@ -90,70 +90,13 @@ type Freshness struct {
 // extends). Results that describe a failed check carry only unique_id,
 // status and error.
 func ParseSources(r io.Reader) (*Freshness, error) {
-	var raw struct {
-		Metadata struct {
-			SchemaVersion string `json:"dbt_schema_version"`
-			GeneratedAt   string `json:"generated_at"`
-		} `json:"metadata"`
-		Results *[]struct {
-			UniqueID      string `json:"unique_id"`
-			Status        string `json:"status"`
-			MaxLoadedAt   string `json:"max_loaded_at"`
-			SnapshottedAt string `json:"snapshotted_at"`
-			Error         string `json:"error"`
-			Message       string `json:"message"`
-			Criteria      struct {
-				WarnAfter  *rawPeriod `json:"warn_after"`
-				ErrorAfter *rawPeriod `json:"error_after"`
-			} `json:"criteria"`
-		} `json:"results"`
+	src, err := runresults.ParseSources(r)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("cache: sources.json: %w", err)
-	}
-	if raw.Results == nil {
-		return nil, errors.New("cache: sources.json: no results (not a sources.json?)")
-	}
-	if v := raw.Metadata.SchemaVersion; v != "" && !strings.Contains(v, "/sources/") {
-		return nil, fmt.Errorf("cache: sources.json: schema %s is not a sources schema", v)
-	}
-	f := &Freshness{Sources: map[string]SourceFreshness{}}
-	f.GeneratedAt, _ = parseTime(raw.Metadata.GeneratedAt)
-	for i, res := range *raw.Results {
-		if res.UniqueID == "" {
-			return nil, fmt.Errorf("cache: sources.json: result %d has no unique_id", i)
-		}
-		s := SourceFreshness{UniqueID: res.UniqueID, Status: strings.ToLower(res.Status), Error: res.Error}
-		if s.Error == "" && s.Status == StatusRuntimeError {
-			s.Error = res.Message
-		}
-		var err error
-		if res.MaxLoadedAt != "" {
-			if s.MaxLoadedAt, err = parseTime(res.MaxLoadedAt); err != nil {
-				return nil, fmt.Errorf("cache: sources.json: %s max_loaded_at: %w", res.UniqueID, err)
-			}
-		}
-		if res.SnapshottedAt != "" {
-			if s.SnapshottedAt, err = parseTime(res.SnapshottedAt); err != nil {
-				return nil, fmt.Errorf("cache: sources.json: %s snapshotted_at: %w", res.UniqueID, err)
-			}
-		}
-		if s.SnapshottedAt.IsZero() {
-			s.SnapshottedAt = f.GeneratedAt
-		}
-		if s.WarnAfter, err = res.Criteria.WarnAfter.duration(); err != nil {
-			return nil, fmt.Errorf("cache: sources.json: %s warn_after: %w", res.UniqueID, err)
-		}
-		if s.ErrorAfter, err = res.Criteria.ErrorAfter.duration(); err != nil {
-			return nil, fmt.Errorf("cache: sources.json: %s error_after: %w", res.UniqueID, err)
-		}
-		switch s.Status {
-		case StatusPass, StatusWarn, StatusError, StatusRuntimeError:
-		default:
-			return nil, fmt.Errorf("cache: sources.json: %s has unknown status %q", res.UniqueID, res.Status)
-		}
-		f.Sources[s.UniqueID] = s
+	f := &Freshness{GeneratedAt: src.GeneratedAt, Sources: make(map[string]SourceFreshness, len(src.Results))}
+	for _, s := range src.Results {
+		f.Sources[s.UniqueID] = SourceFreshness(s)
 	}
 	return f, nil
 }
@@ -168,43 +111,8 @@ func LoadSources(fsys afero.Fs, path string) (*Freshness, error) {
 	return ParseSources(file)
 }
 
-type rawPeriod struct {
-	Count  *float64 `json:"count"`
-	Period string   `json:"period"`
-}
-
-func (p *rawPeriod) duration() (time.Duration, error) {
-	if p == nil || p.Count == nil || *p.Count <= 0 {
-		return 0, nil
-	}
-	var unit time.Duration
-	switch strings.ToLower(p.Period) {
-	case "minute":
-		unit = time.Minute
-	case "hour":
-		unit = time.Hour
-	case "day":
-		unit = 24 * time.Hour
-	default:
-		return 0, fmt.Errorf("unknown period %q", p.Period)
-	}
-	return time.Duration(*p.Count * float64(unit)), nil
-}
-
-// parseTime accepts the timestamp layouts dbt writes: RFC 3339 with or
-// without fraction and offset, space or T separated; no offset means UTC.
-func parseTime(s string) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return time.Time{}, nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("unrecognised timestamp %q", s)
-}
+// parseTime reads a timestamp as dbt writes it (runresults.ParseTime).
+var parseTime = runresults.ParseTime
 
 // FreshnessOptions says how to run `dbt source freshness`.
 type FreshnessOptions struct {

@@ -54,26 +54,27 @@ func ParseRunResults(data []byte) (results []Result, invocationID string, err er
 	for i := range f.Results {
 		results[i] = resultOf(&f.Results[i])
 	}
-	return results, f.Metadata.InvocationID, nil
+	return results, f.Metadata.Invocation(), nil
 }
 
 // resultOf converts one run_results entry.
-func resultOf(e *runresults.Entry) Result {
+func resultOf(e *runresults.Result) Result {
 	r := Result{
 		UniqueID:        e.UniqueID,
 		DBTStatus:       e.Status,
-		Message:         e.Message,
+		Message:         e.Text(),
 		Failures:        e.Failures,
 		RowsAffected:    e.RowsAffected(),
 		AdapterResponse: e.AdapterResponse,
-		CompiledCode:    e.CompiledCode,
-		RelationName:    e.RelationName,
+		CompiledCode:    e.Code(),
+		RelationName:    e.Relation(),
 		ThreadID:        e.ThreadID,
 		ExecutionTime:   time.Duration(e.ExecutionTime * float64(time.Second)),
-		Kind:            kindOf(runresults.Classify(e.Status, e.Message)),
+		Kind:            kindOf(runresults.Classify(e.Status, e.Text())),
 	}
 	for _, t := range e.Timing {
-		r.Timing = append(r.Timing, Timing(t))
+		started, completed := t.Times()
+		r.Timing = append(r.Timing, Timing{Name: t.Name, StartedAt: started, CompletedAt: completed})
 	}
 	switch runresults.OutcomeOf(e.Status) {
 	case runresults.OK:

@@ -1,24 +1,25 @@
 package selector
 
 import (
-	"encoding/json"
+	"bytes"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
 // RunResults is the part of a run_results.json the result: method reads.
 type RunResults struct {
-	Results []RunResult `json:"results"`
+	Results []RunResult
 }
 
 // RunResult is one node's result: its unique_id and status ("success",
 // "error", "skipped", "pass", "fail", "warn", ...).
 type RunResult struct {
-	UniqueID string `json:"unique_id"`
-	Status   string `json:"status"`
+	UniqueID string
+	Status   string
 }
 
 func (r *RunResults) statuses() map[string]string {
@@ -29,13 +30,17 @@ func (r *RunResults) statuses() map[string]string {
 	return out
 }
 
-// ParseRunResults parses run_results.json bytes (any schema version).
+// ParseRunResults parses run_results.json bytes (schema v4 to v6).
 func ParseRunResults(data []byte) (*RunResults, error) {
-	var r RunResults
-	if err := json.Unmarshal(data, &r); err != nil {
+	f, err := runresults.Parse(data)
+	if err != nil {
 		return nil, fmt.Errorf("selector: run_results.json: %w", err)
 	}
-	return &r, nil
+	r := &RunResults{Results: make([]RunResult, len(f.Results))}
+	for i, e := range f.Results {
+		r.Results[i] = RunResult{UniqueID: e.UniqueID, Status: e.Status}
+	}
+	return r, nil
 }
 
 // LoadRunResults reads and parses the run_results.json at path. A missing
@@ -51,49 +56,31 @@ func LoadRunResults(path string) (*RunResults, error) {
 // SourceFreshness is the part of a sources.json (`dbt source freshness`)
 // the source_status: method reads.
 type SourceFreshness struct {
-	Results []SourceFreshnessResult `json:"results"`
+	Results []SourceFreshnessResult
 }
 
 // SourceFreshnessResult is one source's freshness. MaxLoadedAt is nil for
 // a result that is a runtime error.
 type SourceFreshnessResult struct {
-	UniqueID    string     `json:"unique_id"`
-	Status      string     `json:"status"`
-	MaxLoadedAt *time.Time `json:"-"`
-}
-
-// UnmarshalJSON reads max_loaded_at when present.
-func (r *SourceFreshnessResult) UnmarshalJSON(data []byte) error {
-	var raw struct {
-		UniqueID    string  `json:"unique_id"`
-		Status      string  `json:"status"`
-		MaxLoadedAt *string `json:"max_loaded_at"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return err
-	}
-	r.UniqueID, r.Status, r.MaxLoadedAt = raw.UniqueID, raw.Status, nil
-	if raw.MaxLoadedAt != nil {
-		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999", "2006-01-02 15:04:05.999999-07:00", "2006-01-02 15:04:05"} {
-			if t, err := time.Parse(layout, *raw.MaxLoadedAt); err == nil {
-				r.MaxLoadedAt = &t
-				break
-			}
-		}
-		if r.MaxLoadedAt == nil {
-			return fmt.Errorf("selector: sources.json: %s: unparsable max_loaded_at %q", raw.UniqueID, *raw.MaxLoadedAt)
-		}
-	}
-	return nil
+	UniqueID    string
+	Status      string
+	MaxLoadedAt *time.Time
 }
 
 // ParseSourceFreshness parses sources.json bytes.
 func ParseSourceFreshness(data []byte) (*SourceFreshness, error) {
-	var s SourceFreshness
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("selector: sources.json: %w", err)
+	src, err := runresults.ParseSources(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("selector: %w", err)
 	}
-	return &s, nil
+	s := &SourceFreshness{Results: make([]SourceFreshnessResult, len(src.Results))}
+	for i, r := range src.Results {
+		s.Results[i] = SourceFreshnessResult{UniqueID: r.UniqueID, Status: r.Status}
+		if !r.MaxLoadedAt.IsZero() {
+			s.Results[i].MaxLoadedAt = &r.MaxLoadedAt
+		}
+	}
+	return s, nil
 }
 
 // LoadSourceFreshness reads and parses the sources.json at path.

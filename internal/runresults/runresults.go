@@ -1,63 +1,97 @@
-// Package runresults reads dbt's run_results.json (schema v4 to v6) and
+// Package runresults is dbtorch's one reader and writer of dbt's result
+// artifacts: run_results.json (read: schema v4 to v6; written: v6) and
+// sources.json (`dbt source freshness`, read: v1 to v3). It also
 // classifies dbt's per-node statuses and messages.
 //
-// It is shared by the executors (executor, cloud) and by tests of the
-// artifact writers. It has no dependency on the executor package: the
-// executor package maps Entry and Class onto its public Result and Kind.
+// The executors (executor, cloud, through executor.ParseRunResults) read
+// run_results.json with it, the artifacts reporter writes it, the selector
+// (result: and source_status: methods) and the cache (source freshness)
+// read their files with it. It depends on no other dbtorch package: each
+// caller maps File, Result and Class onto its own public types.
 package runresults
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 )
 
-// File is a decoded run_results.json.
+// File is a run_results.json document. Its fields are the file's keys, in
+// the order dbt writes them; a nullable key is a pointer (nil is null).
 type File struct {
-	Metadata    Metadata
-	ElapsedTime float64
-	// Args is dbt's "args" block as generic JSON.
-	Args    map[string]any
-	Results []Entry
+	Metadata    Metadata       `json:"metadata"`
+	Results     []Result       `json:"results"`
+	ElapsedTime float64        `json:"elapsed_time"`
+	Args        map[string]any `json:"args"`
 }
 
 // Metadata is run_results.json's metadata block.
 type Metadata struct {
-	SchemaVersion       string `json:"dbt_schema_version"`
-	DBTVersion          string `json:"dbt_version"`
-	GeneratedAt         string `json:"generated_at"`
-	InvocationID        string `json:"invocation_id"`
-	InvocationStartedAt string `json:"invocation_started_at"`
+	DBTSchemaVersion    string            `json:"dbt_schema_version"`
+	DBTVersion          string            `json:"dbt_version"`
+	GeneratedAt         string            `json:"generated_at"`
+	InvocationID        *string           `json:"invocation_id"`
+	InvocationStartedAt *string           `json:"invocation_started_at"`
+	Env                 map[string]string `json:"env"`
 }
 
-// Timing is one timing entry of a result.
-type Timing struct {
-	Name        string    `json:"name"`
-	StartedAt   time.Time `json:"started_at"`
-	CompletedAt time.Time `json:"completed_at"`
+// Invocation returns the invocation_id, or "" when dbt wrote none.
+func (m *Metadata) Invocation() string {
+	return deref(m.InvocationID)
 }
 
-// Entry is one node's result as dbt wrote it.
-type Entry struct {
-	UniqueID        string         `json:"unique_id"`
+// Result is one node's entry in run_results.json. Every key dbt requires
+// is always written; nullable ones are nil pointers when unknown.
+type Result struct {
 	Status          string         `json:"status"`
 	Timing          []Timing       `json:"timing"`
 	ThreadID        string         `json:"thread_id"`
 	ExecutionTime   float64        `json:"execution_time"`
 	AdapterResponse map[string]any `json:"adapter_response"`
-	Message         string         `json:"message"`
+	Message         *string        `json:"message"`
 	// Failures is a test's failure count; nil when dbt wrote null.
-	Failures     *int64 `json:"failures"`
-	Compiled     *bool  `json:"compiled"`
-	CompiledCode string `json:"compiled_code"`
-	RelationName string `json:"relation_name"`
+	Failures     *int64  `json:"failures"`
+	UniqueID     string  `json:"unique_id"`
+	Compiled     *bool   `json:"compiled"`
+	CompiledCode *string `json:"compiled_code"`
+	RelationName *string `json:"relation_name"`
+	BatchResults any     `json:"batch_results"`
 }
+
+// Timing is one of dbt's timing entries ("compile", "execute"), its times
+// as dbt writes them (FormatTime), null when unknown.
+type Timing struct {
+	Name        string  `json:"name"`
+	StartedAt   *string `json:"started_at"`
+	CompletedAt *string `json:"completed_at"`
+}
+
+// Times returns the entry's times; a missing or unreadable one is zero.
+func (t Timing) Times() (started, completed time.Time) {
+	started, _ = ParseTime(deref(t.StartedAt))
+	completed, _ = ParseTime(deref(t.CompletedAt))
+	return started, completed
+}
+
+// NewTiming returns a timing entry; a zero time is written as null.
+func NewTiming(name string, started, completed time.Time) Timing {
+	return Timing{Name: name, StartedAt: OptTime(started), CompletedAt: OptTime(completed)}
+}
+
+// Text returns the result's message, "" for null.
+func (e *Result) Text() string { return deref(e.Message) }
+
+// Code returns the result's compiled code, "" for null.
+func (e *Result) Code() string { return deref(e.CompiledCode) }
+
+// Relation returns the result's relation name, "" for null.
+func (e *Result) Relation() string { return deref(e.RelationName) }
 
 // RowsAffected returns adapter_response.rows_affected, or nil when the
 // adapter gave none (or a negative count, which adapters use for
 // "unknown").
-func (e *Entry) RowsAffected() *int64 {
+func (e *Result) RowsAffected() *int64 {
 	v, ok := e.AdapterResponse["rows_affected"]
 	if !ok || v == nil {
 		return nil
@@ -79,44 +113,43 @@ func (e *Entry) RowsAffected() *int64 {
 	return &n
 }
 
-type rawFile struct {
-	Metadata    Metadata          `json:"metadata"`
-	ElapsedTime float64           `json:"elapsed_time"`
-	Args        map[string]any    `json:"args"`
-	Results     []json.RawMessage `json:"results"`
-}
-
-// Parse decodes the contents of a run_results.json file. Unknown fields
-// are ignored; null fields decode as zero values.
+// Parse decodes the contents of a run_results.json file. Unknown keys are
+// ignored; null keys decode as nil or zero values; numbers in
+// adapter_response and args are int64 when integral (exact beyond
+// float64's range), float64 otherwise.
 func Parse(data []byte) (*File, error) {
-	var raw rawFile
-	if err := json.Unmarshal(data, &raw); err != nil {
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("runresults: decode: %w", err)
 	}
-	if raw.Results == nil && raw.Metadata.SchemaVersion == "" {
+	if f.Results == nil && f.Metadata.DBTSchemaVersion == "" {
 		return nil, fmt.Errorf("runresults: not a run_results.json (no metadata and no results)")
 	}
-	f := &File{Metadata: raw.Metadata, ElapsedTime: raw.ElapsedTime, Args: raw.Args}
-	f.Results = make([]Entry, 0, len(raw.Results))
-	for i, r := range raw.Results {
-		var e Entry
-		dec := json.NewDecoder(strings.NewReader(string(r)))
-		dec.UseNumber()
-		// Decode twice: typed fields, then adapter_response with numbers
-		// kept exact.
-		if err := json.Unmarshal(r, &e); err != nil {
-			return nil, fmt.Errorf("runresults: result %d: %w", i, err)
-		}
-		var ar struct {
-			AdapterResponse map[string]any `json:"adapter_response"`
-		}
-		if err := dec.Decode(&ar); err != nil {
-			return nil, fmt.Errorf("runresults: result %d: %w", i, err)
-		}
-		e.AdapterResponse = normalizeNumbers(ar.AdapterResponse)
-		f.Results = append(f.Results, e)
+	if f.Results == nil {
+		f.Results = []Result{}
 	}
-	return f, nil
+	f.Args = normalizeNumbers(f.Args)
+	for i := range f.Results {
+		r := &f.Results[i]
+		r.AdapterResponse = normalizeNumbers(r.AdapterResponse)
+		r.BatchResults = normalizeValue(r.BatchResults)
+	}
+	return &f, nil
+}
+
+// Marshal encodes the document as dbt does: indented JSON, HTML characters
+// not escaped, a final newline.
+func (f *File) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(f); err != nil {
+		return nil, fmt.Errorf("runresults: encode run_results.json: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // normalizeNumbers turns json.Number values into int64 where they are
@@ -149,4 +182,12 @@ func normalizeValue(v any) any {
 		return x
 	}
 	return v
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }

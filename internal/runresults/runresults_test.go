@@ -2,7 +2,9 @@ package runresults_test
 
 import (
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -17,30 +19,31 @@ func TestParseRealFile(t *testing.T) {
 	require.NoError(t, err)
 
 	assert.Equal(t, "1.11.16", f.Metadata.DBTVersion)
-	assert.NotEmpty(t, f.Metadata.InvocationID)
+	assert.NotEmpty(t, f.Metadata.Invocation())
 	assert.Equal(t, "build", f.Args["which"])
 	require.Len(t, f.Results, 15)
 
-	byID := map[string]runresults.Entry{}
+	byID := map[string]runresults.Result{}
 	for _, e := range f.Results {
 		byID[e.UniqueID] = e
 	}
 	model := byID["model.shop.fct_orders"]
 	assert.Equal(t, "success", model.Status)
-	assert.Equal(t, "OK", model.Message)
+	assert.Equal(t, "OK", model.Text())
 	assert.Nil(t, model.Failures)
-	assert.Contains(t, model.CompiledCode, "__dbt__cte__int_order_payments")
-	assert.Equal(t, `"shop2"."main"."fct_orders"`, model.RelationName)
+	assert.Contains(t, model.Code(), "__dbt__cte__int_order_payments")
+	assert.Equal(t, `"shop2"."main"."fct_orders"`, model.Relation())
 	require.Len(t, model.Timing, 2)
 	assert.Equal(t, "execute", model.Timing[1].Name)
-	assert.True(t, model.Timing[1].CompletedAt.After(model.Timing[1].StartedAt))
+	started, completed := model.Timing[1].Times()
+	assert.True(t, completed.After(started))
 	assert.InDelta(t, 0.488, model.ExecutionTime, 0.001)
 
 	failing := byID["test.shop.assert_order_amounts_non_negative"]
 	assert.Equal(t, "fail", failing.Status)
 	require.NotNil(t, failing.Failures)
 	assert.Equal(t, int64(8), *failing.Failures)
-	assert.Equal(t, runresults.TestFailure, runresults.Classify(failing.Status, failing.Message))
+	assert.Equal(t, runresults.TestFailure, runresults.Classify(failing.Status, failing.Text()))
 
 	assert.Equal(t, "skipped", byID["model.shop.revenue_by_segment"].Status)
 }
@@ -63,7 +66,7 @@ func TestParseAdapterResponse(t *testing.T) {
 	require.NotNil(t, f.Results[2].RowsAffected())
 	assert.Equal(t, int64(9007199254740993), *f.Results[2].RowsAffected(), "exact beyond float64")
 	assert.Nil(t, f.Results[3].RowsAffected())
-	assert.Empty(t, f.Results[3].Message)
+	assert.Empty(t, f.Results[3].Text())
 }
 
 func TestParseRejects(t *testing.T) {
@@ -112,5 +115,52 @@ func TestClassify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.want.String(), runresults.Classify(tt.status, tt.message).String())
 		})
+	}
+}
+
+// TestWriteReadRoundTrip: what Marshal writes, Parse reads back unchanged
+// (the writer and the readers share one schema).
+func TestWriteReadRoundTrip(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 678901000, time.UTC)
+	id, msg, code, rel := "inv-1", "OK", "select 1", `"db"."main"."a"`
+	compiled := true
+	n := int64(3)
+	in := &runresults.File{
+		Metadata: runresults.Metadata{DBTSchemaVersion: "https://schemas.getdbt.com/dbt/run-results/v6.json", DBTVersion: "1.11.0",
+			GeneratedAt: runresults.FormatTime(at), InvocationID: &id, Env: map[string]string{}},
+		Results: []runresults.Result{{Status: "success", Timing: []runresults.Timing{runresults.NewTiming("execute", at, at.Add(time.Second))},
+			ThreadID: "Thread-1", ExecutionTime: 1, AdapterResponse: map[string]any{"rows_affected": int64(3)}, Message: &msg,
+			Failures: &n, UniqueID: "model.p.a", Compiled: &compiled, CompiledCode: &code, RelationName: &rel}},
+		ElapsedTime: 1.5,
+		Args:        map[string]any{"which": "build", "threads": int64(4)},
+	}
+	data, err := in.Marshal()
+	require.NoError(t, err)
+	out, err := runresults.Parse(data)
+	require.NoError(t, err)
+	assert.Equal(t, in, out)
+	started, completed := out.Results[0].Timing[0].Times()
+	assert.Equal(t, at, started)
+	assert.Equal(t, at.Add(time.Second), completed)
+}
+
+func TestParseSources(t *testing.T) {
+	doc := `{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/sources/v3.json", "generated_at": "2026-01-02T10:00:00.000000Z"},
+	"results": [
+	 {"unique_id": "source.p.raw.a", "status": "warn", "max_loaded_at": "2026-01-02 08:00:00+00:00",
+	  "criteria": {"warn_after": {"count": 1, "period": "hour"}, "error_after": {"count": 1, "period": "day"}}},
+	 {"unique_id": "source.p.raw.b", "status": "runtime error", "message": "relation missing"}]}`
+	s, err := runresults.ParseSources(strings.NewReader(doc))
+	require.NoError(t, err)
+	gen := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	assert.Equal(t, []runresults.Source{
+		{UniqueID: "source.p.raw.a", Status: "warn", MaxLoadedAt: gen.Add(-2 * time.Hour), SnapshottedAt: gen, WarnAfter: time.Hour, ErrorAfter: 24 * time.Hour},
+		{UniqueID: "source.p.raw.b", Status: "runtime error", SnapshottedAt: gen, Error: "relation missing"},
+	}, s.Results)
+	for _, bad := range []string{`{}`, `{"results": [{"status": "pass"}]}`, `{"results": [{"unique_id": "s", "status": "stale"}]}`,
+		`{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json"}, "results": []}`,
+		`{"results": [{"unique_id": "s", "status": "pass", "max_loaded_at": "yesterday"}]}`} {
+		_, err := runresults.ParseSources(strings.NewReader(bad))
+		assert.Error(t, err, bad)
 	}
 }
