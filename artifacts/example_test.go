@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -30,10 +31,10 @@ func exampleRun() *orchestrator.Run {
 		ID: "6a1f0c84-2f57-4b0e-a3d4-8c1a6c0f9e21", StartedAt: start, CompletedAt: start.Add(3 * time.Second), Manifest: m,
 		Args: map[string]any{"select": []string{"+fct_orders"}},
 		Results: []orchestrator.NodeResult{
-			{UniqueID: "model.shop.stg_orders", ResourceType: manifest.Model, Status: orchestrator.Success, DBTStatus: "success",
-				StartedAt: start, CompletedAt: start.Add(time.Second), Message: "CREATE VIEW"},
-			{UniqueID: "model.shop.fct_orders", ResourceType: manifest.Model, Status: orchestrator.Error, DBTStatus: "error",
-				StartedAt: start.Add(time.Second), CompletedAt: start.Add(2 * time.Second), Message: `relation "orders" does not exist`,
+			{Result: executor.Result{UniqueID: "model.shop.stg_orders", DBTStatus: "success", Message: "CREATE VIEW"},
+				ResourceType: manifest.Model, Status: orchestrator.Success, StartedAt: start, CompletedAt: start.Add(time.Second)},
+			{Result: executor.Result{UniqueID: "model.shop.fct_orders", DBTStatus: "error", Message: `relation "orders" does not exist`},
+				ResourceType: manifest.Model, Status: orchestrator.Error, StartedAt: start.Add(time.Second), CompletedAt: start.Add(2 * time.Second),
 				Err: &orchestrator.NodeError{Kind: "database", Message: `relation "orders" does not exist`}},
 		},
 	}

@@ -103,11 +103,10 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 		n := m.Lookup(id)
 		cmd := executor.CommandFor(n.ResourceType)
 		r := orchestrator.NodeResult{
-			UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: st, DBTStatus: dbt,
-			StartedAt: at(start), CompletedAt: at(end), ExecutionTime: time.Duration(end-start) * time.Millisecond,
+			Result: executor.Result{UniqueID: id, DBTStatus: dbt, ExecutionTime: time.Duration(end-start) * time.Millisecond, ThreadID: "Thread-1 (worker)", Timing: timing(start, end), AdapterResponse: map[string]any{"_message": "OK"}}, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: st,
+			StartedAt: at(start), CompletedAt: at(end),
 			Attempts:   []orchestrator.Attempt{{Number: 1, StartedAt: at(start), CompletedAt: at(end), Status: executor.Status(st), Invocation: *inv(cmd, id, start, end)}},
-			Invocation: inv(cmd, id, start, end), ThreadID: "Thread-1 (worker)", Timing: timing(start, end),
-			AdapterResponse: map[string]any{"_message": "OK"},
+			Invocation: inv(cmd, id, start, end),
 		}
 		if n.ResourceType != manifest.Seed {
 			r.CompiledCode = "select * from " + id
@@ -140,8 +139,8 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 			}
 		case "model.shop.fct_orders":
 			n := m.Lookup(id)
-			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Cached, CacheKey: "5f1c0ffee",
-				StartedAt: at(425), CompletedAt: at(425), WaitTime: 5 * time.Millisecond, Message: "cached",
+			r = orchestrator.NodeResult{Result: executor.Result{UniqueID: id, Message: "cached"}, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Cached, CacheKey: "5f1c0ffee",
+				StartedAt: at(425), CompletedAt: at(425), WaitTime: 5 * time.Millisecond,
 				Saved: &orchestrator.SavedRun{ExecutionTime: 250 * time.Millisecond, RowsAffected: i64(8), AdapterResponse: map[string]any{"_message": "OK"}}}
 		case "test.shop.not_null_stg_customers_customer_id.e2cfb1f9aa":
 			r = ran(id, orchestrator.Success, "pass", 900, 950)
@@ -164,8 +163,10 @@ func fixtureRun(t testing.TB) *orchestrator.Run {
 			r.WaitTime = 30 * time.Millisecond // 20ms queued after its last upstream (a test), 10ms before the retry
 		case "model.shop.revenue_by_segment", "test.shop.unique_customer_revenue_customer_id.3b4be2f107":
 			n := m.Lookup(id)
-			r = orchestrator.NodeResult{UniqueID: id, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Skipped,
-				SkipReason: "upstream failed", FailedUpstream: []string{"model.shop.customer_revenue"}}
+			r = orchestrator.NodeResult{
+				Result: executor.Result{UniqueID: id}, Name: n.Name, ResourceType: n.ResourceType, Wave: waveOf(id), Status: orchestrator.Skipped,
+				SkipReason: "upstream failed", FailedUpstream: []string{"model.shop.customer_revenue"},
+			}
 		default:
 			t.Fatalf("fixture: unexpected planned node %s", id)
 		}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -59,7 +60,7 @@ func (o *liveLineage) Event(ctx context.Context, ev orchestrator.Event) {
 		o.started[k] = true
 		o.mu.Unlock()
 		if first {
-			nr := &orchestrator.NodeResult{UniqueID: ev.Node, ResourceType: rt, StartedAt: ev.Time}
+			nr := &orchestrator.NodeResult{Result: executor.Result{UniqueID: ev.Node}, ResourceType: rt, StartedAt: ev.Time}
 			o.emit(ctx, e.nodeEvent(EventStart, ev.Time, nr, rt))
 		}
 	case orchestrator.NodeFinished:

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -75,18 +76,18 @@ func TestDBTStatus(t *testing.T) {
 		want   string
 	}{
 		{"model success", manifest.Model, orchestrator.NodeResult{Status: orchestrator.Success}, "success", "success"},
-		{"seed error", manifest.Seed, orchestrator.NodeResult{Status: orchestrator.Error, DBTStatus: "error"}, "success", "error"},
-		{"model partial", manifest.Model, orchestrator.NodeResult{Status: orchestrator.Error, DBTStatus: "partial success"}, "success", "partial success"},
+		{"seed error", manifest.Seed, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "error"}, Status: orchestrator.Error}, "success", "error"},
+		{"model partial", manifest.Model, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "partial success"}, Status: orchestrator.Error}, "success", "partial success"},
 		{"model crash without dbt status", manifest.Model, orchestrator.NodeResult{Status: orchestrator.Error}, "success", "error"},
 		{"model cached", manifest.Model, orchestrator.NodeResult{Status: orchestrator.Cached}, "success", "success"},
 		{"model cached no-op", manifest.Model, orchestrator.NodeResult{Status: orchestrator.Cached}, "no-op", "no-op"},
 		{"snapshot skipped", manifest.Snapshot, orchestrator.NodeResult{Status: orchestrator.Skipped}, "success", "skipped"},
-		{"test pass", manifest.Test, orchestrator.NodeResult{Status: orchestrator.Success, DBTStatus: "pass"}, "success", "pass"},
-		{"test warn", manifest.Test, orchestrator.NodeResult{Status: orchestrator.Success, DBTStatus: "warn"}, "success", "warn"},
-		{"test fail", manifest.Test, orchestrator.NodeResult{Status: orchestrator.Error, DBTStatus: "fail"}, "success", "fail"},
+		{"test pass", manifest.Test, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "pass"}, Status: orchestrator.Success}, "success", "pass"},
+		{"test warn", manifest.Test, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "warn"}, Status: orchestrator.Success}, "success", "warn"},
+		{"test fail", manifest.Test, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "fail"}, Status: orchestrator.Error}, "success", "fail"},
 		{"test fail by kind", manifest.Test, orchestrator.NodeResult{Status: orchestrator.Error, Err: &orchestrator.NodeError{Kind: "test_failure"}}, "success", "fail"},
-		{"test runtime error", manifest.Test, orchestrator.NodeResult{Status: orchestrator.Error, DBTStatus: "error"}, "success", "error"},
-		{"unit test fail", manifest.UnitTest, orchestrator.NodeResult{Status: orchestrator.Error, DBTStatus: "fail"}, "success", "fail"},
+		{"test runtime error", manifest.Test, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "error"}, Status: orchestrator.Error}, "success", "error"},
+		{"unit test fail", manifest.UnitTest, orchestrator.NodeResult{Result: executor.Result{DBTStatus: "fail"}, Status: orchestrator.Error}, "success", "fail"},
 		{"test skipped", manifest.Test, orchestrator.NodeResult{Status: orchestrator.Skipped}, "success", "skipped"},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -132,7 +133,7 @@ func bigRun(t testing.TB, n int) *orchestrator.Run {
 	require.NoError(t, err)
 	run := &orchestrator.Run{ID: "big", Manifest: m, Plan: g.Plan(nil, manifest.Immediate)}
 	for i, id := range run.Plan.Nodes() {
-		nr := orchestrator.NodeResult{UniqueID: id, ResourceType: manifest.Model, Status: orchestrator.Success}
+		nr := orchestrator.NodeResult{Result: executor.Result{UniqueID: id}, ResourceType: manifest.Model, Status: orchestrator.Success}
 		switch {
 		case i == n/2:
 			nr.Status, nr.Message = orchestrator.Error, "boom"

@@ -108,6 +108,9 @@ type Failure struct {
 // (no run_results.json) and may hold results for other nodes, which are
 // dropped. Every executor, built-in or custom, should end Execute with it.
 func Complete(nodes []*manifest.Node, reported []Result, ctxErr error, fail *Failure) []Result {
+	if ctxErr == nil && inOrder(nodes, reported) {
+		return append([]Result(nil), reported...)
+	}
 	rr := reported
 	byID := make(map[string]*Result, len(rr))
 	for i := range rr {
@@ -135,6 +138,20 @@ func Complete(nodes []*manifest.Node, reported []Result, ctxErr error, fail *Fai
 		}
 	}
 	return out
+}
+
+// inOrder reports whether reported holds one result per node, in the
+// nodes' order (the common case, which needs no matching).
+func inOrder(nodes []*manifest.Node, reported []Result) bool {
+	if len(reported) != len(nodes) {
+		return false
+	}
+	for i, n := range nodes {
+		if reported[i].UniqueID != n.UniqueID {
+			return false
+		}
+	}
+	return true
 }
 
 // readRunResults reads <targetDir>/run_results.json; a missing file is

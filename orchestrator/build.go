@@ -299,7 +299,7 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 	}
 	for i := range int32(b.n) {
 		n := p.Node(i)
-		b.results[i] = NodeResult{UniqueID: n.UniqueID, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave(i)}
+		b.results[i] = NodeResult{Result: executor.Result{UniqueID: n.UniqueID}, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave(i)}
 	}
 	b.cache = o.cfg.Cache
 	cacheFailed := false
@@ -548,24 +548,14 @@ func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.No
 	}
 }
 
-// applyResult copies an executor result into the node's result.
-func applyResult(r *NodeResult, er *executor.Result, inv *executor.Invocation) {
-	r.DBTStatus = er.DBTStatus
-	r.Message = er.Message
-	r.Failures = er.Failures
-	r.RowsAffected = er.RowsAffected
-	r.AdapterResponse = er.AdapterResponse
-	r.CompiledCode = er.CompiledCode
-	if er.RelationName != "" {
-		r.RelationName = er.RelationName
+// attempted makes er, the result of the node's latest attempt in
+// invocation inv, the node's result, and sets the build's verdict from it.
+func (r *NodeResult) attempted(er executor.Result, inv executor.Invocation) {
+	if er.RelationName == "" {
+		er.RelationName = r.RelationName // an earlier attempt's
 	}
-	r.ThreadID = er.ThreadID
-	r.Timing = er.Timing
-	r.ExecutionTime = er.ExecutionTime
-	if inv != nil {
-		c := *inv
-		r.Invocation = &c
-	}
+	r.Result = er
+	r.Invocation = &inv
 	switch er.Status {
 	case executor.Success:
 		r.Status = Success
@@ -592,47 +582,24 @@ func cmpKind(k, def executor.Kind) executor.Kind {
 	return k
 }
 
-// resultsFor matches a response to the requested nodes. A missing,
-// misordered or absent result becomes an error result (KindInternal when
-// the executor failed to attempt the request, KindCrash when it omitted a
-// node), so every node gets exactly one.
+// resultsFor matches a response to the requested nodes with
+// executor.Complete, so every node gets exactly one result: a node the
+// executor omitted is an error of KindCrash, and every node is an error of
+// KindInternal when the executor failed to attempt the request.
 func resultsFor(nodes []*manifest.Node, resp *executor.Response, err error) ([]executor.Result, executor.Invocation) {
-	out := make([]executor.Result, len(nodes))
-	var inv executor.Invocation
-	if resp != nil {
-		inv = resp.Invocation
-	}
 	if err != nil || resp == nil {
 		msg := "executor returned no response"
 		if err != nil {
 			msg = err.Error()
 		}
-		for k, n := range nodes {
-			out[k] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindInternal, Message: msg}
+		var inv executor.Invocation
+		if resp != nil {
+			inv = resp.Invocation
 		}
-		return out, inv
+		return executor.Complete(nodes, nil, nil, &executor.Failure{Kind: executor.KindInternal, Message: msg}), inv
 	}
-	inOrder := len(resp.Results) == len(nodes)
-	for k := 0; inOrder && k < len(nodes); k++ {
-		inOrder = resp.Results[k].UniqueID == nodes[k].UniqueID
-	}
-	if inOrder {
-		copy(out, resp.Results)
-		return out, inv
-	}
-	byID := make(map[string]*executor.Result, len(resp.Results))
-	for k := range resp.Results {
-		byID[resp.Results[k].UniqueID] = &resp.Results[k]
-	}
-	for k, n := range nodes {
-		if r := byID[n.UniqueID]; r != nil {
-			out[k] = *r
-		} else {
-			out[k] = executor.Result{UniqueID: n.UniqueID, Status: executor.Error, Kind: executor.KindCrash,
-				Message: "executor reported no result for the node"}
-		}
-	}
-	return out, inv
+	return executor.Complete(nodes, resp.Results, nil, &executor.Failure{Kind: executor.KindCrash,
+		Message: "executor reported no result for the node"}), resp.Invocation
 }
 
 // attemptOf records one attempt.

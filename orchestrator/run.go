@@ -47,15 +47,21 @@ type NodeError struct {
 }
 
 // NodeResult is what happened to one planned node.
+//
+// It holds the executor's Result of the node's final attempt (embedded:
+// UniqueID, DBTStatus, Message, Failures, RowsAffected, AdapterResponse,
+// CompiledCode, RelationName, ThreadID, Timing, ExecutionTime and Kind are
+// that Result's), with the build's own verdict and bookkeeping beside it.
+// Status is the build's terminal status; the executor's status word for
+// the final attempt is Result.Status. A node that never ran (skipped,
+// cached) has only UniqueID set in Result.
 type NodeResult struct {
-	UniqueID     string
+	executor.Result
 	Name         string
 	ResourceType manifest.ResourceType
 	Wave         int
-	Status       Status
-	// DBTStatus is dbt's own status word for the final attempt ("success",
-	// "pass", "fail", "warn", "error", "skipped"), empty if dbt never ran.
-	DBTStatus string
+	// Status is the node's terminal status in the build.
+	Status Status
 	// StartedAt and CompletedAt bound the node's execution (all attempts),
 	// excluding time spent waiting for a worker or a limit slot.
 	StartedAt   time.Time
@@ -63,21 +69,11 @@ type NodeResult struct {
 	// WaitTime is the time spent waiting for a concurrency slot or named
 	// limit, reported apart from execution time.
 	WaitTime time.Duration
-	// ExecutionTime is dbt's execution time of the final attempt.
-	ExecutionTime time.Duration
 	// Attempts lists every try, in order; empty for skipped and cached
 	// nodes.
 	Attempts []Attempt
 	// Invocation is the dbt invocation of the final attempt.
-	Invocation      *executor.Invocation
-	RowsAffected    *int64
-	AdapterResponse map[string]any
-	Failures        *int64
-	Message         string
-	CompiledCode    string
-	RelationName    string
-	ThreadID        string
-	Timing          []executor.Timing
+	Invocation *executor.Invocation
 	// Err is set when Status is Error.
 	Err *NodeError
 	// CacheKey is the node's cache key, when caching is on.

@@ -265,7 +265,7 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		end := cfg.Now()
 		res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, &er, inv))
 		res.CompletedAt = end
-		applyResult(res, &er, &inv)
+		res.attempted(er, inv)
 		if er.Status == executor.Success || attempt > cfg.Retry.Retries || ctx.Err() != nil || !policy(ctx, n, &er) {
 			break
 		}

@@ -132,7 +132,7 @@ func (b *build) runWave(ctx context.Context, cmd executor.Command, batch []int32
 			res := &b.results[i]
 			res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, er, inv))
 			res.CompletedAt = end
-			applyResult(res, er, &inv)
+			res.attempted(*er, inv)
 			if er.Status != executor.Success && attempt <= cfg.Retry.Retries && ctx.Err() == nil && policy(ctx, b.plan.Node(i), er) {
 				retry = append(retry, i)
 			}

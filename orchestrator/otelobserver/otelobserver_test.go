@@ -66,22 +66,30 @@ func buildEvents() []orchestrator.Event {
 		return executor.Invocation{Command: executor.Run, InvocationID: id, Started: at(s), Ended: at(e)}
 	}
 	invA := executor.Invocation{Command: executor.Seed, InvocationID: "inv-a", Started: at(10), Ended: at(400)}
-	a := &orchestrator.NodeResult{UniqueID: "seed.p.a", ResourceType: manifest.Seed, Status: orchestrator.Success, DBTStatus: "success",
-		StartedAt: at(10), CompletedAt: at(400), WaitTime: 10 * time.Millisecond, RowsAffected: i64(5), CacheKey: "ka",
+	a := &orchestrator.NodeResult{
+		Result: executor.Result{UniqueID: "seed.p.a", DBTStatus: "success", RowsAffected: i64(5)}, ResourceType: manifest.Seed, Status: orchestrator.Success,
+		StartedAt: at(10), CompletedAt: at(400), WaitTime: 10 * time.Millisecond, CacheKey: "ka",
 		Attempts:   []orchestrator.Attempt{{Number: 1, StartedAt: at(10), CompletedAt: at(400), Status: executor.Success, Invocation: invA}},
-		Invocation: &invA}
+		Invocation: &invA,
+	}
 	invB2 := inv("inv-b2", 600, 900)
-	b := &orchestrator.NodeResult{UniqueID: "model.p.b", ResourceType: manifest.Model, Wave: 1, Status: orchestrator.Success, DBTStatus: "success",
+	b := &orchestrator.NodeResult{
+		Result: executor.Result{UniqueID: "model.p.b", DBTStatus: "success"}, ResourceType: manifest.Model, Wave: 1, Status: orchestrator.Success,
 		StartedAt: at(450), CompletedAt: at(900), WaitTime: 150 * time.Millisecond, CacheKey: "kb",
 		Attempts: []orchestrator.Attempt{
 			{Number: 1, StartedAt: at(450), CompletedAt: at(500), Status: executor.Error, Kind: executor.KindConnection, Message: "connection reset", Invocation: inv("inv-b1", 450, 500)},
 			{Number: 2, StartedAt: at(600), CompletedAt: at(900), Status: executor.Success, Invocation: invB2},
 		},
-		Invocation: &invB2}
-	c := &orchestrator.NodeResult{UniqueID: "model.p.c", ResourceType: manifest.Model, Wave: 1, Status: orchestrator.Cached,
-		StartedAt: at(405), CompletedAt: at(405), WaitTime: 5 * time.Millisecond, CacheKey: "kc", Message: "cached"}
-	d := &orchestrator.NodeResult{UniqueID: "model.p.d", ResourceType: manifest.Model, Wave: 2, Status: orchestrator.Skipped,
-		SkipReason: "upstream failed", FailedUpstream: []string{"model.p.x"}}
+		Invocation: &invB2,
+	}
+	c := &orchestrator.NodeResult{
+		Result: executor.Result{UniqueID: "model.p.c", Message: "cached"}, ResourceType: manifest.Model, Wave: 1, Status: orchestrator.Cached,
+		StartedAt: at(405), CompletedAt: at(405), WaitTime: 5 * time.Millisecond, CacheKey: "kc",
+	}
+	d := &orchestrator.NodeResult{
+		Result: executor.Result{UniqueID: "model.p.d"}, ResourceType: manifest.Model, Wave: 2, Status: orchestrator.Skipped,
+		SkipReason: "upstream failed", FailedUpstream: []string{"model.p.x"},
+	}
 	run := &orchestrator.Run{ID: runID, StartedAt: at(0), CompletedAt: at(1000), Plan: plan, Results: []orchestrator.NodeResult{*a, *b, *c, *d}}
 	ev := func(typ orchestrator.EventType, ms int, node string) orchestrator.Event {
 		return orchestrator.Event{Type: typ, Time: at(ms), RunID: runID, Node: node}
