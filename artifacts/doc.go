@@ -10,6 +10,10 @@
 //     Mermaid gantt chart of every attempt and wait; see TimelineOf and
 //     Gantt), and a Mermaid flowchart of the run coloured by status;
 //   - JUnit writes JUnit XML of the tests (and failed nodes) for CI systems;
+//   - Results writes dbtorch's own results contract (RunJSON: one result
+//     per planned node with status, timing, attempts, invocation, cache
+//     key and reason, error, skip reason), what `dbtorch build --results`
+//     writes and services return; ResultsJSON gives it as a value;
 //   - Lineage emits OpenLineage run events for every model, seed and
 //     snapshot through a Transport (a JSON-lines file, or HTTP POST with
 //     retries in the background).

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/cloud"
 	"github.com/dbtorch/dbtorch/cloud/cloudtest"
 	"github.com/dbtorch/dbtorch/executor"
@@ -310,7 +311,7 @@ func TestTokenNeverPrinted(t *testing.T) {
 	var texts []string
 	texts = append(texts, buildErr.Error(), fmt.Sprintf("%+v %#v", buildErr, buildErr), leakErr.Error(), e.logs.String())
 	var js strings.Builder
-	require.NoError(t, run.WriteJSON(&js))
+	require.NoError(t, artifacts.WriteResultsJSON(&js, run))
 	texts = append(texts, js.String())
 	for _, nr := range run.Results {
 		texts = append(texts, fmt.Sprintf("%+v", nr))

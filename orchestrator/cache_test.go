@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
@@ -51,7 +52,7 @@ func TestCacheServesTests(t *testing.T) {
 			assert.Equal(t, orchestrator.Cached, st[modelID(1)])
 			assert.Equal(t, "key changed", run.Result(modelID(2)).CacheReason)
 			assert.Equal(t, orchestrator.CacheReasonUpstreamRan+": "+modelID(2), run.Result(testID(1)).CacheReason)
-			js := run.JSON()
+			js := artifacts.ResultsJSON(run)
 			for k, r := range run.Results {
 				assert.Equal(t, r.CacheReason, plan.Reasons[r.UniqueID], "plan predicts %s", r.UniqueID)
 				assert.Equal(t, r.CacheReason, js.Results[k].CacheReason, "cache_reason of %s", r.UniqueID)

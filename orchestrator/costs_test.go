@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -85,21 +86,24 @@ func ptr[T any](v T) *T { return &v }
 func TestResultsJSONCost(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	run := &orchestrator.Run{ID: "b1", StartedAt: t0, CompletedAt: t0.Add(time.Minute), Results: []orchestrator.NodeResult{
-		{UniqueID: "model.p.big", ResourceType: manifest.Model, Status: orchestrator.Success, ExecutionTime: 3 * time.Second,
-			Attempts:        []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(3 * time.Second), Status: executor.Success}},
+		{Result: executor.Result{UniqueID: "model.p.big", ExecutionTime: 3 * time.Second,
 			AdapterResponse: map[string]any{"_message": "CREATE TABLE", "bytes_processed": float64(1 << 30), "bytes_billed": float64(1 << 30), "slot_ms": float64(4200), "job_id": "job_1"}},
-		{UniqueID: "model.p.view", ResourceType: manifest.Model, Status: orchestrator.Success, ExecutionTime: time.Second,
-			Attempts:        []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(time.Second), Status: executor.Success}},
+			ResourceType: manifest.Model, Status: orchestrator.Success,
+			Attempts: []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(3 * time.Second), Status: executor.Success}}},
+		{Result: executor.Result{UniqueID: "model.p.view", ExecutionTime: time.Second,
 			AdapterResponse: map[string]any{"_message": "CREATE VIEW", "rows_affected": float64(-1)}},
-		{UniqueID: "model.p.kept", ResourceType: manifest.Model, Status: orchestrator.Cached,
+			ResourceType: manifest.Model, Status: orchestrator.Success,
+			Attempts: []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(time.Second), Status: executor.Success}}},
+		{Result: executor.Result{UniqueID: "model.p.kept"}, ResourceType: manifest.Model, Status: orchestrator.Cached,
 			Saved: &orchestrator.SavedRun{ExecutionTime: 5 * time.Second, RowsAffected: ptr(int64(12))}},
-		{UniqueID: "model.p.skip", ResourceType: manifest.Model, Status: orchestrator.Skipped},
-		{UniqueID: "test.p.not_null", ResourceType: manifest.Test, Status: orchestrator.Success,
-			Attempts:        []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(time.Second), Status: executor.Success}},
+		{Result: executor.Result{UniqueID: "model.p.skip"}, ResourceType: manifest.Model, Status: orchestrator.Skipped},
+		{Result: executor.Result{UniqueID: "test.p.not_null",
 			AdapterResponse: map[string]any{"_message": "SELECT 1", "code": "SELECT", "rows_affected": float64(1), "bytes_processed": float64(2048)}},
+			ResourceType: manifest.Test, Status: orchestrator.Success,
+			Attempts: []orchestrator.Attempt{{Number: 1, StartedAt: t0, CompletedAt: t0.Add(time.Second), Status: executor.Success}}},
 	}}
 	var buf bytes.Buffer
-	require.NoError(t, run.WriteJSON(&buf))
+	require.NoError(t, artifacts.WriteResultsJSON(&buf, run))
 	var doc map[string]any
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &doc))
 	for _, k := range []string{"run_id", "started_at", "completed_at", "elapsed_seconds", "args", "counts", "waves", "results", "warnings"} {

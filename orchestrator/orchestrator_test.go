@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/syncbuf"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -636,7 +637,7 @@ func TestWarnings(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, []string{w}, run.Warnings, mode)
 		var buf bytes.Buffer
-		require.NoError(t, run.WriteJSON(&buf))
+		require.NoError(t, artifacts.WriteResultsJSON(&buf, run))
 		var doc map[string]any
 		require.NoError(t, json.Unmarshal(buf.Bytes(), &doc))
 		assert.Equal(t, []any{w}, doc["warnings"], mode)
@@ -647,7 +648,7 @@ func TestWarnings(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, run.Warnings)
 	var buf bytes.Buffer
-	require.NoError(t, run.WriteJSON(&buf))
+	require.NoError(t, artifacts.WriteResultsJSON(&buf, run))
 	assert.Contains(t, buf.String(), `"warnings": []`)
 }
 

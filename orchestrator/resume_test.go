@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -71,7 +72,8 @@ func TestReadPriorRunAndRetryNodes(t *testing.T) {
 
 func TestPriorFromRun(t *testing.T) {
 	run := &orchestrator.Run{ID: "r", Args: map[string]any{orchestrator.AttemptArg: 3}, Results: []orchestrator.NodeResult{
-		{UniqueID: "test.p.t", Status: orchestrator.Error, DBTStatus: "fail"}, {UniqueID: "model.p.x", Status: orchestrator.Success}}}
+		{Result: executor.Result{UniqueID: "test.p.t", DBTStatus: "fail"}, Status: orchestrator.Error},
+		{Result: executor.Result{UniqueID: "model.p.x"}, Status: orchestrator.Success}}}
 	p := orchestrator.PriorFromRun(run)
 	assert.Equal(t, &orchestrator.PriorRun{ID: "r", Attempt: 3, Nodes: []orchestrator.PriorNode{
 		{UniqueID: "test.p.t", Status: orchestrator.Error, TestFailed: true}, {UniqueID: "model.p.x", Status: orchestrator.Success}}}, p)

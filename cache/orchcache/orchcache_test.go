@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/dbt"
@@ -250,7 +251,7 @@ func TestFreshnessThroughOrchestrator(t *testing.T) {
 	require.Len(t, run.Warnings, 1, "the failure is in the result, not only the log")
 	assert.Contains(t, run.Warnings[0], "source freshness unavailable")
 	assert.Contains(t, run.Warnings[0], "exit 2")
-	assert.Equal(t, run.Warnings, run.JSON().Warnings)
+	assert.Equal(t, run.Warnings, artifacts.ResultsJSON(run).Warnings)
 
 	// With freshness read, no warning.
 	run, _ = h.build(buildOpts{fresh: recent, onlyFresh: true})

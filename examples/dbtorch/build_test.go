@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
@@ -78,7 +79,7 @@ func TestBuildShop(t *testing.T) {
 	// The results contract.
 	data, err := os.ReadFile(results)
 	require.NoError(t, err)
-	var got orchestrator.RunJSON
+	var got artifacts.RunJSON
 	require.NoError(t, json.Unmarshal(data, &got))
 	require.Len(t, got.Results, 2)
 	assert.Equal(t, map[orchestrator.Status]int{"success": 2, "error": 0, "skipped": 0, "cached": 0}, got.Counts)

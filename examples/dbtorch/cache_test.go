@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -38,7 +39,7 @@ func TestBuildCacheWarehouse(t *testing.T) {
 	require.NotEmpty(t, dbPath)
 	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	build := func() *orchestrator.RunJSON {
+	build := func() *artifacts.RunJSON {
 		t.Helper()
 		results := filepath.Join(t.TempDir(), "results.json")
 		var out, errb bytes.Buffer
@@ -47,7 +48,7 @@ func TestBuildCacheWarehouse(t *testing.T) {
 		require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 		data, err := os.ReadFile(results)
 		require.NoError(t, err)
-		var got orchestrator.RunJSON
+		var got artifacts.RunJSON
 		require.NoError(t, json.Unmarshal(data, &got))
 		return &got
 	}
@@ -89,7 +90,7 @@ func TestBuildCacheS3(t *testing.T) {
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	cacheURL := s3.URL("runners")
-	build := func() *orchestrator.RunJSON {
+	build := func() *artifacts.RunJSON {
 		t.Helper()
 		dir := dbttest.CopyProject(t, "shop")
 		env := append(append(append(os.Environ(), dbttest.Env(t, dir)...), pg.Env()...), s3.Env()...)
@@ -102,7 +103,7 @@ func TestBuildCacheS3(t *testing.T) {
 		require.NoError(t, err, "%s", out)
 		data, err := os.ReadFile(results)
 		require.NoError(t, err)
-		var got orchestrator.RunJSON
+		var got artifacts.RunJSON
 		require.NoError(t, json.Unmarshal(data, &got))
 		return &got
 	}

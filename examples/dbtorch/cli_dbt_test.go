@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -29,16 +30,16 @@ func shopEnv(t *testing.T) string {
 	return dir
 }
 
-func readRun(t *testing.T, path string) orchestrator.RunJSON {
+func readRun(t *testing.T, path string) artifacts.RunJSON {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
-	var r orchestrator.RunJSON
+	var r artifacts.RunJSON
 	require.NoError(t, json.Unmarshal(data, &r))
 	return r
 }
 
-func resultIDs(r orchestrator.RunJSON) []string {
+func resultIDs(r artifacts.RunJSON) []string {
 	var ids []string
 	for _, x := range r.Results {
 		ids = append(ids, x.UniqueID)

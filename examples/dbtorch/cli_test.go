@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -199,8 +200,10 @@ func TestProgressTerminal(t *testing.T) {
 		p.Event(ctx, orchestrator.Event{Type: orchestrator.RunStarted, Time: t0, Plan: plan, RunID: "r"})
 		p.Event(ctx, orchestrator.Event{Type: orchestrator.NodeStarted, Time: t0, Node: "model.p.a", Attempt: 1})
 		p.Event(ctx, orchestrator.Event{Type: orchestrator.NodeFinished, Time: t0.Add(5 * time.Second), Node: "model.p.a",
-			Result: &orchestrator.NodeResult{UniqueID: "model.p.a", Status: orchestrator.Success, StartedAt: t0, CompletedAt: t0.Add(5 * time.Second),
-				Attempts: []orchestrator.Attempt{{Number: 1}}}})
+			Result: &orchestrator.NodeResult{
+				Result: executor.Result{UniqueID: "model.p.a"}, Status: orchestrator.Success, StartedAt: t0, CompletedAt: t0.Add(5 * time.Second),
+				Attempts: []orchestrator.Attempt{{Number: 1}},
+			}})
 		p.Event(ctx, orchestrator.Event{Type: orchestrator.NodeStarted, Time: t0.Add(5 * time.Second), Node: "model.p.b", Attempt: 1})
 		if tty {
 			// b has run 5s of its 20, c's 30 are to come: 45s left.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -27,7 +28,7 @@ func TestBuildShopSavedByCache(t *testing.T) {
 	}
 	dir := shopProject(t)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	build := func() (*orchestrator.RunJSON, string) {
+	build := func() (*artifacts.RunJSON, string) {
 		t.Helper()
 		out := t.TempDir()
 		var stdout, stderr bytes.Buffer
@@ -36,7 +37,7 @@ func TestBuildShopSavedByCache(t *testing.T) {
 		require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 		data, err := os.ReadFile(filepath.Join(out, "results.json"))
 		require.NoError(t, err)
-		var res orchestrator.RunJSON
+		var res artifacts.RunJSON
 		require.NoError(t, json.Unmarshal(data, &res))
 		md, err := os.ReadFile(filepath.Join(out, "summary.md"))
 		require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -138,7 +139,7 @@ func TestBuildLimitStore(t *testing.T) {
 
 	data, err = os.ReadFile(results)
 	require.NoError(t, err)
-	var got orchestrator.RunJSON
+	var got artifacts.RunJSON
 	require.NoError(t, json.Unmarshal(data, &got))
 	waits := map[string]float64{}
 	for _, r := range got.Results {

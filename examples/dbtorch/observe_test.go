@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/internal/otlptest"
-	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
 // TestBuildShopOTLPAndJSONLogs: a real shop build with the standard
@@ -43,7 +43,7 @@ func TestBuildShopOTLPAndJSONLogs(t *testing.T) {
 
 	data, err := os.ReadFile(results)
 	require.NoError(t, err)
-	var res orchestrator.RunJSON
+	var res artifacts.RunJSON
 	require.NoError(t, json.Unmarshal(data, &res))
 	require.Len(t, res.Results, 2)
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/atomicfile"
@@ -110,7 +111,7 @@ func priorDurations(path string) func(id string) time.Duration {
 	if err != nil {
 		return nil
 	}
-	var doc orchestrator.RunJSON
+	var doc artifacts.RunJSON
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil
 	}
@@ -133,7 +134,7 @@ func priorDurations(path string) func(id string) time.Duration {
 // writeResults writes the results contract to path atomically.
 func writeResults(path string, run *orchestrator.Run) error {
 	var buf bytes.Buffer
-	if err := run.WriteJSON(&buf); err != nil {
+	if err := artifacts.WriteResultsJSON(&buf, run); err != nil {
 		return err
 	}
 	return atomicfile.Write(nil, path, buf.Bytes(), 0o644)

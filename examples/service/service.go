@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -39,14 +40,14 @@ type Service struct {
 
 // buildState is one build the service started.
 type buildState struct {
-	ID      string                `json:"id"`
-	Trigger string                `json:"trigger"` // "schedule" or "http"
-	Started time.Time             `json:"started"`
-	Select  []string              `json:"select,omitempty"`
-	Exclude []string              `json:"exclude,omitempty"`
-	Status  string                `json:"status"` // running, success, failed, cancelled
-	Error   string                `json:"error,omitempty"`
-	Run     *orchestrator.RunJSON `json:"-"`
+	ID      string             `json:"id"`
+	Trigger string             `json:"trigger"` // "schedule" or "http"
+	Started time.Time          `json:"started"`
+	Select  []string           `json:"select,omitempty"`
+	Exclude []string           `json:"exclude,omitempty"`
+	Status  string             `json:"status"` // running, success, failed, cancelled
+	Error   string             `json:"error,omitempty"`
+	Run     *artifacts.RunJSON `json:"-"`
 }
 
 // ServiceConfig configures a Service.
@@ -142,7 +143,7 @@ func (s *Service) Start(ctx context.Context, trigger string, opts orchestrator.B
 		default:
 			st.Status = "success"
 		}
-		st.Run = run.JSON()
+		st.Run = artifacts.ResultsJSON(run)
 	})
 	return st.ID
 }
@@ -235,7 +236,7 @@ func (s *Service) Handler(ctx context.Context) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, struct {
 			buildState
-			Results *orchestrator.RunJSON `json:"results,omitempty"`
+			Results *artifacts.RunJSON `json:"results,omitempty"`
 		}{out, out.Run})
 	})
 	return mux

@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
@@ -98,7 +99,7 @@ func TestServiceSharesWarehouseLimit(t *testing.T) {
 	defer resp.Body.Close()
 	var got struct {
 		Status  string
-		Results *orchestrator.RunJSON
+		Results *artifacts.RunJSON
 	}
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
 	assert.Equal(t, "success", got.Status)
@@ -225,11 +226,11 @@ func (in *instance) build(t *testing.T) string {
 }
 
 // result waits for the build at u to finish and returns its results.
-func result(t *testing.T, u string) *orchestrator.RunJSON {
+func result(t *testing.T, u string) *artifacts.RunJSON {
 	t.Helper()
 	var got struct {
 		Status  string
-		Results *orchestrator.RunJSON
+		Results *artifacts.RunJSON
 	}
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(u)

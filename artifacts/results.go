@@ -1,14 +1,49 @@
-package orchestrator
+package artifacts
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
+	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/cost"
 )
 
-// RunJSON is the JSON form of a Run: dbtorch's own results contract (what
+// Results writes dbtorch's own results contract (RunJSON) for a run: what
+// `dbtorch build --results` writes and what services return. It
+// implements orchestrator.Reporter.
+//
+// The zero value is not usable: Path is required.
+type Results struct {
+	// Path is the file to write. It is written atomically; missing
+	// directories are created; an existing file is replaced.
+	Path string
+	// Fs is the file system to write on; nil means the operating system's.
+	Fs afero.Fs
+}
+
+// Report writes the run's results contract to r.Path.
+func (r *Results) Report(ctx context.Context, run *orchestrator.Run) error {
+	if r.Path == "" {
+		return errors.New("artifacts: Results.Path is empty")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := WriteResultsJSON(&buf, run); err != nil {
+		return fmt.Errorf("artifacts: encode results: %w", err)
+	}
+	return writeAtomic(fsOrOS(r.Fs), r.Path, buf.Bytes())
+}
+
+// RunJSON is the JSON form of an orchestrator.Run: dbtorch's own results contract (what
 // `dbtorch build --results` writes and what services return). Times are
 // RFC 3339 in UTC; durations are seconds. Fields are never removed; new
 // ones may be added.
@@ -20,26 +55,26 @@ type RunJSON struct {
 	Args        map[string]any `json:"args"`
 	// Counts holds how many nodes ended in each status (all four keys
 	// always present).
-	Counts  map[Status]int   `json:"counts"`
-	Waves   int              `json:"waves"`
-	Results []NodeResultJSON `json:"results"`
-	// Warnings is Run.Warnings (always present, possibly empty).
+	Counts  map[orchestrator.Status]int `json:"counts"`
+	Waves   int                         `json:"waves"`
+	Results []NodeResultJSON            `json:"results"`
+	// Warnings is the run's Warnings (always present, possibly empty).
 	Warnings []string `json:"warnings"`
 	// Totals adds up what the nodes that ran cost and what the cache
 	// saved (Run.Totals).
-	Totals RunTotals `json:"totals"`
+	Totals orchestrator.RunTotals `json:"totals"`
 }
 
-// NodeResultJSON is the JSON form of a NodeResult.
+// NodeResultJSON is the JSON form of an orchestrator.NodeResult.
 type NodeResultJSON struct {
-	UniqueID     string  `json:"unique_id"`
-	Name         string  `json:"name"`
-	ResourceType string  `json:"resource_type"`
-	Wave         int     `json:"wave"`
-	Status       Status  `json:"status"`
-	DBTStatus    string  `json:"dbt_status,omitempty"`
-	StartedAt    *string `json:"started_at"`
-	CompletedAt  *string `json:"completed_at"`
+	UniqueID     string              `json:"unique_id"`
+	Name         string              `json:"name"`
+	ResourceType string              `json:"resource_type"`
+	Wave         int                 `json:"wave"`
+	Status       orchestrator.Status `json:"status"`
+	DBTStatus    string              `json:"dbt_status,omitempty"`
+	StartedAt    *string             `json:"started_at"`
+	CompletedAt  *string             `json:"completed_at"`
 	// ExecutionSeconds is dbt's execution time of the final attempt;
 	// WaitSeconds the time spent waiting for a worker or a limit.
 	ExecutionSeconds float64         `json:"execution_seconds"`
@@ -64,7 +99,7 @@ type NodeResultJSON struct {
 	Saved *SavedJSON `json:"saved,omitempty"`
 }
 
-// SavedJSON is the JSON form of a SavedRun.
+// SavedJSON is the JSON form of an orchestrator.SavedRun.
 type SavedJSON struct {
 	ExecutionSeconds float64    `json:"execution_seconds"`
 	Cost             *cost.Cost `json:"cost,omitempty"`
@@ -102,12 +137,19 @@ func jsonTime(t time.Time) *string {
 	return &s
 }
 
-// JSON returns the run in the results contract's shape.
-func (r *Run) JSON() *RunJSON {
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// ResultsJSON returns the run in the results contract's shape.
+func ResultsJSON(r *orchestrator.Run) *RunJSON {
 	out := &RunJSON{
 		RunID: r.ID, StartedAt: r.StartedAt.UTC(), CompletedAt: r.CompletedAt.UTC(),
 		Elapsed: r.CompletedAt.Sub(r.StartedAt).Seconds(), Args: r.Args,
-		Counts:   map[Status]int{Success: 0, Error: 0, Skipped: 0, Cached: 0},
+		Counts:   map[orchestrator.Status]int{orchestrator.Success: 0, orchestrator.Error: 0, orchestrator.Skipped: 0, orchestrator.Cached: 0},
 		Results:  make([]NodeResultJSON, 0, len(r.Results)),
 		Warnings: nonNil(r.Warnings),
 	}
@@ -152,9 +194,10 @@ func (r *Run) JSON() *RunJSON {
 	return out
 }
 
-// WriteJSON writes the run's JSON form (see RunJSON), indented, to w.
-func (r *Run) WriteJSON(w io.Writer) error {
+// WriteResultsJSON writes the run's results contract (see RunJSON),
+// indented, to w.
+func WriteResultsJSON(w io.Writer, run *orchestrator.Run) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(r.JSON())
+	return enc.Encode(ResultsJSON(run))
 }
