@@ -11,13 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/afero"
+
+	"github.com/dbtorch/dbtorch/internal/backoff"
 )
 
 // Transport delivers OpenLineage events. Emit must be safe for concurrent
@@ -162,15 +163,17 @@ func DefaultCheckRetry(resp *http.Response, err error) bool {
 }
 
 // DefaultBackoff waits 250ms, 500ms, 1s, ... up to 10s, or what a
-// Retry-After header in seconds asks for (at most 30s).
+// Retry-After header (seconds or an HTTP date) asks for, at most 30s. Its
+// timing is internal/backoff's, as the dbt Cloud client's and the
+// orchestrator's retries are.
 func DefaultBackoff(attempt int, resp *http.Response) time.Duration {
 	if resp != nil {
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
-			return min(time.Duration(s)*time.Second, 30*time.Second)
+		// Whatever the status: the endpoint asked for this wait.
+		if d, ok := backoff.RetryAfter(resp, time.Now(), resp.StatusCode); ok {
+			return min(d, 30*time.Second)
 		}
 	}
-	d := 250 * time.Millisecond << min(attempt-1, 6)
-	return min(d, 10*time.Second)
+	return backoff.Exponential(250*time.Millisecond, 10*time.Second, 2, attempt-1)
 }
 
 // HTTPTransport POSTs each event as JSON to an OpenLineage endpoint
@@ -336,12 +339,7 @@ func (t *HTTPTransport) deliver(ev *RunEvent) *DeliveryError {
 		if attempt >= t.opts.MaxRetries || !t.opts.CheckRetry(resp, err) {
 			return de
 		}
-		wait := t.opts.Backoff(attempt+1, resp)
-		timer := time.NewTimer(wait)
-		select {
-		case <-timer.C:
-		case <-t.ctx.Done():
-			timer.Stop()
+		if !backoff.Sleep(t.ctx, t.opts.Backoff(attempt+1, resp)) {
 			de.Err = errors.Join(de.Err, t.ctx.Err())
 			return de
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/backoff"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/selector"
 )
@@ -517,7 +518,7 @@ func takeSlots(ctx context.Context, ls []NodeLimit) (*slots, error) {
 func (s *slots) retryAfter(ctx context.Context, delay time.Duration, now func() time.Time) (time.Duration, bool) {
 	release(s.ls)
 	s.held = false
-	if !sleep(ctx, delay) {
+	if !backoff.Sleep(ctx, delay) {
 		return 0, false
 	}
 	t0 := now()

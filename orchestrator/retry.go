@@ -3,10 +3,10 @@ package orchestrator
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/backoff"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -73,7 +73,9 @@ func (r RetryConfig) policy() RetryPolicy {
 }
 
 // Backoff returns the wait before retry number retry (1 for the first
-// retry): Delay × Multiplier^(retry-1), capped at MaxDelay, then jittered.
+// retry): Delay × Multiplier^(retry-1), capped at MaxDelay, then jittered
+// by ±Jitter (internal/backoff's Exponential and Spread, the timing the
+// dbt Cloud client and the lineage transport use too).
 func (r RetryConfig) Backoff(retry int) time.Duration {
 	d, mult, maxd := r.Delay, r.Multiplier, r.MaxDelay
 	if d == 0 {
@@ -85,28 +87,5 @@ func (r RetryConfig) Backoff(retry int) time.Duration {
 	if maxd == 0 {
 		maxd = time.Minute
 	}
-	f := float64(d)
-	for i := 1; i < retry && f < float64(maxd); i++ {
-		f *= mult
-	}
-	f = min(f, float64(maxd))
-	if r.Jitter > 0 {
-		f *= 1 + r.Jitter*(2*rand.Float64()-1)
-	}
-	return time.Duration(f)
-}
-
-// sleep waits d or until ctx is done, and reports whether it waited it all.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return backoff.Spread(backoff.Exponential(d, maxd, mult, retry-1), r.Jitter)
 }

@@ -3,9 +3,8 @@ package orchestrator
 import (
 	"container/heap"
 	"context"
+	"sync"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -18,9 +17,17 @@ import (
 // a ready node is either skipped at once (an upstream failed or was
 // skipped, a source is stale, or the build is cancelled), held back by a
 // barrier (strict waves, deferred tests), or queued. Queued nodes are
-// started in priority order on an errgroup limited to Concurrency workers;
-// each worker runs one node to its terminal status (cache lookup, limits,
-// attempts, retries) and hands the node back on a channel. The scheduler
+// started in priority order, at most Concurrency at a time, each on a
+// goroutine of its own that runs the node to its terminal status (cache
+// lookup, limits, attempts and retries in build.attempts, the loop the
+// per-wave runner shares) and hands the node back on a channel.
+//
+// The workers are a sync.WaitGroup, not an errgroup: a worker has no error
+// to return (a node's outcome, failure included, is its NodeResult), a
+// failing node must not cancel the others (independent branches go on),
+// and the scheduler itself counts running workers against Concurrency, so
+// errgroup's SetLimit would add nothing. The WaitGroup only guarantees
+// that RunBuild returns after every worker has. The scheduler
 // returns when every node is terminal, which implies every worker has
 // returned.
 
@@ -106,8 +113,7 @@ func (b *build) runPerNode(ctx context.Context) {
 	queuedAt := make([]time.Time, b.n)
 
 	q := &readyQueue{prio: b.priorities()}
-	var eg errgroup.Group
-	eg.SetLimit(conc)
+	var workers sync.WaitGroup
 	done := make(chan int32, conc)
 	running, finished := 0, 0
 	cancelled := false
@@ -170,10 +176,9 @@ func (b *build) runPerNode(ctx context.Context) {
 			item := workItem{i: i}
 			running++
 			qa := queuedAt[i]
-			eg.Go(func() error {
+			workers.Go(func() {
 				b.runNode(ctx, item, qa)
 				done <- item.i
-				return nil
 			})
 		}
 		if finished == b.n {
@@ -203,7 +208,7 @@ func (b *build) runPerNode(ctx context.Context) {
 			}
 		}
 	}
-	_ = eg.Wait()
+	workers.Wait()
 }
 
 // runNode runs node item.i to a terminal status: cache lookup, limits,
@@ -212,7 +217,6 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 	i := item.i
 	n := b.plan.Node(i)
 	res := &b.results[i]
-	cfg := b.cfg
 
 	if ctx.Err() != nil {
 		b.skip(i, nil, ReasonCancelled)
@@ -237,46 +241,6 @@ func (b *build) runNode(ctx context.Context, item workItem, queuedAt time.Time) 
 		return
 	}
 
-	policy := cfg.Retry.policy()
-	cmd := executor.CommandFor(n.ResourceType)
-	nodes := []*manifest.Node{n}
-	var waited time.Duration
-	var er executor.Result
-	for attempt := 1; ; attempt++ {
-		sw, serr := b.awaitSchemas(ctx, nodes)
-		if ctx.Err() != nil && serr != nil {
-			if attempt == 1 { // never ran
-				b.skip(i, nil, ReasonCancelled)
-				return
-			}
-			break
-		}
-		start := cfg.Now()
-		if attempt == 1 {
-			res.StartedAt = start
-			waited = start.Sub(queuedAt)
-		} else {
-			waited += sw
-		}
-		b.emit(ctx, Event{Type: NodeStarted, Node: n.UniqueID, Attempt: attempt, Time: start})
-		resp, err := b.attempt(ctx, b.request(cmd, attempt, nodes...), serr)
-		rs, inv := resultsFor(nodes, resp, err)
-		er = rs[0]
-		end := cfg.Now()
-		res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, &er, inv))
-		res.CompletedAt = end
-		res.attempted(er, inv)
-		if er.Status == executor.Success || attempt > cfg.Retry.Retries || ctx.Err() != nil || !policy(ctx, n, &er) {
-			break
-		}
-		delay := cfg.Retry.Backoff(attempt)
-		b.emit(ctx, Event{Type: NodeRetrying, Node: n.UniqueID, Attempt: attempt, Delay: delay, Error: res.Err})
-		w, ok := sl.retryAfter(ctx, delay, cfg.Now)
-		if !ok {
-			break
-		}
-		waited += w
-	}
-	res.WaitTime = waited
+	b.attempts(ctx, executor.CommandFor(n.ResourceType), []int32{i}, sl, queuedAt)
 	b.record(ctx, i)
 }
