@@ -218,6 +218,7 @@ type build struct {
 	plan  *manifest.Plan
 
 	n       int // plan.Len()
+	conc    int // Config.Concurrency, capped by the executor (concurrency)
 	stale   map[int32]string
 	results []NodeResult
 	// cache is the build's cache (Config.Cache, or what its ForBuild
@@ -302,6 +303,10 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		n := p.Node(i)
 		b.results[i] = NodeResult{Result: executor.Result{UniqueID: n.UniqueID}, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave(i)}
 	}
+	var capped string
+	if b.conc, capped = o.concurrency(); capped != "" {
+		b.warnings = append(b.warnings, capped)
+	}
 	b.cache = o.cfg.Cache
 	cacheFailed := false
 	if bc, ok := b.cache.(BuildCache); ok {
@@ -357,7 +362,7 @@ func (b *build) args() map[string]any {
 		"indirect_selection": string(b.opts.Selection.Indirect),
 		"test_strategy":      b.opts.Tests.String(),
 		"mode":               b.cfg.Mode.String(),
-		"threads":            b.cfg.Concurrency,
+		"threads":            b.conc,
 	}
 	if b.opts.Selection.Selector != "" {
 		a["selector"] = b.opts.Selection.Selector

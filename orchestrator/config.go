@@ -86,8 +86,12 @@ type Config struct {
 	// Mode is PerNode (zero value) or PerWave.
 	Mode Mode
 	// Concurrency is how many nodes run at once in PerNode mode; zero
-	// means 4. PerWave mode runs one invocation at a time and leaves
-	// threads to dbt (the executor's Threads setting).
+	// means 4. When the executor implements executor.ConcurrencyLimiter
+	// and takes fewer invocations at once (Core and Warm on a DuckDB
+	// target: 1), each build runs at most that many and says so in
+	// Run.Warnings ("concurrency 4 reduced to 1: one DuckDB file takes one
+	// writing process at a time"). PerWave mode runs one invocation at a
+	// time and leaves threads to dbt (the executor's Threads setting).
 	Concurrency int
 	// Priority orders ready nodes; zero value CriticalPath.
 	Priority Priority
@@ -231,6 +235,27 @@ func (o *Orchestrator) graph(ctx context.Context) (*manifest.Manifest, *manifest
 	}
 	o.m, o.g = m, g
 	return m, g, nil
+}
+
+// concurrency returns how many nodes a per-node build runs at once:
+// Config.Concurrency, capped by the executor's MaxConcurrency
+// (executor.ConcurrencyLimiter), and, when it capped it, the warning
+// saying so and why. PerWave builds run one invocation at a time and are
+// never capped.
+func (o *Orchestrator) concurrency() (int, string) {
+	conc := o.cfg.Concurrency
+	cl, ok := o.cfg.Executor.(executor.ConcurrencyLimiter)
+	if !ok || o.cfg.Mode != PerNode {
+		return conc, ""
+	}
+	n, why := cl.MaxConcurrency()
+	if n <= 0 || n >= conc {
+		return conc, ""
+	}
+	if why == "" {
+		why = "the executor takes no more at once"
+	}
+	return n, fmt.Sprintf("concurrency %d reduced to %d: %s", conc, n, why)
 }
 
 // prepare calls the executor's Prepare once, before its first Execute; a

@@ -89,7 +89,7 @@ func (b *build) runPerNode(ctx context.Context) {
 	if b.n == 0 {
 		return
 	}
-	conc := b.cfg.Concurrency
+	conc := b.conc
 	deferred := b.plan.Strategy == manifest.Deferred
 	strict := b.cfg.StrictWaves
 
