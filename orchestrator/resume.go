@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/selector"
 )
@@ -60,46 +61,61 @@ func PriorFromRun(run *Run) *PriorRun {
 // work too). It fails naming what is missing when the document is
 // neither.
 func ReadPriorRun(r io.Reader) (*PriorRun, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("orchestrator: prior results: %w", err)
+	}
 	var doc struct {
 		RunID    string         `json:"run_id"`
 		Args     map[string]any `json:"args"`
-		Metadata *struct {
-			InvocationID *string `json:"invocation_id"`
-		} `json:"metadata"`
-		Results []struct {
+		Metadata *struct{}      `json:"metadata"`
+		Results  []struct {
 			UniqueID  string `json:"unique_id"`
 			Status    string `json:"status"`
 			DBTStatus string `json:"dbt_status"`
 		} `json:"results"`
 	}
-	if err := json.NewDecoder(r).Decode(&doc); err != nil {
+	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("orchestrator: prior results: %w", err)
 	}
-	p := &PriorRun{ID: doc.RunID, Attempt: priorAttempt(doc.Args)}
-	dbtFile := doc.RunID == "" && doc.Metadata != nil
 	switch {
-	case dbtFile && doc.Metadata.InvocationID != nil:
-		p.ID = *doc.Metadata.InvocationID
-	case dbtFile:
+	case doc.RunID == "" && doc.Metadata != nil:
+		return priorFromRunResults(data)
 	case doc.RunID == "":
 		return nil, errors.New("orchestrator: prior results: neither dbtorch results (run_id) nor a run_results.json (metadata)")
 	}
+	p := &PriorRun{ID: doc.RunID, Attempt: priorAttempt(doc.Args)}
 	for _, x := range doc.Results {
 		if x.UniqueID == "" {
 			return nil, errors.New("orchestrator: prior results: a result without unique_id")
 		}
-		n := PriorNode{UniqueID: x.UniqueID, Status: Status(x.Status), TestFailed: x.DBTStatus == "fail"}
-		if dbtFile {
-			switch x.Status {
-			case "error", "runtime error":
-				n.Status = Error
-			case "fail":
-				n.Status, n.TestFailed = Error, true
-			case "skipped":
-				n.Status = Skipped
-			default:
-				n.Status = Success
-			}
+		p.Nodes = append(p.Nodes, PriorNode{UniqueID: x.UniqueID, Status: Status(x.Status), TestFailed: x.DBTStatus == "fail"})
+	}
+	return p, nil
+}
+
+// priorFromRunResults reads a run_results.json (dbt's or dbtorch's) with
+// internal/runresults, dbtorch's one reader of the file.
+func priorFromRunResults(data []byte) (*PriorRun, error) {
+	f, err := runresults.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("orchestrator: prior results: %w", err)
+	}
+	p := &PriorRun{ID: f.Metadata.Invocation(), Attempt: priorAttempt(f.Args)}
+	for _, x := range f.Results {
+		if x.UniqueID == "" {
+			return nil, errors.New("orchestrator: prior results: a result without unique_id")
+		}
+		n := PriorNode{UniqueID: x.UniqueID}
+		switch x.Status {
+		case "error", "runtime error":
+			n.Status = Error
+		case "fail":
+			n.Status, n.TestFailed = Error, true
+		case "skipped":
+			n.Status = Skipped
+		default:
+			n.Status = Success
 		}
 		p.Nodes = append(p.Nodes, n)
 	}
@@ -110,6 +126,8 @@ func priorAttempt(args map[string]any) int {
 	switch v := args[AttemptArg].(type) {
 	case int:
 		return max(v, 1)
+	case int64:
+		return max(int(v), 1)
 	case float64:
 		return max(int(v), 1)
 	}
