@@ -357,8 +357,6 @@ func ptr[T any](v T) *T { return &v }
 
 func formatTime(t time.Time) string { return runresults.FormatTime(t) }
 
-func optTime(t time.Time) *string { return runresults.OptTime(t) }
-
 func orNow(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Now()
