@@ -94,17 +94,7 @@ type junitMessage struct {
 
 // Report writes the JUnit XML of run to j.Path.
 func (j *JUnit) Report(ctx context.Context, run *orchestrator.Run) error {
-	if j.Path == "" {
-		return errors.New("artifacts: JUnit.Path is empty")
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if err := j.Render(&buf, run); err != nil {
-		return err
-	}
-	return writeAtomic(fsOrOS(j.Fs), j.Path, buf.Bytes())
+	return writeReport(ctx, j.Fs, j.Path, "JUnit", func(w io.Writer) error { return j.Render(w, run) })
 }
 
 // Render writes the JUnit XML of run to w.

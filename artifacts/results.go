@@ -1,11 +1,8 @@
 package artifacts
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"time"
 
@@ -30,17 +27,7 @@ type Results struct {
 
 // Report writes the run's results contract to r.Path.
 func (r *Results) Report(ctx context.Context, run *orchestrator.Run) error {
-	if r.Path == "" {
-		return errors.New("artifacts: Results.Path is empty")
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if err := WriteResultsJSON(&buf, run); err != nil {
-		return fmt.Errorf("artifacts: encode results: %w", err)
-	}
-	return writeAtomic(fsOrOS(r.Fs), r.Path, buf.Bytes())
+	return writeReport(ctx, r.Fs, r.Path, "Results", func(w io.Writer) error { return WriteResultsJSON(w, run) })
 }
 
 // RunJSON is the JSON form of an orchestrator.Run: dbtorch's own results contract (what

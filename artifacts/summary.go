@@ -1,7 +1,6 @@
 package artifacts
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -126,17 +125,7 @@ const DefaultMaxSuccessRows = 1000
 
 // Report writes the summary of run to s.Path.
 func (s *Summary) Report(ctx context.Context, run *orchestrator.Run) error {
-	if s.Path == "" {
-		return errors.New("artifacts: Summary.Path is empty")
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if err := s.Render(&buf, run); err != nil {
-		return err
-	}
-	return writeAtomic(fsOrOS(s.Fs), s.Path, buf.Bytes())
+	return writeReport(ctx, s.Fs, s.Path, "Summary", func(w io.Writer) error { return s.Render(w, run) })
 }
 
 // Render writes the summary of run to w.

@@ -1,8 +1,11 @@
 package artifacts
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/afero"
 
@@ -20,6 +23,24 @@ func fsOrOS(fs afero.Fs) afero.Fs {
 		return afero.NewOsFs()
 	}
 	return fs
+}
+
+// writeReport is the Report of a reporter that writes one file: it fails
+// when path is empty (naming the reporter's Path) or ctx is done, renders
+// the file into memory, and writes it atomically to path on fs (nil: the
+// operating system's).
+func writeReport(ctx context.Context, fs afero.Fs, path, reporter string, render func(io.Writer) error) error {
+	if path == "" {
+		return fmt.Errorf("artifacts: %s.Path is empty", reporter)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := render(&buf); err != nil {
+		return err
+	}
+	return writeAtomic(fsOrOS(fs), path, buf.Bytes())
 }
 
 // writeAtomic writes data to path on fs atomically (missing parent
