@@ -288,6 +288,9 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 	p := g.Plan(selected, opts.Tests)
 	b := &build{warnings: o.selectionWarnings(ctx, g, sel, p.Len()), o: o, cfg: &o.cfg, opts: opts, m: m, g: g, plan: p, runID: opts.ID,
 		n: p.Len(), stale: map[int32]string{}, results: make([]NodeResult, p.Len())}
+	// Edges dbtorch inferred from sources naming relations the build writes
+	// (issue 21; manifest.Plan.Warnings): dbt does not order them.
+	b.warnings = append(b.warnings, p.Warnings()...)
 	if b.runID == "" {
 		b.runID = newUUID()
 	}

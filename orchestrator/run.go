@@ -109,7 +109,10 @@ type Run struct {
 	// Warnings lists the problems that did not stop the build but made it
 	// do less than asked, one sentence each, in the order found: for
 	// instance source freshness that could not be read, so every node ran
-	// and none was served from the cache or skipped as stale (see Warner).
+	// and none was served from the cache or skipped as stale (see Warner);
+	// and the plan's (manifest.Plan.Warnings): the edges dbtorch inferred
+	// from sources naming relations the build writes, an order dbt itself
+	// does not guarantee.
 	Warnings []string
 }
 
