@@ -94,6 +94,11 @@ type Warm struct {
 	manifest string // manifest.json of the first parse
 	mf       *manifest.Manifest
 	done     chan struct{} // closed by Close
+	spares   chan struct{} // closed when Prepare's background workers are settled
+
+	// beforeLaunch, when set (tests), runs before worker id's process
+	// starts.
+	beforeLaunch func(ctx context.Context, id int)
 }
 
 var (
@@ -156,7 +161,7 @@ func NewWarm(cfg WarmConfig) (*Warm, error) {
 	}
 	return &Warm{
 		cfg: cfg, adapter: adapter, log: cfg.Logger, workDir: wd, script: script,
-		idle: make(chan *worker, cfg.Workers), workers: map[*worker]bool{}, done: make(chan struct{}),
+		idle: make(chan *worker, cfg.Workers), workers: map[*worker]bool{}, done: make(chan struct{}), spares: make(chan struct{}),
 	}, nil
 }
 
@@ -199,6 +204,9 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 		// partial-parse file when there is one.
 		seedPartialParse(x.cfg.Dir, filepath.Join(dir, "target"), x.log)
 	}
+	if x.beforeLaunch != nil {
+		x.beforeLaunch(ctx, id)
+	}
 	start := time.Now()
 	pw, err := pyworker.Launch(ctx, pyworker.Config{Python: x.cfg.Python, Script: x.script, Dir: x.cfg.Dir, Env: x.cfg.Env,
 		Unpatched: x.cfg.Unpatched, Logger: x.log}, pyworker.Request{DepsArgs: deps, ParseArgs: parse, Key: vars})
@@ -217,10 +225,14 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 }
 
 // Prepare runs `dbt deps` when needed (unless NoDeps) and starts the
-// workers, returning when all of them have parsed the project. The first
+// workers, returning as soon as the first of them has parsed the project:
+// invocations start on it while the others come up in the background and
+// join the pool as each is ready (WaitWorkers waits for them). The first
 // worker parses alone, starting from the project's own partial-parse file
 // when an earlier dbt command left one; the others start from the first
-// worker's. A failed Prepare may be retried.
+// worker's. A worker other than the first that fails to start is logged
+// and left out (the pool runs with fewer). A failed Prepare may be
+// retried.
 func (x *Warm) Prepare(ctx context.Context) error {
 	x.prepMu.Lock()
 	defer x.prepMu.Unlock()
@@ -239,47 +251,52 @@ func (x *Warm) Prepare(ctx context.Context) error {
 		return err
 	}
 	first, err := x.spawn(ctx, deps)
-	var all []*worker
-	if err == nil {
-		all = append(all, first)
-		type spawned struct {
-			w   *worker
-			err error
-		}
-		ch := make(chan spawned, x.cfg.Workers-1)
-		for range x.cfg.Workers - 1 {
-			go func() {
-				w, err := x.spawn(ctx, nil)
-				ch <- spawned{w, err}
-			}()
-		}
-		for range x.cfg.Workers - 1 {
-			s := <-ch
-			if s.err != nil {
-				err = errors.Join(err, s.err)
-			} else {
-				all = append(all, s.w)
-			}
-		}
-	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err != nil || x.closed {
-		for _, w := range all {
-			w.pw.Kill()
+		if first != nil {
+			first.pw.Kill()
 		}
 		if x.closed {
 			return ErrClosed
 		}
 		return err
 	}
-	for _, w := range all {
-		x.workers[w] = true
-		x.idle <- w
-	}
+	x.workers[first] = true
+	x.idle <- first
 	x.started = true
+	var spares sync.WaitGroup
+	for range x.cfg.Workers - 1 {
+		spares.Add(1)
+		x.startWorker(false, spares.Done)
+	}
+	go func() {
+		spares.Wait()
+		close(x.spares)
+	}()
 	return nil
 }
+
+// WaitWorkers waits until every worker Prepare started in the background
+// is ready or has failed to start, or until ctx ends (its error). It
+// returns ErrNotPrepared when Prepare has not succeeded.
+func (x *Warm) WaitWorkers(ctx context.Context) error {
+	x.mu.Lock()
+	started := x.started
+	x.mu.Unlock()
+	if !started {
+		return ErrNotPrepared
+	}
+	select {
+	case <-x.spares:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ErrNotPrepared is returned by Warm.WaitWorkers before Prepare succeeded.
+var ErrNotPrepared = errors.New("executor: warm workers not started (Prepare first)")
 
 // Manifest returns the manifest the first worker parsed (starting the
 // workers if needed).
@@ -330,15 +347,24 @@ func (x *Warm) Close() error {
 // carrying the error) goes to the idle pool.
 func (x *Warm) retire(w *worker) {
 	x.mu.Lock()
+	defer x.mu.Unlock()
 	delete(x.workers, w)
-	if x.closed {
-		x.mu.Unlock()
-		return
+	if !x.closed {
+		x.startWorker(true, nil)
 	}
+}
+
+// startWorker starts a worker in the background (x.mu held, not closed);
+// it joins the idle pool when ready. When it cannot start, a placeholder
+// carrying the error goes to the pool if placeholder is set, else the
+// failure is logged. done, when not nil, is called once it is settled.
+func (x *Warm) startWorker(placeholder bool, done func()) {
 	x.wg.Add(1)
-	x.mu.Unlock()
 	go func() {
 		defer x.wg.Done()
+		if done != nil {
+			defer done()
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {
@@ -357,11 +383,15 @@ func (x *Warm) retire(w *worker) {
 			}
 			return
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+			x.workers[nw] = true
+		case placeholder:
 			x.log.Error("dbtorch: replacing a warm worker failed", "err", err)
 			nw = &worker{err: err}
-		} else {
-			x.workers[nw] = true
+		default:
+			x.log.Error("dbtorch: a warm worker failed to start; running with fewer", "err", err)
+			return
 		}
 		x.idle <- nw
 	}()

@@ -58,6 +58,11 @@ func BenchmarkPostgres50(b *testing.B) {
 		if err := ex.Prepare(context.Background()); err != nil {
 			b.Fatal(err)
 		}
+		// Prepare returns on the first ready worker; this figure starts
+		// with all of them ready.
+		if err := ex.WaitWorkers(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 		return ex, time.Since(start)
 	}
 	build := func(workers, threads int, mode orchestrator.Mode) (elapsed, startup time.Duration, nodes int) {
