@@ -58,3 +58,27 @@ func ExampleGraph_Plan_selection() {
 	fmt.Println(plan.Waves(), plan.UpstreamIDs("model.p.c"))
 	// Output: [[model.p.a] [model.p.c]] [model.p.a]
 }
+
+// A model reading a seed through a source, with no ref, waits for the
+// seed: the graph infers the edge from the relation, and the plan warns
+// that dbt itself does not order them.
+func ExampleGraph_InferredEdges() {
+	m, _ := manifest.Parse([]byte(`{"nodes": {
+	  "seed.p.raw_orders": {"unique_id": "seed.p.raw_orders", "resource_type": "seed", "path": "raw_orders.csv",
+	    "database": "dev", "schema": "main", "alias": "raw_orders", "relation_name": "\"dev\".\"main\".\"raw_orders\""},
+	  "model.p.stg_orders": {"unique_id": "model.p.stg_orders", "resource_type": "model", "path": "stg_orders.sql",
+	    "config": {"materialized": "view"}, "depends_on": {"nodes": ["source.p.jaffle.orders"]}}},
+	  "sources": {"source.p.jaffle.orders": {"unique_id": "source.p.jaffle.orders", "resource_type": "source",
+	    "database": "dev", "schema": "main", "identifier": "raw_orders"}}}`))
+	g, _ := manifest.NewGraph(m)
+	for _, e := range g.InferredEdges() {
+		fmt.Println(e)
+	}
+	plan := g.Plan(nil, manifest.Immediate)
+	fmt.Println(plan.Waves())
+	fmt.Println(len(plan.Warnings()), "warning")
+	// Output:
+	// seed.p.raw_orders -> model.p.stg_orders: model.p.stg_orders reads source.p.jaffle.orders, which seed.p.raw_orders writes ("dev"."main"."raw_orders")
+	// [[seed.p.raw_orders] [model.p.stg_orders]]
+	// 1 warning
+}
