@@ -116,6 +116,12 @@ const (
 	Skipped Status = "skipped"
 	// Cancelled: the context ended before the node finished.
 	Cancelled Status = "cancelled"
+	// Reused: dbt did not run the node and reused an earlier run's result
+	// for it (dbt-core 1.12's "reused" status, from --manage-state, the
+	// dbt-state plugin or dbt v2, or a test dbt state reports as passed
+	// without running it, adapter_response "NO-OP"). An orchestrator
+	// treats it as served from a cache.
+	Reused Status = "reused"
 )
 
 // Kind classifies an error so a retry policy can decide what to do.

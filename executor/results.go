@@ -42,9 +42,12 @@ func ClassifyMessage(message string) Kind {
 // ParseRunResults decodes a run_results.json written by dbt (schema v4 to
 // v6) into one Result per node dbt reported, in dbt's order, with statuses
 // mapped and errors classified as the built-in executors do: success, pass,
-// warn and no-op are Success; skipped is Skipped; everything else is Error,
-// "fail" with KindTestFailure and other errors classified from dbt's
-// message. It also returns dbt's invocation_id.
+// warn and no-op are Success; reused (dbt 1.12, dbt state, dbt v2), and a
+// pass or success whose adapter_response says dbt executed nothing
+// ("NO-OP", a test dbt state checked without running it), are Reused;
+// skipped is Skipped; everything else is Error, "fail" with
+// KindTestFailure and other errors classified from dbt's message. It also
+// returns dbt's invocation_id.
 func ParseRunResults(data []byte) (results []Result, invocationID string, err error) {
 	f, err := runresults.Parse(data)
 	if err != nil {
@@ -76,11 +79,13 @@ func resultOf(e *runresults.Result) Result {
 		started, completed := t.Times()
 		r.Timing = append(r.Timing, Timing{Name: t.Name, StartedAt: started, CompletedAt: completed})
 	}
-	switch runresults.OutcomeOf(e.Status) {
+	switch runresults.EntryOutcome(e) {
 	case runresults.OK:
 		r.Status = Success
 	case runresults.Skipped:
 		r.Status = Skipped
+	case runresults.Reused:
+		r.Status = Reused
 	default:
 		r.Status = Error
 	}
@@ -118,7 +123,7 @@ func Complete(nodes []*manifest.Node, reported []Result, ctxErr error, fail *Fai
 	}
 	out := make([]Result, len(nodes))
 	for i, n := range nodes {
-		if r, ok := byID[n.UniqueID]; ok && (ctxErr == nil || r.Status == Success) {
+		if r, ok := byID[n.UniqueID]; ok && (ctxErr == nil || r.Status == Success || r.Status == Reused) {
 			out[i] = *r
 			continue
 		}

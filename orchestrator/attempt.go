@@ -60,7 +60,7 @@ func (b *build) attempts(ctx context.Context, cmd executor.Command, batch []int3
 			res.Attempts = append(res.Attempts, attemptOf(attempt, start, end, er, inv))
 			res.CompletedAt = end
 			res.attempted(*er, inv)
-			if er.Status != executor.Success && attempt <= cfg.Retry.Retries && ctx.Err() == nil && policy(ctx, nodes[k], er) {
+			if er.Status != executor.Success && er.Status != executor.Reused && attempt <= cfg.Retry.Retries && ctx.Err() == nil && policy(ctx, nodes[k], er) {
 				retry = append(retry, i)
 			}
 		}

@@ -569,6 +569,11 @@ func (r *NodeResult) attempted(er executor.Result, inv executor.Invocation) {
 	case executor.Success:
 		r.Status = Success
 		r.Err = nil
+	case executor.Reused:
+		// dbt reused an earlier run's result: served, as from a cache.
+		r.Status = Cached
+		r.Err = nil
+		r.CacheReason = reusedReason(&er)
 	case executor.Cancelled:
 		r.Status = Error
 		r.Err = &NodeError{Kind: cmpKind(er.Kind, executor.KindCancelled), Message: cmpOr(er.Message, "cancelled")}

@@ -17,20 +17,51 @@ const (
 	Failed
 	// Skipped: dbt skipped the node.
 	Skipped
+	// Reused: dbt did not run the node but reused its result from an
+	// earlier run whose inputs were the same (dbt-core 1.12's "reused"
+	// status, written by --manage-state, the dbt-state plugin and dbt v2;
+	// see EntryOutcome for tests reused that way).
+	Reused
 )
 
 // OutcomeOf maps a dbt status word (models: success, error, skipped,
-// partial success, no-op; tests: pass, fail, warn, error, skipped; source
-// freshness: pass, warn, error, runtime error) to an Outcome. A test that
-// warns is OK: dbt build does not skip anything because of it.
+// partial success, no-op, reused; tests: pass, fail, warn, error,
+// skipped; source freshness: pass, warn, error, runtime error) to an
+// Outcome. A test that warns is OK: dbt build does not skip anything
+// because of it. "no-op" (dbt 1.10+: a node dbt ran that had nothing to
+// execute, such as a saved query without exports) is OK; "reused" is
+// Reused.
 func OutcomeOf(status string) Outcome {
 	switch strings.ToLower(status) {
 	case "success", "pass", "warn", "no-op":
 		return OK
 	case "skipped":
 		return Skipped
+	case "reused":
+		return Reused
 	}
 	return Failed
+}
+
+// NoOpResponse is the adapter_response message of a node dbt did not
+// execute: dbt state (state-aware orchestration) reports a test it did
+// not run because what it tests was reused, or whose verdict it knew
+// without querying the warehouse, as "pass" with this message.
+const NoOpResponse = "NO-OP"
+
+// EntryOutcome is OutcomeOf(e.Status), except that a passing test or a
+// success dbt did not execute (adapter_response "_message" NoOpResponse,
+// and no "rows_affected" or query id) is Reused: dbt checked it without
+// running it, so its verdict is an earlier run's.
+func EntryOutcome(e *Result) Outcome {
+	o := OutcomeOf(e.Status)
+	if o != OK || strings.EqualFold(e.Status, "no-op") || strings.EqualFold(e.Status, "warn") {
+		return o
+	}
+	if msg, _ := e.AdapterResponse["_message"].(string); strings.EqualFold(msg, NoOpResponse) {
+		return Reused
+	}
+	return o
 }
 
 // Class is the kind of a dbt failure, as far as dbt's status and message
@@ -80,7 +111,7 @@ func (c Class) String() string {
 // TestFailure; errors are classified from the message with ClassifyMessage.
 func Classify(status, message string) Class {
 	switch OutcomeOf(status) {
-	case OK, Skipped:
+	case OK, Skipped, Reused:
 		return None
 	}
 	if strings.EqualFold(status, "fail") {

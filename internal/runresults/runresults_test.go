@@ -82,6 +82,7 @@ func TestOutcomeOf(t *testing.T) {
 		"error": runresults.Failed, "fail": runresults.Failed, "runtime error": runresults.Failed,
 		"partial success": runresults.Failed, "something new": runresults.Failed,
 		"skipped": runresults.Skipped, "Skipped": runresults.Skipped,
+		"reused": runresults.Reused, "Reused": runresults.Reused,
 	}
 	for status, want := range tests {
 		assert.Equal(t, want, runresults.OutcomeOf(status), status)
@@ -162,5 +163,32 @@ func TestParseSources(t *testing.T) {
 		`{"results": [{"unique_id": "s", "status": "pass", "max_loaded_at": "yesterday"}]}`} {
 		_, err := runresults.ParseSources(strings.NewReader(bad))
 		assert.Error(t, err, bad)
+	}
+}
+
+// TestNewerStatuses reads a run_results.json in the form dbt 1.12 writes
+// it for a build with --manage-state (testdata/build_newer_statuses.json,
+// written by hand after dbt-core's NodeStatus and the dbt-state
+// reports): a reused model and a test dbt state checked without running
+// it (pass, adapter_response NO-OP) are Reused; a saved query's no-op, a
+// test that ran and passed, a warning test and a built model are OK.
+func TestNewerStatuses(t *testing.T) {
+	data, err := os.ReadFile("testdata/build_newer_statuses.json")
+	require.NoError(t, err)
+	f, err := runresults.Parse(data)
+	require.NoError(t, err)
+	want := map[string]runresults.Outcome{
+		"model.shop.stg_orders":                                  runresults.Reused,
+		"test.shop.not_null_stg_orders_order_id.81cfe2fe64":      runresults.Reused,
+		"test.shop.unique_stg_orders_order_id.e3b841c71a":        runresults.OK,
+		"saved_query.shop.orders_by_day":                         runresults.OK,
+		"model.shop.fct_orders":                                  runresults.OK,
+		"test.shop.accepted_values_fct_orders_status.1ce6ab157c": runresults.OK,
+	}
+	require.Len(t, f.Results, len(want))
+	for i := range f.Results {
+		e := &f.Results[i]
+		assert.Equal(t, want[e.UniqueID], runresults.EntryOutcome(e), e.UniqueID)
+		assert.Equal(t, runresults.None, runresults.Classify(e.Status, e.Text()), e.UniqueID)
 	}
 }
