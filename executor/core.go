@@ -268,7 +268,7 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
 	}
-	args = append(args, c.cfg.ExtraArgs...)
+	args = append(args, dbtargv.ForCommand(string(req.Command), c.cfg.ExtraArgs)...)
 
 	c.log.DebugContext(ctx, "dbt start", "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)
 	res := c.cfg.run(ctx, args)

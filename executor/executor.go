@@ -100,6 +100,16 @@ type Request struct {
 	// Attempt is 1 for the first try of these nodes, 2 for the first retry,
 	// and so on.
 	Attempt int
+	// Empty passes --empty (refs and sources read as zero rows), Sample
+	// --sample (dbt's sample window, such as "3 days"), and
+	// EventTimeStart and EventTimeEnd --event-time-start and
+	// --event-time-end (the window of microbatch models' batches; the
+	// zero time leaves one out), each only when Command takes it (dbt
+	// refuses them elsewhere): --empty for run, build and snapshot, the
+	// others for run and build.
+	Empty                        bool
+	Sample                       string
+	EventTimeStart, EventTimeEnd time.Time
 }
 
 // Status is dbtorch's verdict on one node of an invocation.

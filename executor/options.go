@@ -33,7 +33,10 @@ type Options struct {
 	DeferState string
 	FavorState bool
 	// ExtraArgs are appended to every invocation (for example
-	// "--fail-fast", "--warn-error", "--no-version-check"). Arguments
+	// "--fail-fast", "--warn-error", "--no-version-check"), except the
+	// flags only some dbt commands take, which reach only those:
+	// --empty (run, build, snapshot), --sample, --event-time-start and
+	// --event-time-end (run, build), --store-failures (build, test). Arguments
 	// that select nodes or move dbt's output (--select, -s, --models, -m,
 	// --exclude, --selector, --target-path, --log-path, ...) or duplicate a
 	// field of Options are refused with a *ConfigError.
@@ -125,6 +128,7 @@ func (o Options) options(req Request, dir string) dbtargv.Options {
 		Command: string(req.Command), Nodes: req.Nodes, FullRefresh: req.FullRefresh,
 		Global: g, Threads: o.Threads,
 		State: o.State, Defer: o.Defer, DeferState: o.DeferState, FavorState: o.FavorState,
+		Empty: req.Empty, Sample: req.Sample, EventTimeStart: eventTime(req.EventTimeStart), EventTimeEnd: eventTime(req.EventTimeEnd),
 		TestsWithoutRelationCache: true,
 	}
 }
@@ -158,4 +162,14 @@ func needsDeps(projectDir string) bool {
 	}
 	entries, err := os.ReadDir(filepath.Join(projectDir, "dbt_packages"))
 	return err != nil || len(entries) == 0
+}
+
+// eventTime formats t as dbt's --event-time-start and --event-time-end
+// take it (click.DateTime: "2006-01-02T15:04:05", in UTC), "" for the
+// zero time.
+func eventTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05")
 }

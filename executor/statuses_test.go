@@ -2,12 +2,17 @@ package executor_test
 
 import (
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/manifest"
 )
 
 // TestParseNewerStatuses: dbt 1.12's reused status and dbt state's
@@ -32,4 +37,50 @@ func TestParseNewerStatuses(t *testing.T) {
 		"model.shop.fct_orders":                                  executor.Success,
 		"test.shop.accepted_values_fct_orders_status.1ce6ab157c": executor.Success,
 	}, got)
+}
+
+// TestCommandFlags: --empty and --sample given to every invocation
+// (ExtraArgs) and a request's Empty and event-time window reach only the
+// dbt commands that take them: a seed, a run and a test all succeed on
+// Core (dbt refuses --empty in seed and test, "No such option"), and the
+// run read its refs empty.
+func TestCommandFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real dbt: not in -short mode")
+	}
+	dir := dbttest.CopyProject(t, "shop")
+	c, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{
+		Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir)}, WorkDir: t.TempDir(), Logger: testLogger(t),
+		ExtraArgs: []string{"--sample", "3 days"},
+	}})
+	require.NoError(t, err)
+	defer c.Close()
+	m, err := c.Manifest(t.Context())
+	require.NoError(t, err)
+	window := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, step := range []struct {
+		cmd executor.Command
+		id  string
+	}{
+		{executor.Seed, "seed.shop.customers"},
+		{executor.Run, "model.shop.stg_customers"},
+		{executor.Test, "test.shop.not_null_stg_customers_customer_id.e2cfb1f9aa"},
+	} {
+		n := m.Lookup(step.id)
+		require.NotNil(t, n, step.id)
+		resp, err := c.Execute(t.Context(), executor.Request{Command: step.cmd, Nodes: []*manifest.Node{n}, Attempt: 1,
+			Empty: true, EventTimeStart: window, EventTimeEnd: window.AddDate(0, 1, 0)})
+		require.NoError(t, err)
+		r := resp.Results[0]
+		require.Equal(t, executor.Success, r.Status, "%s: %s", step.id, r.Message)
+		args := strings.Join(resp.Invocation.Args, " ")
+		if step.cmd == executor.Run {
+			assert.Contains(t, args, "--empty --event-time-start 2024-01-01T00:00:00 --event-time-end 2024-02-01T00:00:00 --sample 3 days")
+			assert.Contains(t, r.CompiledCode, "limit 0", "--empty reached the run")
+		} else {
+			for _, f := range []string{"--empty", "--sample", "--event-time"} {
+				assert.NotContains(t, args, f, step.id)
+			}
+		}
+	}
 }

@@ -441,7 +441,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
 	}
-	args = append(args, x.cfg.ExtraArgs...)
+	args = append(args, dbtargv.ForCommand(string(req.Command), x.cfg.ExtraArgs)...)
 	vars, err := opts.Vars.JSON()
 	if err != nil {
 		return nil, &ConfigError{Field: "Request.Vars", Reason: err.Error()}

@@ -102,6 +102,60 @@ func AcceptsFullRefresh(command string) bool {
 	return false
 }
 
+// commandFlags are the flags that only some of dbt's sub-commands take,
+// with the sub-commands that take them and whether the flag takes a value,
+// as dbt-core 1.11 declares them (core/dbt/cli/main.py: the @p.empty,
+// @p.sample, @p.event_time_start, @p.event_time_end and @p.store_failures
+// of each command). dbt refuses a flag its command does not declare
+// ("No such option"), so an orchestrated build passes each only where it
+// is declared.
+var commandFlags = map[string]struct {
+	value    bool
+	commands []string
+}{
+	"--empty":            {false, []string{"run", "build", "snapshot", "compile"}},
+	"--no-empty":         {false, []string{"run", "build", "snapshot", "compile"}},
+	"--sample":           {true, []string{"run", "build"}},
+	"--event-time-start": {true, []string{"run", "build"}},
+	"--event-time-end":   {true, []string{"run", "build"}},
+	"--store-failures":   {false, []string{"build", "test"}},
+}
+
+// Accepts reports whether dbt's sub-command command takes flag. Flags
+// this package does not list as command-specific are taken by every
+// node-running command.
+func Accepts(command, flag string) bool {
+	f, ok := commandFlags[flag]
+	return !ok || slices.Contains(f.commands, command)
+}
+
+// ForCommand returns extra without the flags (and their values, given as
+// the next argument or after "=") that command does not take: --empty and
+// --no-empty reach run, build, snapshot and compile; --sample,
+// --event-time-start and --event-time-end reach run and build;
+// --store-failures reaches build and test. Every other argument is kept,
+// in order.
+func ForCommand(command string, extra []string) []string {
+	out := make([]string, 0, len(extra))
+	for i := 0; i < len(extra); i++ {
+		a := extra[i]
+		name, _, inline := strings.Cut(a, "=")
+		f, ok := commandFlags[name]
+		if !ok || Accepts(command, name) {
+			out = append(out, a)
+			if ok && f.value && !inline && i+1 < len(extra) {
+				i++
+				out = append(out, extra[i])
+			}
+			continue
+		}
+		if f.value && !inline {
+			i++ // its value
+		}
+	}
+	return out
+}
+
 // Global are dbt's flags that point one invocation at its project,
 // profile, target and vars, at its own output directories, and that say
 // how it logs. Every command line built here gets them from Global, in
@@ -246,6 +300,14 @@ type Options struct {
 	FavorState bool
 	// IndirectSelection defaults to "empty": only the nodes asked for run.
 	IndirectSelection string
+	// Empty adds --empty (refs and sources read as zero rows), Sample
+	// --sample (dbt's sample window, such as "3 days"), EventTimeStart and
+	// EventTimeEnd --event-time-start and --event-time-end (the window of
+	// a microbatch model's batches, in dbt's date formats), each only where
+	// Command takes it (see ForCommand).
+	Empty                        bool
+	Sample                       string
+	EventTimeStart, EventTimeEnd string
 	// TestsWithoutRelationCache adds --no-populate-cache to test: dbt test
 	// fills the relation cache with every relation of the tested nodes'
 	// schemas before running, yet data and unit tests look nothing up in
@@ -258,8 +320,10 @@ type Options struct {
 // Build returns the sub-command and its flags, without the dbt executable:
 //
 //	run --select <selector>... --indirect-selection empty [--full-refresh] <Global flags> [--threads N] [--state DIR] [--defer] [--defer-state DIR] [--favor-state]
+//	    [--empty] [--sample S] [--event-time-start T] [--event-time-end T]
 //
-// and for test with TestsWithoutRelationCache, --no-populate-cache at the end.
+// (the last four where Command takes them), and for test with
+// TestsWithoutRelationCache, --no-populate-cache at the end.
 func Build(o Options) ([]string, error) {
 	switch o.Command {
 	case "run", "seed", "snapshot", "test", "build":
@@ -299,6 +363,15 @@ func Build(o Options) ([]string, error) {
 	if o.FavorState {
 		args = append(args, "--favor-state")
 	}
+	if o.Empty {
+		args = append(args, "--empty")
+	}
+	for _, f := range [][2]string{{"--sample", o.Sample}, {"--event-time-start", o.EventTimeStart}, {"--event-time-end", o.EventTimeEnd}} {
+		if f[1] != "" {
+			args = append(args, f[0], f[1])
+		}
+	}
+	args = ForCommand(o.Command, args)
 	if o.Command == "test" && o.TestsWithoutRelationCache {
 		args = append(args, "--no-populate-cache")
 	}
