@@ -52,6 +52,10 @@ type BuildOptions struct {
 	Vars map[string]any
 	// ID identifies the run; empty means a new random UUID.
 	ID string
+	// Attempt numbers this build among the builds of one run (one ID): 0
+	// or 1 for the first; Retry sets the earlier attempt's number plus
+	// one. Above 1 it is recorded as Args["attempt"] (AttemptArg).
+	Attempt int
 }
 
 // BuildPlan is what a build would do, computed without running anything.
@@ -366,6 +370,9 @@ func (b *build) args() map[string]any {
 		"test_strategy":      b.opts.Tests.String(),
 		"mode":               b.cfg.Mode.String(),
 		"threads":            b.conc,
+	}
+	if b.opts.Attempt > 1 {
+		a[AttemptArg] = b.opts.Attempt
 	}
 	if b.opts.Selection.Selector != "" {
 		a["selector"] = b.opts.Selection.Selector

@@ -37,8 +37,8 @@ type PriorNode struct {
 	TestFailed bool
 }
 
-// AttemptArg is the Run.Args key under which Retry records the attempt
-// number of the run it returns (2 for the first retry).
+// AttemptArg is the Run.Args key under which a build records
+// BuildOptions.Attempt (2 for the first retry of a run).
 const AttemptArg = "attempt"
 
 // ErrNothingToRetry is returned by Retry when the earlier attempt left
@@ -164,10 +164,10 @@ func RetryNodes(g *manifest.Graph, prior *PriorRun) []string {
 const retryStatus = "dbtorch-retry"
 
 // Retry runs the nodes RetryNodes picks from prior as a new attempt of the
-// same run: the Run it returns has prior's ID and Args["attempt"] set to
-// prior.Attempt+1 (Reporters see the run before the attempt is recorded).
+// same run: the Run it returns (and its Reporters see) has prior's ID and
+// Args["attempt"] set to prior.Attempt+1 (BuildOptions.Attempt).
 // opts gives everything but the selection, which Retry replaces (exactly
-// the retried nodes, no indirect selection), and the ID. The nodes run in
+// the retried nodes, no indirect selection), the ID and the attempt. The nodes run in
 // the graph's order: a model a failed test tests is rebuilt before the
 // test; nodes that are not retried count as built. The selection is
 // resolved by the native selector, or by Config.Resolver if it honours
@@ -192,10 +192,6 @@ func (o *Orchestrator) Retry(ctx context.Context, prior *PriorRun, opts BuildOpt
 		rr.Results = append(rr.Results, selector.RunResult{UniqueID: id, Status: retryStatus})
 	}
 	opts.Selection = selector.Options{Select: []string{"result:" + retryStatus}, Indirect: selector.Empty, RunResults: rr}
-	opts.ID = prior.ID
-	run, err := o.RunBuild(ctx, opts)
-	if run != nil {
-		run.Args[AttemptArg] = prior.Attempt + 1
-	}
-	return run, err
+	opts.ID, opts.Attempt = prior.ID, prior.Attempt+1
+	return o.RunBuild(ctx, opts)
 }

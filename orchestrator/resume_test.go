@@ -1,7 +1,10 @@
 package orchestrator_test
 
 import (
+	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,3 +110,44 @@ func ExampleRetryNodes() {
 	fmt.Println(prior.ID, prior.Attempt+1, orchestrator.RetryNodes(g, prior))
 	// Output: r1 2 [model.p.a model.p.b test.p.t]
 }
+
+// TestRetry: a retry runs only what failed or was skipped, under the
+// same run id, as attempt 2, and its reporters see the attempt.
+func TestRetry(t *testing.T) {
+	m := manifestOf(diamond())
+	failing := newFake(map[string]script{modelID(1): {failures: -1}})
+	o := newOrch(t, orchestrator.Config{Executor: failing, Manifest: m})
+	first, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
+	require.Error(t, err)
+	prior := orchestrator.PriorFromRun(first)
+	g, err := manifest.NewGraph(m)
+	require.NoError(t, err)
+	want := orchestrator.RetryNodes(g, prior)
+	require.Contains(t, want, modelID(1))
+	require.Less(t, len(want), len(first.Results), "not everything")
+
+	var reported map[string]any
+	passing := newFake(nil)
+	o = newOrch(t, orchestrator.Config{Executor: passing, Manifest: m, Reporters: []orchestrator.Reporter{
+		reporterFunc(func(_ context.Context, run *orchestrator.Run) error { reported = run.Args; return nil })}})
+	run, err := o.Retry(context.Background(), prior, orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, first.ID, run.ID)
+	assert.Equal(t, 2, run.Args[orchestrator.AttemptArg])
+	assert.Equal(t, 2, reported[orchestrator.AttemptArg], "reporters see the attempt")
+	var got []string
+	for _, r := range run.Results {
+		got = append(got, r.UniqueID)
+		assert.Equal(t, orchestrator.Success, r.Status, r.UniqueID)
+	}
+	slices.Sort(got)
+	assert.Equal(t, want, got)
+	assert.ElementsMatch(t, want, slices.Collect(maps.Keys(passing.byNode())), "only the retried nodes ran")
+
+	_, err = o.Retry(context.Background(), orchestrator.PriorFromRun(run), orchestrator.BuildOptions{})
+	assert.ErrorIs(t, err, orchestrator.ErrNothingToRetry)
+}
+
+type reporterFunc func(context.Context, *orchestrator.Run) error
+
+func (f reporterFunc) Report(ctx context.Context, run *orchestrator.Run) error { return f(ctx, run) }

@@ -143,7 +143,7 @@ func build(ctx context.Context, cmd string, f *buildFlags, prior *orchestrator.P
 func (f *buildFlags) reporters(logger *slog.Logger, stderr io.Writer) ([]orchestrator.Reporter, func(), error) {
 	var rs []orchestrator.Reporter
 	if f.runResults != "" {
-		rs = append(rs, &artifacts.RunResults{Path: f.runResults})
+		rs = append(rs, &artifacts.RunResults{Path: f.runResults, Overwrite: f.replaceRunResults})
 	}
 	if f.summary != "" {
 		rs = append(rs, &artifacts.Summary{Path: f.summary})

@@ -36,6 +36,9 @@ type buildFlags struct {
 	limits                          *limitFlags
 
 	set map[string]bool // the flags given on the command line
+	// replaceRunResults lets --run-results replace a file dbt wrote (the
+	// one a retry read).
+	replaceRunResults bool
 }
 
 // newBuildFlagSet declares build's flags on a new FlagSet named name.
@@ -109,8 +112,8 @@ func (f *buildFlags) finish(fs *flag.FlagSet) error {
 		return errors.New("--only-fresh-sources needs --cache-dir")
 	case f.deferFlag && f.sel.state == "" && f.deferState == "":
 		return errors.New("--defer needs --state or --defer-state (the manifest to defer to)")
-	case f.killGrace < 0:
-		return errors.New("--kill-grace must not be negative")
+	case f.killGrace < 0 || f.retryDelay < 0 || f.timeout < 0 || f.cacheTTL < 0:
+		return errors.New("--kill-grace, --retry-delay, --node-timeout and --cache-ttl must not be negative")
 	case f.execName != "warm" && f.execName != "core":
 		return fmt.Errorf("unknown --executor %q (want warm or core)", f.execName)
 	}

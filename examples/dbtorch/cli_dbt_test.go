@@ -52,8 +52,8 @@ func resultIDs(r artifacts.RunJSON) []string {
 // a build with a failing test (FAIL n, skip lines naming it, start lines,
 // the DuckDB concurrency announced), a retry that rebuilds the tested
 // model and hits a SQL error (dbt's Binder Error on the console), a retry
-// from run_results.json in per-wave mode with --threads, a retry with
-// nothing left; then --fail-fast and --select state:modified+ with
+// from a run_results.json as dbt writes it, in per-wave mode with
+// --threads, a retry with nothing left; then --fail-fast and --select state:modified+ with
 // --state.
 func TestCLIBuildFailRetry(t *testing.T) {
 	if testing.Short() {
@@ -107,20 +107,43 @@ func TestCLIBuildFailRetry(t *testing.T) {
 	}
 	assert.Less(t, fct, test, "the model before its test")
 
-	// 3. Retry from dbt's run_results.json, one dbt build per wave with
-	// dbt's --threads.
-	code, stdout, stderr = runCLI(t, "retry", "--project-dir", dir, "--run-results", runResults, "--mode", "per-wave", "--threads", "2",
-		"--results", results)
+	// 3. Retry from a run_results.json as dbt writes it (without
+	// dbtorch's build id: the retry replaces it all the same), one dbt
+	// build per wave with dbt's --threads.
+	var rr map[string]any
+	data, err := os.ReadFile(runResults)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &rr))
+	delete(rr["args"].(map[string]any), "dbtorch_build_id")
+	data, err = json.Marshal(rr)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(runResults, data, 0o644))
+	code, stdout, stderr = runCLI(t, "retry", "--project-dir", dir, "--run-results", runResults, "--mode", "per-wave", "--threads", "2")
 	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
-	third := readRun(t, results)
-	assert.Equal(t, first.RunID, third.RunID)
-	assert.EqualValues(t, 3, third.Args["attempt"])
-	assert.Equal(t, []string{"model.shop.customer_revenue", "test.shop.unique_customer_revenue_customer_id.3b4be2f107"}, resultIDs(third))
-	require.NotNil(t, third.Results[0].Invocation)
-	assert.Contains(t, strings.Join(third.Results[0].Invocation.Args, " "), "--threads 2")
+	var third struct {
+		Metadata struct {
+			InvocationID string `json:"invocation_id"`
+		} `json:"metadata"`
+		Args    map[string]any `json:"args"`
+		Results []struct {
+			UniqueID string `json:"unique_id"`
+			Status   string `json:"status"`
+		} `json:"results"`
+	}
+	data, err = os.ReadFile(runResults)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &third))
+	assert.Equal(t, first.RunID, third.Metadata.InvocationID, "same run id")
+	assert.EqualValues(t, 3, third.Args["attempt"], "attempt 3, in run_results.json too")
+	var thirdIDs []string
+	for _, r := range third.Results {
+		thirdIDs = append(thirdIDs, r.UniqueID)
+	}
+	slices.Sort(thirdIDs)
+	assert.Equal(t, []string{"model.shop.customer_revenue", "test.shop.unique_customer_revenue_customer_id.3b4be2f107"}, thirdIDs)
 
 	// 4. Nothing left.
-	code, stdout, _ = runCLI(t, "retry", "--project-dir", dir, "--results", results)
+	code, stdout, _ = runCLI(t, "retry", "--project-dir", dir, "--run-results", runResults)
 	assert.Equal(t, exitOK, code)
 	assert.Contains(t, stdout, "Nothing to retry")
 
@@ -141,17 +164,24 @@ func TestCLIBuildFailRetry(t *testing.T) {
 	require.NoError(t, err, parseOut)
 	manifestPath := filepath.Join(dir, "target", "manifest.json")
 	state := t.TempDir()
-	data, err := os.ReadFile(manifestPath)
+	data, err = os.ReadFile(manifestPath)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(state, "manifest.json"), data, 0o644))
 	model := filepath.Join(dir, "models", "marts", "finance", "customer_revenue.sql")
 	sql, err := os.ReadFile(model)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(model, append(sql, []byte("\n-- changed\n")...), 0o644))
-	code, stdout, stderr = runCLI(t, "build", "--project-dir", dir, "--select", "state:modified+", "--state", state, "--results", results)
+	code, stdout, stderr = runCLI(t, "build", "--project-dir", dir, "--select", "state:modified+", "--state", state,
+		"--defer", "--favor-state", "--results", results)
 	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	sixth := readRun(t, results)
 	assert.Equal(t, []string{"model.shop.customer_revenue", "model.shop.revenue_by_segment",
-		"test.shop.unique_customer_revenue_customer_id.3b4be2f107"}, resultIDs(readRun(t, results)))
+		"test.shop.unique_customer_revenue_customer_id.3b4be2f107"}, resultIDs(sixth))
+	require.NotNil(t, sixth.Results[0].Invocation)
+	argv := strings.Join(sixth.Results[0].Invocation.Args, " ")
+	for _, want := range []string{"--state " + state, "--defer", "--favor-state"} {
+		assert.Contains(t, argv, want, "dbt is run with %s", want)
+	}
 
 	// 7. A warehouse that cannot be reached: the console shows the cause.
 	t.Setenv("DBTORCH_PG_PORT", "1")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -70,6 +72,7 @@ func TestBadInput(t *testing.T) {
 		{"bad indirect selection", p("--indirect-selection", "lazy"), nil, `--indirect-selection: "lazy"`},
 		{"bad duration", p("--node-timeout", "5 minutes"), nil, "-node-timeout"},
 		{"bad kill grace", p("--kill-grace", "soon"), nil, "-kill-grace"},
+		{"negative duration", p("--retry-delay", "-1s"), nil, "must not be negative"},
 		{"unwritable results", p("--results", filepath.Join(file, "results.json")), nil, "--results: cannot write"},
 		{"results is a directory", p("--results", noProfiles), nil, "--results: " + noProfiles + " is a directory"},
 		{"unwritable run results", p("--run-results", filepath.Join(file, "rr.json")), nil, "--run-results: cannot write"},
@@ -158,6 +161,8 @@ func TestCauseLine(t *testing.T) {
 		"Compilation Error in model x (models/x.sql)\n  'foo' is undefined": "'foo' is undefined",
 		"dbt raised: dbt.adapters.exceptions.connection.FailedToConnectError: Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused":                                                                                                                                        `connection to server at "127.0.0.1", port 1 failed: Connection refused`,
 		"dbt wrote no run_results.json: dbt exited with status 2\n14:41:45  Running with dbt=1.11.16\n14:41:50  Encountered an error:\nDatabase Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n  \tIs the server running on that host and accepting TCP/IP connections?\n  ": `connection to server at "127.0.0.1", port 1 failed: Connection refused ...`,
+		"creating schemas s before the node: dbt show: exit status 2\n{\"info\": {\"level\": \"info\", \"msg\": \"Running with dbt=1.11.16\"}}\n" +
+			`{"info": {"level": "error", "msg": "Encountered an error:\nDatabase Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n  \tIs the server running?\n  "}}`: `connection to server at "127.0.0.1", port 1 failed: Connection refused ...`,
 		"": "",
 	} {
 		assert.Equal(t, want, causeLine(msg), "%q", msg)
@@ -279,4 +284,27 @@ func TestSelectionFlagsLsPlan(t *testing.T) {
 	code, _, stderr := runCLI(t, "ls", "--manifest", path, "--select", "state:modified")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "state")
+}
+
+// TestThreadsFlag: --threads is dbt's threads per wave in per-wave mode,
+// and how many nodes run at once in per-node mode unless --concurrency
+// says otherwise.
+func TestThreadsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args              []string
+		concurrency, dbtT int
+	}{
+		{[]string{"--threads", "3"}, 3, 0},
+		{[]string{"--threads", "3", "--concurrency", "2"}, 2, 0},
+		{[]string{"--threads", "3", "--mode", "per-wave"}, 4, 3},
+		{nil, 4, 0},
+	} {
+		var errb bytes.Buffer
+		f, code, ok := parseBuildFlags(tc.args, &errb)
+		require.True(t, ok, "%v: %d %s", tc.args, code, errb.String())
+		assert.Equal(t, tc.concurrency, f.concurrency, "%v", tc.args)
+		assert.Equal(t, tc.dbtT, f.executorOptions(dbt.Project{}).Threads, "%v", tc.args)
+	}
+	f, _, _ := parseBuildFlags([]string{"--fail-fast", "--mode", "per-wave"}, io.Discard)
+	assert.Equal(t, []string{"--fail-fast"}, f.executorOptions(dbt.Project{}).ExtraArgs, "per-wave --fail-fast is dbt's too")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"regexp"
@@ -52,11 +53,26 @@ func printSummary(w io.Writer, run *orchestrator.Run) {
 // Error") before the cause (the warehouse's "Binder Error: ...",
 // "connection to server ... failed: Connection refused"): the cause is the
 // line after the last header; without a header, the first line.
+//
+// Lines of dbt's JSON log count for their message when they are errors,
+// and are left out otherwise.
 func causeLine(msg string) string {
 	var lines []string
 	for l := range strings.Lines(msg) {
-		if t := strings.TrimSpace(logTime.ReplaceAllString(strings.TrimSpace(l), "")); t != "" {
-			lines = append(lines, t)
+		l = strings.TrimSpace(l)
+		var rec struct {
+			Info struct{ Level, Msg string } `json:"info"`
+		}
+		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &rec) == nil {
+			if rec.Info.Level != "error" {
+				continue
+			}
+			l = rec.Info.Msg
+		}
+		for l := range strings.Lines(l) {
+			if t := strings.TrimSpace(logTime.ReplaceAllString(strings.TrimSpace(l), "")); t != "" {
+				lines = append(lines, t)
+			}
 		}
 	}
 	at := 0

@@ -20,6 +20,8 @@ import (
 // retry goes on from the first.
 func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, f := newBuildFlagSet("retry", stderr)
+	fs.Lookup("results").Usage = "the earlier build's dbtorch results JSON: read, then replaced by the retry's"
+	fs.Lookup("run-results").Usage = "the earlier build's run_results.json (read when --results is not given), then replaced by the retry's"
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -36,6 +38,7 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if path == "" {
 		path = f.runResults
 	}
+	f.replaceRunResults = f.runResults != "" // dbt's own file, perhaps
 	if path == "" {
 		return badInput(stderr, "retry", errors.New("--results or --run-results (the earlier build's file) is required"))
 	}
