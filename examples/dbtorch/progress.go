@@ -337,10 +337,13 @@ func (p *progress) status(now time.Time) string {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	run := strings.Join(names, ", ")
-	if len(run) > 60 {
-		run = run[:57] + "..."
+	run := ""
+	if len(names) > 0 {
+		run = ": " + strings.Join(names, ", ")
+		if len(run) > 62 {
+			run = run[:59] + "..."
+		}
 	}
-	return fmt.Sprintf("[%s] %d/%d  %s  error %d  skipped %d  running %d: %s", bar, p.finished, p.total, eta,
+	return fmt.Sprintf("[%s] %d/%d  %s  error %d  skipped %d  running %d%s", bar, p.finished, p.total, eta,
 		p.counts[orchestrator.Error], p.counts[orchestrator.Skipped], len(p.running), run)
 }
