@@ -114,11 +114,12 @@ func (s *Session) Keyer() *Keyer { return s.k }
 func (s *Session) Key(id string) (string, error) { return s.k.Key(id) }
 
 // Cacheable reports whether the node's results may be served and stored
-// (see Keyer.Cacheable; data tests too unless Options.AlwaysRunTests),
+// (see Keyer.Cacheable; data tests and unit tests too unless
+// Options.AlwaysRunTests, unit tests only when they read no fixture file),
 // also honouring a negative per-node TTL.
 func (s *Session) Cacheable(id string) bool {
-	if n := s.g.Node(id); n != nil && n.ResourceType == manifest.Test {
-		if s.c.opts.AlwaysRunTests {
+	if n := s.g.Node(id); n != nil && n.IsTest() {
+		if s.c.opts.AlwaysRunTests || n.ResourceType == manifest.UnitTest && UsesFixtureFile(n) {
 			return false
 		}
 		if _, err := s.k.Key(id); err != nil {

@@ -13,8 +13,8 @@ const (
 	// ReasonHit: the stored entry has the node's key, recorded a
 	// successful result and has not expired.
 	ReasonHit = "unchanged"
-	// ReasonNotCacheable: tests with Options.AlwaysRunTests, unit tests,
-	// incremental models by default, nodes with a negative TTL, or a key
+	// ReasonNotCacheable: tests with Options.AlwaysRunTests, unit tests
+	// reading a fixture file, incremental models by default, nodes with a negative TTL, or a key
 	// that cannot be computed.
 	ReasonNotCacheable = "not cacheable"
 	// ReasonNoEntry: nothing stored for the node.

@@ -102,3 +102,39 @@ func TestNamespacesAndIntegrity(t *testing.T) {
 	assert.False(t, c.Hit)
 	assert.Equal(t, cache.ReasonKeyChanged+": target, adapter, dbt version or warehouse", c.Reason)
 }
+
+// TestUnitTestKeys: a unit test's key covers its definition (mocked
+// inputs, expected rows) and its model; one reading a fixture file is
+// never cached, nor any test with AlwaysRunTests.
+func TestUnitTestKeys(t *testing.T) {
+	doc := func(expect, fixture string) string {
+		return `{"metadata": {"adapter_type": "duckdb", "project_name": "p"}, "nodes": {
+	  "model.p.a": {"unique_id": "model.p.a", "resource_type": "model", "name": "a", "package_name": "p", "path": "a.sql",
+	    "original_file_path": "models/a.sql", "raw_code": "select 1 as x", "checksum": {"name": "sha256", "checksum": "1"},
+	    "config": {"materialized": "table"}, "relation_name": "a", "depends_on": {"nodes": []}}},
+	  "unit_tests": {"unit_test.p.a.u": {"unique_id": "unit_test.p.a.u", "resource_type": "unit_test", "name": "u", "package_name": "p",
+	    "path": "a.yml", "original_file_path": "models/a.yml", "model": "a", "checksum": "abc",
+	    "given": [], "expect": {"rows": [{"x": ` + expect + `}], "format": "dict", "fixture": ` + fixture + `},
+	    "config": {}, "depends_on": {"nodes": ["model.p.a"]}}}}`
+	}
+	open := func(d string, opts cache.Options) *cache.Session {
+		t.Helper()
+		m, err := manifest.Parse([]byte(d))
+		require.NoError(t, err)
+		g, err := manifest.NewGraph(m)
+		require.NoError(t, err)
+		s, err := cache.New(cache.NewStore(afero.NewMemMapFs(), "/c", cache.StoreOptions{}), opts).Open(m, g, cache.KeyConfig{Project: dbt.Project{Target: "dev"}})
+		require.NoError(t, err)
+		return s
+	}
+	const id = "unit_test.p.a.u"
+	one := open(doc("1", "null"), cache.Options{})
+	require.True(t, one.Cacheable(id))
+	k1, err := one.Key(id)
+	require.NoError(t, err)
+	k2, err := open(doc("2", "null"), cache.Options{}).Key(id)
+	require.NoError(t, err)
+	assert.NotEqual(t, k1, k2, "the expected rows are in the key")
+	assert.False(t, open(doc("1", `"expected_rows"`), cache.Options{}).Cacheable(id), "a fixture file")
+	assert.False(t, open(doc("1", "null"), cache.Options{AlwaysRunTests: true}).Cacheable(id))
+}

@@ -397,6 +397,13 @@ func (k *Keyer) compute(id string) (string, error) {
 		}
 		field(conf, "test", n.TestMetadata.Namespace+"."+n.TestMetadata.Name+string(kw))
 	}
+	if n.ResourceType == manifest.UnitTest {
+		def, err := unitTestDefinition(n)
+		if err != nil {
+			return "", fmt.Errorf("unit test definition: %w", err)
+		}
+		field(conf, "unit_test", def)
+	}
 	part("config", conf.Sum(nil))
 
 	// Macros, transitively, with the materialization's.
@@ -430,6 +437,48 @@ func (k *Keyer) compute(id string) (string, error) {
 	}
 	k.inputs[id] = in
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// unitTestFields are the fields of a unit test's manifest entry that say
+// what it runs: the model (and versions) it tests, its mocked inputs, the
+// rows it expects and its overrides.
+var unitTestFields = []string{"model", "versions", "given", "expect", "overrides"}
+
+// unitTestDefinition returns the canonical JSON of a unit test's
+// definition (unitTestFields).
+func unitTestDefinition(n *manifest.Node) (string, error) {
+	var all map[string]any
+	if err := json.Unmarshal(n.Raw, &all); err != nil {
+		return "", err
+	}
+	def := map[string]any{}
+	for _, f := range unitTestFields {
+		def[f] = all[f]
+	}
+	js, err := canonicalJSON(def)
+	return string(js), err
+}
+
+// UsesFixtureFile reports whether a unit test reads a fixture file
+// (given or expect with a fixture name): the manifest does not hold the
+// file's rows, so such a test is never cached.
+func UsesFixtureFile(n *manifest.Node) bool {
+	var def struct {
+		Given  []struct{ Fixture *string } `json:"given"`
+		Expect struct{ Fixture *string }   `json:"expect"`
+	}
+	if json.Unmarshal(n.Raw, &def) != nil {
+		return true
+	}
+	if def.Expect.Fixture != nil && *def.Expect.Fixture != "" {
+		return true
+	}
+	for _, g := range def.Given {
+		if g.Fixture != nil && *g.Fixture != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Inputs returns, for the node id, a short digest of each input its key
