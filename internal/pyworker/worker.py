@@ -41,7 +41,6 @@ unpatched and through dbt's own CLI and requires identical per-node
 results.
 """
 
-import copy
 import inspect
 import json
 import os
@@ -384,6 +383,18 @@ def apply_patches(builds, minor=None):
     return enabled, applied
 
 
+def shallow_copy(manifest):
+    """A shallow copy of a Manifest. copy.copy goes through
+    Manifest.__reduce_ex__, which in dbt-core 1.11 leaves out
+    _saved_query_lookup from its positional arguments, so every lookup
+    after it lands in the wrong field (a project with metrics then fails
+    with "MetricLookup.find() takes 4 positional arguments but 5 were
+    given"); copying the instance's fields directly keeps each in place."""
+    dup = object.__new__(type(manifest))
+    dup.__dict__.update(manifest.__dict__)
+    return dup
+
+
 def error_text(e):
     return "".join(traceback.format_exception_only(type(e), e)).strip()
 
@@ -447,7 +458,7 @@ def main():
         # dbt show --inline adds its query to the manifest it is given: give
         # it a copy whose nodes are its own, so that the worker's manifest
         # (and the graph linked for it) never sees the query.
-        manifest = copy.copy(manifest_for(req.get("key", ""), req["parse_args"]))
+        manifest = shallow_copy(manifest_for(req.get("key", ""), req["parse_args"]))
         manifest.nodes = dict(manifest.nodes)
         builds.enter(None)
         res = dbtRunner(manifest=manifest).invoke(list(req["args"]))

@@ -1,0 +1,2 @@
+select id, {{ function('double_it') }}(amount) as doubled
+from {{ ref('events') }}
