@@ -38,12 +38,18 @@ func (e *evaluator) search(c *criterion) (bitset, error) {
 	each := func(keep func(n *manifest.Node) bool, match func(n *manifest.Node) bool) {
 		for i, n := range d.nodes {
 			cur = i
-			if keep(n) && match(n) {
+			if keep(n) && !(e.skipEmpty && n.IsEmpty()) && match(n) {
 				out.add(int32(i))
 			}
 		}
 	}
-	all := func(*manifest.Node) bool { return true }
+	if err := d.dialect.check(c.method, c.raw); err != nil {
+		return nil, err
+	}
+	// all is dbt's all_nodes
+	all := func(n *manifest.Node) bool {
+		return d.dialect.savedQueriesInAll || n.ResourceType != manifest.SavedQuery
+	}
 	fn := e.match.match
 	v := c.value
 	switch c.method {

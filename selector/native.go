@@ -112,15 +112,23 @@ func (n *Native) Resolve(ctx context.Context, opts Options) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.d.dialect.unsupported {
+		return nil, &VersionError{DBTVersion: n.d.dialect.version, Msg: "dbt-core before 1.8 is not supported"}
+	}
+	types, err := resourceTypeFilter(opts.ResourceTypes, opts.ExcludeResourceTypes)
+	if err != nil {
+		return nil, err
+	}
 	e := &evaluator{Native: n, opts: &opts}
+	excludeEmpty := opts.ExcludeEmpty
+	if n.d.dialect.testTypeAddsUnit && len(types) == 1 && types[manifest.Test] {
+		types[manifest.UnitTest] = true
+		excludeEmpty, e.skipEmpty = true, true
+	}
 	if err := e.loadState(); err != nil {
 		return nil, err
 	}
 	direct, _, err := e.eval(sp)
-	if err != nil {
-		return nil, err
-	}
-	types, err := resourceTypeFilter(opts.ResourceTypes, opts.ExcludeResourceTypes)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +138,7 @@ func (n *Native) Resolve(ctx context.Context, opts Options) ([]string, error) {
 		if !types[node.ResourceType] {
 			return
 		}
-		if opts.ExcludeEmpty && node.IsEmpty() {
+		if excludeEmpty && node.IsEmpty() {
 			return
 		}
 		out = append(out, node.UniqueID)
@@ -204,6 +212,8 @@ type evaluator struct {
 	srcPrev  *SourceFreshness
 	srcCur   *SourceFreshness
 	modMacro map[string]bool // lazily computed modified macros
+	// skipEmpty: no criterion matches an empty node (dialect.testTypeAddsUnit)
+	skipEmpty bool
 }
 
 func (e *evaluator) loadState() error {
@@ -332,6 +342,9 @@ func (e *evaluator) criterion(c *criterion) (bitset, bitset, error) {
 	collected, err := e.search(c)
 	if err != nil {
 		return nil, nil, err
+	}
+	if c.indirect == Empty && !e.d.dialect.emptyKeepsGraphOps {
+		return collected, newBitset(len(e.d.ids)), nil
 	}
 	selected := collected.clone()
 	if c.childrensParents {

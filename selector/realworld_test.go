@@ -16,7 +16,7 @@ import (
 
 // TestRealWorldManifests resolves selections on real manifests of many dbt
 // versions (v4..v12, dbt Fusion, dbt-loom) and checks invariants that hold
-// for any project: a manifest compared with itself is unmodified, the
+// for any project (manifests of dbt-core before 1.8 must be refused): a manifest compared with itself is unmodified, the
 // default selection is dbt's default union, graph operators only add.
 func TestRealWorldManifests(t *testing.T) {
 	dir := filepath.Join(dbttest.SharedDir(t), "reference", "manifests")
@@ -31,6 +31,15 @@ func TestRealWorldManifests(t *testing.T) {
 			m, err := manifest.Parse(data)
 			require.NoError(t, err)
 			n := nativeOf(t, m)
+			if v, ok := parseVersion(m.Metadata.DBTVersion); ok && !v.atLeast(1, 8, 0) {
+				// never compared with dbt: refused rather than guessed
+				_, err := n.Resolve(ctx, Options{Select: []string{"fqn:*"}})
+				var ve *VersionError
+				require.ErrorAs(t, err, &ve)
+				require.ErrorIs(t, err, ErrUnsupportedVersion)
+				assert.Equal(t, m.Metadata.DBTVersion, ve.DBTVersion)
+				return
+			}
 			resolve := func(o Options) []string {
 				t.Helper()
 				o.ResourceTypes = []manifest.ResourceType{"all"}

@@ -58,6 +58,23 @@ func DBT(t testing.TB) string {
 	return path
 }
 
+// DBTVersion returns the version of the dbt-core installed beside the dbt
+// executable DBT returns (from its dist-info directory, without starting
+// Python), such as "1.8.9". The test fails when it cannot be found.
+func DBTVersion(t testing.TB) string {
+	t.Helper()
+	real, err := filepath.EvalSymlinks(DBT(t))
+	if err != nil {
+		t.Fatalf("dbttest: dbt: %v", err)
+	}
+	venv := filepath.Dir(filepath.Dir(real))
+	found, _ := filepath.Glob(filepath.Join(venv, "lib", "python*", "site-packages", "dbt_core-*.dist-info"))
+	if len(found) != 1 {
+		t.Fatalf("dbttest: want one dbt_core-*.dist-info under %s, found %v", venv, found)
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "dbt_core-"), ".dist-info")
+}
+
 // OverlayEnv names the environment variable that lists overlays for the
 // projects CopyProject copies: directories separated by
 // filepath.ListSeparator, absolute or relative to the repository root. For

@@ -35,6 +35,7 @@ var domains = [...]string{"finance", "marketing", "product", "operations"}
 // plan is the abstract project both writers render: seeds, then models layer
 // by layer. Every ref points to an earlier node, so the order is topological.
 type plan struct {
+	legacy bool // Options.Legacy
 	name   string
 	rnd    int64
 	layers int     // model layers, staging is 1, marts is layers
@@ -86,6 +87,7 @@ type shape struct {
 	models, layers, seeds int
 	seed                  int64
 	name                  string
+	legacy                bool // Options.Legacy
 }
 
 // newPlan lays out a project deterministically from s.
@@ -118,6 +120,7 @@ func newPlan(s shape) (*plan, error) {
 	}
 
 	p := &plan{
+		legacy: s.legacy,
 		name:   s.name,
 		rnd:    s.seed,
 		layers: layers,

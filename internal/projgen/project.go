@@ -35,10 +35,15 @@ type Options struct {
 	Layers int
 	// Seeds is the number of seed files; 0 derives it from Models (2 to 50).
 	Seeds int
+	// Legacy writes the YAML of dbt-core 1.8 and 1.9: generic test
+	// arguments directly under the test (not under arguments:) and source
+	// freshness at the source's top level (not under config:). The nodes
+	// are the same.
+	Legacy bool
 }
 
 func (o Options) shape() shape {
-	return shape{models: o.Models, layers: o.Layers, seeds: o.Seeds, seed: o.Seed, name: o.Name}
+	return shape{models: o.Models, layers: o.Layers, seeds: o.Seeds, seed: o.Seed, name: o.Name, legacy: o.Legacy}
 }
 
 // Write writes a dbt project into dir, creating it if needed and replacing
@@ -181,12 +186,22 @@ func (p *plan) sourcesYAML() string {
   - name: raw
     schema: "{{ target.schema }}"
     description: The seeds, read back as a source by every third staging model.
-    config:
+`)
+	if p.legacy {
+		b.WriteString(`    loaded_at_field: loaded_at
+    freshness:
+      warn_after: {count: 36500, period: day}
+      error_after: {count: 73000, period: day}
+`)
+	} else {
+		b.WriteString(`    config:
       loaded_at_field: loaded_at
       freshness:
         warn_after: {count: 36500, period: day}
         error_after: {count: 73000, period: day}
-    tables:
+`)
+	}
+	b.WriteString(`    tables:
 `)
 	for _, s := range p.seeds {
 		fmt.Fprintf(&b, "      - name: %s\n        description: %s\n", s.name, yamlString("Seed "+s.name+" as loaded."))
@@ -239,7 +254,11 @@ func (p *plan) layerYAML(layer int) string {
 			}
 			b.WriteString("        data_tests:\n          - unique\n          - not_null\n")
 			if m.relationTo != nil {
-				fmt.Fprintf(&b, "          - relationships:\n              arguments:\n                to: ref('%s')\n                field: id\n", m.relationTo.name)
+				if p.legacy {
+					fmt.Fprintf(&b, "          - relationships:\n              to: ref('%s')\n              field: id\n", m.relationTo.name)
+				} else {
+					fmt.Fprintf(&b, "          - relationships:\n              arguments:\n                to: ref('%s')\n                field: id\n", m.relationTo.name)
+				}
 			}
 		}
 		if m.unitTest {
