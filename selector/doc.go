@@ -27,13 +27,20 @@
 // programmatic runner. The package's tests run hundreds of expressions
 // through Native and dbt and require identical sets, and identical failures.
 //
-// Parity target: dbt-core 1.11 (the version the repository pins). dbt 1.12's
-// selector: method is not in 1.11 and is rejected like any unknown method.
+// Parity target: the dbt-core that wrote the manifest (metadata.dbt_version),
+// for 1.8 to 1.11 (the pinned 1.11.16 in the tests, each minor in make
+// compat). Where those versions select differently Native follows the
+// manifest's version; where it cannot promise dbt's answer (state: on 1.8
+// manifests, anything on manifests older than 1.8) it fails with a
+// *VersionError rather than guess. dbt 1.12's selector: method is not in
+// 1.11 and is rejected like any unknown method.
 //
 // Errors are typed: *SyntaxError for an expression that does not parse
 // (including an unknown method), *ValueError for a value a method rejects
 // (an unknown resource type, state sub-selector, version kind, ...),
-// *UnknownSelectorError for an unknown --selector name, and errors wrapping
+// *UnknownSelectorError for an unknown --selector name, errors wrapping
 // ErrNoState, ErrNoRunResults or ErrNoSources when a state-based method
-// lacks its input. An unknown method is never an empty set.
+// lacks its input, and *VersionError (wrapping ErrUnsupportedVersion) for
+// a selection Native does not resolve on the manifest's dbt-core version.
+// An unknown method is never an empty set.
 package selector
