@@ -311,8 +311,8 @@ func (o *Orchestrator) newBuild(ctx context.Context, opts BuildOptions) (*build,
 		b.results[i] = NodeResult{Result: executor.Result{UniqueID: n.UniqueID}, Name: n.Name, ResourceType: n.ResourceType, Wave: p.Wave(i)}
 	}
 	var capped string
-	if b.conc, capped = o.concurrency(); capped != "" {
-		b.warnings = append(b.warnings, capped)
+	if b.conc, capped = o.Concurrency(); capped != "" {
+		b.warnings = append(b.warnings, fmt.Sprintf("concurrency %d reduced to %d: %s", o.cfg.Concurrency, b.conc, capped))
 	}
 	b.cache = o.cfg.Cache
 	cacheFailed := false

@@ -237,12 +237,15 @@ func (o *Orchestrator) graph(ctx context.Context) (*manifest.Manifest, *manifest
 	return m, g, nil
 }
 
-// concurrency returns how many nodes a per-node build runs at once:
+// Concurrency returns how many nodes a per-node build of o runs at once:
 // Config.Concurrency, capped by the executor's MaxConcurrency
-// (executor.ConcurrencyLimiter), and, when it capped it, the warning
-// saying so and why. PerWave builds run one invocation at a time and are
-// never capped.
-func (o *Orchestrator) concurrency() (int, string) {
+// (executor.ConcurrencyLimiter). When it capped it, reason says why (the
+// executor's words, e.g. "one DuckDB file takes one writing process at a
+// time") and every build adds a Run.Warnings entry saying so; otherwise
+// reason is empty. PerWave builds run one invocation at a time and are
+// never capped. A program that tells its user before the build (the CLI
+// does) asks here instead of applying the rule itself.
+func (o *Orchestrator) Concurrency() (n int, reason string) {
 	conc := o.cfg.Concurrency
 	cl, ok := o.cfg.Executor.(executor.ConcurrencyLimiter)
 	if !ok || o.cfg.Mode != PerNode {
@@ -255,7 +258,7 @@ func (o *Orchestrator) concurrency() (int, string) {
 	if why == "" {
 		why = "the executor takes no more at once"
 	}
-	return n, fmt.Sprintf("concurrency %d reduced to %d: %s", conc, n, why)
+	return n, why
 }
 
 // prepare calls the executor's Prepare once, before its first Execute; a

@@ -76,14 +76,6 @@ func build(ctx context.Context, cmd string, f *buildFlags, prior *orchestrator.P
 		NodeTimeout: f.timeout, Logger: logger, Reporters: reporters,
 		Estimate: priorDurations(f.results),
 	}
-	// Executors say how many invocations they can take at once (one on a
-	// DuckDB file); say so when that is fewer than asked.
-	if cl, ok := ex.(executor.ConcurrencyLimiter); ok && mode == orchestrator.PerNode {
-		if n, reason := cl.MaxConcurrency(); n > 0 && n < cfg.Concurrency {
-			f.observe.notice(stderr, logger, cmd, fmt.Sprintf("running %d node(s) at a time, not %d: %s", n, cfg.Concurrency, reason))
-			cfg.Concurrency = n
-		}
-	}
 	if f.cacheDir != "" {
 		if cfg.Cache, err = openCache(ctx, f, proj, m, logger); err != nil {
 			return failure(ctx, stderr, cmd, err)
@@ -110,6 +102,12 @@ func build(ctx context.Context, cmd string, f *buildFlags, prior *orchestrator.P
 	o, err := orchestrator.New(cfg)
 	if err != nil {
 		return failure(ctx, stderr, cmd, err)
+	}
+	// The library caps concurrency by what the executor takes at once (one
+	// on a DuckDB file); say so before the build starts.
+	if n, reason := o.Concurrency(); reason != "" {
+		f.observe.notice(stderr, logger, cmd, fmt.Sprintf("running %d node(s) at a time, not %d: %s", n, cfg.Concurrency, reason))
+		prog.setConcurrency(n)
 	}
 
 	opts := orchestrator.BuildOptions{

@@ -152,6 +152,17 @@ type progress struct {
 	ranN            int
 }
 
+// setConcurrency sets the concurrency the ETA is spread over; nil p is a
+// no-op (--quiet).
+func (p *progress) setConcurrency(n int) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.conc = max(n, 1)
+	p.mu.Unlock()
+}
+
 func newProgress(w io.Writer, tty bool, conc int, estimate func(string) time.Duration) *progress {
 	p := &progress{w: w, tty: tty, conc: max(conc, 1), estimate: estimate, counts: map[orchestrator.Status]int{},
 		pending: map[string]bool{}, running: map[string]time.Time{}, done: make(chan struct{})}
