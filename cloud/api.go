@@ -116,24 +116,23 @@ type ListJobsOptions struct {
 }
 
 func (o ListJobsOptions) values() url.Values {
-	q := url.Values{}
-	if o.ProjectID != 0 {
-		q.Set("project_id", strconv.FormatInt(o.ProjectID, 10))
-	}
-	if o.EnvironmentID != 0 {
-		q.Set("environment_id", strconv.FormatInt(o.EnvironmentID, 10))
-	}
+	q := listQuery(o.OrderBy, o.Limit, o.Offset)
+	setID(q, "project_id", o.ProjectID)
+	setID(q, "environment_id", o.EnvironmentID)
 	if o.NameContains != "" {
 		q.Set("name__icontains", o.NameContains)
 	}
-	if o.OrderBy != "" {
-		q.Set("order_by", o.OrderBy)
-	}
-	setPage(q, o.Limit, o.Offset)
 	return q
 }
 
-func setPage(q url.Values, limit, offset int) {
+// listQuery returns the parameters every list endpoint takes: order_by
+// when orderBy is set, limit (maxPage when out of 1..maxPage) and offset
+// when positive.
+func listQuery(orderBy string, limit, offset int) url.Values {
+	q := url.Values{}
+	if orderBy != "" {
+		q.Set("order_by", orderBy)
+	}
 	if limit <= 0 || limit > maxPage {
 		limit = maxPage
 	}
@@ -141,29 +140,49 @@ func setPage(q url.Values, limit, offset int) {
 	if offset > 0 {
 		q.Set("offset", strconv.Itoa(offset))
 	}
+	return q
+}
+
+// setID sets the filter key to id when id is not zero.
+func setID(q url.Values, key string, id int64) {
+	if id != 0 {
+		q.Set(key, strconv.FormatInt(id, 10))
+	}
 }
 
 // ListJobs returns one page of the account's active jobs.
 func (c *Client) ListJobs(ctx context.Context, opts ListJobsOptions) ([]Job, Pagination, error) {
-	var jobs []Job
-	page, err := c.get(ctx, "jobs/", opts.values(), &jobs)
-	return jobs, page, err
+	return list[Job](ctx, c, "jobs/", opts.values())
 }
 
 // Jobs iterates over every active job matching opts, page by page,
 // starting at opts.Offset. It stops at the first error, which it yields.
 func (c *Client) Jobs(ctx context.Context, opts ListJobsOptions) iter.Seq2[Job, error] {
-	return paginate(opts.Offset, func(offset int) ([]Job, Pagination, error) {
-		o := opts
-		o.Offset = offset
-		return c.ListJobs(ctx, o)
-	})
+	return paginate(ctx, opts, opts.Offset, c.ListJobs)
 }
 
-func paginate[T any](offset int, page func(offset int) ([]T, Pagination, error)) iter.Seq2[T, error] {
+func (o ListJobsOptions) at(offset int) ListJobsOptions { o.Offset = offset; return o }
+
+// list decodes one page of a list endpoint.
+func list[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T, Pagination, error) {
+	var items []T
+	page, err := c.get(ctx, path, q, &items)
+	return items, page, err
+}
+
+// pageable are the options of a list endpoint: at returns them asking
+// for the page that starts at offset.
+type pageable[O any] interface {
+	at(offset int) O
+}
+
+// paginate iterates over every item list returns for opts, page after
+// page from offset, until a page is empty or the total count
+// is reached; it stops at the first error, which it yields.
+func paginate[T any, O pageable[O]](ctx context.Context, opts O, offset int, list func(context.Context, O) ([]T, Pagination, error)) iter.Seq2[T, error] {
 	return func(yield func(T, error) bool) {
 		for {
-			items, p, err := page(offset)
+			items, p, err := list(ctx, opts.at(offset))
 			if err != nil {
 				var zero T
 				yield(zero, err)
@@ -301,33 +320,25 @@ type ListRunsOptions struct {
 
 // ListRuns returns one page of runs.
 func (c *Client) ListRuns(ctx context.Context, opts ListRunsOptions) ([]Run, Pagination, error) {
-	q := url.Values{}
-	if opts.JobID != 0 {
-		q.Set("job_definition_id", strconv.FormatInt(opts.JobID, 10))
-	}
-	if opts.ProjectID != 0 {
-		q.Set("project_id", strconv.FormatInt(opts.ProjectID, 10))
-	}
-	if opts.OrderBy != "" {
-		q.Set("order_by", opts.OrderBy)
-	}
-	if opts.IncludeTrigger {
+	return list[Run](ctx, c, "runs/", opts.values())
+}
+
+func (o ListRunsOptions) values() url.Values {
+	q := listQuery(o.OrderBy, o.Limit, o.Offset)
+	setID(q, "job_definition_id", o.JobID)
+	setID(q, "project_id", o.ProjectID)
+	if o.IncludeTrigger {
 		q.Set("include_related", `["trigger"]`)
 	}
-	setPage(q, opts.Limit, opts.Offset)
-	var runs []Run
-	page, err := c.get(ctx, "runs/", q, &runs)
-	return runs, page, err
+	return q
 }
+
+func (o ListRunsOptions) at(offset int) ListRunsOptions { o.Offset = offset; return o }
 
 // Runs iterates over every run matching opts, page by page, starting at
 // opts.Offset. It stops at the first error, which it yields.
 func (c *Client) Runs(ctx context.Context, opts ListRunsOptions) iter.Seq2[Run, error] {
-	return paginate(opts.Offset, func(offset int) ([]Run, Pagination, error) {
-		o := opts
-		o.Offset = offset
-		return c.ListRuns(ctx, o)
-	})
+	return paginate(ctx, opts, opts.Offset, c.ListRuns)
 }
 
 // LatestRun returns the job's most recent run, or nil when it has none.

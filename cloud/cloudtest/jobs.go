@@ -3,6 +3,7 @@ package cloudtest
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,44 +101,87 @@ func (s *Server) jobJSON(j *fakeJob) map[string]any {
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	list(s, w, r, s.jobs, func(q url.Values, j *fakeJob) bool {
+		// state: "active" or 1 (the default), "deleted" or 2, "all".
+		switch q.Get("state") {
+		case "all":
+		case "deleted", "2":
+			if !j.Deleted {
+				return false
+			}
+		default:
+			if j.Deleted {
+				return false
+			}
+		}
+		if v := q.Get("project_id"); v != "" && v != strconv.FormatInt(s.opts.ProjectID, 10) {
+			return false
+		}
+		if v := q.Get("environment_id"); v != "" && v != strconv.FormatInt(s.opts.EnvironmentID, 10) {
+			return false
+		}
+		v := q.Get("name__icontains")
+		return v == "" || strings.Contains(strings.ToLower(j.Name), strings.ToLower(v))
+	}, func(j *fakeJob) int64 { return j.ID }, s.jobJSON)
+}
+
+// list answers a list request over all: the items keep accepts for the
+// query, in the order and page the query asks for (order_by, limit,
+// offset), each rendered with render, in an envelope with the
+// pagination extra. keep and render are called with s.mu held.
+func list[T, R any](s *Server, w http.ResponseWriter, r *http.Request, all map[int64]T,
+	keep func(url.Values, T) bool, id func(T) int64, render func(T) R) {
 	q := r.URL.Query()
 	limit, offset, ok := s.page(w, q)
 	if !ok {
 		return
 	}
 	s.mu.Lock()
-	var sel []*fakeJob
-	for _, j := range s.jobs {
-		// state: "active" or 1 (the default), "deleted" or 2, "all".
-		switch q.Get("state") {
-		case "all":
-		case "deleted", "2":
-			if !j.Deleted {
-				continue
-			}
-		default:
-			if j.Deleted {
-				continue
-			}
+	var sel []T
+	for _, v := range all {
+		if keep(q, v) {
+			sel = append(sel, v)
 		}
-		if v := q.Get("project_id"); v != "" && v != strconv.FormatInt(s.opts.ProjectID, 10) {
-			continue
-		}
-		if v := q.Get("environment_id"); v != "" && v != strconv.FormatInt(s.opts.EnvironmentID, 10) {
-			continue
-		}
-		if v := q.Get("name__icontains"); v != "" && !strings.Contains(strings.ToLower(j.Name), strings.ToLower(v)) {
-			continue
-		}
-		sel = append(sel, j)
 	}
-	sel, total := pageOf(sel, func(j *fakeJob) int64 { return j.ID }, q.Get("order_by"), offset, limit)
-	data := make([]any, 0, len(sel))
-	for _, j := range sel {
-		data = append(data, s.jobJSON(j))
+	sel, total := pageOf(sel, id, q.Get("order_by"), offset, limit)
+	data := make([]R, 0, len(sel))
+	for _, v := range sel {
+		data = append(data, render(v))
 	}
 	s.mu.Unlock()
 	writeEnvelope(w, http.StatusOK, data, extra(q, len(data), total), "")
+}
+
+// found calls f on what get returns, both with s.mu held, and reports
+// true; when get returns nil it answers 404 "<what> not found." instead
+// and reports false.
+func found[T any](s *Server, w http.ResponseWriter, what string, get func() *T, f func(*T)) bool {
+	s.mu.Lock()
+	v := get()
+	if v != nil {
+		f(v)
+	}
+	s.mu.Unlock()
+	if v == nil {
+		notFound(w, what)
+	}
+	return v != nil
+}
+
+// liveJob returns a getter, for found, of the job id unless it is
+// deleted.
+func (s *Server) liveJob(id int64) func() *fakeJob {
+	return func() *fakeJob {
+		if j := s.jobs[id]; j != nil && !j.Deleted {
+			return j
+		}
+		return nil
+	}
+}
+
+// runOf returns a getter, for found, of the run id.
+func (s *Server) runOf(id int64) func() *fakeRun {
+	return func() *fakeRun { return s.runs[id] }
 }
 
 func (s *Server) page(w http.ResponseWriter, q map[string][]string) (limit, offset int, ok bool) {
@@ -200,36 +244,26 @@ func extra(q map[string][]string, count, total int) map[string]any {
 }
 
 func (s *Server) getJob(w http.ResponseWriter, id int64) {
-	s.mu.Lock()
-	j := s.jobs[id]
-	if j == nil || j.Deleted {
-		s.mu.Unlock()
-		notFound(w, "Job")
-		return
+	var out any
+	if found(s, w, "Job", s.liveJob(id), func(j *fakeJob) { out = s.jobJSON(j) }) {
+		writeEnvelope(w, http.StatusOK, out, nil, "")
 	}
-	out := s.jobJSON(j)
-	s.mu.Unlock()
-	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
 
 func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
-	s.mu.Lock()
-	j := s.jobs[id]
-	if j == nil || j.Deleted {
-		s.mu.Unlock()
-		notFound(w, "Job")
-		return
-	}
-	j.Deleted = true
-	now := time.Now()
-	for _, run := range s.runs {
-		if run.jobID == id && run.status(now, s.opts) < 10 {
-			j.ActiveRunsAtDelete++
+	deleted := found(s, w, "Job", s.liveJob(id), func(j *fakeJob) {
+		j.Deleted = true
+		now := time.Now()
+		for _, run := range s.runs {
+			if run.jobID == id && run.status(now, s.opts) < 10 {
+				j.ActiveRunsAtDelete++
+			}
 		}
+	})
+	if deleted {
+		// openapi-v2.yaml documents 204 and no body for a deletion.
+		w.WriteHeader(http.StatusNoContent)
 	}
-	s.mu.Unlock()
-	// openapi-v2.yaml documents 204 and no body for a deletion.
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // getEnvironment serves the one environment that exists: a production

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -30,28 +31,26 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request, jobID int64) {
 		badRequest(w, map[string]string{"cause": "Ensure this field has no more than 255 characters."})
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j := s.jobs[jobID]
-	if j == nil || j.Deleted {
-		notFound(w, "Job")
-		return
-	}
-	steps := j.ExecuteSteps
-	if raw, ok := body["steps_override"].([]any); ok && len(raw) > 0 {
-		steps = nil
-		for _, x := range raw {
-			st, _ := x.(string)
-			steps = append(steps, st)
+	var out any
+	if found(s, w, "Job", s.liveJob(jobID), func(j *fakeJob) {
+		steps := j.ExecuteSteps
+		if raw, ok := body["steps_override"].([]any); ok && len(raw) > 0 {
+			steps = nil
+			for _, x := range raw {
+				st, _ := x.(string)
+				steps = append(steps, st)
+			}
 		}
+		s.nextID++
+		run := &fakeRun{id: s.nextID, jobID: jobID, cause: cause, trigger: body, steps: steps, created: time.Now(),
+			auth: r.Header.Get("Authorization")}
+		s.execute(run)
+		s.applyTimeout(run, timeoutOf(j.Body, body))
+		s.runs[run.id] = run
+		out = s.runJSON(run, time.Now(), true, false)
+	}) {
+		writeEnvelope(w, http.StatusOK, out, nil, "")
 	}
-	s.nextID++
-	run := &fakeRun{id: s.nextID, jobID: jobID, cause: cause, trigger: body, steps: steps, created: time.Now(),
-		auth: r.Header.Get("Authorization")}
-	s.execute(run)
-	s.applyTimeout(run, timeoutOf(j.Body, body))
-	s.runs[run.id] = run
-	writeEnvelope(w, http.StatusOK, s.runJSON(run, time.Now(), true, false), nil, "")
 }
 
 // timeoutOf returns a run's timeout: the trigger's
@@ -444,59 +443,37 @@ func (s *Server) stepsJSON(run *fakeRun, st int) []any {
 }
 
 func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, offset, ok := s.page(w, q)
-	if !ok {
-		return
-	}
 	now := time.Now()
-	s.mu.Lock()
-	var sel []*fakeRun
-	for _, run := range s.runs {
-		if v := q.Get("job_definition_id"); v != "" && v != strconv.FormatInt(run.jobID, 10) {
-			continue
-		}
-		sel = append(sel, run)
-	}
-	sel, total := pageOf(sel, func(r *fakeRun) int64 { return r.id }, q.Get("order_by"), offset, limit)
-	inc := q.Get("include_related")
-	data := make([]any, 0, len(sel))
-	for _, run := range sel {
-		data = append(data, s.runJSON(run, now, strings.Contains(inc, "trigger"), strings.Contains(inc, "run_steps")))
-	}
-	s.mu.Unlock()
-	writeEnvelope(w, http.StatusOK, data, extra(q, len(data), total), "")
+	inc := r.URL.Query().Get("include_related")
+	list(s, w, r, s.runs, func(q url.Values, run *fakeRun) bool {
+		v := q.Get("job_definition_id")
+		return v == "" || v == strconv.FormatInt(run.jobID, 10)
+	}, func(r *fakeRun) int64 { return r.id }, func(run *fakeRun) map[string]any {
+		return s.runJSON(run, now, strings.Contains(inc, "trigger"), strings.Contains(inc, "run_steps"))
+	})
 }
 
 func (s *Server) getRun(w http.ResponseWriter, r *http.Request, id int64) {
 	inc := r.URL.Query().Get("include_related")
-	s.mu.Lock()
-	run := s.runs[id]
-	if run == nil {
-		s.mu.Unlock()
-		notFound(w, "Run")
-		return
+	var out any
+	if found(s, w, "Run", s.runOf(id), func(run *fakeRun) {
+		out = s.runJSON(run, time.Now(), strings.Contains(inc, "trigger"), strings.Contains(inc, "run_steps"))
+	}) {
+		writeEnvelope(w, http.StatusOK, out, nil, "")
 	}
-	out := s.runJSON(run, time.Now(), strings.Contains(inc, "trigger"), strings.Contains(inc, "run_steps"))
-	s.mu.Unlock()
-	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
 
 func (s *Server) cancel(w http.ResponseWriter, id int64) {
 	now := time.Now()
-	s.mu.Lock()
-	run := s.runs[id]
-	if run == nil {
-		s.mu.Unlock()
-		notFound(w, "Run")
-		return
+	var out any
+	if found(s, w, "Run", s.runOf(id), func(run *fakeRun) {
+		if run.status(now, s.opts) < 10 && run.cancelAt.IsZero() {
+			run.cancelAt = now
+		}
+		out = s.runJSON(run, now, true, false)
+	}) {
+		writeEnvelope(w, http.StatusOK, out, nil, "")
 	}
-	if run.status(now, s.opts) < 10 && run.cancelAt.IsZero() {
-		run.cancelAt = now
-	}
-	out := s.runJSON(run, now, true, false)
-	s.mu.Unlock()
-	writeEnvelope(w, http.StatusOK, out, nil, "")
 }
 
 // echoRun is the text EchoToken adds to a run's status message.
@@ -539,23 +516,15 @@ func (s *Server) artifactsOf(run *fakeRun, step int, now time.Time) map[string][
 }
 
 func (s *Server) listArtifacts(w http.ResponseWriter, id int64) {
-	s.mu.Lock()
-	run := s.runs[id]
-	if run == nil {
-		s.mu.Unlock()
-		notFound(w, "Run")
-		return
+	paths := []string{}
+	if found(s, w, "Run", s.runOf(id), func(run *fakeRun) {
+		for p := range s.artifactsOf(run, 0, time.Now()) {
+			paths = append(paths, p)
+		}
+	}) {
+		sort.Strings(paths)
+		writeEnvelope(w, http.StatusOK, paths, nil, "")
 	}
-	var paths []string
-	for p := range s.artifactsOf(run, 0, time.Now()) {
-		paths = append(paths, p)
-	}
-	s.mu.Unlock()
-	sort.Strings(paths)
-	if paths == nil {
-		paths = []string{}
-	}
-	writeEnvelope(w, http.StatusOK, paths, nil, "")
 }
 
 func artifactPath(r *http.Request) string {

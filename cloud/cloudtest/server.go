@@ -357,25 +357,23 @@ func (s *Server) PendingFaults() int {
 
 // Jobs returns the jobs that are not deleted, by id.
 func (s *Server) Jobs() []JobInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []JobInfo
-	for _, j := range s.jobs {
-		if !j.Deleted {
-			out = append(out, j.JobInfo)
-		}
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
-	return out
+	return s.jobInfos(func(j *fakeJob) bool { return !j.Deleted })
 }
 
 // AllJobs returns every job ever created, deleted ones included, by id.
 func (s *Server) AllJobs() []JobInfo {
+	return s.jobInfos(func(*fakeJob) bool { return true })
+}
+
+// jobInfos returns the jobs keep accepts, by id.
+func (s *Server) jobInfos(keep func(*fakeJob) bool) []JobInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []JobInfo
 	for _, j := range s.jobs {
-		out = append(out, j.JobInfo)
+		if keep(j) {
+			out = append(out, j.JobInfo)
+		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
