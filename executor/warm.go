@@ -59,9 +59,10 @@ type WarmConfig struct {
 // every invocation although nothing it depends on changed: it links each
 // manifest's graph once, compiles the query-comment template once, does
 // not build log events no logger writes (dbt's standard output is kept at
-// warn level; it only feeds crash reports), and within one build
-// (Request.BuildID) checks that a schema exists once, as one dbt build
-// does. internal/pyworker/worker.py documents each; WarmConfig.Unpatched
+// warn level; it only feeds crash reports; the relation cache's events
+// included), resolves a one-node selection from an index of the manifest
+// instead of matching every node, and within one build (Request.BuildID)
+// checks that a schema exists once, as one dbt build does. internal/pyworker/worker.py documents each; WarmConfig.Unpatched
 // turns them off.
 //
 // A worker runs one invocation at a time; Execute waits for an idle worker

@@ -78,18 +78,17 @@ def main():
 
     from dbt.cli.main import dbtRunner
 
-    worker.cache_plugin_discovery()
-    worker.skip_graph_diagnostics()
     extra = {"run": [], "test": []}
     if a.patched:
-        worker.cache_query_comment()
-        worker.reuse_graph()
-        worker.skip_unlogged_events()
+        # Every patch enabled on this dbt-core, as a worker applies them.
         builds = worker.Builds()
-        worker.remember_schemas(builds)
+        worker.apply_patches(builds)
         builds.enter("phases")
         # What the Go side adds (executor/options.go, warm.go).
         extra = {"run": ["--log-level", "warn"], "test": ["--log-level", "warn", "--no-populate-cache"]}
+    else:
+        worker.cache_plugin_discovery()
+        worker.skip_graph_diagnostics()
     work = tempfile.mkdtemp(prefix="phases-")
     res = dbtRunner().invoke(["parse", "--project-dir", a.project, "--quiet", "--target-path", os.path.join(work, "parse")])
     if not res.success:
@@ -102,7 +101,7 @@ def main():
 
     def invoke(cmd, node, k):
         d = os.path.join(work, "inv-%s-%d" % (cmd, k))
-        args = [cmd, "--select", "fqn:" + ".".join(node.fqn) + ",resource_type:" + str(node.resource_type),
+        args = [cmd, "--select", "fqn:" + ".".join(node.fqn) + ",resource_type:" + str(node.resource_type) + ",package:" + node.package_name,
                 "--indirect-selection", "empty", "--project-dir", a.project,
                 "--target-path", os.path.join(d, "target"), "--log-path", os.path.join(d, "logs"),
                 "--no-use-colors", "--no-write-json", "--cache-selected-only", "--log-level-file", "none"] + extra[cmd]

@@ -28,6 +28,8 @@ from dbt.compilation import Compiler
 from dbt.adapters.clients.jinja import QueryStringGenerator
 from dbt_common.events.event_manager import EventManager
 from dbt.task.runnable import GraphRunnableTask
+from dbt.adapters import cache as relcache
+from dbt.graph.selector import NodeSelector
 internals = {
     "cache_plugin_discovery": lambda: PluginManager.__dict__["get_prefixed_modules"],
     "skip_graph_diagnostics": lambda: Compiler.write_graph_file,
@@ -35,6 +37,8 @@ internals = {
     "reuse_graph": lambda: Compiler.compile,
     "skip_unlogged_events": lambda: EventManager.fire_event,
     "remember_schemas": lambda: GraphRunnableTask.create_schemas,
+    "lazy_cache_events": lambda: relcache.CacheAction,
+    "index_selection": lambda: NodeSelector.select_included,
 }
 assert sorted(internals) == sorted(p[0] for p in worker.PATCHES), "the probe knows every patch"
 if sys.argv[3]:
@@ -76,7 +80,7 @@ func TestPatchGate(t *testing.T) {
 		require.NoError(t, json.Unmarshal(out, &p), "%s", out)
 		return p
 	}
-	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas"}
+	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection"}
 	for _, minor := range []string{"1.7", "1.12"} {
 		t.Run("dbt "+minor, func(t *testing.T) {
 			t.Parallel()

@@ -229,21 +229,18 @@ def reuse_graph():
     Graph.get_subset_graph = get_subset_graph
     return True
 
-def skip_unlogged_events():
-    """dbt turns every event into a protobuf message before asking its
-    loggers whether they want it: ~130 events an invocation, most of them
-    debug-level (SQL, connections, cache), ~15 ms of CPU an invocation when
-    no logger writes below warn (the worker's stdout only feeds crash
-    reports). Drop an event below warn level that no logger would write and
-    no callback other than dbt's own behaviour-change tracker (which reads
-    only warn-level BehaviorChangeEvent) would see. Events at warn or above,
-    print events (written as errors) and anything --warn-error may turn into
-    an error go through dbt unchanged."""
+def unlogged_rule():
+    """Returns dropped(manager, level, name): whether dbt's event manager
+    would write an event of that level and class name nowhere (None when
+    dbt-common lacks what the rule reads). An event is dropped below warn
+    level when no logger writes at its level and no callback other than
+    dbt's own behaviour-change tracker (which reads only warn-level
+    BehaviorChangeEvent) would see it; print events (written as errors) are
+    never dropped."""
     try:
         from dbt_common.events.base_types import EventLevel
-        from dbt_common.events.event_manager import EventManager
     except ImportError:
-        return False
+        return None
     try:
         from dbt_common.events.logger import PRINT_EVENT_NAMES
     except ImportError:
@@ -253,28 +250,175 @@ def skip_unlogged_events():
     except ImportError:  # older dbt: no callback of its own
         track_behavior_change_warn = None
     rank = {EventLevel.DEBUG: 10, EventLevel.TEST: 10, EventLevel.INFO: 20, EventLevel.WARN: 30, EventLevel.ERROR: 40}
+
+    def dropped(manager, level, name):
+        r = rank.get(level, 40)
+        return (
+            r < 30
+            and name not in PRINT_EVENT_NAMES
+            and all(cb is track_behavior_change_warn for cb in manager.callbacks)
+            and all(rank.get(getattr(lg, "level", None), 0) > r for lg in manager.loggers)
+        )
+
+    return dropped
+
+
+def skip_unlogged_events():
+    """dbt turns every event into a protobuf message before asking its
+    loggers whether they want it: ~130 events an invocation, most of them
+    debug-level (SQL, connections, cache), ~15 ms of CPU an invocation when
+    no logger writes below warn (the worker's stdout only feeds crash
+    reports). Drop an event that unlogged_rule says no logger or callback
+    would see. Events at warn or above, print events (written as errors)
+    and anything --warn-error may turn into an error go through dbt
+    unchanged."""
+    try:
+        from dbt_common.events.event_manager import EventManager
+    except ImportError:
+        return False
+    dropped = unlogged_rule()
     fire = EventManager.fire_event
-    if not takes(fire, "self", "e", "level"):
+    if dropped is None or not takes(fire, "self", "e", "level"):
         return False
 
     # Older dbt-common takes (e, level) only; newer adds node and
     # force_warn_or_error_handling. Anything passed beyond level goes
     # through unchanged, and a forced warn-or-error is never dropped.
     def fire_event(self, e, level=None, *args, **kwargs):
-        r = rank.get(level or e.level_tag(), 40)
         if (
-            r < 30
-            and not args
+            not args
             and not kwargs.get("force_warn_or_error_handling")
-            and type(e).__name__ not in PRINT_EVENT_NAMES
-            and all(cb is track_behavior_change_warn for cb in self.callbacks)
-            and all(rank.get(getattr(lg, "level", None), 0) > r for lg in self.loggers)
+            and dropped(self, level or e.level_tag(), type(e).__name__)
         ):
             return None
         return fire(self, e, level, *args, **kwargs)
 
     EventManager.fire_event = fire_event
     return True
+
+
+def lazy_cache_events():
+    """dbt's relation cache builds a debug event (a protobuf message) for
+    every relation it adds, before the event manager is asked whether
+    anyone wants it: one per relation of every schema listed, ~0.1 ms each,
+    so on a schema of 1,000 relations ~100 ms of every invocation. Build
+    the cache's CacheAction events only when unlogged_rule says a logger
+    or callback would see them (the same rule skip_unlogged_events applies
+    after building them); the cache itself changes exactly as before."""
+    try:
+        from dbt.adapters import cache
+        from dbt_common.events.base_types import EventLevel
+        from dbt_common.events.event_manager_client import get_event_manager
+    except ImportError:
+        return False
+    dropped = unlogged_rule()
+    action, fire = getattr(cache, "CacheAction", None), getattr(cache, "fire_event", None)
+    if (
+        dropped is None
+        or action is None
+        or fire is None
+        or not takes(fire, "e", "level")
+        or not isinstance(action, type)
+        or action.level_tag(None) != EventLevel.DEBUG
+    ):
+        return False
+    skip = object()
+
+    def CacheAction(*args, **kwargs):
+        if dropped(get_event_manager(), EventLevel.DEBUG, "CacheAction"):
+            return skip
+        return action(*args, **kwargs)
+
+    def fire_event(e, *args, **kwargs):
+        if e is skip:
+            return None
+        return fire(e, *args, **kwargs)
+
+    cache.CacheAction, cache.fire_event = CacheAction, fire_event
+    return True
+
+
+def index_selection():
+    """dbt resolves an invocation's --select by running every criterion of
+    it over every node of the project: dbtorch's one-node selector
+    (fqn:<fqn>,resource_type:<type>,package:<package>, dbtargv.Selector)
+    costs three passes over the whole manifest, ~35 ms an invocation on
+    1,000 models, for one node. Without graph operators or wildcards these
+    three criteria depend only on the manifest and the selector's graph:
+
+    - resource_type and package: a criterion's result over the same
+      manifest and graph members is the same in every invocation, so it is
+      computed by dbt once and kept;
+    - fqn: matched by dbt's own method over the nodes that can match,
+      found in an index of the manifest's nodes by every part of their fqn
+      and its last two parts joined by "_": every rule of dbt's fqn match
+      (1.8-1.11, is_selected_node) compares the selector's last part, the
+      selector itself or its last two parts joined by "_" with one of those
+      without a wildcard.
+
+    The intersection and the union, indirect selection and filtering stay
+    dbt's. Anything else (another method, a wildcard, method arguments,
+    another node set) goes to dbt's own code."""
+    try:
+        from dbt.graph.selector import NodeSelector
+    except ImportError:
+        return False
+    select = NodeSelector.select_included
+    if not takes(select, "self", "included_nodes", "spec", exact=True):
+        return False
+    # id(manifest) -> (weak reference, graph members, {(method, value):
+    # frozenset}, fqn index or None); a few manifests as the worker keeps.
+    memo = {}
+
+    def state(self, included):
+        key = id(self.manifest)
+        hit = memo.get(key)
+        if hit is None or hit[0]() is not self.manifest or hit[1] != included:
+            if hit is None and len(memo) >= 2 * MAX_MANIFESTS:
+                memo.pop(next(iter(memo)))
+            hit = memo[key] = (weakref.ref(self.manifest), included, {}, [None])
+        return hit
+
+    def fqn_index(method, included):
+        index = {}
+        for uid, node in method.all_nodes(included):
+            fqn = list(getattr(node, "fqn", None) or [])
+            parts = set(fqn) | {p for seg in fqn for p in seg.split(".")}
+            if len(fqn) >= 2:
+                parts.add("_".join(fqn[-2:]))
+            for p in parts:
+                index.setdefault(p, set()).add(uid)
+        return index
+
+    def select_included(self, included_nodes, spec):
+        value = spec.value
+        if (
+            spec.method not in ("fqn", "resource_type", "package")
+            or spec.method_arguments
+            or not isinstance(value, str)
+            or not value
+            or any(c in value for c in "*?[]")
+        ):
+            return select(self, included_nodes, spec)
+        included = frozenset(included_nodes)
+        _, _, results, index = state(self, included)
+        if spec.method != "fqn":
+            key = (str(spec.method), value)
+            if key not in results:
+                results[key] = frozenset(select(self, included_nodes, spec))
+            return set(results[key])
+        method = self.get_method(spec.method, spec.method_arguments)
+        if index[0] is None:
+            index[0] = fqn_index(method, included)
+        parts = value.split(".")
+        candidates = set()
+        for k in (value, parts[-1], "_".join(parts[-2:])):
+            candidates |= index[0].get(k, set())
+        return set(method.search(candidates, value))
+
+    NodeSelector.select_included = select_included
+    return True
+
 
 def cache_query_comment():
     """dbt compiles the query-comment template with Jinja in every
@@ -331,6 +475,8 @@ PATCHES = [
     ("reuse_graph", (1, 8), (1, 11)),
     ("skip_unlogged_events", (1, 8), (1, 11)),
     ("remember_schemas", (1, 8), (1, 11)),
+    ("lazy_cache_events", (1, 8), (1, 11)),
+    ("index_selection", (1, 8), (1, 11)),
 ]
 
 
