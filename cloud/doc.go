@@ -45,6 +45,13 @@
 // run_results.json never counts as success: every requested node is then
 // an error.
 //
+// Executor does not implement executor.HookRunner: a job step is a dbt
+// command, which runs the project's on-run-start and on-run-end hooks
+// itself and cannot run without them or run one phase with a given
+// `results`, so each temporary job runs the hooks (each on-run-end seeing
+// that job's results only), and an orchestrator's Run.Warnings says so
+// for projects with hooks.
+//
 // The job is deleted on every path, by a clean-up that runs on a context
 // of its own with its own budget (CleanupTimeout, ten minutes by default),
 // so that it outlasts the build's context and rate-limit cooldowns of

@@ -38,8 +38,9 @@ type CoreConfig struct {
 //
 // Prepare runs `dbt deps` (when needed) and `dbt parse` once; every later
 // invocation reuses the partial-parse file that parse wrote, read-only.
-// Core implements Executor, Preparer, ManifestProvider and io.Closer and is
-// safe for concurrent use.
+// Core implements Executor, Preparer, ManifestProvider, ConcurrencyLimiter,
+// RelationLister, SchemaCreator, HookRunner and io.Closer and is safe for
+// concurrent use.
 type Core struct {
 	cfg     CoreConfig // checked: Dir absolute, DBT found, defaults set
 	adapter string     // the target's adapter type, "" when unknown
@@ -52,6 +53,11 @@ type Core struct {
 	ppFile   string // shared partial_parse.msgpack, once prepared
 	manifest string // manifest.json written by Prepare
 	mf       *manifest.Manifest
+
+	hookOnce sync.Once // hookTools
+	python   string    // dbt's interpreter
+	script   string    // the worker script, for hooks and hook-less invocations
+	hookErr  error
 }
 
 var (
@@ -271,7 +277,15 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	args = append(args, dbtargv.ForCommand(string(req.Command), c.cfg.ExtraArgs)...)
 
 	c.log.DebugContext(ctx, "dbt start", "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)
-	res := c.cfg.run(ctx, args)
+	path, argv := c.cfg.DBT, args
+	if req.NoHooks {
+		if py, script, err := c.hookTools(); err == nil {
+			// dbt's command line with the project hooks off (worker.py's
+			// run_cli): the build runs them once (RunHooks).
+			path, argv = py, append([]string{script, "dbt"}, args...)
+		}
+	}
+	res := c.cfg.runPath(ctx, path, argv)
 	tail := res.Tail(tailLines)
 	resp := &Response{Invocation: Invocation{
 		Command: req.Command, Args: slices.Clone(args), Started: res.Started, Ended: res.Ended,

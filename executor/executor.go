@@ -40,8 +40,8 @@
 // error of KindInternal.
 //
 // Optional capabilities are separate interfaces found by type assertion, as
-// database/sql/driver does: ManifestProvider, Preparer, ConcurrencyLimiter
-// RelationLister, SchemaCreator and io.Closer.
+// database/sql/driver does: ManifestProvider, Preparer, ConcurrencyLimiter,
+// RelationLister, SchemaCreator, HookRunner and io.Closer.
 package executor
 
 import (
@@ -110,6 +110,12 @@ type Request struct {
 	Empty                        bool
 	Sample                       string
 	EventTimeStart, EventTimeEnd time.Time
+	// NoHooks runs the invocation without the project's on-run-start and
+	// on-run-end hooks, which its build runs once through HookRunner.
+	// Executors that implement HookRunner honour it once their RunHooks
+	// has succeeded on this dbt (when it fails with ErrHooksUnsupported
+	// the hooks run, as dbt runs them); others ignore it.
+	NoHooks bool
 }
 
 // Status is dbtorch's verdict on one node of an invocation.

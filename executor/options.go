@@ -145,7 +145,12 @@ func (o Options) depsArgs() ([]string, error) {
 // run runs dbt with args in the project directory, stopped by KillGrace's
 // rule when ctx ends.
 func (o Options) run(ctx context.Context, args []string) proc.Result {
-	return proc.Run(ctx, proc.Spec{Path: o.DBT, Args: args, Dir: o.Dir, Env: o.Env, Grace: o.KillGrace})
+	return o.runPath(ctx, o.DBT, args)
+}
+
+// runPath is run with another executable at path (dbt's interpreter).
+func (o Options) runPath(ctx context.Context, path string, args []string) proc.Result {
+	return proc.Run(ctx, proc.Spec{Path: path, Args: args, Dir: o.Dir, Env: o.Env, Grace: o.KillGrace})
 }
 
 // needsDeps reports whether the project declares packages that are not

@@ -72,8 +72,9 @@ type WarmConfig struct {
 // after KillGrace), the nodes are reported Cancelled, and the worker is
 // replaced.
 //
-// Warm implements Executor, Preparer, ManifestProvider and io.Closer and is
-// safe for concurrent use. Close stops every worker.
+// Warm implements Executor, Preparer, ManifestProvider, ConcurrencyLimiter,
+// RelationLister, SchemaCreator, HookRunner and io.Closer and is safe for
+// concurrent use. Close stops every worker.
 type Warm struct {
 	cfg     WarmConfig // checked: Dir absolute, DBT and Python found, defaults set
 	adapter string     // the target's adapter type, "" when unknown
@@ -489,7 +490,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	var fail *Failure
 	healthy := true
 	m, err := w.pw.Call(ctx, pyworker.Request{ID: id, Args: args, ParseArgs: parse, Key: vars,
-		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID}, x.cfg.KillGrace)
+		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks}, x.cfg.KillGrace)
 	switch {
 	case err == nil && m.Success:
 		resp.Invocation.ExitCode = 0

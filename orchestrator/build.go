@@ -144,9 +144,15 @@ func upstreamSkipped(id, reason string) string {
 // (ReasonCancelled). RunBuild never leaves a goroutine or an invocation
 // running behind it.
 //
+// The project's on-run-start and on-run-end hooks run once, before the
+// first node and after the last, when the executor implements
+// executor.HookRunner (hooks.go has the rules); a failed on-run-start
+// skips every node.
+//
 // The error is non-nil when the build could not start (bad selection, no
 // manifest: the Run is then nil), when nodes failed (a *BuildError, with
-// the full Run), when ctx was done (ctx's error, joined), or when a
+// the full Run), when a phase of the project's hooks failed (a
+// *HookError, joined), when ctx was done (ctx's error, joined), or when a
 // Reporter failed (joined).
 func (o *Orchestrator) RunBuild(ctx context.Context, opts BuildOptions) (*Run, error) {
 	b, err := o.newBuild(ctx, opts)
@@ -159,19 +165,28 @@ func (o *Orchestrator) RunBuild(ctx context.Context, opts BuildOptions) (*Run, e
 		Manifest:  b.m,
 		Plan:      b.plan,
 		Args:      b.args(),
-		Warnings:  b.warnings,
 	}
 	b.emit(ctx, Event{Type: RunStarted, Plan: b.plan})
-	if o.cfg.Mode == PerWave {
+	var errs []error
+	startErr := b.startHooks(ctx)
+	switch {
+	case startErr != nil:
+		b.skipAll(ctx, startErr)
+		errs = append(errs, startErr)
+	case o.cfg.Mode == PerWave:
 		b.runPerWave(ctx)
-	} else {
+	default:
 		b.runPerNode(ctx)
 	}
+	if err := b.endHooks(ctx, startErr == nil); err != nil {
+		errs = append(errs, err)
+	}
 	run.Results = b.results
+	run.Hooks = b.hookResults
+	run.Warnings = b.warnings
 	run.CompletedAt = o.cfg.Now()
 	b.emit(ctx, Event{Type: RunFinished, Run: run})
 
-	var errs []error
 	if b.prepErr != nil {
 		errs = append(errs, b.prepErr)
 	}
@@ -237,6 +252,12 @@ type build struct {
 	prepErr  error
 	// schemaState is the build's schema creation state (schemas.go).
 	schemaState buildSchemas
+	// hooks runs the project's hooks once for the build (hooks.go), nil
+	// when the invocations run them; noHooks is then set on every
+	// request. hookResults are the hooks' results, in the order run.
+	hooks       executor.HookRunner
+	noHooks     bool
+	hookResults []executor.Result
 }
 
 // execute runs one invocation. The executor is prepared (Preparer) before
@@ -561,6 +582,7 @@ func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.No
 		Vars:        b.vars,
 		BuildID:     b.runID,
 		Attempt:     attempt,
+		NoHooks:     b.noHooks,
 	}
 }
 

@@ -106,6 +106,12 @@ type Run struct {
 	// exclude, full_refresh, ...), for artifacts.
 	Args    map[string]any
 	Results []NodeResult
+	// Hooks are the results of the project's on-run-start and on-run-end
+	// hooks when the build ran them once (executor.HookRunner), in the
+	// order they ran: one per hook, unique_id
+	// "operation.<package>.<package>-on-run-start-<n>". Empty when the
+	// project has none or each invocation ran them.
+	Hooks []executor.Result
 	// Warnings lists the problems that did not stop the build but made it
 	// do less than asked, one sentence each, in the order found: for
 	// instance source freshness that could not be read, so every node ran

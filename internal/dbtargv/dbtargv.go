@@ -343,6 +343,24 @@ func Build(o Options) ([]string, error) {
 	if o.FullRefresh && AcceptsFullRefresh(o.Command) {
 		args = append(args, "--full-refresh")
 	}
+	return withFlags(o, args)
+}
+
+// Hooks returns the `dbt build` command line, without a selection, of a
+// task that runs one phase of the project's hooks (the Python worker's
+// "hooks" request): o's flags as Build gives them, its Command and Nodes
+// ignored.
+func Hooks(o Options) ([]string, error) {
+	o.Command = "build"
+	args := []string{"build"}
+	if o.FullRefresh {
+		args = append(args, "--full-refresh")
+	}
+	return withFlags(o, args)
+}
+
+// withFlags appends o's flags to args, the sub-command and its selection.
+func withFlags(o Options, args []string) ([]string, error) {
 	flags, err := o.Args()
 	if err != nil {
 		return nil, err

@@ -184,6 +184,18 @@ func Env(t testing.TB, projectDir string) []string {
 	)
 }
 
+// DuckDBPath returns the DuckDB file an environment from Env points dbt
+// at ($DBTORCH_DUCKDB_PATH), "" when it names none.
+func DuckDBPath(env []string) string {
+	db := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "DBTORCH_DUCKDB_PATH="); ok {
+			db = v
+		}
+	}
+	return db
+}
+
 // Run runs dbt with args in projectDir under env, without a shell, and
 // returns its standard output (where dbt writes its log). A non-zero exit is
 // returned as an error that carries the exit status and dbt's standard error;

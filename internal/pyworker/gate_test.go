@@ -68,16 +68,8 @@ func TestPatchGate(t *testing.T) {
 		Enabled, Applied, Changed []string
 	}
 	run := func(t *testing.T, minor, narrow string) probe {
-		cmd := exec.CommandContext(t.Context(), py, "-c", gateProbe, dir, minor, narrow)
-		cmd.Env = append(cmd.Environ(), "DBTORCH_WORKER_PATCHES=")
-		out, err := cmd.Output()
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		require.NoError(t, err, "%s", stderr)
 		var p probe
-		require.NoError(t, json.Unmarshal(out, &p), "%s", out)
+		runProbe(t, &p, py, gateProbe, dir, minor, narrow)
 		return p
 	}
 	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection"}
@@ -105,4 +97,58 @@ func TestPatchGate(t *testing.T) {
 		assert.Equal(t, want, p.Applied)
 		assert.Equal(t, want, p.Changed, "reuse_graph's internals are dbt's own")
 	})
+}
+
+// hookGateProbe checks worker.py's guards of its hook code on the real
+// dbt and on one whose internals have other signatures.
+const hookGateProbe = `
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import worker
+from dbt.task.run import RunTask
+from dbt.task.build import BuildTask
+out = {}
+before = RunTask.get_hooks_by_type
+out["applied"] = worker.suppress_project_hooks(worker.ProjectHooks())
+out["changed"] = RunTask.get_hooks_by_type is not before
+out["task"] = worker.hooks_task() is BuildTask
+RunTask.get_hooks_by_type = lambda self, hook_type, extra: []
+other = RunTask.get_hooks_by_type
+out["other_applied"] = worker.suppress_project_hooks(worker.ProjectHooks())
+out["other_changed"] = RunTask.get_hooks_by_type is not other
+BuildTask.after_run = lambda self, adapter: None
+out["other_task"] = worker.hooks_task() is not None
+print(json.dumps(out))
+`
+
+// TestHookSwitchGate: the switch that runs invocations without the
+// project's hooks, and the task that runs them apart, apply on the real
+// dbt and leave a dbt whose internals have other signatures as dbt wrote
+// it (the worker then says it cannot, and hooks run in every invocation).
+func TestHookSwitchGate(t *testing.T) {
+	t.Parallel()
+	py, err := dbt.Interpreter(dbttest.DBT(t))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	_, err = pyworker.WriteScript(dir)
+	require.NoError(t, err)
+	var got map[string]bool
+	runProbe(t, &got, py, hookGateProbe, dir)
+	assert.Equal(t, map[string]bool{"applied": true, "changed": true, "task": true,
+		"other_applied": false, "other_changed": false, "other_task": false}, got)
+}
+
+// runProbe runs the Python script with py and args (the patches enabled
+// by default) and decodes the JSON it prints into v.
+func runProbe(t *testing.T, v any, py, script string, args ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), py, append([]string{"-c", script}, args...)...)
+	cmd.Env = append(cmd.Environ(), "DBTORCH_WORKER_PATCHES=")
+	out, err := cmd.Output()
+	var stderr []byte
+	if ee, ok := err.(*exec.ExitError); ok {
+		stderr = ee.Stderr
+	}
+	require.NoError(t, err, "%s", stderr)
+	require.NoError(t, json.Unmarshal(out, v), "%s", out)
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dbtorch/dbtorch/internal/proc"
+	"github.com/dbtorch/dbtorch/internal/runresults"
 )
 
 //go:embed worker.py
@@ -67,8 +68,18 @@ type Request struct {
 	Key       string   `json:"key"`
 	// ResultsPath is where the worker writes run_results.json (invoke).
 	ResultsPath string `json:"results_path,omitempty"`
-	// Build is the orchestrated build the request belongs to (invoke).
+	// Build is the orchestrated build the request belongs to (invoke,
+	// hooks).
 	Build string `json:"build,omitempty"`
+	// NoHooks runs the invocation without the project's on-run-start and
+	// on-run-end hooks (invoke).
+	NoHooks bool `json:"no_hooks,omitempty"`
+	// Phase is the hooks to run, "on-run-start" or "on-run-end"; Nodes
+	// the build's unique_ids (on-run-start creates their schemas first);
+	// Results the build's results, dbt's `results` of on-run-end (hooks).
+	Phase   string              `json:"phase,omitempty"`
+	Nodes   []string            `json:"nodes,omitempty"`
+	Results []runresults.Result `json:"results,omitempty"`
 }
 
 // Request types.
@@ -78,6 +89,8 @@ const (
 	Ls     = "ls"
 	// Show runs a dbt show whose rows come back in Reply.Rows.
 	Show = "show"
+	// Hooks runs one phase of the project's hooks.
+	Hooks = "hooks"
 )
 
 // Reply is one reply of the worker.
@@ -95,6 +108,11 @@ type Reply struct {
 	// (ready); Enabled those enabled on its dbt-core version, a superset.
 	Patches []string `json:"patches"`
 	Enabled []string `json:"enabled"`
+	// Hooks says (ready) whether the worker can run invocations without
+	// the project's hooks; Unsupported (hooks) that it cannot run them
+	// apart.
+	Hooks       bool `json:"hooks"`
+	Unsupported bool `json:"unsupported"`
 }
 
 // ErrExited is wrapped by Call's error when the worker ended before

@@ -14,6 +14,9 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "ids": [...], "elapsed": 0.1}
   -> {"id": N, "type": "show", "args": [...], "parse_args": [...], "key": "<vars>"}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "rows": [[...], ...], "elapsed": 0.2}
+  -> {"id": N, "type": "hooks", "phase": "on-run-start"|"on-run-end", "args": [...], "parse_args": [...],
+      "key": "<vars>", "results_path": "...", "build": "<id>", "nodes": [...], "results": [...]}
+  <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "unsupported": false, "elapsed": 0.3}
 
 "args" is a full dbt command line without the executable; "parse_args" is
 the `dbt parse` command line whose manifest "args" must run against;
@@ -26,6 +29,20 @@ orchestrated build the request belongs to: within one build the worker
 remembers which schemas exist, as one `dbt build` does (see
 remember_schemas). An "ls" reply lists the unique_ids dbt ls printed,
 sorted. End of stdin ends the worker; so does SIGINT (exit 130).
+
+Project hooks. An orchestrated build runs the project's on-run-start and
+on-run-end hooks once, not in every invocation: an "invoke" with
+"no_hooks" runs neither (suppress_project_hooks), and a "hooks" request
+runs one phase of them through dbt's own RunTask machinery
+(run_project_hooks): "args" is a `dbt build` command line whose task runs
+only that phase, "nodes" the build's unique_ids (on-run-start: dbt first
+creates their schemas, as dbt build does), "results" the build's results
+in run_results.json's shape (on-run-end: dbt's `results`), and the
+hooks' own results are written to "results_path". A dbt whose internals
+differ from those the hooks code was written for answers "unsupported".
+The ready reply's "hooks" says whether invocations can run without hooks.
+Run as `python worker.py dbt ARGS...`, the script is dbt's command line
+with the project hooks off (the Core executor's invocations).
 
 Patches. Beyond keeping dbt imported, the worker replaces a few dbt
 internals that redo, in every invocation, work whose inputs did not change
@@ -461,6 +478,185 @@ def reset_compilation(manifest):
                 pass
 
 
+class ProjectHooks:
+    """Whether dbt tasks run the project's on-run-start and on-run-end
+    hooks (off: they find none)."""
+
+    def __init__(self):
+        self.off = False
+
+
+def suppress_project_hooks(hooks):
+    """dbt runs the project's on-run-start and on-run-end hooks in every
+    run, build, seed, snapshot and test invocation; an orchestrated build
+    runs them once (run_project_hooks) and its node invocations must run
+    none. While hooks.off is set, RunTask (and every task built on it)
+    finds no hooks, so before_run and after_run run none; everything else
+    they do (schemas, relation cache) is unchanged. Not one of PATCHES:
+    it decides what the invocation does, not how fast, so it stays on
+    with $DBTORCH_WORKER_PATCHES=off."""
+    try:
+        from dbt.task.run import RunTask
+    except ImportError:
+        return False
+    find = RunTask.get_hooks_by_type
+    if not takes(find, "self", "hook_type", exact=True):
+        return False
+
+    def get_hooks_by_type(self, hook_type):
+        if hooks.off:
+            return []
+        return find(self, hook_type)
+
+    RunTask.get_hooks_by_type = get_hooks_by_type
+    return True
+
+
+def hooks_task():
+    """dbt's BuildTask when it has what run_project_hooks calls, else
+    None."""
+    try:
+        from dbt.task.build import BuildTask
+    except ImportError:
+        return None
+    if not (
+        takes(BuildTask.before_run, "self", "adapter", "selected_uids", exact=True)
+        and takes(BuildTask.after_run, "self", "adapter", "results", exact=True)
+        and takes(BuildTask.get_result, "self", "results", "elapsed_time", "generated_at", exact=True)
+    ):
+        return None
+    return BuildTask
+
+
+def result_node(manifest, unique_id):
+    """The manifest's node, unit test, function, exposure, ... of unique_id,
+    or None."""
+    for section in ("nodes", "unit_tests", "functions", "exposures", "saved_queries", "sources", "semantic_models", "metrics"):
+        node = (getattr(manifest, section, None) or {}).get(unique_id)
+        if node is not None:
+            return node
+    return None
+
+
+def build_results(manifest, entries):
+    """dbt RunResults for the build's results, given in run_results.json's
+    shape: what dbt build gives on-run-end as `results`. Each result's node
+    is a shallow copy of the manifest's, with the compiled code the build
+    ran (the manifest's own nodes stay uncompiled). Results of nodes the
+    manifest does not know are left out."""
+    from dbt.artifacts.schemas.results import NodeStatus, TimingInfo
+    from dbt.artifacts.schemas.run import RunResult
+
+    def when(s):
+        if not s:
+            return None
+        from datetime import datetime
+
+        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        return t.replace(tzinfo=None)
+
+    out = []
+    for e in entries:
+        node = result_node(manifest, e.get("unique_id"))
+        if node is None:
+            continue
+        node = shallow_copy(node)
+        if e.get("compiled_code") and hasattr(node, "compiled_code"):
+            node.compiled = True
+            node.compiled_code = e["compiled_code"]
+        try:
+            status = NodeStatus(e.get("status"))
+        except ValueError:
+            status = e.get("status")
+        timing = [TimingInfo(name=t.get("name"), started_at=when(t.get("started_at")), completed_at=when(t.get("completed_at"))) for t in e.get("timing") or []]
+        out.append(
+            RunResult(
+                status=status,
+                timing=timing,
+                thread_id=e.get("thread_id") or "dbtorch",
+                execution_time=e.get("execution_time") or 0.0,
+                adapter_response=e.get("adapter_response") or {},
+                message=e.get("message"),
+                failures=e.get("failures"),
+                node=node,
+                batch_results=None,
+            )
+        )
+    return out
+
+
+class run_project_hooks:
+    """A context in which `dbt build` runs one phase of the project's hooks
+    and nothing else, through dbt's own machinery: on-run-start as dbt
+    build's before_run does it (the schemas of the build's nodes created,
+    the relation cache filled, then the hooks), on-run-end as its after_run
+    does it, given the build's results. The task's results are the hooks'
+    (dbt's RunResults of operation nodes). ok is False when this dbt's
+    BuildTask is not the one this was written for."""
+
+    def __init__(self, hooks, manifest, phase, nodes, results):
+        self.hooks, self.manifest, self.phase = hooks, manifest, phase
+        self.nodes, self.results = frozenset(nodes), results
+        self.task = hooks_task()
+        self.ok = self.task is not None and phase in ("on-run-start", "on-run-end")
+
+    def __enter__(self):
+        if not self.ok:
+            return self
+        from datetime import datetime, timezone
+
+        from dbt.adapters.factory import get_adapter
+        from dbt_common.events.contextvars import task_contextvars
+
+        ctx = self
+
+        def run(task):
+            results = build_results(ctx.manifest, ctx.results) if ctx.phase == "on-run-end" else None
+            adapter = get_adapter(task.config)
+            task.started_at = time.time()
+            with task_contextvars(project_root=task.config.project_root):
+                try:
+                    if results is None:
+                        task.before_run(adapter, ctx.nodes)
+                    else:
+                        task.after_run(adapter, results)
+                finally:
+                    adapter.cleanup_connections()
+            return task.get_result(
+                results=task.node_results,
+                elapsed_time=time.time() - task.started_at,
+                generated_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            )
+
+        self.saved = self.task.__dict__.get("run")
+        self.task.run = run
+        self.hooks.off = False
+        return self
+
+    def __exit__(self, *exc):
+        if not self.ok:
+            return False
+        if self.saved is None:
+            del self.task.run
+        else:
+            self.task.run = self.saved
+        return False
+
+
+def run_cli(args):
+    """dbt's command line (args without the executable) with the project
+    hooks off: what `dbt ARGS...` does, minus on-run-start and on-run-end."""
+    hooks = ProjectHooks()
+    if suppress_project_hooks(hooks):
+        hooks.off = True
+    else:
+        print("dbtorch worker: this dbt's hooks cannot be switched off; they run", file=sys.stderr)
+    from dbt.cli.main import cli
+
+    sys.argv = ["dbt"] + list(args)
+    sys.exit(cli())
+
+
 # Every patch, in the order applied, with the dbt-core minor versions it is
 # enabled on: (first, last), inclusive. A patch is enabled only on the
 # minor versions it was proven on: `make compat` runs the warm executor's
@@ -558,6 +754,8 @@ def main():
 
     builds = Builds()
     enabled, patches = apply_patches(builds)
+    hooks = ProjectHooks()
+    can_skip_hooks = suppress_project_hooks(hooks)
 
     manifests = {}  # key -> Manifest, in insertion order
 
@@ -583,13 +781,29 @@ def main():
         manifest = manifest_for(req.get("key", ""), req["parse_args"])
         reset_compilation(manifest)
         builds.enter(req.get("build"))
-        res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
-        path = req.get("results_path")
+        hooks.off = bool(req.get("no_hooks"))
+        try:
+            res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+        finally:
+            hooks.off = False
+        return written(res, req.get("results_path"))
+
+    def written(res, path):
         if path and res.result is not None and hasattr(res.result, "write"):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             res.result.write(path)
         error = error_text(res.exception) if res.exception is not None else None
         return {"success": bool(res.success), "error": error}
+
+    def project_hooks(req):
+        manifest = manifest_for(req.get("key", ""), req["parse_args"])
+        reset_compilation(manifest)
+        builds.enter(req.get("build"))
+        with run_project_hooks(hooks, manifest, req.get("phase"), req.get("nodes") or [], req.get("results") or []) as run:
+            if not run.ok:
+                return {"success": False, "error": "this dbt's project hooks cannot be run apart", "unsupported": True}
+            res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+        return written(res, req.get("results_path"))
 
     def ls(req):
         manifest = manifest_for(req.get("key", ""), req["parse_args"])
@@ -617,7 +831,7 @@ def main():
                 rows.extend(["" if v is None else str(v) for v in row] for row in table.rows)
         return {"success": True, "error": None, "rows": rows}
 
-    handlers = {"invoke": invoke, "ls": ls, "show": show}
+    handlers = {"invoke": invoke, "ls": ls, "show": show, "hooks": project_hooks}
 
     lines = (line for line in sys.stdin if line.strip())
     try:
@@ -631,7 +845,7 @@ def main():
         except Exception as e:  # noqa: BLE001 - reported to the parent
             reply({"id": req.get("id", 0), "type": "fatal", "error": error_text(e)})
             sys.exit(3)
-        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches, "enabled": enabled})
+        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches, "enabled": enabled, "hooks": can_skip_hooks})
         for line in lines:
             req = json.loads(line)
             begin = time.monotonic()
@@ -652,4 +866,6 @@ def main():
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "dbt":
+        run_cli(sys.argv[2:])
     main()
