@@ -64,6 +64,12 @@ type Options struct {
 	// executor's (orchestrator.BuildInfo.Relations) when it has one; nil
 	// makes every hit impossible (every node runs), and Warnings says so.
 	Relations executor.RelationLister
+	// PredictUnchecked is for plans (orchestrator.Orchestrator.Plan) made
+	// without a relation lister: an unchanged entry is predicted to be a
+	// hit although its relation was not checked, its reason saying so
+	// (ReasonHitUnchecked), instead of a miss. A build never sets it: a
+	// hit it serves is always confirmed.
+	PredictUnchecked bool
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -208,7 +214,9 @@ func (c *Build) Warnings() []string {
 	if c.opts.FreshnessErr != nil {
 		out = append(out, "source freshness unavailable, so every node runs (none served from the cache or skipped as stale): "+c.opts.FreshnessErr.Error())
 	}
-	if c.opts.Relations == nil {
+	if c.opts.Relations == nil && c.opts.PredictUnchecked {
+		out = append(out, "relations not checked: a predicted hit whose relation was dropped outside dbt will run")
+	} else if c.opts.Relations == nil {
 		out = append(out, "the executor cannot list the warehouse's relations (executor.RelationLister), so no cache hit can be confirmed and every node runs")
 	}
 	return out
@@ -250,6 +258,8 @@ func (c *Build) Lookup(ctx context.Context, n *manifest.Node, key string) (bool,
 	case orchestrator.RelationKey(n) == "":
 		c.remember(n.UniqueID, ch.Entry)
 		return true, ch.Reason, nil // a test: nothing to find in the warehouse
+	case c.opts.Relations == nil && c.opts.PredictUnchecked:
+		return true, ReasonHitUnchecked, nil
 	case c.opts.Relations == nil:
 		return false, ReasonRelationUnchecked, nil
 	}
@@ -301,6 +311,9 @@ const (
 	// ReasonRelationUnchecked: the executor cannot list relations, so no
 	// hit can be confirmed.
 	ReasonRelationUnchecked = "relation not checked (the executor cannot list relations)"
+	// ReasonHitUnchecked: a plan's predicted hit (Options.PredictUnchecked):
+	// the entry is unchanged; whether its relation exists was not checked.
+	ReasonHitUnchecked = "unchanged (relation not checked)"
 )
 
 // relationExists reports whether n's relation exists, listing the

@@ -409,6 +409,19 @@ func TestRelationConfirmed(t *testing.T) {
 	assert.Contains(t, run.Warnings[0], "cannot list the warehouse's relations")
 	assert.Equal(t, orchcache.ReasonRelationUnchecked, run.Result("seed.p.s").CacheReason)
 
+	// A plan without a lister (dbtorch plan) predicts the hits, saying
+	// that their relations were not checked.
+	orch, err = orchestrator.New(orchestrator.Config{Executor: struct{ executor.Executor }{h.ex}, Manifest: h.m,
+		Cache: orchcache.New(h.store, orchcache.Options{Project: dbt.Project{Target: "dev"}, PredictUnchecked: true})})
+	require.NoError(t, err)
+	plan, err := orch.Plan(context.Background(), orchestrator.BuildOptions{})
+	require.NoError(t, err)
+	assert.Len(t, plan.Cached, plan.Len())
+	assert.Equal(t, orchcache.ReasonHitUnchecked, plan.Reasons["seed.p.s"])
+	require.Len(t, plan.Warnings, 1)
+	assert.Contains(t, plan.Warnings[0], "relations not checked")
+	assert.Empty(t, h.ex.take())
+
 	// Through New, the executor's lister is found (BuildInfo.Relations).
 	orch, err = orchestrator.New(orchestrator.Config{Executor: h.ex, Manifest: h.m,
 		Cache: orchcache.New(h.store, orchcache.Options{Project: dbt.Project{Target: "dev"}})})

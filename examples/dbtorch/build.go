@@ -216,13 +216,20 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 // --only-fresh-sources asks for one). The bucket stays open until the
 // process exits.
 func openCache(ctx context.Context, f *buildFlags, proj dbt.Project, _ *manifest.Manifest, logger *slog.Logger) (orchestrator.Cache, error) {
-	store := cache.NewStore(afero.NewOsFs(), f.cacheDir, cache.StoreOptions{Logger: logger})
-	if blobstore.IsURL(f.cacheDir) {
-		var err error
-		if store, _, err = blobstore.Open(ctx, f.cacheDir, cache.StoreOptions{Logger: logger}); err != nil {
-			return nil, err
-		}
+	store, err := openStore(ctx, f.cacheDir, logger)
+	if err != nil {
+		return nil, err
 	}
 	return orchcache.New(store, orchcache.Options{Project: proj, TTL: f.cacheTTL, AlwaysRunTests: f.alwaysRunTests,
 		Freshness: f.onlyFresh, Logger: logger}), nil
+}
+
+// openStore opens the cache directory, or the object store a URL names.
+// The bucket stays open until the process exits.
+func openStore(ctx context.Context, dirOrURL string, logger *slog.Logger) (*cache.Store, error) {
+	if blobstore.IsURL(dirOrURL) {
+		store, _, err := blobstore.Open(ctx, dirOrURL, cache.StoreOptions{Logger: logger})
+		return store, err
+	}
+	return cache.NewStore(afero.NewOsFs(), dirOrURL, cache.StoreOptions{Logger: logger}), nil
 }

@@ -46,13 +46,7 @@ func newBuildFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *buildFlags)
 	f := &buildFlags{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	projectDefault := os.Getenv("DBT_PROJECT_DIR")
-	if projectDefault == "" {
-		projectDefault = "."
-	}
-	fs.StringVar(&f.projectDir, "project-dir", projectDefault, "dbt project directory (default: $DBT_PROJECT_DIR, else the current directory)")
-	fs.StringVar(&f.profilesDir, "profiles-dir", "", "dbt profiles directory (default: dbt's order: $DBT_PROFILES_DIR, else the project directory, else ~/.dbt)")
-	fs.StringVar(&f.target, "target", "", "dbt target (default: $DBT_TARGET, else the profile's target)")
+	f.addProjectFlags(fs)
 	f.sel = addSelectionFlags(fs)
 	fs.BoolVar(&f.deferFlag, "defer", false, "dbt --defer: resolve refs to unselected nodes from the --state (or --defer-state) manifest")
 	fs.StringVar(&f.deferState, "defer-state", "", "dbt --defer-state: the manifest directory --defer reads (default: --state)")
@@ -65,14 +59,11 @@ func newBuildFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *buildFlags)
 	fs.DurationVar(&f.retryDelay, "retry-delay", time.Second, "delay before the first retry (doubles each retry)")
 	fs.DurationVar(&f.timeout, "node-timeout", 0, "timeout of each dbt invocation (0: none)")
 	fs.DurationVar(&f.killGrace, "kill-grace", 5*time.Second, "on interrupt, time dbt gets to cancel its queries before it is killed (a second interrupt kills at once)")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache directory, or object store URL s3://bucket/prefix?endpoint=... (gs://, azblob://, file://) (empty: no cache)")
-	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "cache entry lifetime, applied at lookup (0: no expiry)")
-	fs.BoolVar(&f.alwaysRunTests, "always-run-tests", false, "run every test even when what it tests was served from the cache")
+	f.addCacheFlags(fs)
 	fs.BoolVar(&f.onlyFresh, "only-fresh-sources", false, "skip nodes reading stale sources (needs --cache-dir)")
 	fs.StringVar(&f.strategy, "test-strategy", "immediate", "immediate, deferred or skip")
 	fs.BoolVar(&f.fullRefresh, "full-refresh", false, "pass --full-refresh to dbt and bypass cache reads")
 	fs.BoolVar(&f.strict, "strict-waves", false, "per-node mode: start a wave only after the previous one finished")
-	fs.StringVar(&f.vars, "vars", "", "dbt vars, as dbt takes them: a YAML mapping such as {broken_model: true} (JSON is YAML)")
 	fs.StringVar(&f.execName, "executor", "warm", "warm (long-lived dbt workers) or core (one dbt process per invocation)")
 	fs.IntVar(&f.workers, "workers", 0, "warm workers (0: 1 on DuckDB, else --concurrency)")
 	fs.StringVar(&f.results, "results", "", "write dbtorch's results JSON here")
@@ -85,6 +76,26 @@ func newBuildFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *buildFlags)
 	f.observe = addObserveFlags(fs)
 	f.limits = addLimitFlags(fs)
 	return fs, f
+}
+
+// addProjectFlags declares the flags that describe the dbt project
+// (build's and plan's).
+func (f *buildFlags) addProjectFlags(fs *flag.FlagSet) {
+	projectDefault := os.Getenv("DBT_PROJECT_DIR")
+	if projectDefault == "" {
+		projectDefault = "."
+	}
+	fs.StringVar(&f.projectDir, "project-dir", projectDefault, "dbt project directory (default: $DBT_PROJECT_DIR, else the current directory)")
+	fs.StringVar(&f.profilesDir, "profiles-dir", "", "dbt profiles directory (default: dbt's order: $DBT_PROFILES_DIR, else the project directory, else ~/.dbt)")
+	fs.StringVar(&f.target, "target", "", "dbt target (default: $DBT_TARGET, else the profile's target)")
+	fs.StringVar(&f.vars, "vars", "", "dbt vars, as dbt takes them: a YAML mapping such as {broken_model: true} (JSON is YAML)")
+}
+
+// addCacheFlags declares the cache's flags (build's and plan's).
+func (f *buildFlags) addCacheFlags(fs *flag.FlagSet) {
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache directory, or object store URL s3://bucket/prefix?endpoint=... (gs://, azblob://, file://) (empty: no cache)")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "cache entry lifetime, applied at lookup (0: no expiry)")
+	fs.BoolVar(&f.alwaysRunTests, "always-run-tests", false, "run every test even when what it tests was served from the cache")
 }
 
 // parseBuildFlags parses build's arguments. ok is false when the command
