@@ -124,9 +124,11 @@ type ObjectInfo struct {
 
 // NewObjectStore returns a Store keeping its entries as objects of o
 // under prefix ("" for the root): one object per entry, written in one
-// request, so that concurrent writers never tear an entry (the last
-// writer of a node wins), and kept manifests written conditionally (a
-// manifest is named by its fingerprint: the first writer's stays).
+// conditional request (if none exists; an existing entry is replaced only
+// by deleting it first, see Store.Put), so that concurrent writers never
+// tear an entry nor overwrite one another's (the first writer of a key
+// wins), and kept manifests written conditionally too (a manifest is named
+// by its fingerprint: the first writer's stays).
 func NewObjectStore(o Objects, prefix string, opts StoreOptions) *Store {
 	s := NewStore(nil, strings.Trim(prefix, "/"), opts)
 	s.obj = o
@@ -312,7 +314,11 @@ func isHex(s string) bool {
 }
 
 // Put writes e atomically, replacing the node's previous entry. Format is
-// filled in, and Created when zero.
+// filled in, and Created when zero. On a file system the entry is written
+// to a temp file and renamed over the old one (the last writer wins); on
+// an object store it is one conditional write (see SameEntryWindow): an
+// entry of the same key made at about the same time, by a concurrent
+// writer, stays and is a success.
 func (s *Store) Put(ctx context.Context, e *Entry) error {
 	if e.NodeID == "" || len(e.Key) != 64 || !isHex(e.Key) {
 		return fmt.Errorf("cache: put: entry needs a node id and a 64-hex-digit key (got %q, %q)", e.NodeID, e.Key)
@@ -327,10 +333,55 @@ func (s *Store) Put(ctx context.Context, e *Entry) error {
 		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
 	}
 	data = append(data, '\n')
-	if err := s.write(ctx, s.Path(e.NodeID), data, false); err != nil {
+	if s.obj != nil {
+		err = s.putObject(ctx, &cp, data)
+	} else {
+		err = s.write(ctx, s.Path(e.NodeID), data, false)
+	}
+	if err != nil {
 		return fmt.Errorf("cache: put %s: %w", e.NodeID, err)
 	}
 	return nil
+}
+
+// SameEntryWindow is how close in time two entries of one node under one
+// key must have been made for an object store's Put to take the one it
+// finds as its own: two writers that built the same key at about the same
+// time (two machines of one CI run, say) stored the same result, and the
+// first one's entry stays. An older entry under the same key is replaced,
+// so that a node rebuilt after its entry expired gets a fresh one.
+const SameEntryWindow = time.Minute
+
+// putObject writes entry e (encoded as data) as one object with a
+// conditional write (if none exists), so that no writer ever overwrites an
+// object another one is writing or has just written. When an object is
+// already there, it is e's twin (same key and status, made within
+// SameEntryWindow: a success, the first writer's stays) or it is
+// replaced: deleted, then written again conditionally. A second write
+// that finds an object again lost to a concurrent writer, whose whole
+// entry stays: also a success. A reader sees one writer's whole entry or
+// none, never a torn one.
+func (s *Store) putObject(ctx context.Context, e *Entry, data []byte) error {
+	p := s.Path(e.NodeID)
+	for attempt := 0; ; attempt++ {
+		err := s.obj.WriteObject(ctx, p, data, true)
+		if err == nil || !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if attempt > 0 {
+			return nil // a concurrent writer's entry, written after our delete
+		}
+		old, gerr := s.Get(ctx, e.NodeID)
+		switch {
+		case gerr == nil && old.Key == e.Key && old.Result.Status == e.Result.Status && !old.Created.Before(e.Created.Add(-SameEntryWindow)):
+			return nil
+		case errors.Is(gerr, fs.ErrNotExist):
+			continue // deleted meanwhile
+		}
+		if err := s.obj.DeleteObject(ctx, p); err != nil {
+			return err
+		}
+	}
 }
 
 // Delete removes id's entry. Deleting a missing entry is not an error.

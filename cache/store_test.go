@@ -348,3 +348,87 @@ func TestStorePrune(t *testing.T) {
 	_, ok := s.Manifest(ctx, key2)
 	assert.True(t, ok, "the kept manifest survives")
 }
+
+// memObjects is an in-memory Objects that honours conditional writes and
+// counts the unconditional ones.
+type memObjects struct {
+	mu            sync.Mutex
+	objs          map[string][]byte
+	unconditional int
+}
+
+func (m *memObjects) ReadObject(_ context.Context, key string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objs[key]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", key, os.ErrNotExist)
+	}
+	return b, nil
+}
+
+func (m *memObjects) WriteObject(_ context.Context, key string, data []byte, ifNotExist bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !ifNotExist {
+		m.unconditional++
+	} else if _, ok := m.objs[key]; ok {
+		return fmt.Errorf("%s: %w", key, os.ErrExist)
+	}
+	m.objs[key] = bytes.Clone(data)
+	return nil
+}
+
+func (m *memObjects) DeleteObject(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objs, key)
+	return nil
+}
+
+func (m *memObjects) ListObjects(_ context.Context, prefix string) ([]ObjectInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []ObjectInfo
+	for k := range m.objs {
+		if rest, ok := strings.CutPrefix(k, prefix+"/"); ok && !strings.Contains(rest, "/") {
+			out = append(out, ObjectInfo{Name: rest})
+		}
+	}
+	return out, nil
+}
+
+// TestObjectStoreConditionalPut: on an object store every entry is one
+// conditional write. An entry of the same key made at about the same time
+// (a concurrent writer) stays and the second Put succeeds; another key, or
+// the same key made more than SameEntryWindow earlier, replaces it.
+func TestObjectStoreConditionalPut(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	objs := &memObjects{objs: map[string][]byte{}}
+	a := NewObjectStore(objs, "p", StoreOptions{Now: clock})
+	b := NewObjectStore(objs, "p", StoreOptions{Now: clock})
+	put := func(s *Store, key, msg string) {
+		t.Helper()
+		require.NoError(t, s.Put(ctx, &Entry{Key: key, NodeID: "model.p.a", Result: Result{Status: "success", Message: msg}}))
+	}
+	message := func() string {
+		t.Helper()
+		e, err := b.Get(ctx, "model.p.a")
+		require.NoError(t, err)
+		return e.Key[:2] + " " + e.Result.Message
+	}
+	put(a, key1, "A")
+	put(b, key1, "B")
+	assert.Equal(t, "a1 A", message(), "the first writer's entry of a key stays")
+	put(b, key2, "B")
+	assert.Equal(t, "b2 B", message(), "another key replaces it")
+	now = now.Add(SameEntryWindow + time.Second)
+	put(a, key2, "A later")
+	assert.Equal(t, "b2 A later", message(), "an older entry of the same key is replaced")
+	put(a, strings.Repeat("c3", 32), "failed")
+	require.NoError(t, a.Put(ctx, &Entry{Key: strings.Repeat("c3", 32), NodeID: "model.p.a", Result: Result{Status: "error"}}))
+	assert.Equal(t, "c3 ", message(), "same key, another status: replaced")
+	assert.Zero(t, objs.unconditional, "every entry write is conditional")
+}

@@ -3,9 +3,11 @@
 // Azure Blob Storage, or a directory (file://), so that machines whose disk
 // is new every run (containers, CI runners) share one cache.
 //
-// Each entry is one object written in one request, so concurrent writers
-// never tear an entry and a reader sees a whole entry or none; kept
-// manifests are written conditionally (if not already there). Open takes
+// Each entry is one object written in one conditional request (if none
+// exists: If-None-Match: * on S3; an older entry is deleted first), so
+// concurrent writers never tear an entry nor overwrite one another's, and
+// a reader sees a whole entry or none (see cache.Store.Put); kept
+// manifests are written conditionally too. Open takes
 // gocloud's URL syntax with the store's prefix as the URL's path:
 //
 //	s3://bucket/dbtorch?endpoint=http://127.0.0.1:8333&region=us-east-1&use_path_style=true
