@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -29,7 +30,9 @@ const BuildIDArg = "dbtorch_build_id"
 // RunResults writes dbt's run_results.json (schema v6) for a run. It
 // implements orchestrator.Reporter.
 //
-// The file holds one result per node of the run, in the run's order, with
+// The file holds one result per node of the run, in the run's order (and,
+// as dbt writes them, the project hooks the build ran, Run.Hooks: its
+// on-run-start hooks first and its on-run-end hooks last), with
 // dbt's own status words (see the package documentation), dbt's timing
 // entries, adapter_response, message, failures, compiled code and relation
 // name as the executor reported them, the build's ID as invocation_id, and
@@ -162,10 +165,34 @@ func (r *RunResults) Build(run *orchestrator.Run) (*RunResultsFile, error) {
 	if !run.StartedAt.IsZero() && !run.CompletedAt.IsZero() {
 		doc.ElapsedTime = run.CompletedAt.Sub(run.StartedAt).Seconds()
 	}
-	for i := range run.Results {
-		doc.Results = append(doc.Results, runResult(run, &run.Results[i], cached))
+	start, end := hookResults(run)
+	for _, rs := range [][]orchestrator.NodeResult{start, run.Results, end} {
+		for i := range rs {
+			doc.Results = append(doc.Results, runResult(run, &rs[i], cached))
+		}
 	}
 	return doc, nil
+}
+
+// hookResults returns the project hooks the build ran (Run.Hooks) as node
+// results of operations: the on-run-start hooks, which dbt writes before
+// the nodes, and the on-run-end hooks, which it writes after them.
+func hookResults(run *orchestrator.Run) (start, end []orchestrator.NodeResult) {
+	for _, h := range run.Hooks {
+		nr := orchestrator.NodeResult{Result: h, ResourceType: manifest.Operation, Status: orchestrator.Success}
+		switch h.Status {
+		case executor.Error:
+			nr.Status = orchestrator.Error
+		case executor.Skipped:
+			nr.Status = orchestrator.Skipped
+		}
+		if strings.Contains(h.UniqueID, "-on-run-start-") {
+			start = append(start, nr)
+		} else {
+			end = append(end, nr)
+		}
+	}
+	return start, end
 }
 
 // customEnvPrefix marks the environment variables dbt copies into its

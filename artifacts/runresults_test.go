@@ -206,3 +206,32 @@ func TestRunResultsEnv(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"a": "b"}, doc.Metadata.Env)
 }
+
+// TestRunResultsHooks: the project hooks a build ran are written as dbt
+// writes them, on-run-start first and on-run-end last, with dbt's status
+// words, and the document still validates against dbt's schema.
+func TestRunResultsHooks(t *testing.T) {
+	run := fixtureRun(t)
+	t0 := run.StartedAt
+	run.Hooks = []executor.Result{
+		{UniqueID: "operation.p.p-on-run-start-0", Status: executor.Success, DBTStatus: "success", Message: "p.on-run-start.0 passed", ThreadID: "main",
+			Timing: []executor.Timing{{Name: "execute", StartedAt: t0, CompletedAt: t0}}},
+		{UniqueID: "operation.p.p-on-run-end-0", Status: executor.Error, DBTStatus: "error", Message: "p.on-run-end.0 failed, error:\n boom", ThreadID: "main"},
+		{UniqueID: "operation.p.p-on-run-end-1", Status: executor.Skipped, DBTStatus: "skipped", Message: "p.on-run-end.1 skipped", ThreadID: "main"},
+	}
+	doc, err := (&artifacts.RunResults{Path: "x"}).Build(run)
+	require.NoError(t, err)
+	require.Len(t, doc.Results, len(run.Results)+3)
+	type entry struct{ ID, Status, Message, Thread string }
+	got := func(r artifacts.RunResult) entry { return entry{r.UniqueID, r.Status, *r.Message, r.ThreadID} }
+	last := len(doc.Results) - 1
+	assert.Equal(t, []entry{
+		{"operation.p.p-on-run-start-0", "success", "p.on-run-start.0 passed", "main"},
+		{"operation.p.p-on-run-end-0", "error", "p.on-run-end.0 failed, error:\n boom", "main"},
+		{"operation.p.p-on-run-end-1", "skipped", "p.on-run-end.1 skipped", "main"},
+	}, []entry{got(doc.Results[0]), got(doc.Results[last-1]), got(doc.Results[last])})
+	assert.Equal(t, run.Results[0].UniqueID, doc.Results[1].UniqueID)
+	data, err := doc.Marshal()
+	require.NoError(t, err)
+	validate(t, runResultsSchema(t), data)
+}

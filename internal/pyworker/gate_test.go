@@ -58,11 +58,7 @@ print(json.dumps({"real": "%d.%d" % worker.dbt_minor(), "enabled": enabled, "app
 // not from the worker's own account.
 func TestPatchGate(t *testing.T) {
 	t.Parallel()
-	py, err := dbt.Interpreter(dbttest.DBT(t))
-	require.NoError(t, err)
-	dir := t.TempDir()
-	_, err = pyworker.WriteScript(dir)
-	require.NoError(t, err)
+	py, dir := probeSetup(t)
 	type probe struct {
 		Real                      string
 		Enabled, Applied, Changed []string
@@ -127,11 +123,7 @@ print(json.dumps(out))
 // it (the worker then says it cannot, and hooks run in every invocation).
 func TestHookSwitchGate(t *testing.T) {
 	t.Parallel()
-	py, err := dbt.Interpreter(dbttest.DBT(t))
-	require.NoError(t, err)
-	dir := t.TempDir()
-	_, err = pyworker.WriteScript(dir)
-	require.NoError(t, err)
+	py, dir := probeSetup(t)
 	var got map[string]bool
 	runProbe(t, &got, py, hookGateProbe, dir)
 	assert.Equal(t, map[string]bool{"applied": true, "changed": true, "task": true,
@@ -151,4 +143,15 @@ func runProbe(t *testing.T, v any, py, script string, args ...string) {
 	}
 	require.NoError(t, err, "%s", stderr)
 	require.NoError(t, json.Unmarshal(out, v), "%s", out)
+}
+
+// probeSetup returns dbt's interpreter and a directory holding worker.py.
+func probeSetup(t *testing.T) (py, dir string) {
+	t.Helper()
+	py, err := dbt.Interpreter(dbttest.DBT(t))
+	require.NoError(t, err)
+	dir = t.TempDir()
+	_, err = pyworker.WriteScript(dir)
+	require.NoError(t, err)
+	return py, dir
 }
