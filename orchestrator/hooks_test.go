@@ -140,8 +140,8 @@ func (h *hookExec) build(t *testing.T, mode orchestrator.Mode, sel selector.Opti
 }
 
 // TestProjectHooksOncePerBuild builds testdata/lifecycle with dbt build
-// and with dbtorch (Core and Warm, per node and per wave, Warm also
-// unpatched): on-run-start and on-run-end run once per build in every
+// and with dbtorch (Core per node and per wave, Warm per node and,
+// unpatched, per wave): on-run-start and on-run-end run once per build in every
 // case, as in dbt build, although dbtorch runs several invocations, and
 // on-run-end sees the build's results with dbt's statuses. Then with a
 // failing on-run-start: every node is skipped, naming the hook, the
@@ -230,10 +230,9 @@ func TestProjectHooksOncePerBuild(t *testing.T) {
 		t.Run("failing-start", func(t *testing.T) { failed(t, h.build(t, orchestrator.PerWave, sel, fail)) })
 	})
 	t.Run("warm/per-node", func(t *testing.T) { ok(t, newHookExec(t, dir, true, false).build(t, orchestrator.PerNode, sel, nil)) })
-	t.Run("warm/per-wave", func(t *testing.T) { ok(t, newHookExec(t, dir, true, false).build(t, orchestrator.PerWave, sel, nil)) })
 	// The hook switch is not one of the worker's optional patches: it
 	// stays on without them.
-	t.Run("warm-unpatched/per-node", func(t *testing.T) { ok(t, newHookExec(t, dir, true, true).build(t, orchestrator.PerNode, sel, nil)) })
+	t.Run("warm-unpatched/per-wave", func(t *testing.T) { ok(t, newHookExec(t, dir, true, true).build(t, orchestrator.PerWave, sel, nil)) })
 	t.Run("warm/failing-start", func(t *testing.T) {
 		failed(t, newHookExec(t, dir, true, false).build(t, orchestrator.PerNode, sel, fail))
 	})
