@@ -82,7 +82,8 @@ type HookRunner interface {
 // ErrHooksUnsupported is wrapped by RunHooks' error when the executor
 // cannot run the project's hooks apart from its invocations on this dbt
 // (a dbt whose internals differ from those the worker's hook code was
-// written for, or a dbt that is not a Python script).
+// written for, or a dbt executable whose Python cannot be found or cannot
+// run the worker script).
 var ErrHooksUnsupported = errors.New("executor: project hooks cannot be run apart from the node invocations")
 
 var (
@@ -238,10 +239,16 @@ func (c *Core) RunHooks(ctx context.Context, req HookRequest) (*Response, error)
 	}
 	pw, err := pyworker.Launch(ctx, pyworker.Config{Python: py, Script: script, Dir: c.cfg.Dir, Env: c.cfg.Env, Logger: c.log},
 		pyworker.Request{ParseArgs: call.parse, Key: call.key})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case req.Phase == OnRunStart:
+		// Prepare parsed the project with dbt: the interpreter found
+		// beside the dbt executable (a wrapper script, say) cannot run it.
+		// Nothing ran; the invocations run the hooks, as dbt does.
+		return nil, fmt.Errorf("%w: the worker script does not start with %s: %v", ErrHooksUnsupported, py, err)
+	default:
 		return nil, fmt.Errorf("executor: %s hooks: %w", req.Phase, err)
 	}
 	defer pw.Close(2 * time.Second)
