@@ -19,7 +19,8 @@ import (
 // invocation of the build runs without hooks (Request.NoHooks), and
 // on-run-end runs once after the last node, given the build's results as
 // dbt's `results` (dbt's status words). When on-run-start fails, every
-// node is Skipped with a reason naming the hook (dbt 1.12's default,
+// node is Skipped with a reason naming the hook and the first line of
+// dbt's error (dbt 1.12's default,
 // skip_nodes_if_on_run_start_fails) and on-run-end still runs, seeing no
 // results, as dbt's does then; the build's error is a *HookError. A
 // cancelled build runs no on-run-end, as dbt does not after an interrupt.
@@ -136,8 +137,14 @@ func (b *build) skipAll(ctx context.Context, he *HookError) {
 	if he.Hook != "" {
 		reason += ": " + he.Hook
 	}
-	if msg, _, _ := strings.Cut(strings.TrimSpace(he.Message), "\n"); msg != "" {
-		reason += ": " + msg
+	// dbt's message is "<hook> failed, error:\n <the error>": the error's
+	// first line says what went wrong.
+	msg := he.Message
+	if _, after, ok := strings.Cut(msg, "failed, error:"); ok && strings.TrimSpace(after) != "" {
+		msg = after
+	}
+	if line, _, _ := strings.Cut(strings.TrimSpace(msg), "\n"); line != "" {
+		reason += ": " + strings.TrimSpace(line)
 	}
 	for i := range int32(b.n) {
 		b.skip(i, nil, reason)

@@ -207,7 +207,7 @@ func TestProjectHooksOncePerBuild(t *testing.T) {
 		require.Len(t, run.Results, 2)
 		for _, r := range run.Results {
 			assert.Equal(t, orchestrator.Skipped, r.Status, r.UniqueID)
-			assert.Contains(t, r.SkipReason, "on-run-start failed: operation.lifecycle.lifecycle-on-run-start-0: ", r.UniqueID)
+			assert.Contains(t, r.SkipReason, "on-run-start failed: operation.lifecycle.lifecycle-on-run-start-0: Catalog Error: Table with name no_such_relation does not exist", r.UniqueID)
 			assert.Empty(t, r.Attempts, r.UniqueID)
 		}
 		assert.Equal(t, wantFail, got, "audit rows: dbt build vs dbtorch")
@@ -318,7 +318,7 @@ func TestProjectHooksOrchestration(t *testing.T) {
 		assert.Empty(t, h.reqs, "no node runs")
 		for _, r := range run.Results {
 			assert.Equal(t, orchestrator.Skipped, r.Status)
-			assert.Equal(t, "on-run-start failed: operation.p.p-on-run-start-0: p.on-run-start.0 failed, error:", r.SkipReason)
+			assert.Equal(t, "on-run-start failed: operation.p.p-on-run-start-0: boom", r.SkipReason)
 		}
 		assert.Equal(t, []executor.HookPhase{executor.OnRunStart, executor.OnRunEnd}, h.phases)
 		assert.Empty(t, h.endResults, "dbt's on-run-end sees no results after a failed on-run-start")
