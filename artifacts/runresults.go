@@ -273,6 +273,9 @@ func DBTStatus(rt manifest.ResourceType, nr *orchestrator.NodeResult, cachedStat
 			}
 			return "pass"
 		}
+		if nr.DBTStatus == orchestrator.NoOpStatus {
+			return orchestrator.NoOpStatus // an exposure or saved query
+		}
 		return "success"
 	case orchestrator.Error:
 		if test {

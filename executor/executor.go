@@ -65,10 +65,13 @@ const (
 )
 
 // CommandFor returns the dbt command that builds a node of the given
-// resource type on its own: seed, snapshot, test (data and unit tests) or
-// run (models and everything else).
+// resource type on its own: seed, snapshot, test (data and unit tests),
+// build (functions: dbt-core 1.11 builds UDFs in dbt build only) or run
+// (models and everything else).
 func CommandFor(rt manifest.ResourceType) Command {
 	switch rt {
+	case manifest.Function:
+		return Build
 	case manifest.Seed:
 		return Seed
 	case manifest.Snapshot:

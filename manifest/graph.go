@@ -42,7 +42,8 @@ type Graph struct {
 	children [][]int32
 	topo     []int32 // topological order of the whole graph
 	// testEdges maps a node to the data tests that precede it in dbt build
-	// (dbt's parent_test edges), reduced to the nearest descendants.
+	// (dbt's parent_test edges), reduced to the nearest descendants; a unit
+	// test has its model's.
 	testEdges [][]int32
 	// inf holds the edges inferred from sources that read relations the
 	// manifest writes (infer.go).
@@ -69,6 +70,7 @@ const (
 	kindModel                       // model (ephemeral too)
 	kindBuild                       // model, seed or snapshot: receives parent_test edges
 	kindExecutable                  // Node.Executable
+	kindNoOp                        // Node.NoOp: planned, never executed
 )
 
 func kindOf(n *Node) kind {
@@ -85,6 +87,9 @@ func kindOf(n *Node) kind {
 	}
 	if n.Executable() {
 		k |= kindExecutable
+	}
+	if n.NoOp() {
+		k |= kindNoOp
 	}
 	return k
 }
@@ -320,6 +325,17 @@ func (g *Graph) addTestEdges() {
 				continue
 			}
 			stack = append(stack, g.children[c]...)
+		}
+	}
+	// dbt build runs a unit test in its model's turn, just before the
+	// model (BuildTask.call_model_and_unit_tests_runner): the unit test
+	// waits for what the model waits for, its parent_test edges included.
+	for u, n := range g.nodes {
+		if n.ResourceType != UnitTest {
+			continue
+		}
+		if j, ok := g.index[n.TestedNode]; ok && len(g.testEdges[j]) > 0 {
+			g.testEdges[u] = append(g.testEdges[u], g.testEdges[j]...)
 		}
 	}
 }

@@ -46,9 +46,11 @@ func ParseTestStrategy(s string) (TestStrategy, error) {
 	return 0, fmt.Errorf("unknown test strategy %q (want immediate, deferred or skip)", s)
 }
 
-// Plan is the executable DAG of a build: the selected executable nodes,
-// their dependencies traced through everything that is not run (sources,
-// ephemeral models, external and unselected nodes), and the waves.
+// Plan is the executable DAG of a build: the selected executable nodes
+// (and the exposures and saved queries dbt build reports as no-op), their
+// dependencies traced through everything that is not run (sources,
+// ephemeral models, metrics, semantic models, external and unselected
+// nodes), and the waves.
 //
 // Planned nodes are numbered densely in plan order: index i (0 <= i < Len)
 // is the i-th node of Nodes, which lists the nodes wave by wave, sorted by
@@ -143,10 +145,15 @@ func (p *Plan) Width() int {
 
 // Plan returns the plan for running the executable nodes of selected under
 // the given test strategy; a nil selected plans every executable node.
-// Non-executable ids in selected (sources, ephemerals, exposures, disabled
-// or unknown ids) are ignored; tests are kept only when the strategy runs
-// them. If a selected node reaches another selected node only through
-// unselected ones, it still comes first.
+// Exposures and saved queries (Node.NoOp) are planned as dbt build reports
+// them, after their upstreams, though nothing runs them. Other
+// non-executable ids in selected (sources, ephemerals, metrics, semantic
+// models, disabled or unknown ids) are ignored; tests are kept only when
+// the strategy runs them, and a unit test only when the model it tests is
+// planned too (dbt build runs a unit test in its model's turn). Under
+// Immediate a unit test waits for what its model waits for, the model's
+// upstream data tests included. If a selected node reaches another
+// selected node only through unselected ones, it still comes first.
 func (g *Graph) Plan(selected []string, strategy TestStrategy) *Plan {
 	keep := make([]bool, len(g.ids))
 	if selected == nil {
@@ -161,8 +168,18 @@ func (g *Graph) Plan(selected []string, strategy TestStrategy) *Plan {
 		}
 	}
 	for i, k := range g.kind {
-		if k&kindExecutable == 0 || (k.isTest() && strategy == SkipTests) {
+		if k&(kindExecutable|kindNoOp) == 0 || (k.isTest() && strategy == SkipTests) {
 			keep[i] = false
+		}
+	}
+	// dbt build runs a unit test only in its model's turn: without its
+	// model, a selected unit test does not run (a selection of unit tests
+	// alone builds nothing, as dbt build does).
+	for i, k := range g.kind {
+		if keep[i] && k&kindUnitTest != 0 {
+			if j, ok := g.index[g.nodes[i].TestedNode]; !ok || !keep[j] {
+				keep[i] = false
+			}
 		}
 	}
 	parentsOf := func(i int32) []int32 {

@@ -84,9 +84,18 @@ func TestRealWorldManifests(t *testing.T) {
 			for _, strategy := range []manifest.TestStrategy{manifest.Immediate, manifest.Deferred, manifest.SkipTests} {
 				p := g.Plan(nil, strategy)
 				checkPlan(t, g, p)
-				wantNodes := want.executable + want.unitTests
+				// Exposures and saved queries are planned as the no-op
+				// nodes dbt build reports; functions are built.
+				others := 0
+				m.All(func(n *manifest.Node) bool {
+					if n.NoOp() || (n.ResourceType == manifest.Function && n.Executable()) {
+						others++
+					}
+					return true
+				})
+				wantNodes := want.executable + want.unitTests + others
 				if strategy == manifest.SkipTests {
-					wantNodes = want.builds
+					wantNodes = want.builds + others
 				}
 				assert.Len(t, p.Nodes(), wantNodes, "strategy %s", strategy)
 			}
@@ -94,7 +103,8 @@ func TestRealWorldManifests(t *testing.T) {
 	}
 }
 
-// checkPlan asserts the invariants every plan holds: only executable nodes,
+// checkPlan asserts the invariants every plan holds: only executable and
+// no-op nodes,
 // each once; every node's wave is greater than each upstream's; wave 0 has
 // no upstream; and every upstream edge is implied by the graph.
 func checkPlan(t *testing.T, g *manifest.Graph, p *manifest.Plan) {
@@ -105,7 +115,7 @@ func checkPlan(t *testing.T, g *manifest.Graph, p *manifest.Plan) {
 		for _, id := range wave {
 			n := g.Node(id)
 			require.NotNil(t, n, id)
-			assert.True(t, n.Executable(), "%s in a wave is not executable", id)
+			assert.True(t, n.Executable() || n.NoOp(), "%s in a wave is neither executable nor a no-op", id)
 			assert.False(t, n.IsEphemeral(), "ephemeral %s in a wave", id)
 			assert.False(t, seen[id], "%s planned twice", id)
 			seen[id] = true

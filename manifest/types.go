@@ -179,8 +179,9 @@ func (n *Node) IsEmpty() bool {
 }
 
 // Executable reports whether dbtorch runs the node as its own unit of work
-// under some test strategy: non-ephemeral models, seeds, snapshots, tests
-// and unit tests that are enabled and not external.
+// under some test strategy: non-ephemeral models, seeds, snapshots,
+// functions (dbt 1.11's UDFs, which only dbt build builds), tests and unit
+// tests that are enabled and not external.
 func (n *Node) Executable() bool {
 	if !n.Enabled || n.IsExternal() {
 		return false
@@ -188,10 +189,22 @@ func (n *Node) Executable() bool {
 	switch n.ResourceType {
 	case Model:
 		return n.Materialized != "ephemeral"
-	case Seed, Snapshot, Test, UnitTest:
+	case Seed, Snapshot, Function, Test, UnitTest:
 		return true
 	}
 	return false
+}
+
+// NoOp reports whether the node is one dbt build reports without running
+// anything: an enabled exposure or saved query, which dbt build lists in
+// run_results.json with status "no-op" once its upstreams are done (or
+// "skipped" when one of them failed). Plans include such nodes; nothing
+// executes them.
+func (n *Node) NoOp() bool {
+	if !n.Enabled || n.IsExternal() {
+		return false
+	}
+	return n.ResourceType == Exposure || n.ResourceType == SavedQuery
 }
 
 // MacroDef is a macro definition.

@@ -478,6 +478,21 @@ func (b *build) skip(i int32, failed []string, reason string) {
 	}
 }
 
+// NoOpStatus is the DBTStatus of an exposure or saved query (Node.NoOp):
+// dbt build reports such a node as "no-op" once its upstreams are done,
+// and dbtorch ends it the same way (Status Success, Message "NO-OP")
+// without running dbt; when an upstream failed it is Skipped, as in dbt.
+const NoOpStatus = "no-op"
+
+// noOp ends node i, an exposure or saved query, as dbt build reports it:
+// a success that ran nothing.
+func (b *build) noOp(i int32) {
+	r := &b.results[i]
+	now := b.cfg.Now()
+	r.Result.Status, r.DBTStatus, r.Message = executor.Success, NoOpStatus, "NO-OP"
+	r.Status, r.StartedAt, r.CompletedAt = Success, now, now
+}
+
 func joinShort(ids []string) string {
 	const show = 3
 	s := ""

@@ -83,7 +83,13 @@ func (b *build) cacheStep(ctx context.Context, i int32, queuedAt time.Time) (hit
 		return false, false, nil
 	}
 	for _, u := range b.plan.Upstream(i) {
-		if !b.plan.Node(u).IsTest() && b.results[u].Status != Cached {
+		// Tests change nothing a node builds; nor does a function built
+		// again (its definition is in the node's key; one that failed
+		// skipped the node before this).
+		if un := b.plan.Node(u); un.IsTest() || un.ResourceType == manifest.Function {
+			continue
+		}
+		if b.results[u].Status != Cached {
 			res.CacheReason = CacheReasonUpstreamRan + ": " + b.plan.ID(u)
 			return false, false, nil
 		}

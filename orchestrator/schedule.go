@@ -16,7 +16,8 @@ import (
 // becomes ready when its last planned upstream reaches a terminal status;
 // a ready node is either skipped at once (an upstream failed or was
 // skipped, a source is stale, or the build is cancelled), held back by a
-// barrier (strict waves, deferred tests), or queued. Queued nodes are
+// barrier (strict waves, deferred tests), ended at once as a no-op (an
+// exposure or saved query, which nothing runs), or queued. Queued nodes are
 // started in priority order, at most Concurrency at a time, each on a
 // goroutine of its own that runs the node to its terminal status (cache
 // lookup, limits, attempts and retries in build.attempts, the loop the
@@ -164,6 +165,11 @@ func (b *build) runPerNode(ctx context.Context) {
 			}
 			if deferred && b.plan.Node(i).IsTest() && nonTestsLeft > 0 {
 				heldTests = append(heldTests, i)
+				continue
+			}
+			if b.plan.Node(i).NoOp() {
+				b.noOp(i)
+				finish(i)
 				continue
 			}
 			queuedAt[i] = b.cfg.Now()

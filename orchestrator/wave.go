@@ -11,7 +11,8 @@ import (
 // runPerWave runs one `dbt build` invocation per wave, waves in order (and
 // one `dbt test` for the wave's unit tests, if any).
 // Nodes of a wave whose upstreams failed (or were skipped) are left out of
-// the wave's invocation and skipped; failed nodes of the invocation that
+// the wave's invocation and skipped, and so are exposures and saved
+// queries, ended as no-ops; failed nodes of the invocation that
 // the retry policy accepts are retried together in a smaller invocation.
 func (b *build) runPerWave(ctx context.Context) {
 	first := int32(0) // plan index of the wave's first node: plan order is wave order
@@ -26,6 +27,11 @@ func (b *build) runPerWave(ctx context.Context) {
 			}
 			if ctx.Err() != nil {
 				b.skip(i, nil, ReasonCancelled)
+				b.finished(ctx, i)
+				continue
+			}
+			if b.plan.Node(i).NoOp() {
+				b.noOp(i)
 				b.finished(ctx, i)
 				continue
 			}
