@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/spf13/afero"
 
@@ -58,6 +59,8 @@ type Core struct {
 	python   string    // dbt's interpreter
 	script   string    // the worker script, for hooks and hook-less invocations
 	hookErr  error
+
+	noDirect atomic.Bool // dbt refused show --inline-direct (dbt-core 1.8)
 }
 
 var (

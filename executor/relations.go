@@ -62,20 +62,47 @@ func relationsSQL(schemas []Schema) string {
 	return "select table_catalog, table_schema, table_name from information_schema.tables where lower(table_schema) in (" + strings.Join(in, ", ") + ")"
 }
 
-// ListRelations implements RelationLister with one `dbt show --inline`
-// invocation querying information_schema.tables.
+// ListRelations implements RelationLister with one `dbt show
+// --inline-direct` invocation querying information_schema.tables (the
+// query has no Jinja: dbt loads no manifest and compiles nothing), or
+// `dbt show --inline` on a dbt that does not take --inline-direct (1.8).
 func (c *Core) ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error) {
-	out, err := c.show(ctx, "relations-", relationsSQL(schemas))
+	sql := relationsSQL(schemas)
+	direct := !c.noDirect.Load()
+	out, err := c.show(ctx, "relations-", sql, direct)
+	if direct && noDirectShow(err) {
+		c.noDirect.Store(true)
+		out, err = c.show(ctx, "relations-", sql, false)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("executor: list relations: %w", err)
 	}
 	return parseShowLog(out)
 }
 
-// show runs `dbt show --inline sql` in a directory of its own (named from
-// prefix), on Prepare's partial-parse file when there is one, and returns
-// dbt's JSON log lines.
-func (c *Core) show(ctx context.Context, prefix, sql string) ([]byte, error) {
+// noDirectShow reports whether err is dbt refusing --inline-direct, which
+// dbt-core 1.8 does not know.
+func noDirectShow(err error) bool {
+	if err == nil {
+		return false
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "inline-direct") && (strings.Contains(m, "no such option") || strings.Contains(m, "unrecognized"))
+}
+
+// showArgs is dbt show's command line for sql: --inline-direct (no
+// Jinja, no manifest) when direct, else --inline.
+func showArgs(g dbtargv.Global, sql string, direct bool) ([]string, error) {
+	if direct {
+		return dbtargv.ShowDirect(g, sql)
+	}
+	return dbtargv.Show(g, sql)
+}
+
+// show runs `dbt show --inline sql` (--inline-direct when direct) in a
+// directory of its own (named from prefix), on Prepare's partial-parse
+// file when there is one, and returns dbt's JSON log lines.
+func (c *Core) show(ctx context.Context, prefix, sql string, direct bool) ([]byte, error) {
 	dir, err := os.MkdirTemp(c.workDir, prefix)
 	if err != nil {
 		return nil, err
@@ -89,7 +116,7 @@ func (c *Core) show(ctx context.Context, prefix, sql string) ([]byte, error) {
 		g.PartialParseFile, g.NoFileDiff = c.ppFile, !c.cfg.CheckFiles
 	}
 	c.mu.Unlock()
-	args, err := dbtargv.Show(g, sql)
+	args, err := showArgs(g, sql, direct)
 	if err != nil {
 		return nil, err
 	}
@@ -141,9 +168,17 @@ func str(v any) string {
 }
 
 // ListRelations implements RelationLister: an idle worker runs the
-// relations query through dbt show on its parsed project.
+// relations query through `dbt show --inline-direct` (no Jinja, no
+// manifest: one connection and the query), or `dbt show --inline` on its
+// parsed project on a dbt that does not take --inline-direct (1.8).
 func (x *Warm) ListRelations(ctx context.Context, schemas []Schema) ([]Relation, error) {
-	rows, err := x.show(ctx, relationsSQL(schemas))
+	sql := relationsSQL(schemas)
+	direct := !x.noDirect.Load()
+	rows, err := x.show(ctx, sql, direct)
+	if direct && noDirectShow(err) {
+		x.noDirect.Store(true)
+		rows, err = x.show(ctx, sql, false)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("executor: list relations: %w", err)
 	}
@@ -157,8 +192,9 @@ func (x *Warm) ListRelations(ctx context.Context, schemas []Schema) ([]Relation,
 }
 
 // show runs `dbt show --inline sql` on an idle worker, on a copy of its
-// parsed project, and returns the rows.
-func (x *Warm) show(ctx context.Context, sql string) ([][]string, error) {
+// parsed project (--inline-direct when direct: on a connection, without
+// the project), and returns the rows.
+func (x *Warm) show(ctx context.Context, sql string, direct bool) ([][]string, error) {
 	if err := x.Prepare(ctx); err != nil {
 		return nil, err
 	}
@@ -169,7 +205,7 @@ func (x *Warm) show(ctx context.Context, sql string) ([][]string, error) {
 	defer os.RemoveAll(dir)
 	g := x.cfg.global(x.cfg.Vars, dir)
 	g.Quiet = true
-	args, err := dbtargv.Show(g, sql)
+	args, err := showArgs(g, sql, direct)
 	if err != nil {
 		return nil, err
 	}

@@ -98,7 +98,7 @@ func (c *Core) CreateSchemas(ctx context.Context, schemas []Schema) error {
 	if len(schemas) == 0 {
 		return nil
 	}
-	_, err := c.show(ctx, "schemas-", createSchemasSQL(schemas))
+	_, err := c.show(ctx, "schemas-", createSchemasSQL(schemas), false)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -111,7 +111,7 @@ func (x *Warm) CreateSchemas(ctx context.Context, schemas []Schema) error {
 	if len(schemas) == 0 {
 		return nil
 	}
-	_, err := x.show(ctx, createSchemasSQL(schemas))
+	_, err := x.show(ctx, createSchemasSQL(schemas), false)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/afero"
@@ -97,6 +98,7 @@ type Warm struct {
 	mf       *manifest.Manifest
 	done     chan struct{} // closed by Close
 	spares   chan struct{} // closed when Prepare's background workers are settled
+	noDirect atomic.Bool   // dbt refused show --inline-direct (dbt-core 1.8)
 
 	// beforeLaunch, when set (tests), runs before worker id's process
 	// starts.

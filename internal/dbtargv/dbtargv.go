@@ -267,6 +267,13 @@ func Show(g Global, sql string) ([]string, error) {
 	return command(g, []string{"show", "--inline", sql, "--output", "json", "--limit", "-1"})
 }
 
+// ShowDirect is Show with --inline-direct (dbt-core 1.9 and later): dbt
+// runs sql as it is, on one connection, without Jinja and without loading
+// the project's manifest.
+func ShowDirect(g Global, sql string) ([]string, error) {
+	return command(g, []string{"show", "--inline-direct", sql, "--output", "json", "--limit", "-1"})
+}
+
 // SourceFreshness returns `source freshness` with g's flags, then
 // --select with sources when there are any.
 func SourceFreshness(g Global, sources []string) ([]string, error) {

@@ -14,6 +14,7 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "ids": [...], "elapsed": 0.1}
   -> {"id": N, "type": "show", "args": [...], "parse_args": [...], "key": "<vars>"}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "rows": [[...], ...], "elapsed": 0.2}
+     (a show whose args hold --inline-direct runs without the manifest; its rows are read from dbt's ShowNode event)
   -> {"id": N, "type": "hooks", "phase": "on-run-start"|"on-run-end", "args": [...], "parse_args": [...],
       "key": "<vars>", "results_path": "...", "build": "<id>", "nodes": [...], "results": [...]}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "unsupported": false, "elapsed": 0.3}
@@ -815,6 +816,8 @@ def main():
         return {"success": True, "error": None, "ids": ids}
 
     def show(req):
+        if "--inline-direct" in req["args"]:
+            return show_direct(req)
         # dbt show --inline adds its query to the manifest it is given: give
         # it a copy whose nodes are its own, so that the worker's manifest
         # (and the graph linked for it) never sees the query.
@@ -829,6 +832,22 @@ def main():
             table = getattr(r, "agate_table", None)
             if table is not None:
                 rows.extend(["" if v is None else str(v) for v in row] for row in table.rows)
+        return {"success": True, "error": None, "rows": rows}
+
+    def show_direct(req):
+        # dbt show --inline-direct runs the query on a connection, without
+        # the manifest; its rows come back only in the ShowNode event.
+        previews = []
+
+        def on_event(e):
+            if e.info.name == "ShowNode":
+                previews.append(e.data.preview)
+
+        builds.enter(None)
+        res = dbtRunner(callbacks=[on_event]).invoke(list(req["args"]))
+        if not res.success or res.exception is not None:
+            return {"success": False, "error": error_text(res.exception) if res.exception is not None else "dbt show failed", "rows": None}
+        rows = [["" if v is None else str(v) for v in r.values()] for p in previews for r in json.loads(p)]
         return {"success": True, "error": None, "rows": rows}
 
     handlers = {"invoke": invoke, "ls": ls, "show": show, "hooks": project_hooks}
