@@ -90,7 +90,13 @@ func (b *build) startHooks(ctx context.Context) *HookError {
 		return nil
 	}
 	b.hooks, b.noHooks = hr, true
-	return b.hookOutcome(executor.OnRunStart, resp, err)
+	he := b.hookOutcome(executor.OnRunStart, resp, err)
+	if he == nil {
+		// dbt created the schemas of the nodes before the hooks (as dbt
+		// build's before_run does): awaitSchemas has none left to create.
+		b.o.schemas.exist(b, schemasOf(nodes))
+	}
+	return he
 }
 
 // endHooks runs on-run-end after the build's last node when startHooks

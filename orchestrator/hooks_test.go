@@ -248,6 +248,15 @@ type hookFake struct {
 	endResults  []executor.Result
 	startNodes  int
 	unsupported bool
+	creations   int
+}
+
+// CreateSchemas counts the creations (executor.SchemaCreator).
+func (h *hookFake) CreateSchemas(ctx context.Context, schemas []executor.Schema) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.creations++
+	return nil
 }
 
 func (h *hookFake) RunHooks(ctx context.Context, req executor.HookRequest) (*executor.Response, error) {
@@ -343,10 +352,27 @@ func TestProjectHooksOrchestration(t *testing.T) {
 		}
 		assert.Empty(t, run.Hooks)
 	})
+	// dbt creates the schemas before on-run-start: the build creates
+	// none; without hooks it creates them.
+	inSchema := func(m *manifest.Manifest) *manifest.Manifest {
+		for _, n := range m.Nodes {
+			if n.ResourceType == manifest.Model {
+				n.Schema = "s"
+			}
+		}
+		return m
+	}
+	t.Run("schemas", func(t *testing.T) {
+		h := &hookFake{fakeExec: newFake(nil)}
+		_, err := newOrch(t, orchestrator.Config{Executor: h, Manifest: inSchema(withHooks(manifestOf(spec)))}).RunBuild(t.Context(), orchestrator.BuildOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, 0, h.creations)
+	})
 	t.Run("no hooks in the project", func(t *testing.T) {
 		h := &hookFake{fakeExec: newFake(nil)}
-		run, err := newOrch(t, orchestrator.Config{Executor: h, Manifest: manifestOf(spec)}).RunBuild(t.Context(), orchestrator.BuildOptions{})
+		run, err := newOrch(t, orchestrator.Config{Executor: h, Manifest: inSchema(manifestOf(spec))}).RunBuild(t.Context(), orchestrator.BuildOptions{})
 		require.NoError(t, err)
+		assert.Equal(t, 1, h.creations)
 		assert.Empty(t, h.phases)
 		assert.Empty(t, run.Warnings)
 		for _, req := range h.reqs {

@@ -29,7 +29,9 @@ import (
 // invocations never wait for one another. Builds of one Orchestrator share
 // creations in flight; each build creates its schemas once (as dbt build
 // does each time it runs). Without a SchemaCreator, every invocation
-// creates its own schemas, as dbt does.
+// creates its own schemas, as dbt does. A build that runs the project's
+// hooks itself (hooks.go) creates none: dbt created them all before
+// on-run-start.
 
 // schemaKey is a schema's identity: database and schema, lower-cased.
 func schemaKey(s executor.Schema) string {
@@ -149,6 +151,19 @@ func (f *schemaFlights) claim(b *build, need []executor.Schema) (lead *schemaCre
 		f.inflight[schemaKey(s)] = lead
 	}
 	return lead, waits
+}
+
+// exist records that the schemas exist for b: dbt created them before the
+// build's on-run-start hooks, as dbt build's before_run does.
+func (f *schemaFlights) exist(b *build, schemas []executor.Schema) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b.schemaState.created == nil {
+		b.schemaState.created = map[string]bool{}
+	}
+	for _, s := range schemas {
+		b.schemaState.created[schemaKey(s)] = true
+	}
 }
 
 // settle records the outcome of a creation c that b ran or waited for.
