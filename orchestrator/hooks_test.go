@@ -141,7 +141,8 @@ func (h *hookExec) build(t *testing.T, mode orchestrator.Mode, sel selector.Opti
 
 // TestProjectHooksOncePerBuild builds testdata/lifecycle with dbt build
 // and with dbtorch (Core per node and per wave, Warm per node and,
-// unpatched, per wave): on-run-start and on-run-end run once per build in every
+// unpatched, per wave, and Warm on the whole project): on-run-start and
+// on-run-end run once per build in every
 // case, as in dbt build, although dbtorch runs several invocations, and
 // on-run-end sees the build's results with dbt's statuses. Then with a
 // failing on-run-start: every node is skipped, naming the hook, the
@@ -233,6 +234,19 @@ func TestProjectHooksOncePerBuild(t *testing.T) {
 	// The hook switch is not one of the worker's optional patches: it
 	// stays on without them.
 	t.Run("warm-unpatched/per-wave", func(t *testing.T) { ok(t, newHookExec(t, dir, true, true).build(t, orchestrator.PerWave, sel, nil)) })
+	// The whole project (a function, a unit test, an exposure, a saved
+	// query, a microbatch model): the same audit rows as dbt build's, on
+	// the warm executor (Core's invocations cost seconds each).
+	t.Run("warm/whole-project", func(t *testing.T) {
+		env := dbttest.Env(t, dir)
+		out, err := dbttest.Run(t, dir, env, "build")
+		require.NoError(t, err, out)
+		want := auditLog(t, env)
+		require.Equal(t, map[string]int{"start": 1, "end": 1, "result": 11}, hookCounts(want))
+		b := newHookExec(t, dir, true, false).build(t, orchestrator.PerNode, selector.Options{}, nil)
+		require.NoError(t, b.err)
+		assert.ElementsMatch(t, want, b.rows, "audit rows: dbt build vs dbtorch")
+	})
 	t.Run("warm/failing-start", func(t *testing.T) {
 		failed(t, newHookExec(t, dir, true, false).build(t, orchestrator.PerNode, sel, fail))
 	})
