@@ -63,7 +63,9 @@ type WarmConfig struct {
 // warn level; it only feeds crash reports; the relation cache's events
 // included), resolves a one-node selection from an index of the manifest
 // instead of matching every node, and within one build (Request.BuildID)
-// checks that a schema exists once, as one dbt build does. internal/pyworker/worker.py documents each; WarmConfig.Unpatched
+// checks that a schema exists once, as one dbt build does; a pool of one
+// worker also keeps dbt's relation cache from one invocation of a build to
+// the next, as one dbt build keeps its own (dropped after any failure). internal/pyworker/worker.py documents each; WarmConfig.Unpatched
 // turns them off.
 //
 // A worker runs one invocation at a time; Execute waits for an idle worker
@@ -492,7 +494,8 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	var fail *Failure
 	healthy := true
 	m, err := w.pw.Call(ctx, pyworker.Request{ID: id, Args: args, ParseArgs: parse, Key: vars,
-		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks}, x.cfg.KillGrace)
+		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks,
+		Sole: x.cfg.Workers == 1}, x.cfg.KillGrace)
 	switch {
 	case err == nil && m.Success:
 		resp.Invocation.ExitCode = 0

@@ -74,15 +74,19 @@ def main():
     ap.add_argument("project")
     ap.add_argument("-n", type=int, default=30, help="invocations of each kind")
     ap.add_argument("--patched", action="store_true", help="apply the worker's per-invocation cuts")
+    ap.add_argument("--no-keep", action="store_true", help="as a worker that is not its executor's only one (no kept relation cache)")
     a = ap.parse_args()
 
     from dbt.cli.main import dbtRunner
 
     extra = {"run": [], "test": []}
+    # One build on a sole worker: the relation cache is kept between
+    # invocations (keep_relation_cache) unless --no-keep.
+    relations = worker.Relations()
     if a.patched:
         # Every patch enabled on this dbt-core, as a worker applies them.
         builds = worker.Builds()
-        worker.apply_patches(builds)
+        worker.apply_patches(builds, relations=relations)
         builds.enter("phases")
         # What the Go side adds (executor/options.go, warm.go).
         extra = {"run": ["--log-level", "warn"], "test": ["--log-level", "warn", "--no-populate-cache"]}
@@ -106,7 +110,9 @@ def main():
                 "--target-path", os.path.join(d, "target"), "--log-path", os.path.join(d, "logs"),
                 "--no-use-colors", "--no-write-json", "--cache-selected-only", "--log-level-file", "none"] + extra[cmd]
         worker.reset_compilation(manifest)
+        relations.enter("phases", "", not a.no_keep)
         r = dbtRunner(manifest=manifest).invoke(args)
+        relations.leave(r.success)
         if not r.success:
             sys.exit("%s %s failed: %s" % (cmd, node.unique_id, r.exception))
 

@@ -80,6 +80,10 @@ type Request struct {
 	Phase   string              `json:"phase,omitempty"`
 	Nodes   []string            `json:"nodes,omitempty"`
 	Results []runresults.Result `json:"results,omitempty"`
+	// Sole says the worker is its executor's only one (invoke): nothing
+	// else of the build runs dbt while it waits, so it may keep dbt's
+	// relation cache from one invocation of the build to the next.
+	Sole bool `json:"sole,omitempty"`
 }
 
 // Request types.

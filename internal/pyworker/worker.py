@@ -8,7 +8,7 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   -> {"id": 0, "type": "start", "deps_args": [...] | null, "parse_args": [...], "key": "<vars>"}
   <- {"id": 0, "type": "ready", "pid": 123, "elapsed": 3.2, "patches": ["reuse_graph", ...], "enabled": [...]}
      or {"id": 0, "type": "fatal", "error": "..."} and exit 3
-  -> {"id": N, "type": "invoke", "args": [...], "parse_args": [...], "key": "<vars>", "results_path": "...", "build": "<id>"}
+  -> {"id": N, "type": "invoke", "args": [...], "parse_args": [...], "key": "<vars>", "results_path": "...", "build": "<id>", "sole": true|false}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "elapsed": 0.4}
   -> {"id": N, "type": "ls", "args": [...], "parse_args": [...], "key": "<vars>"}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "ids": [...], "elapsed": 0.1}
@@ -28,7 +28,10 @@ results there itself (the parent then passes --no-write-json, which saves
 dbt writing manifest.json in every invocation). "build" names the
 orchestrated build the request belongs to: within one build the worker
 remembers which schemas exist, as one `dbt build` does (see
-remember_schemas). An "ls" reply lists the unique_ids dbt ls printed,
+remember_schemas). "sole" says the worker is its executor's only one,
+so nothing else of the build runs dbt while it waits between requests:
+within one build it then keeps dbt's relation cache from one invocation
+to the next (see keep_relation_cache). An "ls" reply lists the unique_ids dbt ls printed,
 sorted. End of stdin ends the worker; so does SIGINT (exit 130).
 
 Project hooks. An orchestrated build runs the project's on-run-start and
@@ -438,6 +441,112 @@ def index_selection():
     return True
 
 
+class Relations:
+    """The relation cache a sole worker keeps for the build it is running
+    (keep_relation_cache). request is the (build, manifest key) of the
+    invocation being run when it may use a kept cache, else None; cache is
+    dbt's RelationsCache kept for key, listed the (database, schema) pairs
+    (lowercased) dbt listed into it; used says whether the invocation being
+    run had the kept cache as its adapter's."""
+
+    def __init__(self):
+        self.request = None
+        self.key = None
+        self.cache = None
+        self.listed = set()
+        self.used = False
+
+    def drop(self):
+        self.key, self.cache, self.listed = None, None, set()
+
+    def enter(self, build, key, sole):
+        """Starts an invocation: of build (may be empty) on manifest key;
+        sole says no other process of this executor runs dbt meanwhile. A
+        kept cache of another build, another manifest, or kept when the
+        worker was not sole is dropped."""
+        self.request = (build, key) if build and sole else None
+        self.used = False
+        if self.request is None or self.request != self.key:
+            self.drop()
+
+    def leave(self, ok):
+        """Ends the invocation: the cache is kept only when it succeeded
+        and ran with the kept (or newly listed) cache."""
+        if self.request is None or not ok or not self.used:
+            self.drop()
+        self.request = None
+
+
+def has_project_hooks(manifest):
+    """Whether the project declares on-run-start or on-run-end hooks (dbt
+    parses them into operation nodes)."""
+    return any(str(getattr(n, "resource_type", "")) == "operation" for n in manifest.nodes.values())
+
+
+def keep_relation_cache(relations):
+    """Every invocation lists every relation of its nodes' schemas into a
+    new relation cache (populate_adapter_cache): on a schema of 1,000
+    relations ~150 ms on DuckDB, the largest per-invocation cost that grows
+    with the project. One `dbt build` lists once and keeps its cache up to
+    date as its nodes create, rename and drop relations. A sole worker (the
+    executor's only one: nothing else of the build runs dbt meanwhile) does
+    the same within one build: the cache dbt listed and updated in one
+    invocation becomes the next one's, and only schemas not listed yet in
+    the build are listed. It answers as one dbt build's cache would: a
+    relation changed outside dbt during the build is not seen.
+
+    On any doubt the kept cache is dropped and the next invocation lists
+    afresh, as dbt does: another build, another manifest (vars), a worker
+    that is not sole, an invocation that failed or raised (a failed
+    materialization may leave the cache ahead of a rolled-back
+    transaction), an invocation that did not run with the kept cache, an
+    invocation that runs the project's hooks and any hooks or show request
+    (arbitrary SQL the cache does not see), and dbt asking for every schema instead
+    of the selected ones (no --cache-selected-only)."""
+    try:
+        from dbt.flags import get_flags
+        from dbt.task.runnable import GraphRunnableTask
+    except ImportError:
+        return False
+    populate = GraphRunnableTask.populate_adapter_cache
+    if not takes(populate, "self", "adapter", "required_schemas", exact=True):
+        return False
+
+    def schema_key(r):
+        return (r.database.lower() if r.database else r.database, r.schema.lower())
+
+    def populate_adapter_cache(self, adapter, required_schemas=None):
+        if relations.request is None:
+            return populate(self, adapter, required_schemas)
+        enabled = bool(getattr(self.args, "populate_cache", True))
+        selected_only = get_flags().CACHE_SELECTED_ONLY is True
+        if enabled and (required_schemas is None or not selected_only):
+            # Every schema of the project: not what a kept cache holds.
+            relations.drop()
+            return populate(self, adapter, required_schemas)
+        if relations.cache is None:
+            if not enabled:
+                # dbt test without the cache: nothing to keep.
+                return populate(self, adapter, required_schemas)
+            populate(self, adapter, required_schemas)
+            relations.key, relations.cache = relations.request, adapter.cache
+            relations.listed = {schema_key(r) for r in required_schemas if r.schema}
+            relations.used = True
+            return None
+        adapter.cache = relations.cache
+        relations.used = True
+        if not enabled:
+            return None
+        missing = {r for r in required_schemas if r.schema and schema_key(r) not in relations.listed}
+        if missing:
+            populate(self, adapter, missing)
+            relations.listed |= {schema_key(r) for r in missing}
+        return None
+
+    GraphRunnableTask.populate_adapter_cache = populate_adapter_cache
+    return True
+
+
 def cache_query_comment():
     """dbt compiles the query-comment template with Jinja in every
     invocation (~3 ms). Compile each distinct template once; every
@@ -674,6 +783,7 @@ PATCHES = [
     ("remember_schemas", (1, 8), (1, 11)),
     ("lazy_cache_events", (1, 8), (1, 11)),
     ("index_selection", (1, 8), (1, 11)),
+    ("keep_relation_cache", (1, 8), (1, 11)),
 ]
 
 
@@ -703,9 +813,11 @@ def enabled_patches(minor):
     return [name for name, first, last in PATCHES if first <= minor <= last]
 
 
-def apply_patches(builds, minor=None):
+def apply_patches(builds, minor=None, relations=None):
     """Applies the patches enabled on dbt-core's minor version (minor, when
-    given, stands for it) unless $DBTORCH_WORKER_PATCHES is "off", and
+    given, stands for it) unless $DBTORCH_WORKER_PATCHES is "off" (builds
+    and relations are the state of remember_schemas and
+    keep_relation_cache; relations defaults to a new Relations), and
     returns (enabled, applied): the names of the patches enabled on this
     version and of those applied (an enabled patch whose dbt internal has
     another signature is left out)."""
@@ -721,7 +833,8 @@ def apply_patches(builds, minor=None):
     applied = []
     for name in enabled:
         fn = globals()[name]
-        if fn(builds) if name == "remember_schemas" else fn():
+        state = {"remember_schemas": (builds,), "keep_relation_cache": (relations or Relations(),)}
+        if fn(*state.get(name, ())):
             applied.append(name)
     return enabled, applied
 
@@ -754,7 +867,8 @@ def main():
     from dbt.cli.main import dbtRunner
 
     builds = Builds()
-    enabled, patches = apply_patches(builds)
+    relations = Relations()
+    enabled, patches = apply_patches(builds, relations=relations)
     hooks = ProjectHooks()
     can_skip_hooks = suppress_project_hooks(hooks)
 
@@ -783,10 +897,17 @@ def main():
         reset_compilation(manifest)
         builds.enter(req.get("build"))
         hooks.off = bool(req.get("no_hooks"))
+        # Project hooks run arbitrary SQL the relation cache does not see:
+        # keep it only across invocations that run none.
+        sole = bool(req.get("sole")) and (hooks.off or not has_project_hooks(manifest))
+        relations.enter(req.get("build"), req.get("key", ""), sole)
+        ok = False
         try:
             res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
+            ok = bool(res.success) and res.exception is None
         finally:
             hooks.off = False
+            relations.leave(ok)
         return written(res, req.get("results_path"))
 
     def written(res, path):
@@ -800,6 +921,7 @@ def main():
         manifest = manifest_for(req.get("key", ""), req["parse_args"])
         reset_compilation(manifest)
         builds.enter(req.get("build"))
+        relations.drop()
         with run_project_hooks(hooks, manifest, req.get("phase"), req.get("nodes") or [], req.get("results") or []) as run:
             if not run.ok:
                 return {"success": False, "error": "this dbt's project hooks cannot be run apart", "unsupported": True}
@@ -824,6 +946,7 @@ def main():
         manifest = shallow_copy(manifest_for(req.get("key", ""), req["parse_args"]))
         manifest.nodes = dict(manifest.nodes)
         builds.enter(None)
+        relations.drop()
         res = dbtRunner(manifest=manifest).invoke(list(req["args"]))
         if not res.success or res.exception is not None:
             return {"success": False, "error": error_text(res.exception) if res.exception is not None else "dbt show failed", "rows": None}
@@ -844,6 +967,7 @@ def main():
                 previews.append(e.data.preview)
 
         builds.enter(None)
+        relations.drop()
         res = dbtRunner(callbacks=[on_event]).invoke(list(req["args"]))
         if not res.success or res.exception is not None:
             return {"success": False, "error": error_text(res.exception) if res.exception is not None else "dbt show failed", "rows": None}
