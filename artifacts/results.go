@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/orchestrator"
 	"github.com/dbtorch/dbtorch/orchestrator/cost"
 )
@@ -84,6 +85,10 @@ type NodeResultJSON struct {
 	// Saved is, for a cached node, what its cache entry recorded of the
 	// run that stored it; absent when it recorded nothing.
 	Saved *SavedJSON `json:"saved,omitempty"`
+	// BatchResults are a microbatch model's batches as dbt reported them
+	// (NodeResult.Batches), in run_results.json's shape: {"successful":
+	// [[start, end], ...], "failed": [...]}; absent for other nodes.
+	BatchResults map[string]any `json:"batch_results,omitempty"`
 }
 
 // SavedJSON is the JSON form of an orchestrator.SavedRun.
@@ -166,6 +171,9 @@ func ResultsJSON(r *orchestrator.Run) *RunJSON {
 		}
 		if nr.Err != nil {
 			j.Error = &NodeErrorJSON{Kind: string(nr.Err.Kind), Message: nr.Err.Message}
+		}
+		if b := nr.Batches; b != nil {
+			j.BatchResults = runresults.BatchResultsOf(batchesOf(b.Successful), batchesOf(b.Failed))
 		}
 		if c := nr.Cost(); !c.IsZero() {
 			j.Cost = &c

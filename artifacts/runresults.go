@@ -359,6 +359,9 @@ func runResult(run *orchestrator.Run, nr *orchestrator.NodeResult, cachedStatus 
 			out.ExecutionTime = nr.CompletedAt.Sub(nr.StartedAt).Seconds()
 		}
 	}
+	if b := nr.Batches; b != nil && ran {
+		out.BatchResults = runresults.BatchResultsOf(batchesOf(b.Successful), batchesOf(b.Failed))
+	}
 	if msg := nodeMessage(nr); msg != "" {
 		out.Message = &msg
 	}
@@ -384,6 +387,14 @@ func runResult(run *orchestrator.Run, nr *orchestrator.NodeResult, cachedStatus 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func batchesOf(ws [][2]time.Time) []runresults.Batch {
+	out := make([]runresults.Batch, len(ws))
+	for i, w := range ws {
+		out[i] = w
+	}
+	return out
+}
 
 func formatTime(t time.Time) string { return runresults.FormatTime(t) }
 

@@ -195,6 +195,16 @@ type Result struct {
 	Timing          []Timing
 	// ExecutionTime is dbt's execution_time for the node.
 	ExecutionTime time.Duration
+	// Batches are a microbatch model's batch results as dbt reported them
+	// (run_results.json batch_results); nil for other nodes.
+	Batches *Batches
+}
+
+// Batches are the batches of a microbatch model that dbt ran, each a
+// [start, end) window of event time, split into those that succeeded
+// and those that failed (dbt's "partial success" when both are there).
+type Batches struct {
+	Successful, Failed [][2]time.Time
 }
 
 // Invocation describes the dbt invocation that produced a response.

@@ -75,6 +75,15 @@ func resultOf(e *runresults.Result) Result {
 		ExecutionTime:   time.Duration(e.ExecutionTime * float64(time.Second)),
 		Kind:            kindOf(runresults.Classify(e.Status, e.Text())),
 	}
+	if ok, failed, isBatched := e.Batches(); isBatched {
+		r.Batches = &Batches{}
+		for _, b := range ok {
+			r.Batches.Successful = append(r.Batches.Successful, b)
+		}
+		for _, b := range failed {
+			r.Batches.Failed = append(r.Batches.Failed, b)
+		}
+	}
 	for _, t := range e.Timing {
 		started, completed := t.Times()
 		r.Timing = append(r.Timing, Timing{Name: t.Name, StartedAt: started, CompletedAt: completed})

@@ -1,9 +1,7 @@
 package manifest_test
 
 import (
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,22 +61,7 @@ func dbtorchBuild(t *testing.T, dir string, env []string, db string, mode orches
 // as JSON text.
 func duckdbRows(t *testing.T, db string, tables ...string) map[string]string {
 	t.Helper()
-	py := filepath.Join(filepath.Dir(dbttest.DBT(t)), "python")
-	script := `
-import duckdb, json, sys
-con = duckdb.connect(sys.argv[1], read_only=True)
-out = {}
-for table in json.loads(sys.argv[2]):
-    rows = con.execute("select * from " + table + " order by all").fetchall()
-    out[table] = json.dumps([[str(v) for v in row] for row in rows])
-print(json.dumps(out))
-`
-	arg, _ := json.Marshal(tables)
-	out, err := exec.CommandContext(t.Context(), py, "-c", script, db, string(arg)).Output()
-	require.NoError(t, err)
-	var rows map[string]string
-	require.NoError(t, json.Unmarshal(out, &rows))
-	return rows
+	return dbttest.DuckDBRows(t, db, tables...)
 }
 
 func copyFile(t *testing.T, src, dst string) {

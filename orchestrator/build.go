@@ -52,6 +52,14 @@ type BuildOptions struct {
 	Vars map[string]any
 	// ID identifies the run; empty means a new random UUID.
 	ID string
+	// EventTimeStart and EventTimeEnd bound the event time of the
+	// batches microbatch models build (dbt's --event-time-start and
+	// --event-time-end; the zero time leaves one out). They reach only the
+	// invocations whose dbt command takes them (run and build; never
+	// seed, snapshot or test), as executor.Request says. dbt's batch
+	// results are in NodeResult.Batches. Recorded as Args
+	// event_time_start and event_time_end.
+	EventTimeStart, EventTimeEnd time.Time
 	// Attempt numbers this build among the builds of one run (one ID): 0
 	// or 1 for the first; Retry sets the earlier attempt's number plus
 	// one. Above 1 it is recorded as Args["attempt"] (AttemptArg).
@@ -395,6 +403,11 @@ func (b *build) args() map[string]any {
 	if b.opts.Attempt > 1 {
 		a[AttemptArg] = b.opts.Attempt
 	}
+	for k, t := range map[string]time.Time{"event_time_start": b.opts.EventTimeStart, "event_time_end": b.opts.EventTimeEnd} {
+		if !t.IsZero() {
+			a[k] = t.UTC().Format(time.RFC3339)
+		}
+	}
 	if b.opts.Selection.Selector != "" {
 		a["selector"] = b.opts.Selection.Selector
 	}
@@ -598,6 +611,9 @@ func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.No
 		BuildID:     b.runID,
 		Attempt:     attempt,
 		NoHooks:     b.noHooks,
+
+		EventTimeStart: b.opts.EventTimeStart,
+		EventTimeEnd:   b.opts.EventTimeEnd,
 	}
 }
 

@@ -112,6 +112,7 @@ func build(ctx context.Context, cmd string, f *buildFlags, prior *orchestrator.P
 
 	opts := orchestrator.BuildOptions{
 		Selection: selection, Tests: strategy, FullRefresh: f.fullRefresh, OnlyFreshSources: f.onlyFresh,
+		EventTimeStart: f.eventStart, EventTimeEnd: f.eventEnd,
 		Vars: proj.Vars, // recorded in the results' args (the executor already passes them)
 	}
 	var run *orchestrator.Run

@@ -28,6 +28,8 @@ type buildFlags struct {
 	cacheTTL                        time.Duration
 	alwaysRunTests                  bool
 	onlyFresh, fullRefresh, strict  bool
+	eventTimeStart, eventTimeEnd    string
+	eventStart, eventEnd            time.Time // parsed
 	vars                            string
 	results, runResults, summary    string
 	junit, lineage, lineageDatasets string
@@ -63,6 +65,8 @@ func newBuildFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *buildFlags)
 	fs.BoolVar(&f.onlyFresh, "only-fresh-sources", false, "skip nodes reading stale sources (needs --cache-dir)")
 	fs.StringVar(&f.strategy, "test-strategy", "immediate", "immediate, deferred or skip")
 	fs.BoolVar(&f.fullRefresh, "full-refresh", false, "pass --full-refresh to dbt and bypass cache reads")
+	fs.StringVar(&f.eventTimeStart, "event-time-start", "", "dbt --event-time-start: microbatch models build batches from this time (YYYY-MM-DD[THH:MM:SS], UTC); passed only to run and build invocations")
+	fs.StringVar(&f.eventTimeEnd, "event-time-end", "", "dbt --event-time-end: microbatch models build batches up to this time (exclusive)")
 	fs.BoolVar(&f.strict, "strict-waves", false, "per-node mode: start a wave only after the previous one finished")
 	fs.StringVar(&f.execName, "executor", "warm", "warm (long-lived dbt workers) or core (one dbt process per invocation)")
 	fs.IntVar(&f.workers, "workers", 0, "warm workers (0: 1 on DuckDB, else --concurrency)")
@@ -127,6 +131,22 @@ func (f *buildFlags) finish(fs *flag.FlagSet) error {
 		return errors.New("--kill-grace, --retry-delay, --node-timeout and --cache-ttl must not be negative")
 	case f.execName != "warm" && f.execName != "core":
 		return fmt.Errorf("unknown --executor %q (want warm or core)", f.execName)
+	}
+	for _, e := range []struct {
+		name, text string
+		into       *time.Time
+	}{{"--event-time-start", f.eventTimeStart, &f.eventStart}, {"--event-time-end", f.eventTimeEnd, &f.eventEnd}} {
+		if e.text == "" {
+			continue
+		}
+		t, err := parseEventTime(e.text)
+		if err != nil {
+			return fmt.Errorf("%s %q: want YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS or RFC 3339", e.name, e.text)
+		}
+		*e.into = t
+	}
+	if !f.eventStart.IsZero() && !f.eventEnd.IsZero() && !f.eventStart.Before(f.eventEnd) {
+		return errors.New("--event-time-start must be before --event-time-end")
 	}
 	if f.threads > 0 && f.mode != "per-wave" && !f.set["concurrency"] {
 		f.concurrency = f.threads // dbt's --threads is how many nodes run at once
@@ -208,4 +228,17 @@ func checkWritable(path string) error {
 	}
 	tmp.Close()
 	return os.Remove(tmp.Name())
+}
+
+// parseEventTime reads an event time as dbt's --event-time-start takes it
+// (a date, a date and time, in UTC when no offset is given).
+func parseEventTime(s string) (time.Time, error) {
+	var err error
+	for _, layout := range []string{"2006-01-02", "2006-01-02T15:04:05", "2006-01-02 15:04:05", time.RFC3339} {
+		var t time.Time
+		if t, err = time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, err
 }

@@ -13,6 +13,7 @@ package dbttest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -270,4 +271,31 @@ func FindSharedDir(repoRoot string) (dir string, tried []string) {
 		}
 	}
 	return "", tried
+}
+
+// DuckDBRows returns the rows of each table in the DuckDB file db (opened
+// read-only with the venv's duckdb module), sorted, as JSON text, so that
+// two builds' tables compare as strings.
+func DuckDBRows(t testing.TB, db string, tables ...string) map[string]string {
+	t.Helper()
+	py := filepath.Join(filepath.Dir(DBT(t)), "python")
+	script := `
+import duckdb, json, sys
+con = duckdb.connect(sys.argv[1], read_only=True)
+out = {}
+for table in json.loads(sys.argv[2]):
+    rows = con.execute("select * from " + table + " order by all").fetchall()
+    out[table] = json.dumps([[str(v) for v in row] for row in rows])
+print(json.dumps(out))
+`
+	arg, _ := json.Marshal(tables)
+	out, err := exec.CommandContext(t.Context(), py, "-c", script, db, string(arg)).Output()
+	if err != nil {
+		t.Fatalf("dbttest: reading %s: %v", db, err)
+	}
+	var rows map[string]string
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("dbttest: reading %s: %v", db, err)
+	}
+	return rows
 }

@@ -59,6 +59,67 @@ type Result struct {
 	BatchResults any     `json:"batch_results"`
 }
 
+// Batch is one microbatch batch's window as dbt writes it in
+// batch_results: [start, end], ISO 8601 times.
+type Batch [2]time.Time
+
+// Batches returns the entry's batch_results (a microbatch model's):
+// the windows of the batches that succeeded and failed, and false when
+// dbt wrote none (null, or not in dbt's shape).
+func (r *Result) Batches() (successful, failed []Batch, ok bool) {
+	m, isMap := r.BatchResults.(map[string]any)
+	if !isMap {
+		return nil, nil, false
+	}
+	read := func(key string) ([]Batch, bool) {
+		list, isList := m[key].([]any)
+		if m[key] == nil {
+			return nil, true
+		}
+		if !isList {
+			return nil, false
+		}
+		out := make([]Batch, 0, len(list))
+		for _, b := range list {
+			pair, isPair := b.([]any)
+			if !isPair || len(pair) != 2 {
+				return nil, false
+			}
+			var w Batch
+			for k, v := range pair {
+				text, _ := v.(string)
+				t, err := time.Parse(time.RFC3339Nano, text)
+				if err != nil {
+					return nil, false
+				}
+				w[k] = t
+			}
+			out = append(out, w)
+		}
+		return out, true
+	}
+	s, ok1 := read("successful")
+	f, ok2 := read("failed")
+	if !ok1 || !ok2 {
+		return nil, nil, false
+	}
+	return s, f, true
+}
+
+// BatchResultsOf returns batch_results in dbt's shape ({"successful":
+// [[start, end], ...], "failed": [...]}, times as dbt writes them:
+// 2024-01-01T00:00:00+00:00).
+func BatchResultsOf(successful, failed []Batch) map[string]any {
+	enc := func(bs []Batch) []any {
+		out := make([]any, 0, len(bs))
+		for _, b := range bs {
+			out = append(out, []any{b[0].UTC().Format("2006-01-02T15:04:05-07:00"), b[1].UTC().Format("2006-01-02T15:04:05-07:00")})
+		}
+		return out
+	}
+	return map[string]any{"successful": enc(successful), "failed": enc(failed)}
+}
+
 // Timing is one of dbt's timing entries ("compile", "execute"), its times
 // as dbt writes them (FormatTime), null when unknown.
 type Timing struct {
