@@ -317,3 +317,73 @@ func TestSchemasCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestPropertySchemaConcurrency: on random builds of independent models
+// spread over three schemas (one of which, sometimes, cannot be created),
+// schema creation never lowers concurrency: the executor runs
+// Concurrency nodes at once whenever that many can run; and when the
+// build is cancelled at a random point, every node that never ran is
+// Skipped (or failed by its schema's creation), never an Error of its
+// own.
+func TestPropertySchemaConcurrency(t *testing.T) {
+	for seed := range 8 {
+		r := rand.New(rand.NewPCG(uint64(seed), 77))
+		conc := 2 + r.IntN(5)
+		bad := ""
+		if r.IntN(2) == 0 {
+			bad = "s2"
+		}
+		cancelAt := int64(0)
+		if seed%2 == 1 {
+			cancelAt = int64(1 + r.IntN(3*conc))
+		}
+		t.Run(fmt.Sprintf("seed%d/c%d/bad=%s/cancel=%d", seed, conc, bad, cancelAt), func(t *testing.T) {
+			checkNoLeak(t)
+			m := wide(6*conc, "s0")
+			schemaOf := withSchemas(r, m, "s0", "s1", "s2")
+			scripts := map[string]script{}
+			good := 0
+			for id, s := range schemaOf {
+				scripts[id] = script{dur: 15 * time.Millisecond}
+				if s != bad {
+					good++
+				}
+			}
+			fake := newSchemaFake(scripts, time.Duration(r.IntN(4))*time.Millisecond)
+			if bad != "" {
+				fake.bad[bad] = true
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var started atomic.Int64
+			fake.onStart = func(string) {
+				if started.Add(1) == cancelAt {
+					cancel()
+				}
+			}
+			o, err := orchestrator.New(orchestrator.Config{Executor: fake, Manifest: m, Concurrency: conc})
+			require.NoError(t, err)
+			run, _ := o.RunBuild(ctx, orchestrator.BuildOptions{})
+			require.NotNil(t, run)
+			calls := fake.byNode()
+			for _, res := range run.Results {
+				if len(calls[res.UniqueID]) > 0 {
+					continue
+				}
+				if res.Status == orchestrator.Error {
+					require.NotNil(t, res.Err)
+					assert.Contains(t, res.Err.Message, "creating schemas", "%s never ran yet failed", res.UniqueID)
+					assert.Equal(t, bad, schemaOf[res.UniqueID], res.UniqueID)
+					continue
+				}
+				assert.Equal(t, orchestrator.Skipped, res.Status, "%s never ran", res.UniqueID)
+			}
+			if cancelAt == 0 {
+				assert.Equal(t, good, run.Count(orchestrator.Success))
+				if good >= conc {
+					assert.EqualValues(t, conc, fake.peak.Load(), "peak concurrency with schemas being created")
+				}
+			}
+		})
+	}
+}
