@@ -387,3 +387,45 @@ func TestPropertySchemaConcurrency(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSchemaFailureConcurrency: a per-node build of 64 independent
+// 20 ms models at concurrency 8, half of them in a schema whose creation
+// always fails (5 ms), beside the same build with every schema creatable:
+// the build keeps 8 invocations running (peak) and its wall time stays
+// that of the good half, instead of crawling at concurrency 1 as the old
+// per-schema gate did while the schema failed.
+func BenchmarkSchemaFailureConcurrency(b *testing.B) {
+	const n, conc = 64, 8
+	for _, bad := range []bool{false, true} {
+		b.Run(fmt.Sprintf("failing-schema=%t", bad), func(b *testing.B) {
+			var peak int64
+			var wall time.Duration
+			for range b.N {
+				m := wide(n, "good")
+				scripts := map[string]script{}
+				k := 0
+				for id, x := range m.Nodes {
+					scripts[id] = script{dur: 20 * time.Millisecond}
+					if bad && k%2 == 0 {
+						x.Schema = "bad"
+					}
+					k++
+				}
+				fake := newSchemaFake(scripts, 5*time.Millisecond, "bad")
+				o, err := orchestrator.New(orchestrator.Config{Executor: fake, Manifest: m, Concurrency: conc})
+				require.NoError(b, err)
+				t0 := time.Now()
+				run, _ := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
+				wall += time.Since(t0)
+				peak = max(peak, fake.peak.Load())
+				want := n
+				if bad {
+					want = n / 2
+				}
+				require.Equal(b, want, run.Count(orchestrator.Success))
+			}
+			b.ReportMetric(float64(peak), "peak-concurrency")
+			b.ReportMetric(float64(wall.Milliseconds())/float64(b.N), "wall-ms")
+		})
+	}
+}
