@@ -265,7 +265,10 @@ func testCancel(t *testing.T, url string, pool *pgxpool.Pool) {
 	assert.Positive(t, timedOut.Load(), "some acquirers gave up")
 	assert.Zero(t, count(t, pool, `SELECT count(*) FROM dbtorch.limit_leases WHERE limit_name = 'cancel'`), "no leaked lease")
 	assert.Zero(t, count(t, pool, `SELECT count(*) FROM dbtorch.limit_waiters WHERE limit_name = 'cancel'`), "no leaked waiter")
-	short, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	// Both slots must be free now: a generous bound, since what is checked
+	// is that no cancelled acquirer kept a slot, not how fast a grant is
+	// (behind PgBouncer under the race detector one took over 100 ms).
+	short, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, l.Acquire(short))
 	require.NoError(t, l.Acquire(short), "both slots are free")
