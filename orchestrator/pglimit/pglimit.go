@@ -508,7 +508,13 @@ func (l *Limit) try(ctx context.Context, holder string) (bool, error) {
 	b.Queue(t.grant, l.name, holder, lease, l.size)
 	var granted bool
 	b.Queue(t.dequeue, l.name, holder).QueryRow(func(r pgx.Row) error { return r.Scan(&granted) })
-	if err := l.s.pool.SendBatch(ctx, b).Close(); err != nil {
+	// The batch is not cut short by ctx: a batch cancelled in flight can
+	// still commit on the server after abandon's cleanup ran on another
+	// connection, leaving a queue entry (and a lease) until they expire.
+	// Finishing it first (bounded like a release) keeps the cleanup last.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(l.s.opts.Lease, releaseTimeout))
+	defer cancel()
+	if err := l.s.pool.SendBatch(bctx, b).Close(); err != nil {
 		return false, err
 	}
 	return granted, nil
