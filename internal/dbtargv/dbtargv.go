@@ -202,36 +202,44 @@ func Local(p dbt.Project, targetPath, logPath string) Global {
 //
 // It fails only when Vars cannot be encoded.
 func (g Global) Args() ([]string, error) {
-	var args []string
 	vars, err := g.Vars.JSON()
 	if err != nil {
 		return nil, fmt.Errorf("dbtargv: %w", err)
 	}
-	flag := func(name, value string) {
-		if value != "" {
-			args = append(args, name, value)
-		}
+	var a argv
+	a.value("--vars", vars)
+	a.value("--target", g.Target)
+	a.value("--project-dir", g.ProjectDir)
+	a.value("--profiles-dir", g.ProfilesDir)
+	a.value("--target-path", g.TargetPath)
+	a.value("--log-path", g.LogPath)
+	a.value("--partial-parse-file-path", g.PartialParseFile)
+	a.flag("--no-partial-parse-file-diff", g.NoFileDiff)
+	a.flag("--no-use-colors", g.NoColors)
+	a.flag("--quiet", g.Quiet)
+	a.flag("--cache-selected-only", g.CacheSelectedOnly)
+	a.value("--log-level", g.LogLevel)
+	a.value("--log-level-file", g.LogLevelFile)
+	a.flag("--no-write-json", g.NoWriteJSON)
+	return a, nil
+}
+
+// argv is a command line being built: a flag with a value is added only
+// when the value is set, a switch only when it is on.
+type argv []string
+
+// value adds name and v when v is not empty.
+func (a *argv) value(name, v string) {
+	if v != "" {
+		*a = append(*a, name, v)
 	}
-	sw := func(name string, on bool) {
-		if on {
-			args = append(args, name)
-		}
+}
+
+// flag adds name when on.
+func (a *argv) flag(name string, on bool) {
+	if on {
+		*a = append(*a, name)
 	}
-	flag("--vars", vars)
-	flag("--target", g.Target)
-	flag("--project-dir", g.ProjectDir)
-	flag("--profiles-dir", g.ProfilesDir)
-	flag("--target-path", g.TargetPath)
-	flag("--log-path", g.LogPath)
-	flag("--partial-parse-file-path", g.PartialParseFile)
-	sw("--no-partial-parse-file-diff", g.NoFileDiff)
-	sw("--no-use-colors", g.NoColors)
-	sw("--quiet", g.Quiet)
-	sw("--cache-selected-only", g.CacheSelectedOnly)
-	flag("--log-level", g.LogLevel)
-	flag("--log-level-file", g.LogLevelFile)
-	sw("--no-write-json", g.NoWriteJSON)
-	return args, nil
 }
 
 // command returns the words of a sub-command followed by g's flags and
@@ -341,16 +349,14 @@ func Build(o Options) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{o.Command}, sel...)
 	ind := o.IndirectSelection
 	if ind == "" {
 		ind = "empty"
 	}
-	args = append(args, "--indirect-selection", ind)
-	if o.FullRefresh && AcceptsFullRefresh(o.Command) {
-		args = append(args, "--full-refresh")
-	}
-	return withFlags(o, args)
+	a := append(argv{o.Command}, sel...)
+	a = append(a, "--indirect-selection", ind)
+	a.flag("--full-refresh", o.FullRefresh && AcceptsFullRefresh(o.Command))
+	return withFlags(o, a)
 }
 
 // Hooks returns the `dbt build` command line, without a selection, of a
@@ -359,44 +365,30 @@ func Build(o Options) ([]string, error) {
 // ignored.
 func Hooks(o Options) ([]string, error) {
 	o.Command = "build"
-	args := []string{"build"}
-	if o.FullRefresh {
-		args = append(args, "--full-refresh")
-	}
-	return withFlags(o, args)
+	a := argv{"build"}
+	a.flag("--full-refresh", o.FullRefresh)
+	return withFlags(o, a)
 }
 
-// withFlags appends o's flags to args, the sub-command and its selection.
-func withFlags(o Options, args []string) ([]string, error) {
+// withFlags appends o's flags to a, the sub-command and its selection.
+func withFlags(o Options, a argv) ([]string, error) {
 	flags, err := o.Args()
 	if err != nil {
 		return nil, err
 	}
-	args = append(args, flags...)
+	a = append(a, flags...)
 	if o.Threads > 0 {
-		args = append(args, "--threads", fmt.Sprint(o.Threads))
+		a.value("--threads", fmt.Sprint(o.Threads))
 	}
-	if o.State != "" {
-		args = append(args, "--state", o.State)
-	}
-	if o.Defer {
-		args = append(args, "--defer")
-	}
-	if o.DeferState != "" {
-		args = append(args, "--defer-state", o.DeferState)
-	}
-	if o.FavorState {
-		args = append(args, "--favor-state")
-	}
-	if o.Empty {
-		args = append(args, "--empty")
-	}
-	for _, f := range [][2]string{{"--sample", o.Sample}, {"--event-time-start", o.EventTimeStart}, {"--event-time-end", o.EventTimeEnd}} {
-		if f[1] != "" {
-			args = append(args, f[0], f[1])
-		}
-	}
-	args = ForCommand(o.Command, args)
+	a.value("--state", o.State)
+	a.flag("--defer", o.Defer)
+	a.value("--defer-state", o.DeferState)
+	a.flag("--favor-state", o.FavorState)
+	a.flag("--empty", o.Empty)
+	a.value("--sample", o.Sample)
+	a.value("--event-time-start", o.EventTimeStart)
+	a.value("--event-time-end", o.EventTimeEnd)
+	args := ForCommand(o.Command, a)
 	if o.Command == "test" && o.TestsWithoutRelationCache {
 		args = append(args, "--no-populate-cache")
 	}
