@@ -14,7 +14,7 @@ var requiredJobKeys = []string{"account_id", "environment_id", "errors_on_lint_f
 	"generate_docs", "lifecycle_webhooks", "name", "project_id", "run_compare_changes",
 	"run_generate_sources", "run_lint", "settings", "state", "triggers"}
 
-func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createJob(w http.ResponseWriter, r *http.Request, _ int64) {
 	var body map[string]any
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		writeEnvelope(w, http.StatusBadRequest, nil, nil, "JSON parse error - "+err.Error())
@@ -100,7 +100,7 @@ func (s *Server) jobJSON(j *fakeJob) map[string]any {
 	return out
 }
 
-func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, _ int64) {
 	list(s, w, r, s.jobs, func(q url.Values, j *fakeJob) bool {
 		// state: "active" or 1 (the default), "deleted" or 2, "all".
 		switch q.Get("state") {
@@ -243,14 +243,14 @@ func extra(q map[string][]string, count, total int) map[string]any {
 		"pagination": map[string]any{"count": count, "total_count": total}}
 }
 
-func (s *Server) getJob(w http.ResponseWriter, id int64) {
+func (s *Server) getJob(w http.ResponseWriter, _ *http.Request, id int64) {
 	var out any
 	if found(s, w, "Job", s.liveJob(id), func(j *fakeJob) { out = s.jobJSON(j) }) {
 		writeEnvelope(w, http.StatusOK, out, nil, "")
 	}
 }
 
-func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
+func (s *Server) deleteJob(w http.ResponseWriter, _ *http.Request, id int64) {
 	deleted := found(s, w, "Job", s.liveJob(id), func(j *fakeJob) {
 		j.Deleted = true
 		now := time.Now()
@@ -269,7 +269,7 @@ func (s *Server) deleteJob(w http.ResponseWriter, id int64) {
 // getEnvironment serves the one environment that exists: a production
 // deployment environment of the project (Options.EnvironmentType and
 // EnvironmentState change it).
-func (s *Server) getEnvironment(w http.ResponseWriter, id int64) {
+func (s *Server) getEnvironment(w http.ResponseWriter, _ *http.Request, id int64) {
 	if id != s.opts.EnvironmentID {
 		notFound(w, "Environment")
 		return

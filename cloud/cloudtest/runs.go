@@ -442,7 +442,7 @@ func (s *Server) stepsJSON(run *fakeRun, st int) []any {
 	return out
 }
 
-func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, _ int64) {
 	now := time.Now()
 	inc := r.URL.Query().Get("include_related")
 	list(s, w, r, s.runs, func(q url.Values, run *fakeRun) bool {
@@ -463,7 +463,7 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request, id int64) {
 	}
 }
 
-func (s *Server) cancel(w http.ResponseWriter, id int64) {
+func (s *Server) cancel(w http.ResponseWriter, _ *http.Request, id int64) {
 	now := time.Now()
 	var out any
 	if found(s, w, "Run", s.runOf(id), func(run *fakeRun) {
@@ -515,7 +515,7 @@ func (s *Server) artifactsOf(run *fakeRun, step int, now time.Time) map[string][
 	return run.results[step-setupSteps-1].artifacts
 }
 
-func (s *Server) listArtifacts(w http.ResponseWriter, id int64) {
+func (s *Server) listArtifacts(w http.ResponseWriter, _ *http.Request, id int64) {
 	paths := []string{}
 	if found(s, w, "Run", s.runOf(id), func(run *fakeRun) {
 		for p := range s.artifactsOf(run, 0, time.Now()) {

@@ -456,17 +456,34 @@ func (r *fakeRun) status(now time.Time, o Options) int {
 	return 10
 }
 
-var (
-	reAccount = regexp.MustCompile(`^/api/v2/accounts/(\d+)/(.*)$`)
-	reJob     = regexp.MustCompile(`^jobs/(\d+)/$`)
-	reTrigger = regexp.MustCompile(`^jobs/(\d+)/run/$`)
-	reRun     = regexp.MustCompile(`^runs/(\d+)/$`)
-	reCancel  = regexp.MustCompile(`^runs/(\d+)/cancel/$`)
-	reRunArts = regexp.MustCompile(`^runs/(\d+)/artifacts/$`)
-	reRunArt  = regexp.MustCompile(`^runs/(\d+)/artifacts/(.+)$`)
-	reJobArt  = regexp.MustCompile(`^jobs/(\d+)/artifacts/(.+)$`)
-	reEnv     = regexp.MustCompile(`^environments/(\d+)/$`)
-)
+var reAccount = regexp.MustCompile(`^/api/v2/accounts/(\d+)/(.*)$`)
+
+// endpoint is one route of the API: its method, its path after the
+// account's base (the id, when there is one, is the first group; an
+// artifact's path, after it, has no trailing slash) and its handler.
+type endpoint struct {
+	route    Route
+	method   string
+	path     *regexp.Regexp
+	artifact bool
+	handle   func(s *Server, w http.ResponseWriter, r *http.Request, id int64)
+}
+
+// endpoints are the routes the server implements.
+var endpoints = []endpoint{
+	{CreateJob, http.MethodPost, regexp.MustCompile(`^jobs/$`), false, (*Server).createJob},
+	{ListJobs, http.MethodGet, regexp.MustCompile(`^jobs/$`), false, (*Server).listJobs},
+	{ListRuns, http.MethodGet, regexp.MustCompile(`^runs/$`), false, (*Server).listRuns},
+	{TriggerRun, http.MethodPost, regexp.MustCompile(`^jobs/(\d+)/run/$`), false, (*Server).trigger},
+	{GetJob, http.MethodGet, regexp.MustCompile(`^jobs/(\d+)/$`), false, (*Server).getJob},
+	{DeleteJob, http.MethodDelete, regexp.MustCompile(`^jobs/(\d+)/$`), false, (*Server).deleteJob},
+	{GetEnv, http.MethodGet, regexp.MustCompile(`^environments/(\d+)/$`), false, (*Server).getEnvironment},
+	{CancelRun, http.MethodPost, regexp.MustCompile(`^runs/(\d+)/cancel/$`), false, (*Server).cancel},
+	{GetRun, http.MethodGet, regexp.MustCompile(`^runs/(\d+)/$`), false, (*Server).getRun},
+	{ListArtifacts, http.MethodGet, regexp.MustCompile(`^runs/(\d+)/artifacts/$`), false, (*Server).listArtifacts},
+	{RunArtifact, http.MethodGet, regexp.MustCompile(`^runs/(\d+)/artifacts/(.+)$`), true, (*Server).runArtifact},
+	{JobArtifact, http.MethodGet, regexp.MustCompile(`^jobs/(\d+)/artifacts/(.+)$`), true, (*Server).jobArtifact},
+}
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	m := reAccount.FindStringSubmatch(r.URL.Path)
@@ -475,7 +492,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rest := m[2]
-	route, ids, artifact := s.route(r.Method, rest)
+	route, id, artifact := s.route(r.Method, rest)
 	if route == AnyRoute && !strings.HasSuffix(rest, "/") && !artifact {
 		s.mu.Lock()
 		s.redirects++
@@ -509,7 +526,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if fault != nil && (fault.Status != 0 || fault.Drop) {
 		if fault.CommitAfter > 0 {
-			s.commitLater(r, route, ids, fault.CommitAfter)
+			s.commitLater(r, route, id, fault.CommitAfter)
 		}
 		if fault.Drop {
 			hijackClose(w)
@@ -545,7 +562,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(stall)
 	}
 	rec := httptest.NewRecorder()
-	s.handle(rec, r, route, ids)
+	s.handle(rec, r, route, id)
 
 	if fault != nil && fault.LoseResponse {
 		hijackClose(w)
@@ -582,7 +599,7 @@ func (s *Server) echo(r *http.Request) string {
 
 // commitLater does what r asks d from now, whatever happens to the
 // connection it came on.
-func (s *Server) commitLater(r *http.Request, route Route, ids []int64, d time.Duration) {
+func (s *Server) commitLater(r *http.Request, route Route, id int64, d time.Duration) {
 	body, _ := io.ReadAll(r.Body)
 	late := r.Clone(context.Background())
 	s.mu.Lock()
@@ -590,7 +607,7 @@ func (s *Server) commitLater(r *http.Request, route Route, ids []int64, d time.D
 	s.mu.Unlock()
 	time.AfterFunc(d, func() {
 		late.Body = io.NopCloser(bytes.NewReader(body))
-		s.handle(httptest.NewRecorder(), late, route, ids)
+		s.handle(httptest.NewRecorder(), late, route, id)
 		s.mu.Lock()
 		s.late--
 		s.landed++
@@ -633,91 +650,41 @@ func hijackClose(w http.ResponseWriter) {
 	}
 }
 
-// route classifies a request; ids are the numbers in the path; artifact
-// reports an artifact path (which has no trailing slash).
-func (s *Server) route(method, rest string) (Route, []int64, bool) {
-	num := func(m []string) []int64 {
-		var out []int64
-		for _, x := range m[1:] {
-			if n, err := strconv.ParseInt(x, 10, 64); err == nil {
-				out = append(out, n)
-			}
+// route classifies a request; id is the number in the path (0 when
+// none); artifact reports an artifact path (which has no trailing slash),
+// also for a method the artifact's route does not take.
+func (s *Server) route(method, rest string) (Route, int64, bool) {
+	artifact := false
+	for _, e := range endpoints {
+		m := e.path.FindStringSubmatch(rest)
+		if m == nil {
+			continue
 		}
-		return out
-	}
-	switch {
-	case rest == "jobs/" && method == http.MethodPost:
-		return CreateJob, nil, false
-	case rest == "jobs/" && method == http.MethodGet:
-		return ListJobs, nil, false
-	case rest == "runs/" && method == http.MethodGet:
-		return ListRuns, nil, false
-	}
-	if m := reTrigger.FindStringSubmatch(rest); m != nil && method == http.MethodPost {
-		return TriggerRun, num(m), false
-	}
-	if m := reJob.FindStringSubmatch(rest); m != nil {
-		switch method {
-		case http.MethodGet:
-			return GetJob, num(m), false
-		case http.MethodDelete:
-			return DeleteJob, num(m), false
+		artifact = artifact || e.artifact
+		if e.method != method {
+			continue
 		}
+		var id int64
+		if len(m) > 1 {
+			id, _ = strconv.ParseInt(m[1], 10, 64)
+		}
+		return e.route, id, e.artifact
 	}
-	if m := reEnv.FindStringSubmatch(rest); m != nil && method == http.MethodGet {
-		return GetEnv, num(m), false
-	}
-	if m := reCancel.FindStringSubmatch(rest); m != nil && method == http.MethodPost {
-		return CancelRun, num(m), false
-	}
-	if m := reRun.FindStringSubmatch(rest); m != nil && method == http.MethodGet {
-		return GetRun, num(m), false
-	}
-	if m := reRunArts.FindStringSubmatch(rest); m != nil && method == http.MethodGet {
-		return ListArtifacts, num(m), false
-	}
-	if m := reRunArt.FindStringSubmatch(rest); m != nil && method == http.MethodGet {
-		return RunArtifact, num(m[:2]), true
-	}
-	if m := reJobArt.FindStringSubmatch(rest); m != nil && method == http.MethodGet {
-		return JobArtifact, num(m[:2]), true
-	}
-	return AnyRoute, nil, reRunArt.MatchString(rest) || reJobArt.MatchString(rest)
+	return AnyRoute, 0, artifact
 }
 
-func (s *Server) handle(w http.ResponseWriter, r *http.Request, route Route, ids []int64) {
-	switch route {
-	case CreateJob:
-		s.createJob(w, r)
-	case ListJobs:
-		s.listJobs(w, r)
-	case GetJob:
-		s.getJob(w, ids[0])
-	case DeleteJob:
-		s.deleteJob(w, ids[0])
-	case TriggerRun:
-		s.trigger(w, r, ids[0])
-	case ListRuns:
-		s.listRuns(w, r)
-	case GetRun:
-		s.getRun(w, r, ids[0])
-	case CancelRun:
-		s.cancel(w, ids[0])
-	case ListArtifacts:
-		s.listArtifacts(w, ids[0])
-	case RunArtifact:
-		s.runArtifact(w, r, ids[0])
-	case JobArtifact:
-		s.jobArtifact(w, r, ids[0])
-	case GetEnv:
-		s.getEnvironment(w, ids[0])
-	default:
-		if strings.HasSuffix(r.URL.Path, "/") {
-			writeEnvelope(w, http.StatusMethodNotAllowed, nil, nil, fmt.Sprintf("Method %q not allowed.", r.Method))
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, route Route, id int64) {
+	for _, e := range endpoints {
+		if e.route == route {
+			e.handle(s, w, r, id)
 			return
 		}
-		writeHTML(w, http.StatusNotFound, "Not Found", "The requested resource was not found on this server.")
 	}
+	if strings.HasSuffix(r.URL.Path, "/") {
+		writeEnvelope(w, http.StatusMethodNotAllowed, nil, nil, fmt.Sprintf("Method %q not allowed.", r.Method))
+		return
+	}
+	writeHTML(w, http.StatusNotFound, "Not Found", "The requested resource was not found on this server.")
 }
 
 // ---- responses ----
