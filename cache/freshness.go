@@ -31,49 +31,13 @@ const (
 )
 
 // SourceFreshness is one source's result in a `dbt source freshness`
-// snapshot.
-type SourceFreshness struct {
-	UniqueID string
-	// Status is pass, warn, error or runtime error.
-	Status        string
-	MaxLoadedAt   time.Time
-	SnapshottedAt time.Time
-	// WarnAfter and ErrorAfter are the thresholds dbt applied; zero when
-	// not set.
-	WarnAfter  time.Duration
-	ErrorAfter time.Duration
-	// Error is dbt's message when the check itself failed (runtime error).
-	Error string
-}
-
-// Stale reports whether the source failed its freshness check: status
-// error or runtime error. A warning is not stale.
-func (s SourceFreshness) Stale() bool {
-	return s.Status == StatusError || s.Status == StatusRuntimeError
-}
-
-// Expiry returns the time at which results built from the source stop
-// being trustworthy: when its data crosses warn_after, or, if that is
-// unset or already crossed, error_after, counted from max_loaded_at (that
-// is, the time left at the snapshot, added to the snapshot). A source
-// that has crossed both, or whose check failed, expires at the snapshot.
-// ok is false when the source has no thresholds.
-func (s SourceFreshness) Expiry() (t time.Time, ok bool) {
-	if s.Status == StatusRuntimeError || s.MaxLoadedAt.IsZero() {
-		return s.SnapshottedAt, true
-	}
-	if s.WarnAfter <= 0 && s.ErrorAfter <= 0 {
-		return time.Time{}, false
-	}
-	for _, d := range []time.Duration{s.WarnAfter, s.ErrorAfter} {
-		if d > 0 {
-			if e := s.MaxLoadedAt.Add(d); e.After(s.SnapshottedAt) {
-				return e, true
-			}
-		}
-	}
-	return s.SnapshottedAt, true
-}
+// snapshot: unique_id, status (pass, warn, error or runtime error),
+// max_loaded_at, snapshotted_at, the warn_after and error_after
+// thresholds dbt applied and the error of a failed check. Its Stale and
+// Expiry methods say what the cache makes of it. It is the one
+// sources.json result type, shared with the selector's source_status:
+// method.
+type SourceFreshness = runresults.Source
 
 // Freshness is a parsed `dbt source freshness` snapshot (sources.json).
 // It is safe for concurrent use.
@@ -96,7 +60,7 @@ func ParseSources(r io.Reader) (*Freshness, error) {
 	}
 	f := &Freshness{GeneratedAt: src.GeneratedAt, Sources: make(map[string]SourceFreshness, len(src.Results))}
 	for _, s := range src.Results {
-		f.Sources[s.UniqueID] = SourceFreshness(s)
+		f.Sources[s.UniqueID] = s
 	}
 	return f, nil
 }

@@ -221,7 +221,7 @@ func (e *evaluator) loadState() error {
 	e.state = o.State
 	e.srcPrev, e.srcCur = o.Sources, o.CurrentSources
 	if o.RunResults != nil {
-		e.results = o.RunResults.statuses()
+		e.results = statuses(o.RunResults)
 	}
 	if o.StatePath == "" {
 		return nil
@@ -278,7 +278,7 @@ func (n *Native) stateDir(dir string) (*stateFiles, error) {
 	rr, err := LoadRunResults(filepath.Join(dir, "run_results.json"))
 	switch {
 	case err == nil:
-		st.results = rr.statuses()
+		st.results = statuses(rr)
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}

@@ -10,19 +10,17 @@ import (
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-// RunResults is the part of a run_results.json the result: method reads.
-type RunResults struct {
-	Results []RunResult
-}
+// RunResults is a parsed run_results.json, the file the result: method
+// reads (each result's unique_id and status: "success", "error",
+// "skipped", "pass", "fail", "warn", ...). It is the one run_results.json
+// type, artifacts.RunResultsFile.
+type RunResults = runresults.File
 
-// RunResult is one node's result: its unique_id and status ("success",
-// "error", "skipped", "pass", "fail", "warn", ...).
-type RunResult struct {
-	UniqueID string
-	Status   string
-}
+// RunResult is one node's entry in a run_results.json
+// (artifacts.RunResult).
+type RunResult = runresults.Result
 
-func (r *RunResults) statuses() map[string]string {
+func statuses(r *RunResults) map[string]string {
 	out := make(map[string]string, len(r.Results))
 	for _, x := range r.Results {
 		out[x.UniqueID] = x.Status
@@ -36,36 +34,23 @@ func ParseRunResults(data []byte) (*RunResults, error) {
 	if err != nil {
 		return nil, fmt.Errorf("selector: run_results.json: %w", err)
 	}
-	r := &RunResults{Results: make([]RunResult, len(f.Results))}
-	for i, e := range f.Results {
-		r.Results[i] = RunResult{UniqueID: e.UniqueID, Status: e.Status}
-	}
-	return r, nil
+	return f, nil
 }
 
 // LoadRunResults reads and parses the run_results.json at path. A missing
 // file is returned as an error satisfying errors.Is(err, fs.ErrNotExist).
 func LoadRunResults(path string) (*RunResults, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return ParseRunResults(data)
+	return load(path, ParseRunResults)
 }
 
-// SourceFreshness is the part of a sources.json (`dbt source freshness`)
-// the source_status: method reads.
-type SourceFreshness struct {
-	Results []SourceFreshnessResult
-}
+// SourceFreshness is a parsed sources.json (`dbt source freshness`), the
+// file the source_status: method reads. It is the one sources.json type,
+// whose results are cache.SourceFreshness.
+type SourceFreshness = runresults.Sources
 
-// SourceFreshnessResult is one source's freshness. MaxLoadedAt is nil for
-// a result that is a runtime error.
-type SourceFreshnessResult struct {
-	UniqueID    string
-	Status      string
-	MaxLoadedAt *time.Time
-}
+// SourceFreshnessResult is one source's freshness. MaxLoadedAt is zero
+// for a result that is a runtime error.
+type SourceFreshnessResult = runresults.Source
 
 // ParseSourceFreshness parses sources.json bytes.
 func ParseSourceFreshness(data []byte) (*SourceFreshness, error) {
@@ -73,23 +58,23 @@ func ParseSourceFreshness(data []byte) (*SourceFreshness, error) {
 	if err != nil {
 		return nil, fmt.Errorf("selector: %w", err)
 	}
-	s := &SourceFreshness{Results: make([]SourceFreshnessResult, len(src.Results))}
-	for i, r := range src.Results {
-		s.Results[i] = SourceFreshnessResult{UniqueID: r.UniqueID, Status: r.Status}
-		if !r.MaxLoadedAt.IsZero() {
-			s.Results[i].MaxLoadedAt = &r.MaxLoadedAt
-		}
-	}
-	return s, nil
+	return src, nil
 }
 
-// LoadSourceFreshness reads and parses the sources.json at path.
+// LoadSourceFreshness reads and parses the sources.json at path. A
+// missing file is returned as an error satisfying errors.Is(err,
+// fs.ErrNotExist).
 func LoadSourceFreshness(path string) (*SourceFreshness, error) {
+	return load(path, ParseSourceFreshness)
+}
+
+// load reads the file at path and parses it with parse.
+func load[T any](path string, parse func([]byte) (*T, error)) (*T, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseSourceFreshness(data)
+	return parse(data)
 }
 
 // sourceStatus is dbt's SourceStatusSelectorMethod: "fresher" selects the
@@ -102,16 +87,16 @@ func (e *evaluator) sourceStatus(c *criterion) (bitset, error) {
 	cur := map[string]time.Time{}
 	curErr := map[string]bool{}
 	for _, r := range e.srcCur.Results {
-		if r.MaxLoadedAt != nil {
-			cur[r.UniqueID] = *r.MaxLoadedAt
+		if !r.MaxLoadedAt.IsZero() {
+			cur[r.UniqueID] = r.MaxLoadedAt
 		} else {
 			curErr[r.UniqueID] = true
 		}
 	}
 	prev := map[string]time.Time{}
 	for _, r := range e.srcPrev.Results {
-		if r.MaxLoadedAt != nil {
-			prev[r.UniqueID] = *r.MaxLoadedAt
+		if !r.MaxLoadedAt.IsZero() {
+			prev[r.UniqueID] = r.MaxLoadedAt
 		}
 	}
 	matches := map[string]bool{}

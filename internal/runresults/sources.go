@@ -42,6 +42,35 @@ type Source struct {
 	Error string
 }
 
+// Stale reports whether the source failed its freshness check: status
+// error or runtime error. A warning is not stale.
+func (s Source) Stale() bool {
+	return s.Status == StatusError || s.Status == StatusRuntimeError
+}
+
+// Expiry returns the time at which results built from the source stop
+// being trustworthy: when its data crosses warn_after, or, if that is
+// unset or already crossed, error_after, counted from max_loaded_at (that
+// is, the time left at the snapshot, added to the snapshot). A source
+// that has crossed both, or whose check failed, expires at the snapshot.
+// ok is false when the source has no thresholds.
+func (s Source) Expiry() (t time.Time, ok bool) {
+	if s.Status == StatusRuntimeError || s.MaxLoadedAt.IsZero() {
+		return s.SnapshottedAt, true
+	}
+	if s.WarnAfter <= 0 && s.ErrorAfter <= 0 {
+		return time.Time{}, false
+	}
+	for _, d := range []time.Duration{s.WarnAfter, s.ErrorAfter} {
+		if d > 0 {
+			if e := s.MaxLoadedAt.Add(d); e.After(s.SnapshottedAt) {
+				return e, true
+			}
+		}
+	}
+	return s.SnapshottedAt, true
+}
+
 // ParseSources decodes a sources.json (schema v3, and the v1/v2 layouts it
 // extends). Results that describe a failed check carry only unique_id,
 // status and error (or message). It fails naming the source on a missing
