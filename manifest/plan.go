@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/dbtorch/dbtorch/internal/enum"
 )
 
 // TestStrategy says when data tests and unit tests run.
@@ -20,30 +22,21 @@ const (
 	SkipTests
 )
 
-// String returns "immediate", "deferred" or "skip".
-func (s TestStrategy) String() string {
-	switch s {
-	case Immediate:
-		return "immediate"
-	case Deferred:
-		return "deferred"
-	case SkipTests:
-		return "skip"
-	}
-	return fmt.Sprintf("TestStrategy(%d)", int(s))
-}
+// testStrategies names the strategies, in the order of their values.
+var testStrategies = enum.Names[TestStrategy]{"immediate", "deferred", "skip"}
 
-// ParseTestStrategy parses "immediate", "deferred" or "skip".
+// String returns "immediate", "deferred" or "skip".
+func (s TestStrategy) String() string { return testStrategies.String(s, "TestStrategy") }
+
+// ParseTestStrategy parses "immediate" (or ""), "deferred" or "skip".
 func ParseTestStrategy(s string) (TestStrategy, error) {
-	switch s {
-	case "immediate", "":
+	if s == "" {
 		return Immediate, nil
-	case "deferred":
-		return Deferred, nil
-	case "skip":
-		return SkipTests, nil
 	}
-	return 0, fmt.Errorf("unknown test strategy %q (want immediate, deferred or skip)", s)
+	if v, ok := testStrategies.Parse(s); ok {
+		return v, nil
+	}
+	return 0, fmt.Errorf("unknown test strategy %q (want %s)", s, testStrategies.List())
 }
 
 // Plan is the executable DAG of a build: the selected executable nodes

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dbtorch/dbtorch/executor"
+	"github.com/dbtorch/dbtorch/internal/enum"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/selector"
 )
@@ -25,26 +26,21 @@ const (
 	PerWave
 )
 
+// modes names the modes, in the order of their values.
+var modes = enum.Names[Mode]{"per-node", "per-wave"}
+
 // String returns "per-node" or "per-wave".
-func (m Mode) String() string {
-	switch m {
-	case PerNode:
-		return "per-node"
-	case PerWave:
-		return "per-wave"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
+func (m Mode) String() string { return modes.String(m, "Mode") }
 
 // ParseMode parses "per-node" (or "") and "per-wave".
 func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "per-node", "":
+	if s == "" {
 		return PerNode, nil
-	case "per-wave":
-		return PerWave, nil
 	}
-	return 0, fmt.Errorf("orchestrator: unknown mode %q (want per-node or per-wave)", s)
+	if m, ok := modes.Parse(s); ok {
+		return m, nil
+	}
+	return 0, fmt.Errorf("orchestrator: unknown mode %q (want %s)", s, modes.List())
 }
 
 // Priority orders the nodes that are ready to run when there are more of
@@ -61,16 +57,11 @@ const (
 	Depth
 )
 
+// priorities names the priorities, in the order of their values.
+var priorities = enum.Names[Priority]{"critical-path", "depth"}
+
 // String returns "critical-path" or "depth".
-func (p Priority) String() string {
-	switch p {
-	case CriticalPath:
-		return "critical-path"
-	case Depth:
-		return "depth"
-	}
-	return fmt.Sprintf("Priority(%d)", int(p))
-}
+func (p Priority) String() string { return priorities.String(p, "Priority") }
 
 // Config configures an Orchestrator. Only Executor is required, and
 // Manifest unless the executor implements executor.ManifestProvider; every
