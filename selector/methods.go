@@ -462,37 +462,35 @@ func versionLess(a, b any) bool {
 }
 
 func pyFloat(v any) (float64, error) {
-	switch x := v.(type) {
-	case float64:
-		return x, nil
-	case bool:
-		if x {
-			return 1, nil
-		}
-		return 0, nil
-	case string:
+	if f, ok := pyNumber(v); ok {
+		return f, nil
+	}
+	if x, ok := v.(string); ok {
 		return strconv.ParseFloat(strings.TrimSpace(x), 64)
 	}
 	return 0, fmt.Errorf("not a number")
 }
 
+// pyNumber returns a JSON number or boolean as Python's float() does
+// (True is 1), and false for any other value.
+func pyNumber(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case bool:
+		if x {
+			return 1, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
 // pyEqual compares JSON values as Python compares their decoded forms
 // (True == 1 == 1.0).
 func pyEqual(a, b any) bool {
-	num := func(v any) (float64, bool) {
-		switch x := v.(type) {
-		case float64:
-			return x, true
-		case bool:
-			if x {
-				return 1, true
-			}
-			return 0, true
-		}
-		return 0, false
-	}
-	if fa, ok := num(a); ok {
-		fb, ok := num(b)
+	if fa, ok := pyNumber(a); ok {
+		fb, ok := pyNumber(b)
 		return ok && fa == fb
 	}
 	switch x := a.(type) {
