@@ -62,6 +62,7 @@ unpatched and through dbt's own CLI and requires identical per-node
 results.
 """
 
+import importlib
 import inspect
 import json
 import os
@@ -89,17 +90,33 @@ def takes(fn, *names, exact=False):
     return params[: len(names)] == list(names)
 
 
+def patch_point(target, *names, exact=False):
+    """(owner, fn) for target "module:Owner.name" ("module:name": the
+    owner is the module): the dbt internal a patch replaces and what holds
+    it, when the module imports, the attribute is there and takes(fn,
+    *names, exact=exact) (a classmethod's fn is its function, cls first);
+    else (None, None), and the patch is not applied."""
+    module, _, path = target.partition(":")
+    try:
+        owner = importlib.import_module(module)
+    except ImportError:
+        return None, None
+    *outer, name = path.split(".")
+    for part in outer:
+        owner = getattr(owner, part, None)
+    fn = getattr(owner, name, None)
+    fn = getattr(fn, "__func__", fn)
+    if fn is None or not takes(fn, *names, exact=exact):
+        return None, None
+    return owner, fn
+
+
 def cache_plugin_discovery():
     """dbt looks for plugin modules by scanning every module on sys.path in
     every invocation (~0.15 s); the installed modules do not change while
     the worker lives, so scan once."""
-    try:
-        from dbt.plugins.manager import PluginManager
-
-        scan = PluginManager.get_prefixed_modules.__func__
-    except (ImportError, AttributeError):
-        return False
-    if not takes(scan, "cls"):
+    PluginManager, scan = patch_point("dbt.plugins.manager:PluginManager.get_prefixed_modules", "cls")
+    if scan is None:
         return False
     found = {}
 
@@ -116,18 +133,9 @@ def skip_graph_diagnostics():
     """Every invocation writes target/graph.gpickle and computes the graph
     summaries of target/graph_summary.json, diagnostics no one reads from a
     throw-away target directory (~20 ms an invocation on 150 nodes)."""
-    try:
-        from dbt.compilation import Compiler, Linker
-    except ImportError:
-        return False
-    write = getattr(Compiler, "write_graph_file", None)
-    summary = getattr(Linker, "get_graph_summary", None)
-    if not (
-        write is not None
-        and summary is not None
-        and takes(write, "self", "linker", "manifest", exact=True)
-        and takes(summary, "self", "manifest", exact=True)
-    ):
+    Compiler, write = patch_point("dbt.compilation:Compiler.write_graph_file", "self", "linker", "manifest", exact=True)
+    Linker, summary = patch_point("dbt.compilation:Linker.get_graph_summary", "self", "manifest", exact=True)
+    if write is None or summary is None:
         return False
     Compiler.write_graph_file = lambda self, linker, manifest: None
     Linker.get_graph_summary = lambda self, manifest: {}
@@ -164,12 +172,10 @@ def remember_schemas(builds):
     or created earlier in the same build, the check is skipped. A schema
     missing there was not created by this worker, so it is checked as
     before."""
-    try:
-        from dbt.task.runnable import GraphRunnableTask
-    except ImportError:
-        return False
-    create = GraphRunnableTask.create_schemas
-    if not takes(create, "self", "adapter", "required_schemas"):
+    GraphRunnableTask, create = patch_point(
+        "dbt.task.runnable:GraphRunnableTask.create_schemas", "self", "adapter", "required_schemas"
+    )
+    if create is None:
         return False
 
     def create_schemas(self, adapter, required_schemas):
@@ -202,17 +208,12 @@ def reuse_graph():
     that it prunes layer by layer to the selected nodes; for the one node of
     a per-node invocation the result is that node alone."""
     try:
-        from dbt.compilation import Compiler, _generate_stats, print_compile_stats
-        from dbt.graph.graph import Graph
+        from dbt.compilation import _generate_stats, print_compile_stats
     except ImportError:
         return False
-    compile_ = Compiler.compile
-    subset = Graph.get_subset_graph
-    if not (
-        takes(compile_, "self", "manifest", "write", "add_test_edges")
-        and takes(subset, "self", "selected")
-        and hasattr(Compiler, "initialize")
-    ):
+    Compiler, compile_ = patch_point("dbt.compilation:Compiler.compile", "self", "manifest", "write", "add_test_edges")
+    Graph, subset = patch_point("dbt.graph.graph:Graph.get_subset_graph", "self", "selected")
+    if compile_ is None or subset is None or not hasattr(Compiler, "initialize"):
         return False
     # (id(manifest), add_test_edges) -> (weak reference to the manifest,
     # graph, stats). The weak reference tells a manifest that was dropped
@@ -293,13 +294,9 @@ def skip_unlogged_events():
     would see. Events at warn or above, print events (written as errors)
     and anything --warn-error may turn into an error go through dbt
     unchanged."""
-    try:
-        from dbt_common.events.event_manager import EventManager
-    except ImportError:
-        return False
+    EventManager, fire = patch_point("dbt_common.events.event_manager:EventManager.fire_event", "self", "e", "level")
     dropped = unlogged_rule()
-    fire = EventManager.fire_event
-    if dropped is None or not takes(fire, "self", "e", "level"):
+    if dropped is None or fire is None:
         return False
 
     # Older dbt-common takes (e, level) only; newer adds node and
@@ -327,18 +324,16 @@ def lazy_cache_events():
     or callback would see them (the same rule skip_unlogged_events applies
     after building them); the cache itself changes exactly as before."""
     try:
-        from dbt.adapters import cache
         from dbt_common.events.base_types import EventLevel
         from dbt_common.events.event_manager_client import get_event_manager
     except ImportError:
         return False
+    cache, fire = patch_point("dbt.adapters.cache:fire_event", "e", "level")
     dropped = unlogged_rule()
-    action, fire = getattr(cache, "CacheAction", None), getattr(cache, "fire_event", None)
+    action = getattr(cache, "CacheAction", None)
     if (
         dropped is None
-        or action is None
         or fire is None
-        or not takes(fire, "e", "level")
         or not isinstance(action, type)
         or action.level_tag(None) != EventLevel.DEBUG
     ):
@@ -380,12 +375,10 @@ def index_selection():
     The intersection and the union, indirect selection and filtering stay
     dbt's. Anything else (another method, a wildcard, method arguments,
     another node set) goes to dbt's own code."""
-    try:
-        from dbt.graph.selector import NodeSelector
-    except ImportError:
-        return False
-    select = NodeSelector.select_included
-    if not takes(select, "self", "included_nodes", "spec", exact=True):
+    NodeSelector, select = patch_point(
+        "dbt.graph.selector:NodeSelector.select_included", "self", "included_nodes", "spec", exact=True
+    )
+    if select is None:
         return False
     # id(manifest) -> (weak reference, graph members, {(method, value):
     # frozenset}, fqn index or None); a few manifests as the worker keeps.
@@ -505,11 +498,12 @@ def keep_relation_cache(relations):
     of the selected ones (no --cache-selected-only)."""
     try:
         from dbt.flags import get_flags
-        from dbt.task.runnable import GraphRunnableTask
     except ImportError:
         return False
-    populate = GraphRunnableTask.populate_adapter_cache
-    if not takes(populate, "self", "adapter", "required_schemas", exact=True):
+    GraphRunnableTask, populate = patch_point(
+        "dbt.task.runnable:GraphRunnableTask.populate_adapter_cache", "self", "adapter", "required_schemas", exact=True
+    )
+    if populate is None:
         return False
 
     def schema_key(r):
@@ -552,12 +546,11 @@ def cache_query_comment():
     invocation (~3 ms). Compile each distinct template once; every
     invocation still gets its own Template with its own context."""
     try:
-        from dbt.adapters.clients import jinja as qjinja
         from dbt_common.clients.jinja import BaseMacroGenerator, get_environment
     except ImportError:
         return False
-    cls = qjinja.QueryStringGenerator
-    if not (hasattr(cls, "get_template") and takes(cls.__init__, "self", "template_str", "context")):
+    cls, init = patch_point("dbt.adapters.clients.jinja:QueryStringGenerator.__init__", "self", "template_str", "context")
+    if init is None or not hasattr(cls, "get_template"):
         return False
     codes = {}
 
@@ -605,12 +598,8 @@ def suppress_project_hooks(hooks):
     they do (schemas, relation cache) is unchanged. Not one of PATCHES:
     it decides what the invocation does, not how fast, so it stays on
     with $DBTORCH_WORKER_PATCHES=off."""
-    try:
-        from dbt.task.run import RunTask
-    except ImportError:
-        return False
-    find = RunTask.get_hooks_by_type
-    if not takes(find, "self", "hook_type", exact=True):
+    RunTask, find = patch_point("dbt.task.run:RunTask.get_hooks_by_type", "self", "hook_type", exact=True)
+    if find is None:
         return False
 
     def get_hooks_by_type(self, hook_type):
