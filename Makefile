@@ -84,9 +84,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./manifest
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./selector
 
-## bench: the figures BENCHMARKS.md records
+## bench: the figures BENCHMARKS.md records (DBTORCH_BENCH_CORE=1 adds the slow Core-executor runs)
 bench: setup postgres-deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 90m ./...
 
 ## lint: gofmt, go vet, staticcheck (pinned)
 lint:

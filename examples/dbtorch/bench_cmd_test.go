@@ -1,74 +1,151 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dbtorch/dbtorch/artifacts"
+	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/internal/projgen"
 )
 
-// BenchmarkCommandBuild measures whole commands as a user runs them: the
-// built `dbtorch build` binary (its start-up, the warm workers' start-up
-// and parse included) against `dbt build`, each on a fresh copy of the
-// same generated project (no target/, no partial parse), same target, same
-// run. `dbt build` runs before and after the dbtorch builds; ratios are
-// against the mean of the two.
+// BenchmarkCommandBuild measures whole commands as a user runs them (issue
+// 17): the built `dbtorch build` binary (its start-up, the warm workers'
+// start-up and parse included) against `dbt build --threads 4`, each on a
+// fresh copy of the same generated project (no target/, no partial parse),
+// same target, same run. `dbt build` runs once before and once after the
+// two dbtorch builds; ratios are against the mean of the two. Four
+// projects, all in `make bench`:
 //
-//   - gen50-pg: 50 models on PostgreSQL, `dbt build --threads 4` against
-//     per-node (`--concurrency 4`, 4 warm workers) and per-wave
-//     (`--mode per-wave --workers 1 --threads 4`); after one untimed dbt
-//     build that creates the schemas and relations.
-//   - gen1000-duckdb (only with DBTORCH_BENCH_LARGE=1: ~10 min on two
-//     loaded cores): 1,000 models on DuckDB, each command on its own new
-//     database file; per-node runs one warm worker (one DuckDB writer).
+//   - gen50-duckdb, gen1000-duckdb: 50 and 1,000 models on DuckDB, each
+//     command on its own new database file;
+//   - gen50-pg, gen1000-pg: the same projects on a PostgreSQL server of
+//     their own, after one untimed `dbt build` that creates the schemas
+//     and relations.
 //
-// Also reported: the time from the dbtorch command's start to its first
-// node's start against one `dbt parse` of a fresh copy and one `dbt
-// --version` (Python and dbt's import), and the warm per-node overhead (a
-// node's wall time in dbtorch minus dbt's own execution time of it, the
-// median over the nodes: the mean would count the first nodes' wait for
-// the workers still starting), whose
-// growth with the project's size is the other half of issue 17.
+// The dbtorch builds are per-node (`--concurrency 4`: the executor caps
+// it, at one worker on DuckDB) and per-wave (`--mode per-wave --threads 4`,
+// one worker).
+//
+// Reported per project: per-node/dbt-build and per-wave/dbt-build; the
+// time from the per-node command's start to its first node's start against
+// one `dbt parse` of a fresh copy and one `dbt --version` (Python and
+// dbt's import), each measured once per project size (parse) or once per
+// run (version); the per-node overhead (a node's wall time in dbtorch
+// minus dbt's own execution time of it, the median over the nodes: the
+// mean would count the first nodes' wait for workers still starting) and,
+// on the 1,000-model projects, its ratio to the 50-model project's on the
+// same target in the same run (overhead/gen50); the warm workers' memory,
+// sampled every 500 ms while each dbtorch command runs (the processes
+// below it running worker.py, RSS and PSS from /proc/<pid>/smaps_rollup,
+// summed; the peak sample): the per-node command's workers, their
+// number, and their sum against the per-wave command's one worker.
+//
+// On gen50-pg also the warm start-up as the executor exposes it
+// (executor.Warm's Prepare and WaitWorkers: every worker has parsed) of 4
+// workers and of 1, each on a fresh copy, against the same `dbt parse`,
+// and the workers' memory right after it (startup-4/dbt-parse,
+// rest-pss-4/1, rest-rss-4/1); only there, to keep `make bench` short:
+// on gen1000 the workers' memory is the one sampled during the commands.
+//
+// A whole run takes most of `make bench`: the per-node command on
+// gen1000-duckdb runs its ~3,000 nodes one at a time (one DuckDB
+// writer). Run one project with
+// `go test -run '^$' -bench '^BenchmarkCommandBuild$/gen50-pg' -benchtime 1x .`
 func BenchmarkCommandBuild(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "dbtorch")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
-	dbtBin := dbttest.DBT(b)
-	b.Run("gen50-pg", func(b *testing.B) {
-		pg := dbttest.StartPostgres(b)
-		benchCommands(b, bin, dbtBin, 50, pg.Env(), []string{"--target", "pg"}, "4")
-	})
-	b.Run("gen1000-duckdb", func(b *testing.B) {
-		if os.Getenv("DBTORCH_BENCH_LARGE") == "" {
-			b.Skip("set DBTORCH_BENCH_LARGE=1 for the 1,000-model project")
-		}
-		benchCommands(b, bin, dbtBin, 1000, nil, nil, "4")
-	})
+	r := &cmdBench{
+		bin: bin, dbt: dbttest.DBT(b), root: b.TempDir(),
+		parse: map[int]time.Duration{}, overhead: map[bool]time.Duration{},
+	}
+	for _, c := range []cmdCase{
+		{name: "gen50-duckdb", models: 50},
+		{name: "gen50-pg", models: 50, pg: true, startup: true},
+		{name: "gen1000-duckdb", models: 1000},
+		{name: "gen1000-pg", models: 1000, pg: true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				r.run(b, c)
+			}
+		})
+	}
 }
 
-// benchCommands runs one round of BenchmarkCommandBuild on a generated
-// project of models models; extraEnv and target select the target.
-func benchCommands(b *testing.B, bin, dbtBin string, models int, extraEnv, target []string, threads string) {
-	// fresh writes a new copy of the project (the same seed: the same
-	// project) and its environment (on DuckDB: a new database file).
+// cmdCase is one project of BenchmarkCommandBuild.
+type cmdCase struct {
+	name   string
+	models int  // projgen models (seed 1)
+	pg     bool // the pg target, on a PostgreSQL server started for the case
+	// startup: also the warm start-up of 4 workers and of 1 (pg only)
+	startup bool
+}
+
+// cmdBench holds what BenchmarkCommandBuild's cases share: the binaries,
+// the generated projects, and the figures measured once per run.
+type cmdBench struct {
+	bin, dbt string
+	root     string                 // generated projects, one per size, copied for each command
+	version  time.Duration          // one `dbt --version`, 0 until measured
+	parse    map[int]time.Duration  // one `dbt parse` of a fresh copy, per project size
+	overhead map[bool]time.Duration // the 50-model project's median per-node overhead, per target (pg or not)
+}
+
+// project returns the generated project of models models, writing it the
+// first time.
+func (r *cmdBench) project(b *testing.B, models int) string {
+	dir := filepath.Join(r.root, fmt.Sprintf("gen%d", models))
+	if _, err := os.Stat(dir); err == nil {
+		return dir
+	}
+	if err := projgen.Write(dir, projgen.Options{Models: models, Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// cmdOutcome is what one dbtorch command measured.
+type cmdOutcome struct {
+	wall, firstStart, overhead time.Duration
+	nodes                      int
+	mem                        workerMem // peak sample of its workers
+}
+
+// run is one round of BenchmarkCommandBuild on case c.
+func (r *cmdBench) run(b *testing.B, c cmdCase) {
+	const threads = "4"
+	var extraEnv, target []string
+	if c.pg {
+		pg := dbttest.StartPostgres(b)
+		extraEnv, target = pg.Env(), []string{"--target", "pg"}
+	}
+	tmpl := r.project(b, c.models)
+	// fresh makes a new copy of the project and its environment (on
+	// DuckDB: a new database file).
 	fresh := func() (string, []string) {
 		dir := filepath.Join(b.TempDir(), "gen")
-		if err := projgen.Write(dir, projgen.Options{Models: models, Seed: 1}); err != nil {
+		if err := os.CopyFS(dir, os.DirFS(tmpl)); err != nil {
 			b.Fatal(err)
 		}
-		env := append(append(dbttest.Env(b, dir), extraEnv...), "DBTORCH_DBT="+dbtBin)
-		return dir, env
+		return dir, append(append(dbttest.Env(b, dir), extraEnv...), "DBTORCH_DBT="+r.dbt)
 	}
-	run := func(name string, dir string, env []string, args ...string) time.Duration {
+	run := func(name string, args ...string) time.Duration {
 		b.Helper()
+		dir, env := fresh()
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Dir, cmd.Env = dir, env
 		start := time.Now()
@@ -80,86 +157,249 @@ func benchCommands(b *testing.B, bin, dbtBin string, models int, extraEnv, targe
 		return d
 	}
 	dbtBuild := func() time.Duration {
+		return run("dbt build", append([]string{r.dbt, "build", "--threads", threads}, target...)...)
+	}
+	dbtorch := func(args ...string) cmdOutcome {
+		b.Helper()
 		dir, env := fresh()
-		return run("dbt build", dir, env, append([]string{dbtBin, "build", "--threads", threads}, target...)...)
+		return r.dbtorch(b, dir, env, slices.Concat(target, args))
 	}
-	type outcome struct {
-		wall, firstStart, overhead time.Duration
-		nodes                      int
+
+	if r.version == 0 {
+		r.version = run("dbt --version", r.dbt, "--version")
 	}
-	dbtorch := func(args ...string) outcome {
-		dir, env := fresh()
-		results := filepath.Join(b.TempDir(), "results.json")
-		args = append(append([]string{bin, "build", "--quiet", "--results", results}, target...), args...)
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Dir, cmd.Env = dir, env
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		wall := time.Since(start)
-		if err != nil {
-			b.Fatalf("dbtorch build: %v\n%s", err, tail(out, 4000))
-		}
-		data, err := os.ReadFile(results)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var rj artifacts.RunJSON
-		if err := json.Unmarshal(data, &rj); err != nil {
-			b.Fatal(err)
-		}
-		o := outcome{wall: wall, nodes: len(rj.Results)}
-		var first time.Time
-		var over []time.Duration
-		for _, r := range rj.Results {
-			if r.StartedAt == nil || r.CompletedAt == nil {
-				continue
-			}
-			s, err1 := time.Parse(time.RFC3339Nano, *r.StartedAt)
-			c, err2 := time.Parse(time.RFC3339Nano, *r.CompletedAt)
-			if err1 != nil || err2 != nil {
-				b.Fatalf("%s: times %q %q", r.UniqueID, *r.StartedAt, *r.CompletedAt)
-			}
-			if first.IsZero() || s.Before(first) {
-				first = s
-			}
-			over = append(over, c.Sub(s)-time.Duration(r.ExecutionSeconds*float64(time.Second)))
-		}
-		o.firstStart = first.Sub(start)
-		if len(over) > 0 {
-			slices.Sort(over)
-			o.overhead = over[len(over)/2]
-		}
-		return o
+	if r.parse[c.models] == 0 {
+		r.parse[c.models] = run("dbt parse", append([]string{r.dbt, "parse"}, target...)...)
 	}
-	if len(target) > 0 {
+	version, parse := r.version, r.parse[c.models]
+	if c.pg {
 		dbtBuild() // create the schemas and relations once, untimed
 	}
-	for b.Loop() {
-		dir, env := fresh()
-		version := run("dbt --version", dir, env, dbtBin, "--version")
-		parse := run("dbt parse", dir, env, append([]string{dbtBin, "parse"}, target...)...)
-		d1 := dbtBuild()
-		pn := dbtorch("--concurrency", threads)
-		var pw outcome
-		if len(target) > 0 {
-			pw = dbtorch("--mode", "per-wave", "--workers", "1", "--threads", threads)
-		} else {
-			pw = dbtorch("--mode", "per-wave", "--threads", threads)
+	d1 := dbtBuild()
+	pn := dbtorch("--concurrency", threads)
+	pw := dbtorch("--mode", "per-wave", "--workers", "1", "--threads", threads)
+	d2 := dbtBuild()
+	d := (d1 + d2) / 2
+
+	b.Logf("%d models, %d nodes: dbt build --threads %s %v, %v (mean %v); dbtorch build per-node %v (first node at %v, overhead %v/node, %d workers: RSS %s, PSS %s); per-wave %v (first node at %v; its worker: RSS %s, PSS %s); dbt --version %v, dbt parse %v",
+		c.models, pn.nodes, threads, d1.Round(time.Millisecond), d2.Round(time.Millisecond), d.Round(time.Millisecond),
+		pn.wall.Round(time.Millisecond), pn.firstStart.Round(time.Millisecond), pn.overhead.Round(time.Millisecond/10),
+		pn.mem.workers, mb(pn.mem.rss), mb(pn.mem.pss),
+		pw.wall.Round(time.Millisecond), pw.firstStart.Round(time.Millisecond), mb(pw.mem.rss), mb(pw.mem.pss),
+		version.Round(time.Millisecond), parse.Round(time.Millisecond))
+	b.ReportMetric(float64(pn.wall)/float64(d), "per-node/dbt-build")
+	b.ReportMetric(float64(pw.wall)/float64(d), "per-wave/dbt-build")
+	b.ReportMetric(float64(pn.firstStart)/float64(parse), "first-node/dbt-parse")
+	b.ReportMetric(float64(pn.firstStart)/float64(version), "first-node/dbt-version")
+	b.ReportMetric(float64(pn.overhead.Microseconds())/1000, "overhead-ms/node")
+	b.ReportMetric(d.Seconds(), "dbt-build-s")
+	if c.models == 50 {
+		r.overhead[c.pg] = pn.overhead
+	} else if base := r.overhead[c.pg]; base > 0 {
+		b.Logf("per-node overhead %v/node against %v/node on the 50-model project (same target, same run): %.2fx",
+			pn.overhead.Round(time.Millisecond/10), base.Round(time.Millisecond/10), float64(pn.overhead)/float64(base))
+		b.ReportMetric(float64(pn.overhead)/float64(base), "overhead/gen50")
+	}
+	b.ReportMetric(float64(pn.mem.workers), "workers")
+	b.ReportMetric(float64(pn.mem.pss)/1e6, "workers-pss-MB")
+	if pw.mem.pss > 0 {
+		b.ReportMetric(float64(pn.mem.pss)/float64(pw.mem.pss), "pss/1-worker")
+		b.ReportMetric(float64(pn.mem.rss)/float64(pw.mem.rss), "rss/1-worker")
+	}
+
+	if c.pg && c.startup {
+		t4, m4 := r.warmStart(b, fresh, 4)
+		t1, m1 := r.warmStart(b, fresh, 1)
+		b.Logf("warm start-up (Prepare + WaitWorkers), fresh copy: 4 workers %v (%.2fx dbt parse; %d ready, RSS %s, PSS %s), 1 worker %v (%.2fx; RSS %s, PSS %s)",
+			t4.Round(time.Millisecond), float64(t4)/float64(parse), m4.workers, mb(m4.rss), mb(m4.pss),
+			t1.Round(time.Millisecond), float64(t1)/float64(parse), mb(m1.rss), mb(m1.pss))
+		b.ReportMetric(float64(t4)/float64(parse), "startup-4/dbt-parse")
+		b.ReportMetric(float64(t1)/float64(parse), "startup-1/dbt-parse")
+		if m1.pss > 0 {
+			b.ReportMetric(float64(m4.pss)/float64(m1.pss), "rest-pss-4/1")
+			b.ReportMetric(float64(m4.rss)/float64(m1.rss), "rest-rss-4/1")
 		}
-		d2 := dbtBuild()
-		d := (d1 + d2) / 2
-		b.Logf("%d models, %d nodes: dbt build --threads %s %v, %v (mean %v); dbtorch build per-node %v (first node at %v, overhead %v/node); per-wave %v (first node at %v); dbt --version %v, dbt parse %v",
-			models, pn.nodes, threads, d1.Round(time.Millisecond), d2.Round(time.Millisecond), d.Round(time.Millisecond),
-			pn.wall.Round(time.Millisecond), pn.firstStart.Round(time.Millisecond), pn.overhead.Round(time.Millisecond/10),
-			pw.wall.Round(time.Millisecond), pw.firstStart.Round(time.Millisecond), version.Round(time.Millisecond), parse.Round(time.Millisecond))
-		b.ReportMetric(float64(pn.wall)/float64(d), "per-node/dbt-build")
-		b.ReportMetric(float64(pw.wall)/float64(d), "per-wave/dbt-build")
-		b.ReportMetric(float64(pn.firstStart)/float64(parse), "first-node/dbt-parse")
-		b.ReportMetric(float64(pn.firstStart)/float64(version), "first-node/dbt-version")
-		b.ReportMetric(float64(pn.overhead.Microseconds())/1000, "overhead-ms/node")
-		b.ReportMetric(d.Seconds(), "dbt-build-s")
 	}
 }
+
+// dbtorch runs `dbtorch build` with args in dir under env and reads its
+// results file: the command's wall time, its first node's start, the
+// median per-node overhead, and the peak memory of its warm workers.
+func (r *cmdBench) dbtorch(b *testing.B, dir string, env, args []string) cmdOutcome {
+	b.Helper()
+	results := filepath.Join(b.TempDir(), "results.json")
+	cmd := exec.Command(r.bin, append([]string{"build", "--quiet", "--results", results}, args...)...)
+	cmd.Dir, cmd.Env = dir, env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	peak := samplePeak(cmd.Process.Pid, 500*time.Millisecond, stop)
+	err := cmd.Wait()
+	wall := time.Since(start)
+	close(stop)
+	o := cmdOutcome{wall: wall, mem: <-peak}
+	if err != nil {
+		b.Fatalf("dbtorch build %s: %v\n%s", strings.Join(args, " "), err, tail(out.Bytes(), 4000))
+	}
+	data, err := os.ReadFile(results)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rj artifacts.RunJSON
+	if err := json.Unmarshal(data, &rj); err != nil {
+		b.Fatal(err)
+	}
+	o.nodes = len(rj.Results)
+	var first time.Time
+	var over []time.Duration
+	for _, res := range rj.Results {
+		if res.StartedAt == nil || res.CompletedAt == nil {
+			continue
+		}
+		s, err1 := time.Parse(time.RFC3339Nano, *res.StartedAt)
+		c, err2 := time.Parse(time.RFC3339Nano, *res.CompletedAt)
+		if err1 != nil || err2 != nil {
+			b.Fatalf("%s: times %q %q", res.UniqueID, *res.StartedAt, *res.CompletedAt)
+		}
+		if first.IsZero() || s.Before(first) {
+			first = s
+		}
+		over = append(over, c.Sub(s)-time.Duration(res.ExecutionSeconds*float64(time.Second)))
+	}
+	o.firstStart = first.Sub(start)
+	if len(over) > 0 {
+		slices.Sort(over)
+		o.overhead = over[len(over)/2]
+	}
+	return o
+}
+
+// warmStart starts a warm executor of workers workers on a fresh copy of
+// the project (pg target) and returns the time its Prepare and
+// WaitWorkers took (every worker has parsed) and its workers' memory then.
+func (r *cmdBench) warmStart(b *testing.B, fresh func() (string, []string), workers int) (time.Duration, workerMem) {
+	b.Helper()
+	dir, env := fresh()
+	ex, err := executor.NewWarm(executor.WarmConfig{
+		Options: executor.Options{Project: dbt.Project{DBT: r.dbt, Dir: dir, ProfilesDir: dir, Target: "pg", Env: env}, WorkDir: b.TempDir()},
+		Workers: workers,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := ex.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
+	start := time.Now()
+	if err := ex.Prepare(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	if err := ex.WaitWorkers(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(start)
+	return d, workerMemory(os.Getpid())
+}
+
+// workerMem is the memory of warm workers at one moment: how many there
+// are and the sums of their RSS and PSS, in bytes.
+type workerMem struct {
+	workers  int
+	rss, pss int64
+}
+
+// samplePeak samples workerMemory(root) every interval until stop is
+// closed and then sends the sample of the largest PSS.
+func samplePeak(root int, interval time.Duration, stop <-chan struct{}) <-chan workerMem {
+	peak := make(chan workerMem, 1)
+	go func() {
+		var best workerMem
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			if m := workerMemory(root); m.pss > best.pss {
+				best = m
+			}
+			select {
+			case <-stop:
+				peak <- best
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return peak
+}
+
+// workerMemory sums /proc/<pid>/smaps_rollup's Rss and Pss over the
+// processes below root (its descendants) whose command line runs
+// worker.py. Processes that exit while it reads are left out.
+func workerMemory(root int) workerMem {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return workerMem{}
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if f := strings.Fields(string(stat[i+1:])); i >= 0 && len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				children[ppid] = append(children[ppid], pid)
+			}
+		}
+	}
+	var m workerMem
+	for queue := children[root]; len(queue) > 0; queue = queue[1:] {
+		pid := queue[0]
+		queue = append(queue, children[pid]...)
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !slices.ContainsFunc(bytes.Split(cmdline, []byte{0}), func(arg []byte) bool {
+			return filepath.Base(string(arg)) == "worker.py"
+		}) {
+			continue
+		}
+		rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			continue
+		}
+		m.workers++
+		for line := range strings.Lines(string(rollup)) {
+			f := strings.Fields(line)
+			if len(f) != 3 || f[2] != "kB" {
+				continue
+			}
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				continue
+			}
+			switch f[0] {
+			case "Rss:":
+				m.rss += kb * 1024
+			case "Pss:":
+				m.pss += kb * 1024
+			}
+		}
+	}
+	return m
+}
+
+// mb formats bytes as megabytes.
+func mb(n int64) string { return fmt.Sprintf("%.0f MB", float64(n)/1e6) }
 
 // tail returns the last n bytes of out.
 func tail(out []byte, n int) []byte {
