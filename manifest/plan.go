@@ -1,7 +1,6 @@
 package manifest
 
 import (
-	"fmt"
 	"slices"
 	"sync"
 
@@ -30,13 +29,7 @@ func (s TestStrategy) String() string { return testStrategies.String(s, "TestStr
 
 // ParseTestStrategy parses "immediate" (or ""), "deferred" or "skip".
 func ParseTestStrategy(s string) (TestStrategy, error) {
-	if s == "" {
-		return Immediate, nil
-	}
-	if v, ok := testStrategies.Parse(s); ok {
-		return v, nil
-	}
-	return 0, fmt.Errorf("unknown test strategy %q (want %s)", s, testStrategies.List())
+	return testStrategies.Parse(s, Immediate, "unknown test strategy")
 }
 
 // Plan is the executable DAG of a build: the selected executable nodes

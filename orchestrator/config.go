@@ -34,13 +34,7 @@ func (m Mode) String() string { return modes.String(m, "Mode") }
 
 // ParseMode parses "per-node" (or "") and "per-wave".
 func ParseMode(s string) (Mode, error) {
-	if s == "" {
-		return PerNode, nil
-	}
-	if m, ok := modes.Parse(s); ok {
-		return m, nil
-	}
-	return 0, fmt.Errorf("orchestrator: unknown mode %q (want %s)", s, modes.List())
+	return modes.Parse(s, PerNode, "orchestrator: unknown mode")
 }
 
 // Priority orders the nodes that are ready to run when there are more of

@@ -20,13 +20,18 @@ func (n Names[T]) String(v T, typ string) string {
 	return fmt.Sprintf("%s(%d)", typ, int(v))
 }
 
-// Parse returns the value named s, and whether there is one.
-func (n Names[T]) Parse(s string) (T, bool) {
+// Parse returns the value named s, def when s is "", or an error
+// "<unknown> "<s>" (want a, b or c)" (unknown: "unknown mode", say, with
+// its package's prefix).
+func (n Names[T]) Parse(s string, def T, unknown string) (T, error) {
+	if s == "" {
+		return def, nil
+	}
 	i := slices.Index(n, s)
 	if i < 0 {
-		return 0, false
+		return 0, fmt.Errorf("%s %q (want %s)", unknown, s, n.List())
 	}
-	return T(i), true
+	return T(i), nil
 }
 
 // List returns the names as a sentence's list: "a, b or c".
