@@ -36,6 +36,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -225,37 +226,16 @@ func firstLine(s string) string {
 }
 
 // demoManifest is a small project: two branches over one seed.
-const demoManifest = `{
-  "metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/manifest/v12.json", "project_name": "shop"},
-  "nodes": {
-    "seed.shop.raw_orders": {"unique_id": "seed.shop.raw_orders", "name": "raw_orders", "resource_type": "seed",
-      "package_name": "shop", "fqn": ["shop", "raw_orders"], "path": "raw_orders.csv",
-      "original_file_path": "seeds/raw_orders.csv", "config": {"enabled": true}, "depends_on": {"nodes": []}},
-    "model.shop.stg_orders": {"unique_id": "model.shop.stg_orders", "name": "stg_orders", "resource_type": "model",
-      "package_name": "shop", "fqn": ["shop", "staging", "stg_orders"], "path": "staging/stg_orders.sql",
-      "original_file_path": "models/staging/stg_orders.sql", "config": {"enabled": true, "materialized": "view"},
-      "depends_on": {"nodes": ["seed.shop.raw_orders"]}},
-    "model.shop.stg_payments": {"unique_id": "model.shop.stg_payments", "name": "stg_payments", "resource_type": "model",
-      "package_name": "shop", "fqn": ["shop", "staging", "stg_payments"], "path": "staging/stg_payments.sql",
-      "original_file_path": "models/staging/stg_payments.sql", "config": {"enabled": true, "materialized": "view"},
-      "depends_on": {"nodes": ["seed.shop.raw_orders"]}},
-    "model.shop.orders": {"unique_id": "model.shop.orders", "name": "orders", "resource_type": "model",
-      "package_name": "shop", "fqn": ["shop", "marts", "orders"], "path": "marts/orders.sql",
-      "original_file_path": "models/marts/orders.sql", "config": {"enabled": true, "materialized": "table"},
-      "depends_on": {"nodes": ["model.shop.stg_orders"]}},
-    "model.shop.payments": {"unique_id": "model.shop.payments", "name": "payments", "resource_type": "model",
-      "package_name": "shop", "fqn": ["shop", "marts", "payments"], "path": "marts/payments.sql",
-      "original_file_path": "models/marts/payments.sql", "config": {"enabled": true, "materialized": "table"},
-      "depends_on": {"nodes": ["model.shop.stg_payments"]}}
-  }
-}`
+//
+//go:embed demo_manifest.json
+var demoManifest []byte
 
 // demoServer is a fake dbt Cloud where stg_payments always fails and
 // stg_orders fails on its first attempt; demo adds faults (see the
 // package doc).
 func demoServer(demo string) (*cloudtest.Server, error) {
 	opts := cloudtest.Options{
-		Manifest: []byte(demoManifest),
+		Manifest: demoManifest,
 		RunTime:  200 * time.Millisecond,
 		Outcome: func(id string, attempt int) cloudtest.NodeOutcome {
 			switch {
