@@ -51,9 +51,8 @@ type Core struct {
 	mu       sync.Mutex
 	closed   bool
 	prepared bool
-	ppFile   string // shared partial_parse.msgpack, once prepared
-	manifest string // manifest.json written by Prepare
-	mf       *manifest.Manifest
+	ppFile   string       // shared partial_parse.msgpack, once prepared
+	manifest lazyManifest // manifest.json written by Prepare
 
 	hookOnce sync.Once // hookTools
 	python   string    // dbt's interpreter
@@ -133,7 +132,7 @@ func (c *Core) Prepare(ctx context.Context) error {
 	if _, err := os.Stat(pp); err != nil {
 		return fmt.Errorf("executor: dbt parse wrote no partial-parse file: %w", err)
 	}
-	c.ppFile, c.manifest, c.prepared = pp, filepath.Join(target, "manifest.json"), true
+	c.ppFile, c.manifest.path, c.prepared = pp, filepath.Join(target, "manifest.json"), true
 	return nil
 }
 
@@ -174,19 +173,33 @@ func (c *Core) runSimple(ctx context.Context, command string, args []string) err
 // Manifest returns the manifest parsed by Prepare (running Prepare first
 // if needed).
 func (c *Core) Manifest(ctx context.Context) (*manifest.Manifest, error) {
-	if err := c.Prepare(ctx); err != nil {
+	return c.manifest.load(ctx, c, &c.mu)
+}
+
+// lazyManifest is the manifest.json an executor's Prepare wrote (path),
+// loaded on first use: the Manifest of Core and Warm.
+type lazyManifest struct {
+	path string
+	m    *manifest.Manifest
+}
+
+// load runs p's Prepare, then returns the manifest at l.path, read the
+// first time; mu guards l (the executor's lock: Prepare sets l.path under
+// it).
+func (l *lazyManifest) load(ctx context.Context, p Preparer, mu *sync.Mutex) (*manifest.Manifest, error) {
+	if err := p.Prepare(ctx); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.mf == nil {
-		m, err := manifest.Load(afero.NewOsFs(), c.manifest)
+	mu.Lock()
+	defer mu.Unlock()
+	if l.m == nil {
+		m, err := manifest.Load(afero.NewOsFs(), l.path)
 		if err != nil {
 			return nil, err
 		}
-		c.mf = m
+		l.m = m
 	}
-	return c.mf, nil
+	return l.m, nil
 }
 
 // Close removes the executor's work directory. Invocations still running
@@ -254,13 +267,11 @@ func (c *Core) Execute(ctx context.Context, req Request) (*Response, error) {
 	pp := c.ppFile
 	c.mu.Unlock()
 
-	dir, err := os.MkdirTemp(c.workDir, "inv-")
+	dir, done, err := c.cfg.callDir(c.workDir, "inv-", "invocation")
 	if err != nil {
-		return nil, fmt.Errorf("executor: invocation dir: %w", err)
+		return nil, err
 	}
-	if !c.cfg.KeepArtifacts {
-		defer os.RemoveAll(dir)
-	}
+	defer done()
 	opts := c.cfg.options(req, dir)
 	if pp != "" {
 		opts.PartialParseFile = pp

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -107,6 +106,29 @@ type hookCall struct {
 	parse     []string // the parse whose manifest args run against
 	key       string   // the vars, naming that manifest
 	targetDir string   // where the worker writes run_results.json
+}
+
+// prepareHookCall is what Core's and Warm's RunHooks do before they run
+// req: Prepare p, make the call's directory under workDir (removed by
+// done unless opts.KeepArtifacts) and build the call there; state returns
+// the call's id and Prepare's partial-parse file. On error nothing is left
+// to clean up.
+func prepareHookCall(ctx context.Context, p Preparer, opts Options, workDir string, req HookRequest,
+	state func() (id int, pp string)) (call *hookCall, done func(), err error) {
+	if err := p.Prepare(ctx); err != nil {
+		return nil, nil, err
+	}
+	dir, done, err := opts.callDir(workDir, "hooks-", "hooks")
+	if err != nil {
+		return nil, nil, err
+	}
+	id, pp := state()
+	call, err = newHookCall(opts, req, id, dir, pp)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return call, done, nil
 }
 
 // newHookCall prepares req's call on a worker of opts, in dir, reusing the
@@ -220,23 +242,15 @@ func (c *Core) RunHooks(ctx context.Context, req HookRequest) (*Response, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Prepare(ctx); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp(c.workDir, "hooks-")
-	if err != nil {
-		return nil, fmt.Errorf("executor: hooks dir: %w", err)
-	}
-	if !c.cfg.KeepArtifacts {
-		defer os.RemoveAll(dir)
-	}
-	c.mu.Lock()
-	pp := c.ppFile
-	c.mu.Unlock()
-	call, err := newHookCall(c.cfg.Options, req, 1, dir, pp)
+	call, done, err := prepareHookCall(ctx, c, c.cfg.Options, c.workDir, req, func() (int, string) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return 1, c.ppFile
+	})
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	pw, err := pyworker.Launch(ctx, pyworker.Config{Python: py, Script: script, Dir: c.cfg.Dir, Env: c.cfg.Env, Logger: c.log},
 		pyworker.Request{ParseArgs: call.parse, Key: call.key})
 	switch {
@@ -277,25 +291,16 @@ func (x *Warm) RunHooks(ctx context.Context, req HookRequest) (*Response, error)
 	if err := checkHookRequest(req); err != nil {
 		return nil, err
 	}
-	if err := x.Prepare(ctx); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp(x.workDir, "hooks-")
-	if err != nil {
-		return nil, fmt.Errorf("executor: hooks dir: %w", err)
-	}
-	if !x.cfg.KeepArtifacts {
-		defer os.RemoveAll(dir)
-	}
-	x.mu.Lock()
-	x.nextID++
-	id := x.nextID
-	pp := x.ppFile
-	x.mu.Unlock()
-	call, err := newHookCall(x.cfg.Options, req, id, dir, pp)
+	call, done, err := prepareHookCall(ctx, x, x.cfg.Options, x.workDir, req, func() (int, string) {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		x.nextID++
+		return x.nextID, x.ppFile
+	})
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	w, err := x.takeIdle(ctx)
 	if err != nil {
 		return nil, err

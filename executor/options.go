@@ -153,6 +153,21 @@ func (o Options) runPath(ctx context.Context, path string, args []string) proc.R
 	return proc.Run(ctx, proc.Spec{Path: path, Args: args, Dir: o.Dir, Env: o.Env, Grace: o.KillGrace})
 }
 
+// callDir makes the directory of one call (an invocation, a phase of
+// hooks) under workDir, named prefix*; done removes it unless
+// KeepArtifacts. what names the call in the error.
+func (o Options) callDir(workDir, prefix, what string) (dir string, done func(), err error) {
+	dir, err = os.MkdirTemp(workDir, prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("executor: %s dir: %w", what, err)
+	}
+	return dir, func() {
+		if !o.KeepArtifacts {
+			os.RemoveAll(dir)
+		}
+	}, nil
+}
+
 // needsDeps reports whether the project declares packages that are not
 // installed.
 func needsDeps(projectDir string) bool {

@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spf13/afero"
-
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/internal/dbtargv"
 	"github.com/dbtorch/dbtorch/internal/pyworker"
@@ -95,9 +93,8 @@ type Warm struct {
 	started  bool
 	workers  map[*worker]bool
 	nextID   int
-	ppFile   string // partial_parse.msgpack of the first parse
-	manifest string // manifest.json of the first parse
-	mf       *manifest.Manifest
+	ppFile   string        // partial_parse.msgpack of the first parse
+	manifest lazyManifest  // manifest.json of the first parse
 	done     chan struct{} // closed by Close
 	spares   chan struct{} // closed when Prepare's background workers are settled
 	noDirect atomic.Bool   // dbt refused show --inline-direct (dbt-core 1.8)
@@ -224,7 +221,7 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 	x.mu.Lock()
 	if x.ppFile == "" {
 		x.ppFile = filepath.Join(dir, "target", "partial_parse.msgpack")
-		x.manifest = filepath.Join(dir, "target", "manifest.json")
+		x.manifest.path = filepath.Join(dir, "target", "manifest.json")
 	}
 	x.mu.Unlock()
 	return &worker{id: id, pw: pw}, nil
@@ -307,19 +304,7 @@ var ErrNotPrepared = errors.New("executor: warm workers not started (Prepare fir
 // Manifest returns the manifest the first worker parsed (starting the
 // workers if needed).
 func (x *Warm) Manifest(ctx context.Context) (*manifest.Manifest, error) {
-	if err := x.Prepare(ctx); err != nil {
-		return nil, err
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.mf == nil {
-		m, err := manifest.Load(afero.NewOsFs(), x.manifest)
-		if err != nil {
-			return nil, err
-		}
-		x.mf = m
-	}
-	return x.mf, nil
+	return x.manifest.load(ctx, x, &x.mu)
 }
 
 // Close stops every worker (idle ones at once; a running invocation's
