@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 
-	"github.com/spf13/afero"
-
-	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/selector"
 )
 
@@ -20,24 +16,16 @@ import (
 func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	manifestPath := fs.String("manifest", "", "path to manifest.json (required)")
-	sf := addSelectionFlags(fs)
+	mf := addManifestFlags(fs)
 	projectDir := fs.String("project-dir", "", "dbt project directory: path: selection globs its real files (default: the files the manifest names)")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	if *manifestPath == "" {
-		return badInput(stderr, "ls", errors.New("--manifest is required"))
-	}
-	opts, err := sf.options()
+	opts, err := mf.options()
 	if err != nil {
 		return badInput(stderr, "ls", err)
 	}
-	m, err := manifest.Load(afero.NewOsFs(), *manifestPath)
-	if err != nil {
-		return badInput(stderr, "ls", err)
-	}
-	g, err := manifest.NewGraph(m)
+	_, g, err := mf.graph()
 	if err != nil {
 		return badInput(stderr, "ls", err)
 	}

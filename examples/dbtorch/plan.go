@@ -11,8 +11,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/spf13/afero"
-
 	"github.com/dbtorch/dbtorch/cache/orchcache"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -66,11 +64,10 @@ type waveJSON struct {
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	manifestPath := fs.String("manifest", "", "path to manifest.json (required)")
-	sf := addSelectionFlags(fs)
+	mf := addManifestFlags(fs)
 	strategyName := fs.String("test-strategy", "immediate", "immediate, deferred or skip")
 	output := fs.String("output", "", "json, text or mermaid (default: text on a terminal, json otherwise)")
-	bf := &buildFlags{sel: sf}
+	bf := &buildFlags{sel: mf.sel}
 	bf.addProjectFlags(fs)
 	bf.addCacheFlags(fs)
 	fs.BoolVar(&bf.fullRefresh, "full-refresh", false, "predict a full refresh: nothing served from the cache")
@@ -78,10 +75,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	if *manifestPath == "" {
-		return badInput(stderr, "plan", errors.New("--manifest is required"))
-	}
-	opts, err := sf.options()
+	opts, err := mf.options()
 	if err != nil {
 		return badInput(stderr, "plan", err)
 	}
@@ -99,11 +93,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if format != "json" && format != "text" && format != "mermaid" {
 		return badInput(stderr, "plan", fmt.Errorf("unknown --output %q (want json, text or mermaid)", format))
 	}
-	m, err := manifest.Load(afero.NewOsFs(), *manifestPath)
-	if err != nil {
-		return badInput(stderr, "plan", err)
-	}
-	g, err := manifest.NewGraph(m)
+	m, g, err := mf.graph()
 	if err != nil {
 		return badInput(stderr, "plan", err)
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/spf13/afero"
 
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/selector"
@@ -97,6 +100,42 @@ func (f *selectionFlags) options() (selector.Options, error) {
 		o.ExcludeResourceTypes = append(o.ExcludeResourceTypes, manifest.ResourceType(t))
 	}
 	return o, nil
+}
+
+// manifestFlags are the flags ls and plan read their input with:
+// --manifest (required) and the selection flags.
+type manifestFlags struct {
+	path string
+	sel  *selectionFlags
+}
+
+func addManifestFlags(fs *flag.FlagSet) *manifestFlags {
+	f := &manifestFlags{}
+	fs.StringVar(&f.path, "manifest", "", "path to manifest.json (required)")
+	f.sel = addSelectionFlags(fs)
+	return f
+}
+
+// options returns the selector options; a missing --manifest or an
+// invalid selection flag is an error (bad input).
+func (f *manifestFlags) options() (selector.Options, error) {
+	if f.path == "" {
+		return selector.Options{}, errors.New("--manifest is required")
+	}
+	return f.sel.options()
+}
+
+// graph loads --manifest and builds its graph; an error is bad input.
+func (f *manifestFlags) graph() (*manifest.Manifest, *manifest.Graph, error) {
+	m, err := manifest.Load(afero.NewOsFs(), f.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := manifest.NewGraph(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, g, nil
 }
 
 // expandMulti rewrites dbt's `--select a b` (several values after one
