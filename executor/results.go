@@ -13,22 +13,8 @@ import (
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
-// kindOf maps a runresults class onto a Kind.
-func kindOf(c runresults.Class) Kind {
-	switch c {
-	case runresults.None:
-		return KindNone
-	case runresults.Compilation:
-		return KindCompilation
-	case runresults.TestFailure:
-		return KindTestFailure
-	case runresults.Database:
-		return KindDatabase
-	case runresults.Connection:
-		return KindConnection
-	}
-	return KindUnknown
-}
+// kindOf returns the Kind of a runresults class: the one of the same name.
+func kindOf(c runresults.Class) Kind { return Kind(c) }
 
 // ClassifyMessage returns the Kind of a dbt error message (a node's
 // message in run_results.json, or the tail of dbt's log when an invocation

@@ -7,8 +7,23 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/dbtorch/dbtorch/internal/runresults"
 	"github.com/dbtorch/dbtorch/manifest"
 )
+
+// TestKindOf: every runresults class is the Kind of the same meaning.
+func TestKindOf(t *testing.T) {
+	for c, k := range map[runresults.Class]Kind{
+		runresults.None:        KindNone,
+		runresults.Compilation: KindCompilation,
+		runresults.TestFailure: KindTestFailure,
+		runresults.Database:    KindDatabase,
+		runresults.Connection:  KindConnection,
+		runresults.Unknown:     KindUnknown,
+	} {
+		assert.Equal(t, k, kindOf(c), "class %s", c)
+	}
+}
 
 func TestComplete(t *testing.T) {
 	a := &manifest.Node{UniqueID: "model.p.a"}

@@ -65,45 +65,37 @@ func EntryOutcome(e *Result) Outcome {
 }
 
 // Class is the kind of a dbt failure, as far as dbt's status and message
-// tell it.
-type Class int
+// tell it. Its values are the names executor.Kind gives the same
+// failures, so that executor converts one into the other.
+type Class string
 
 // Failure classes.
 const (
 	// None: not a failure.
-	None Class = iota
+	None Class = ""
 	// Compilation: parse, compile, Jinja, contract, configuration or
 	// dependency errors. Deterministic.
-	Compilation
+	Compilation Class = "compilation"
 	// TestFailure: a test returned failing rows. Deterministic.
-	TestFailure
+	TestFailure Class = "test_failure"
 	// Database: the warehouse rejected or failed the SQL. May be
 	// transient.
-	Database
+	Database Class = "database"
 	// Connection: the warehouse could not be reached, the connection was
 	// lost, or (DuckDB) the database file is locked by another process.
 	// Usually transient.
-	Connection
+	Connection Class = "connection"
 	// Unknown: a failure the message does not explain (for instance an
 	// exception raised by a Python model).
-	Unknown
+	Unknown Class = "unknown"
 )
 
-// String returns the class's name.
+// String returns the class's name ("none" for None).
 func (c Class) String() string {
-	switch c {
-	case None:
+	if c == None {
 		return "none"
-	case Compilation:
-		return "compilation"
-	case TestFailure:
-		return "test_failure"
-	case Database:
-		return "database"
-	case Connection:
-		return "connection"
 	}
-	return "unknown"
+	return string(c)
 }
 
 // Classify returns the class of a node's result from dbt's status word and
