@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
-	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -86,14 +85,12 @@ func findFile(t *testing.T, dir, name string) string {
 // artifacts of the same build are validated too (schema, Mermaid, XSD,
 // OpenLineage).
 func TestDBTReadsOurArtifacts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	env := dbttest.Env(t, dir)
+	p := dbttest.Project(t, "shop")
+	p.ProfilesDir = p.Dir
+	dir, env := p.Dir, p.Env
 	work := t.TempDir()
 	ex, err := executor.NewWarm(executor.WarmConfig{
-		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, ProfilesDir: dir, Env: env},
+		Options: executor.Options{Project: p,
 			WorkDir:       work,
 			KeepArtifacts: true,
 		},

@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
-	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -25,14 +24,11 @@ import (
 // path ends at the node that finished last and adds up to the wall time,
 // and the summary's gantt chart renders.
 func TestPostgresCostAndTimeline(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
 	pg := dbttest.StartPostgres(t)
-	dir := dbttest.CopyProject(t, "shop")
-	env := append(dbttest.Env(t, dir), pg.Env()...)
+	p := dbttest.Project(t, "shop", pg.Env()...)
+	p.ProfilesDir, p.Target = p.Dir, "pg"
 	ex, err := executor.NewWarm(executor.WarmConfig{
-		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, ProfilesDir: dir, Target: "pg", Env: env}, WorkDir: t.TempDir()},
+		Options: executor.Options{Project: p, WorkDir: t.TempDir()},
 		Workers: 2,
 	})
 	require.NoError(t, err)

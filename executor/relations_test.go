@@ -6,7 +6,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -17,11 +16,7 @@ import (
 // through Core and through a warm worker (whose rows come from dbt's
 // ShowNode event: dbt show --inline-direct returns no result object).
 func TestListRelations(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	opts := executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir)}, WorkDir: t.TempDir(), Logger: testLogger(t)}
+	opts := executor.Options{Project: dbttest.Project(t, "shop"), WorkDir: t.TempDir(), Logger: testLogger(t)}
 	c, err := executor.NewCore(executor.CoreConfig{Options: opts})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })

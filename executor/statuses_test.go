@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -45,12 +44,8 @@ func TestParseNewerStatuses(t *testing.T) {
 // Core (dbt refuses --empty in seed and test, "No such option"), and the
 // run read its refs empty.
 func TestCommandFlags(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
 	c, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{
-		Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: dbttest.Env(t, dir)}, WorkDir: t.TempDir(), Logger: testLogger(t),
+		Project: dbttest.Project(t, "shop"), WorkDir: t.TempDir(), Logger: testLogger(t),
 		ExtraArgs: []string{"--sample", "3 days"},
 	}})
 	require.NoError(t, err)

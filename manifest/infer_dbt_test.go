@@ -79,11 +79,8 @@ func copyFile(t *testing.T, src, dst string) {
 // without the inferred edges, per-node runs the readers first (their
 // critical path is longer) and the marts keep the old rows.
 func TestInferredEdgesRealDBT(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "seedsources")
-	env := dbttest.Env(t, dir)
+	p := dbttest.Project(t, "seedsources")
+	dir, env := p.Dir, p.Env
 	tmp := t.TempDir()
 	db := func(name string) string { return filepath.Join(tmp, name+".duckdb") }
 
@@ -130,12 +127,9 @@ func TestInferredEdgesRealDBT(t *testing.T) {
 // the seed's file changes a build of the seed and everything reading it
 // gives the same dim_customers in per-node, per-wave and dbt build.
 func TestShopWithoutDependsOnRealDBT(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
+	p := dbttest.Project(t, "shop")
+	dir, env := p.Dir, p.Env
 	dropDependsOn(t, dir, "models/staging/stg_customer_notes.sql")
-	env := dbttest.Env(t, dir)
 	out, err := dbttest.Run(t, dir, env, "deps")
 	require.NoError(t, err, out)
 	tmp := t.TempDir()

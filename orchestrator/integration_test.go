@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
@@ -41,13 +40,11 @@ type shop struct {
 // workers workers on it (DuckDB unless env selects the pg target).
 func newShop(t *testing.T, workers int, target string, extraEnv ...string) *shop {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	env := append(dbttest.Env(t, dir), extraEnv...)
+	p := dbttest.Project(t, "shop", extraEnv...)
+	p.ProfilesDir, p.Target = p.Dir, target
+	dir, env := p.Dir, p.Env
 	ex, err := executor.NewWarm(executor.WarmConfig{
-		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, ProfilesDir: dir, Target: target, Env: env},
+		Options: executor.Options{Project: p,
 			WorkDir: t.TempDir(),
 		},
 		Workers: workers,

@@ -16,7 +16,6 @@ import (
 	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/cache"
 	"github.com/dbtorch/dbtorch/cache/orchcache"
-	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/manifest"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
@@ -49,15 +48,7 @@ func TestPrintSummaryWarnings(t *testing.T) {
 }
 
 func TestBuildShop(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	for _, kv := range dbttest.Env(t, dir) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
+	dir := shopProject(t)
 	outDir := filepath.Join(t.TempDir(), "out")
 	results := filepath.Join(outDir, "results.json")
 	runResults, summary, junit, lineage := filepath.Join(outDir, "run_results.json"), filepath.Join(outDir, "summary.md"),

@@ -24,21 +24,9 @@ import (
 // pass; an unchanged rerun then serves everything, tests included, each
 // with its reason.
 func TestBuildCacheWarehouse(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	env := dbttest.Env(t, dir)
-	var dbPath string
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-		if k == "DBTORCH_DUCKDB_PATH" {
-			dbPath = v
-		}
-	}
+	dir := shopProject(t)
+	dbPath := os.Getenv("DBTORCH_DUCKDB_PATH")
 	require.NotEmpty(t, dbPath)
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	build := func() *artifacts.RunJSON {
 		t.Helper()
@@ -124,16 +112,9 @@ func TestBuildCacheS3(t *testing.T) {
 // after one model changes, it shows "key changed: code" and what reads it
 // "upstream ran: <it>", in JSON and in text.
 func TestPlanCache(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	env := dbttest.Env(t, dir)
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
+	p := dbttest.Project(t, "shop")
+	dbttest.Setenv(t, p)
+	dir, env := p.Dir, p.Env
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	sel := []string{"--select", "+fct_orders", "--indirect-selection", "cautious"}
 	var out, errb bytes.Buffer

@@ -16,16 +16,11 @@ import (
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
-// shopEnv copies testdata/shop and sets the environment a build of it
-// needs (its own DuckDB file, the real dbt); it returns the project.
+// shopEnv is shopProject with $DBT_TARGET emptied (the profile's own
+// target); it returns the project.
 func shopEnv(t *testing.T) string {
 	t.Helper()
-	dir := dbttest.CopyProject(t, "shop")
-	for _, kv := range dbttest.Env(t, dir) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
+	dir := shopProject(t)
 	t.Setenv("DBT_TARGET", "")
 	return dir
 }
@@ -56,9 +51,6 @@ func resultIDs(r artifacts.RunJSON) []string {
 // --threads, a retry with nothing left; then --fail-fast and --select state:modified+ with
 // --state.
 func TestCLIBuildFailRetry(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
 	dir := shopEnv(t)
 	out := t.TempDir()
 	results, runResults := filepath.Join(out, "results.json"), filepath.Join(out, "run_results.json")

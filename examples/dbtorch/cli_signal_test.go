@@ -87,9 +87,6 @@ func running(s string) bool {
 // interrupt stops at once, whatever --kill-grace is, and leaves no dbt
 // running.
 func TestCLIInterrupt(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
 	dir := shopEnv(t)
 	// A model that takes two minutes.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "models", "slow.py"),

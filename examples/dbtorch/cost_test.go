@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -23,9 +22,6 @@ import (
 // response, so that the unchanged rerun, served from the cache, reports
 // exactly that as saved by the cache, in the results and the summary.
 func TestBuildShopSavedByCache(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
 	dir := shopProject(t)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	build := func() (*artifacts.RunJSON, string) {
@@ -86,13 +82,10 @@ func TestBuildShopSavedByCache(t *testing.T) {
 
 // shopProject copies testdata/shop and sets the environment a build of it
 // reads (its DuckDB file, dbt), for the test; it returns the project dir.
+// It skips the test in -short mode (dbttest.Project).
 func shopProject(t *testing.T) string {
 	t.Helper()
-	dir := dbttest.CopyProject(t, "shop")
-	for _, kv := range dbttest.Env(t, dir) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
-	return dir
+	p := dbttest.Project(t, "shop")
+	dbttest.Setenv(t, p)
+	return p.Dir
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dbtorch/dbtorch/artifacts"
-	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/internal/otlptest"
 )
 
@@ -23,16 +22,8 @@ import (
 // the invocation ids of the results), and --log-format json writes every
 // event as a JSON line on stderr with the spans' attribute names.
 func TestBuildShopOTLPAndJSONLogs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
+	dir := shopProject(t)
 	rcv := otlptest.NewReceiver(t)
-	dir := dbttest.CopyProject(t, "shop")
-	for _, kv := range dbttest.Env(t, dir) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rcv.URL)
 	t.Setenv("OTEL_SERVICE_NAME", "nightly-dbt")
 	results := filepath.Join(t.TempDir(), "results.json")

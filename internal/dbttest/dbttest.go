@@ -9,6 +9,8 @@
 // Use it only from _test.go files. Every function takes the test's
 // testing.TB, marks itself as a helper and fails the test on error; nothing
 // here skips a test because dbt is missing: run `make setup` instead.
+// Project, the usual set-up of a test that runs real dbt, skips it in
+// -short mode.
 package dbttest
 
 import (
@@ -23,6 +25,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dbtorch/dbtorch/dbt"
 )
 
 // RepoRoot returns the root of the dbtorch repository: the nearest directory
@@ -183,6 +187,32 @@ func Env(t testing.TB, projectDir string) []string {
 		"DO_NOT_TRACK=1",
 		"DBT_USE_COLORS=false",
 	)
+}
+
+// Project is the set-up of a test that runs real dbt on testdata/<name>:
+// in -short mode it skips the test ("real dbt: not in -short mode");
+// otherwise it copies the project (CopyProject) and describes the copy
+// for dbtorch: the pinned dbt (DBT), the copy's directory, and Env's
+// environment for it (a DuckDB file of the test's own) followed by env.
+func Project(t testing.TB, name string, env ...string) dbt.Project {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real dbt: not in -short mode")
+	}
+	dir := CopyProject(t, name)
+	return dbt.Project{DBT: DBT(t), Dir: dir, Env: append(Env(t, dir), env...)}
+}
+
+// Setenv makes p's environment the test process's (t.Setenv, so the test
+// cannot run in parallel) and points $DBTORCH_DBT at p.DBT: the set-up of
+// a test that runs dbtorch's command line in-process.
+func Setenv(t testing.TB, p dbt.Project) {
+	t.Helper()
+	for _, kv := range p.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	t.Setenv("DBTORCH_DBT", p.DBT)
 }
 
 // DuckDBPath returns the DuckDB file an environment from Env points dbt

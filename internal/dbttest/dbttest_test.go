@@ -131,3 +131,22 @@ func TestDBT(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotZero(t, info.Mode()&0o111, "dbt must be executable")
 }
+
+// TestProject: Project describes a copy of the project with the pinned
+// dbt and Env's environment followed by the extra entries, and Setenv
+// makes that environment the process's.
+func TestProject(t *testing.T) {
+	p := Project(t, "shop", "DBTORCH_FLAKY_COUNTER=/counter")
+	assert.Equal(t, DBT(t), p.DBT)
+	assert.Equal(t, "shop", filepath.Base(p.Dir))
+	assert.FileExists(t, filepath.Join(p.Dir, "dbt_project.yml"))
+	assert.Contains(t, p.Env, "DBT_PROFILES_DIR="+p.Dir)
+	assert.Equal(t, "DBTORCH_FLAKY_COUNTER=/counter", p.Env[len(p.Env)-1])
+	db := DuckDBPath(p.Env)
+	require.NotEmpty(t, db)
+
+	Setenv(t, p)
+	assert.Equal(t, p.DBT, os.Getenv("DBTORCH_DBT"))
+	assert.Equal(t, db, os.Getenv("DBTORCH_DUCKDB_PATH"))
+	assert.Equal(t, "/counter", os.Getenv("DBTORCH_FLAKY_COUNTER"))
+}

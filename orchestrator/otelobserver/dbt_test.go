@@ -16,7 +16,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/orchestrator"
@@ -34,13 +33,10 @@ import (
 // wait and the final attempt's invocation id; each node_finished log line
 // has exactly the node span's attributes.
 func TestRealBuildTrace(t *testing.T) {
-	if testing.Short() {
-		t.Skip("real dbt: not in -short mode")
-	}
-	dir := dbttest.CopyProject(t, "shop")
-	env := append(dbttest.Env(t, dir), "DBTORCH_FLAKY_COUNTER="+filepath.Join(t.TempDir(), "flaky"))
+	p := dbttest.Project(t, "shop", "DBTORCH_FLAKY_COUNTER="+filepath.Join(t.TempDir(), "flaky"))
+	p.ProfilesDir = p.Dir
 	ex, err := executor.NewWarm(executor.WarmConfig{
-		Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, ProfilesDir: dir, Env: env}, WorkDir: t.TempDir()},
+		Options: executor.Options{Project: p, WorkDir: t.TempDir()},
 		Workers: 1,
 	})
 	require.NoError(t, err)
