@@ -290,3 +290,33 @@ func TestSelectionEdges(t *testing.T) {
 	assert.Equal(t, []string{"model.p.a", "unit_test.p.b.u"}, g.Parents("model.p.b"))
 	assert.Equal(t, []string{"model.p.a"}, g.Parents("unit_test.p.b.u"))
 }
+
+// TestLookup: Lookup finds an id in the section its prefix names, and in
+// Nodes for the prefixes that have none.
+func TestLookup(t *testing.T) {
+	sections := map[string]string{
+		"nodes": "model.p.a", "sources": "source.p.s.t", "unit_tests": "unit_test.p.a.u",
+		"exposures": "exposure.p.e", "metrics": "metric.p.m", "semantic_models": "semantic_model.p.sm",
+		"saved_queries": "saved_query.p.q", "functions": "function.p.f", "groups": "group.p.g",
+	}
+	doc := map[string]any{}
+	for key, id := range sections {
+		doc[key] = map[string]any{id: map[string]any{"unique_id": id, "name": key}}
+	}
+	doc["nodes"].(map[string]any)["seed.p.s"] = map[string]any{"unique_id": "seed.p.s", "name": "seed"}
+	data, err := json.Marshal(doc)
+	require.NoError(t, err)
+	m, err := manifest.Parse(data)
+	require.NoError(t, err)
+	for key, id := range sections {
+		n := m.Lookup(id)
+		if assert.NotNil(t, n, id) {
+			assert.Equal(t, key, n.Name, id)
+		}
+	}
+	if n := m.Lookup("seed.p.s"); assert.NotNil(t, n) {
+		assert.Equal(t, "seed", n.Name)
+	}
+	assert.Nil(t, m.Lookup("model.p.missing"))
+	assert.Nil(t, m.Lookup("source.p.a"))
+}

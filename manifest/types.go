@@ -265,35 +265,30 @@ type Manifest struct {
 // manifest's node-like maps, or nil.
 func (m *Manifest) Lookup(id string) *Node {
 	prefix, _, _ := strings.Cut(id, ".")
-	var maps []map[string]*Node
-	switch ResourceType(prefix) {
-	case Source:
-		maps = []map[string]*Node{m.Sources}
-	case UnitTest:
-		maps = []map[string]*Node{m.UnitTests}
-	case Exposure:
-		maps = []map[string]*Node{m.Exposures}
-	case Metric:
-		maps = []map[string]*Node{m.Metrics}
-	case SemanticModel:
-		maps = []map[string]*Node{m.SemanticModels}
-	case SavedQuery:
-		maps = []map[string]*Node{m.SavedQueries}
-	case Function:
-		maps = []map[string]*Node{m.Functions}
-	case Group:
-		maps = []map[string]*Node{m.Groups}
-	default:
-		maps = []map[string]*Node{m.Nodes}
-	}
-	for _, mp := range maps {
-		if n := mp[id]; n != nil {
-			return n
-		}
+	if n := m.section(ResourceType(prefix))[id]; n != nil {
+		return n
 	}
 	// An id whose prefix does not name its section (only a corrupt
 	// manifest has one): Parse indexed every id.
 	return m.byID[id]
+}
+
+// section returns the map dbt files the ids whose prefix is t under:
+// Nodes for the resource types that have no section of their own.
+func (m *Manifest) section(t ResourceType) map[string]*Node {
+	for _, s := range [...]struct {
+		t     ResourceType
+		nodes map[string]*Node
+	}{
+		{Source, m.Sources}, {UnitTest, m.UnitTests}, {Exposure, m.Exposures},
+		{Metric, m.Metrics}, {SemanticModel, m.SemanticModels}, {SavedQuery, m.SavedQueries},
+		{Function, m.Functions}, {Group, m.Groups},
+	} {
+		if s.t == t {
+			return s.nodes
+		}
+	}
+	return m.Nodes
 }
 
 // All calls fn for every node of every kind (nodes, sources, unit tests,
