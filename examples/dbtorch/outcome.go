@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"github.com/dbtorch/dbtorch/artifacts"
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/executor"
-	"github.com/dbtorch/dbtorch/internal/atomicfile"
 	"github.com/dbtorch/dbtorch/orchestrator"
 )
 
@@ -131,11 +129,10 @@ func priorDurations(path string) func(id string) time.Duration {
 	return func(id string) time.Duration { return d[id] }
 }
 
-// writeResults writes the results contract to path atomically.
+// writeResults writes the results contract to path atomically, with the
+// library's reporter (artifacts.Results). It runs after the build, so an
+// interrupted build still leaves its results: the build's context is not
+// its context.
 func writeResults(path string, run *orchestrator.Run) error {
-	var buf bytes.Buffer
-	if err := artifacts.WriteResultsJSON(&buf, run); err != nil {
-		return err
-	}
-	return atomicfile.Write(nil, path, buf.Bytes(), 0o644)
+	return (&artifacts.Results{Path: path}).Report(context.Background(), run)
 }
