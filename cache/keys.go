@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/walk"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -644,21 +645,13 @@ func (k *Keyer) macroClosure(direct []string) *closure {
 		return c
 	}
 	seen := map[string]bool{}
-	stack := slices.Clone(sorted)
-	for len(stack) > 0 {
-		id := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[id] {
-			continue
+	walk.Depth(sorted, seen, func(id string, stack []string) []string {
+		if mac := k.m.Macros[id]; mac != nil {
+			stack = append(stack, mac.DependsOn.Macros...)
+			stack = append(stack, k.macrosByName[mac.Name]...)
 		}
-		seen[id] = true
-		mac := k.m.Macros[id]
-		if mac == nil {
-			continue
-		}
-		stack = append(stack, mac.DependsOn.Macros...)
-		stack = append(stack, k.macrosByName[mac.Name]...)
-	}
+		return stack
+	})
 	ids := make([]string, 0, len(seen))
 	for id := range seen {
 		ids = append(ids, id)

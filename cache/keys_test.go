@@ -19,6 +19,7 @@ import (
 
 	"github.com/dbtorch/dbtorch/dbt"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/internal/walk"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -106,17 +107,12 @@ func closureOf(s *synth, id string) map[string]bool {
 	if mat, _ := cfg["materialized"].(string); mat != "" && n["resource_type"] != "test" {
 		stack = append(stack, "macro.dbt.materialization_"+mat+"_default")
 	}
-	for len(stack) > 0 {
-		c := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[c] {
-			continue
-		}
-		seen[c] = true
+	walk.Depth(stack, seen, func(c string, stack []string) []string {
 		if mac := s.node(c); mac != nil {
 			stack = append(stack, macroDeps(mac)...)
 		}
-	}
+		return stack
+	})
 	return seen
 }
 

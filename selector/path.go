@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"strings"
 
+	"github.com/dbtorch/dbtorch/internal/walk"
 	"github.com/dbtorch/dbtorch/manifest"
 )
 
@@ -100,20 +101,14 @@ func (e *evaluator) globPaths(pattern string) (map[string]bool, error) {
 			switch {
 			case part == "**":
 				// the directory itself and every directory below it
-				stack := []string{dir}
-				for len(stack) > 0 {
-					d := stack[len(stack)-1]
-					stack = stack[:len(stack)-1]
-					if next[d] {
-						continue
-					}
-					next[d] = true
+				walk.Depth([]string{dir}, next, func(d string, stack []string) []string {
 					for _, k := range kids(d) {
 						if isDir(k) {
 							stack = append(stack, k)
 						}
 					}
-				}
+					return stack
+				})
 			case part == "..":
 				// pathlib keeps ".." unresolved; such paths never equal a
 				// node's path.
