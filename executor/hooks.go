@@ -307,7 +307,7 @@ func (x *Warm) RunHooks(ctx context.Context, req HookRequest) (*Response, error)
 	}
 	resp, healthy, err := call.run(ctx, w.pw, x.cfg.KillGrace)
 	if healthy {
-		x.idle <- w
+		x.release(w)
 	} else {
 		x.retire(w)
 	}

@@ -231,7 +231,7 @@ func (x *Warm) show(ctx context.Context, sql string, direct bool) ([][]string, e
 		x.retire(w)
 		return nil, err
 	}
-	x.idle <- w
+	x.release(w)
 	if !m.Success {
 		msg := "dbt show failed"
 		if m.Error != nil {

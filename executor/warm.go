@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,16 +35,39 @@ type WarmConfig struct {
 	// invocation, the same results.
 	Unpatched bool
 	// Workers is the number of worker processes, each running one
-	// invocation at a time. Zero means a default from the project's
-	// profile: 1 on a DuckDB target, DefaultWorkers on other adapters,
-	// and 1 when the profile cannot be read.
+	// invocation at a time (but for the nodes of a build session). Zero
+	// means a default (below).
 	//
 	// DuckDB: one database file takes one writing process at a time, and
 	// a worker may hold the file open between invocations, so several
 	// workers on one DuckDB file fail with lock errors (reported as
 	// KindConnection). Warm's MaxConcurrency (ConcurrencyLimiter) says
 	// so; warehouses such as PostgreSQL take several.
+	//
+	// With build sessions (SessionThreads) zero means one worker. Where
+	// sessions are off, or the worker cannot run them (a dbt-core minor
+	// version the session was not proven on), zero means SessionThreads
+	// workers on adapters other than DuckDB and 1 on DuckDB and when the
+	// profile cannot be read.
 	Workers int
+	// SessionThreads is how many nodes one worker runs at once in its
+	// build session: with one worker, the per-node requests of a build
+	// (one node, Request.BuildID set, run, test, seed or snapshot, none
+	// of --empty, --sample or the event-time window) run inside one
+	// long-lived `dbt build --threads SessionThreads` task of the worker,
+	// node by node as they are requested, as dbt build runs its nodes:
+	// without a dbt invocation per node (command line, profile and
+	// project loading, adapter registration, new connections, the
+	// relation cache's listing), with one relation cache and dbt's
+	// per-thread connections. Any other request waits for the session's
+	// nodes and ends it; so do project hooks the request runs (without
+	// Request.NoHooks). Zero means DefaultWorkers on adapters other than
+	// DuckDB and 1 on DuckDB and when the profile cannot be read.
+	// Sessions are off with Unpatched, DBTORCH_WORKER_PATCHES=off,
+	// KeepArtifacts (a session's nodes share one dbt log, not one per
+	// invocation) and several Workers (each worker's relation cache must
+	// be the build's only one).
+	SessionThreads int
 }
 
 // Warm is the warm-worker executor: a pool of long-lived Python processes
@@ -73,6 +97,17 @@ type WarmConfig struct {
 // after KillGrace), the nodes are reported Cancelled, and the worker is
 // replaced.
 //
+// Build sessions (WarmConfig.SessionThreads): by default one worker runs
+// a build's per-node requests inside one long-lived `dbt build` task, up
+// to SessionThreads nodes at once, each reported from its own
+// one-result run_results.json exactly as an invocation of its own reports
+// it; Response.Invocation.Args is then the `dbt build` command line of
+// the node in the session. When ctx ends for a node of a session, the
+// worker cancels that node's database connection and the node is reported
+// Cancelled; if the worker has not answered within KillGrace it is killed
+// and replaced, and its other nodes are reported with KindCrash, as when
+// a worker dies mid-session.
+//
 // Warm implements Executor, Preparer, ManifestProvider, ConcurrencyLimiter,
 // RelationLister, SchemaCreator, HookRunner and io.Closer and is safe for
 // concurrent use. Close stops every worker.
@@ -98,6 +133,10 @@ type Warm struct {
 	done     chan struct{} // closed by Close
 	spares   chan struct{} // closed when Prepare's background workers are settled
 	noDirect atomic.Bool   // dbt refused show --inline-direct (dbt-core 1.8)
+	// sessions says that build sessions may run (WarmConfig.SessionThreads);
+	// session that the first worker runs them (set by Prepare);
+	// autoWorkers that Workers was zero.
+	sessions, session, autoWorkers bool
 
 	// beforeLaunch, when set (tests), runs before worker id's process
 	// starts.
@@ -118,13 +157,45 @@ var (
 // project (100-200 MB).
 const DefaultWorkers = 4
 
-// MaxConcurrency implements ConcurrencyLimiter: 1 on a DuckDB target,
+// MaxConcurrency implements ConcurrencyLimiter: with build sessions of
+// several threads (WarmConfig.SessionThreads; before Prepare, when they
+// are not off) the session's threads; else 1 on a DuckDB target and
 // otherwise the number of workers.
 func (x *Warm) MaxConcurrency() (n int, reason string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.sessions && (x.session || !x.started) && x.cfg.SessionThreads > 1 {
+		return x.cfg.SessionThreads, fmt.Sprintf("the warm executor's build session runs %d nodes at once", x.cfg.SessionThreads)
+	}
 	if x.adapter == "duckdb" {
 		return 1, duckDBReason
 	}
 	return x.cfg.Workers, fmt.Sprintf("the warm executor runs one invocation per worker (%d workers)", x.cfg.Workers)
+}
+
+// patchesOff reports whether env (nil: the process's) turns the worker's
+// patches off (DBTORCH_WORKER_PATCHES=off).
+func patchesOff(env []string) bool {
+	if env == nil {
+		env = os.Environ()
+	}
+	off := false
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == "DBTORCH_WORKER_PATCHES" {
+			off = strings.EqualFold(v, "off")
+		}
+	}
+	return off
+}
+
+// defaultWorkers is the number of workers without sessions when
+// WarmConfig.Workers is zero: threads (SessionThreads) on adapters other
+// than DuckDB, 1 on DuckDB and when the adapter is unknown ("").
+func defaultWorkers(adapter string, threads int) int {
+	if adapter != "" && adapter != "duckdb" {
+		return threads
+	}
+	return 1
 }
 
 // NewWarm checks cfg and returns a Warm executor. Errors are as for
@@ -138,11 +209,19 @@ func NewWarm(cfg WarmConfig) (*Warm, error) {
 	if cfg.Workers < 0 {
 		return nil, &ConfigError{Field: "Workers", Value: fmt.Sprint(cfg.Workers), Reason: "negative"}
 	}
+	if cfg.SessionThreads < 0 {
+		return nil, &ConfigError{Field: "SessionThreads", Value: fmt.Sprint(cfg.SessionThreads), Reason: "negative"}
+	}
 	adapter := cfg.adapter()
+	if cfg.SessionThreads == 0 {
+		cfg.SessionThreads = defaultWorkers(adapter, DefaultWorkers)
+	}
+	sessions := !cfg.Unpatched && !cfg.KeepArtifacts && !patchesOff(cfg.Env) && cfg.Workers <= 1
+	auto := cfg.Workers == 0
 	if cfg.Workers == 0 {
-		cfg.Workers = 1
-		if adapter != "" && adapter != "duckdb" {
-			cfg.Workers = DefaultWorkers
+		cfg.Workers = defaultWorkers(adapter, cfg.SessionThreads)
+		if sessions {
+			cfg.Workers = 1
 		}
 	} else if cfg.Workers > 1 && adapter == "duckdb" {
 		cfg.Logger.Warn("dbtorch: several warm workers on a DuckDB target: "+duckDBReason, "workers", cfg.Workers)
@@ -164,7 +243,11 @@ func NewWarm(cfg WarmConfig) (*Warm, error) {
 	}
 	return &Warm{
 		cfg: cfg, adapter: adapter, log: cfg.Logger, workDir: wd, script: script,
-		idle: make(chan *worker, cfg.Workers), workers: map[*worker]bool{}, done: make(chan struct{}), spares: make(chan struct{}),
+		// Room for every slot of every worker, also when Prepare falls
+		// back from a session to several workers.
+		idle:    make(chan *worker, max(cfg.Workers, defaultWorkers(adapter, cfg.SessionThreads))*cfg.SessionThreads),
+		workers: map[*worker]bool{}, done: make(chan struct{}), spares: make(chan struct{}),
+		sessions: sessions, autoWorkers: auto,
 	}, nil
 }
 
@@ -265,8 +348,15 @@ func (x *Warm) Prepare(ctx context.Context) error {
 		}
 		return err
 	}
+	x.session = x.sessions && first.pw.Ready().Session
+	if x.sessions && !x.session {
+		x.log.Debug("dbtorch: the warm worker runs no build sessions on this dbt", "worker", first.id)
+		if x.autoWorkers {
+			x.cfg.Workers = defaultWorkers(x.adapter, x.cfg.SessionThreads)
+		}
+	}
 	x.workers[first] = true
-	x.idle <- first
+	x.join(first)
 	x.started = true
 	var spares sync.WaitGroup
 	for range x.cfg.Workers - 1 {
@@ -333,13 +423,55 @@ func (x *Warm) Close() error {
 	return os.RemoveAll(x.workDir)
 }
 
+// slots returns how many requests worker w takes at once: the session's
+// threads when it runs build sessions, else 1.
+func (x *Warm) slots(w *worker) int {
+	if x.session && w.pw != nil && w.pw.Ready().Session {
+		return x.cfg.SessionThreads
+	}
+	return 1
+}
+
+// join puts one idle-pool entry per slot of w in the pool (x.mu held).
+func (x *Warm) join(w *worker) {
+	for range x.slots(w) {
+		x.idle <- w
+	}
+}
+
+// release returns a slot of w to the idle pool after a request, unless w
+// was retired meanwhile (another of its requests saw it die).
+func (x *Warm) release(w *worker) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.workers[w] {
+		x.idle <- w
+	}
+}
+
 // retire removes a dead or killed worker and starts its replacement in
 // the background; the replacement (or, if it cannot start, a placeholder
-// carrying the error) goes to the idle pool.
+// carrying the error) goes to the idle pool. The worker's other slots
+// still in the pool are dropped; retiring a worker again (from another of
+// its slots) does nothing.
 func (x *Warm) retire(w *worker) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	delete(x.workers, w)
+	if w.err == nil {
+		if !x.workers[w] {
+			return
+		}
+		delete(x.workers, w)
+		for range len(x.idle) {
+			select {
+			case o := <-x.idle:
+				if o != w {
+					x.idle <- o
+				}
+			default:
+			}
+		}
+	}
 	if !x.closed {
 		x.startWorker(true, nil)
 	}
@@ -377,14 +509,13 @@ func (x *Warm) startWorker(placeholder bool, done func()) {
 		switch {
 		case err == nil:
 			x.workers[nw] = true
+			x.join(nw)
 		case placeholder:
 			x.log.Error("dbtorch: replacing a warm worker failed", "err", err)
-			nw = &worker{err: err}
+			x.idle <- &worker{err: err}
 		default:
 			x.log.Error("dbtorch: a warm worker failed to start; running with fewer", "err", err)
-			return
 		}
-		x.idle <- nw
 	}()
 }
 
@@ -474,13 +605,24 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		return x.failAll(req, nil, crashFailure("dbt warm worker could not be started", w.err.Error())), nil
 	}
 
-	resp := &Response{Invocation: Invocation{Command: req.Command, Args: slices.Clone(args), Started: time.Now(), ExitCode: -1}}
-	x.log.DebugContext(ctx, "dbt start (warm)", "worker", w.id, "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID)
+	preq := pyworker.Request{ID: id, Args: args, ParseArgs: parse, Key: vars,
+		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks,
+		Sole: x.cfg.Workers == 1}
+	shown := args
+	if x.session && w.pw.Ready().Session {
+		if sess, err := x.sessionOf(req, vars); err != nil {
+			return nil, err
+		} else if sess != nil {
+			preq.Session, preq.Nodes = sess, []string{req.Nodes[0].UniqueID}
+			shown = sess.Args
+		}
+	}
+	resp := &Response{Invocation: Invocation{Command: req.Command, Args: slices.Clone(shown), Started: time.Now(), ExitCode: -1}}
+	x.log.DebugContext(ctx, "dbt start (warm)", "worker", w.id, "command", req.Command, "nodes", len(req.Nodes), "attempt", req.Attempt, "build", req.BuildID,
+		"session", preq.Session != nil)
 	var fail *Failure
 	healthy := true
-	m, err := w.pw.Call(ctx, pyworker.Request{ID: id, Args: args, ParseArgs: parse, Key: vars,
-		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks,
-		Sole: x.cfg.Workers == 1}, x.cfg.KillGrace)
+	m, err := w.pw.Call(ctx, preq, x.cfg.KillGrace)
 	switch {
 	case err == nil && m.Success:
 		resp.Invocation.ExitCode = 0
@@ -491,8 +633,18 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	case err == nil:
 		resp.Invocation.ExitCode = 1
 	case ctx.Err() != nil:
-		// Cancelled: the worker was stopped; Complete reports the nodes.
+		// Cancelled: the worker was stopped, or (a session's node) it
+		// cancelled the node and answered; Complete reports the nodes.
+		healthy = w.pw.Alive()
+	case preq.Session != nil:
+		// The worker died with this node in its session, whatever killed
+		// it (another node, a cancelled node's worker killed): KindCrash,
+		// so that a retry policy runs the node again.
 		healthy = false
+		res := w.pw.Result()
+		fail = &Failure{Kind: KindCrash, Message: fmt.Sprintf("dbt warm worker %d died (%s) while running the node in its build session\n%s",
+			w.id, res.Describe("python"), w.pw.Tail(tailLines))}
+		resp.Invocation.ExitCode = res.ExitCode
 	default:
 		healthy = false
 		res := w.pw.Result()
@@ -504,7 +656,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		resp.Invocation.Stderr = w.pw.Tail(tailLines)
 		x.retire(w)
 	} else {
-		x.idle <- w
+		x.release(w)
 	}
 	rr, invID, rrErr := readRunResults(opts.TargetPath)
 	resp.Invocation.InvocationID = invID
@@ -518,6 +670,52 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	x.log.DebugContext(ctx, "dbt done (warm)", "worker", w.id, "command", req.Command, "nodes", len(req.Nodes),
 		"elapsed", resp.Invocation.Ended.Sub(resp.Invocation.Started), "invocation_id", invID)
 	return resp, nil
+}
+
+// sessionOf returns the build session request for req (vars: its vars
+// as JSON), or nil when req runs as an invocation of its own: a session
+// takes one node of a build (BuildID): a model run by run, a seed by seed,
+// a snapshot by snapshot, a data or unit test by test,
+// without the flags only some commands take (--empty, --sample, the
+// event-time window, --store-failures: they would reach every node of a
+// session), with the worker's sessions on (WarmConfig.SessionThreads).
+// The session is started by a `dbt build` over req's node with
+// --threads SessionThreads; its key is everything of that command line
+// but the selection, with the build and vars.
+func (x *Warm) sessionOf(req Request, vars string) (*pyworker.Session, error) {
+	switch {
+	case !x.session, len(req.Nodes) != 1, req.BuildID == "",
+		req.Empty, req.Sample != "", !req.EventTimeStart.IsZero(), !req.EventTimeEnd.IsZero(),
+		dbtargv.HasCommandFlags(x.cfg.ExtraArgs):
+		return nil, nil
+	}
+	switch rt := req.Nodes[0].ResourceType; {
+	case req.Command == Run && rt == manifest.Model, req.Command == Seed && rt == manifest.Seed,
+		req.Command == Snapshot && rt == manifest.Snapshot, req.Command == Test && (rt == manifest.Test || rt == manifest.UnitTest):
+	default:
+		// dbt build would run another runner (an exposure's, a
+		// function's) than the command does.
+		return nil, nil
+	}
+	o := x.cfg.options(Request{Command: Build, Nodes: req.Nodes, FullRefresh: req.FullRefresh, Vars: req.Vars}, "")
+	o.NoWriteJSON, o.LogLevel, o.LogLevelFile = true, "warn", "none"
+	o.Threads = x.cfg.SessionThreads
+	args, err := dbtargv.Build(o)
+	if err != nil {
+		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
+	}
+	args = append(args, dbtargv.ForCommand(string(Build), x.cfg.ExtraArgs)...)
+	sel, err := dbtargv.Selector(req.Nodes[0])
+	if err != nil {
+		return nil, &ConfigError{Field: "Request", Reason: err.Error()}
+	}
+	key := []string{req.BuildID, vars, fmt.Sprint(req.NoHooks)}
+	for _, a := range args {
+		if a != sel {
+			key = append(key, a)
+		}
+	}
+	return &pyworker.Session{Key: strings.Join(key, "\x00"), Args: args, Dir: x.workDir}, nil
 }
 
 // failAll reports every node of req as cancelled when ctxErr is not nil,

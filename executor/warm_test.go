@@ -38,15 +38,16 @@ func TestWarmPatchedUnpatchedCoreAgree(t *testing.T) {
 		Failures, Rows                                       *int64
 	}
 	var runs [][]outcome
-	record := func(dir string, rs []executor.Result) {
+	outcomes := func(dir string, rs []executor.Result) []outcome {
 		out := make([]outcome, len(rs))
 		for i, r := range rs {
 			out[i] = outcome{ID: r.UniqueID, Status: string(r.Status), DBTStatus: r.DBTStatus, Kind: string(r.Kind),
 				Message: strings.ReplaceAll(r.Message, dir, "<project>"), Relation: r.RelationName, Code: r.CompiledCode,
 				Failures: r.Failures, Rows: r.RowsAffected}
 		}
-		runs = append(runs, out)
+		return out
 	}
+	record := func(dir string, rs []executor.Result) { runs = append(runs, outcomes(dir, rs)) }
 	t.Run("core", func(t *testing.T) {
 		c, m, dir := newShopCore(t)
 		record(dir, checkShop(t, c, m))
@@ -77,6 +78,57 @@ func TestWarmPatchedUnpatchedCoreAgree(t *testing.T) {
 	require.Len(t, runs, 3)
 	assert.Empty(t, cmp.Diff(runs[0], runs[1]), "Core and patched Warm differ (-core +warm)")
 	assert.Empty(t, cmp.Diff(runs[1], runs[2]), "patched and unpatched Warm differ (-patched +unpatched)")
+
+	// Per node, as an orchestrated per-node build runs them: patched, the
+	// worker runs the build's nodes in its build session, three at once
+	// (worker.py, build_session); unpatched and Core run each node as an
+	// invocation of its own.
+	perNode := make([][]outcome, 3)
+	t.Run("per node", func(t *testing.T) {
+		for i, name := range []string{"core", "warm session", "warm unpatched"} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				dir := dbttest.CopyProject(t, "shop")
+				var ex executor.Executor
+				var m *manifest.Manifest
+				parallel := 1
+				switch i {
+				case 0:
+					c, err := executor.NewCore(executor.CoreConfig{Options: executor.Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir,
+						Env: dbttest.Env(t, dir), Vars: vars}, WorkDir: t.TempDir(), Logger: testLogger(t)}})
+					require.NoError(t, err)
+					t.Cleanup(func() { require.NoError(t, c.Close()) })
+					m, err = c.Manifest(t.Context())
+					require.NoError(t, err)
+					ex = c
+				default:
+					w, wm := newWarm(t, executor.WarmConfig{Options: executor.Options{Project: dbt.Project{Dir: dir, Vars: vars}, Logger: testLogger(t)},
+						Unpatched: i == 2, SessionThreads: 3})
+					ex, m, parallel = w, wm, 3
+				}
+				var resps []*executor.Response
+				for _, phase := range shopPerNode(t, m) {
+					resps = append(resps, runPerNode(t, ex, m, phase, parallel)...)
+				}
+				sessions := 0
+				rs := make([]executor.Result, len(resps))
+				for j, resp := range resps {
+					rs[j] = resp.Results[0]
+					if inSession(resp) {
+						sessions++
+					}
+				}
+				if i == 1 {
+					assert.Equal(t, len(resps), sessions, "every node ran in a build session")
+				} else {
+					assert.Zero(t, sessions)
+				}
+				perNode[i] = outcomes(dir, rs)
+			})
+		}
+	})
+	assert.Empty(t, cmp.Diff(perNode[0], perNode[1]), "per node: Core and the patched Warm's session differ (-core +session)")
+	assert.Empty(t, cmp.Diff(perNode[1], perNode[2]), "per node: the session and unpatched Warm differ (-session +unpatched)")
 }
 
 // TestWarmCancelAndCrash cancels an invocation on a warm worker (the
@@ -395,8 +447,16 @@ func TestWarmKeepsRelationCache(t *testing.T) {
 // returns it with its manifest; it is closed when t ends.
 func newShopWarm(t *testing.T, o executor.Options, unpatched bool) (*executor.Warm, *manifest.Manifest) {
 	t.Helper()
-	o.DBT, o.Env, o.WorkDir = dbttest.DBT(t), dbttest.Env(t, o.Dir), t.TempDir()
-	w, err := executor.NewWarm(executor.WarmConfig{Options: o, Workers: 1, Unpatched: unpatched})
+	return newWarm(t, executor.WarmConfig{Options: o, Workers: 1, Unpatched: unpatched})
+}
+
+// newWarm starts the Warm executor cfg on the project copy in cfg.Dir
+// (dbt, environment and work directory filled in) and returns it with its
+// manifest; it is closed when t ends.
+func newWarm(t *testing.T, cfg executor.WarmConfig) (*executor.Warm, *manifest.Manifest) {
+	t.Helper()
+	cfg.DBT, cfg.Env, cfg.WorkDir = dbttest.DBT(t), dbttest.Env(t, cfg.Dir), t.TempDir()
+	w, err := executor.NewWarm(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, w.Close()) })
 	m, err := w.Manifest(t.Context())

@@ -187,15 +187,15 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 		}
 		ex = c
 	case "warm":
-		workers := f.workers
-		if workers == 0 {
-			// One DuckDB file takes one writing process at a time.
-			workers = 1
-			if pr, err := proj.Profile(); f.mode != "per-wave" && (err != nil || pr.Adapter != "duckdb") {
-				workers = f.concurrency
-			}
+		// Per node, one worker runs --concurrency nodes at once in its
+		// build session (without sessions: --concurrency workers, 1 on
+		// DuckDB, as the executor's defaults say); per wave, one worker
+		// runs each wave's invocation.
+		workers, threads := f.workers, f.concurrency
+		if workers == 0 && f.mode == "per-wave" {
+			workers, threads = 1, 1
 		}
-		w, err := executor.NewWarm(executor.WarmConfig{Options: opts, Workers: workers})
+		w, err := executor.NewWarm(executor.WarmConfig{Options: opts, Workers: workers, SessionThreads: threads})
 		if err != nil {
 			return nil, nil, nil, err
 		}

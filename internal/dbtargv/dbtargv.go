@@ -129,6 +129,19 @@ func Accepts(command, flag string) bool {
 	return !ok || slices.Contains(f.commands, command)
 }
 
+// HasCommandFlags reports whether args hold a flag that only some dbt
+// commands take (--empty, --no-empty, --sample, --event-time-start,
+// --event-time-end, --store-failures; alone or as --flag=value).
+func HasCommandFlags(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		if _, ok := commandFlags[name]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // ForCommand returns extra without the flags (and their values, given as
 // the next argument or after "=") that command does not take: --empty and
 // --no-empty reach run, build, snapshot and compile; --sample,

@@ -40,6 +40,7 @@ internals = {
     "lazy_cache_events": lambda: relcache.CacheAction,
     "index_selection": lambda: NodeSelector.select_included,
     "keep_relation_cache": lambda: GraphRunnableTask.populate_adapter_cache,
+    "build_session": lambda: GraphRunnableTask.execute_nodes,
 }
 assert sorted(internals) == sorted(p[0] for p in worker.PATCHES), "the probe knows every patch"
 if sys.argv[3]:
@@ -69,7 +70,7 @@ func TestPatchGate(t *testing.T) {
 		runProbe(t, &p, py, gateProbe, dir, minor, narrow)
 		return p
 	}
-	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection", "keep_relation_cache"}
+	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection", "keep_relation_cache", "build_session"}
 	for _, minor := range []string{"1.7", "1.12"} {
 		t.Run("dbt "+minor, func(t *testing.T) {
 			t.Parallel()

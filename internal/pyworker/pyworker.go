@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dbtorch/dbtorch/internal/proc"
@@ -84,6 +85,25 @@ type Request struct {
 	// else of the build runs dbt while it waits, so it may keep dbt's
 	// relation cache from one invocation of the build to the next.
 	Sole bool `json:"sole,omitempty"`
+	// Session, with one unique_id in Nodes, runs the invocation's node in
+	// the worker's build session when it has one (Reply.Session): one
+	// long-lived `dbt build` task that runs nodes as they are requested,
+	// several at once (invoke).
+	Session *Session `json:"session,omitempty"`
+}
+
+// Session names and starts a worker's build session (worker.py, Session).
+type Session struct {
+	// Key names the session: requests with the same key run in the same
+	// session; another key ends it first.
+	Key string `json:"key"`
+	// Args is the `dbt build` command line that starts the session,
+	// selecting the request's node, without --target-path and
+	// --log-path; its --threads is how many nodes the session runs at
+	// once.
+	Args []string `json:"args"`
+	// Dir is where the worker makes the session's directories.
+	Dir string `json:"dir"`
 }
 
 // Request types.
@@ -117,18 +137,27 @@ type Reply struct {
 	// apart.
 	Hooks       bool `json:"hooks"`
 	Unsupported bool `json:"unsupported"`
+	// Session says (ready) whether the worker runs build sessions
+	// (Request.Session): requests may then overlap.
+	Session bool `json:"session"`
 }
 
 // ErrExited is wrapped by Call's error when the worker ended before
 // replying.
 var ErrExited = errors.New("pyworker: worker exited")
 
-// Worker is a running worker. Calls must not overlap: one request at a
-// time.
+// Worker is a running worker. Calls may overlap (the worker answers
+// each by its id); the worker runs them one at a time except the nodes of
+// its build session (Request.Session).
 type Worker struct {
 	p     *proc.Process
-	msgs  chan Reply // closed when the reply pipe closes
 	ready Reply
+
+	wmu sync.Mutex // serialises writes to the worker's input
+
+	mu      sync.Mutex
+	pending map[int]chan Reply // closed when the reply pipe closes
+	ended   bool               // the reply pipe closed
 }
 
 // Launch starts a worker and sends it start (Type Start is set), returning
@@ -158,21 +187,8 @@ func Launch(ctx context.Context, cfg Config, start Request) (*Worker, error) {
 		r.Close()
 		return nil, fmt.Errorf("pyworker: %w", err)
 	}
-	w := &Worker{p: p, msgs: make(chan Reply, 1)}
-	go func() {
-		defer close(w.msgs)
-		defer r.Close()
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
-			var m Reply
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				log.Warn("dbtorch: bad worker message", "pid", p.Pid(), "err", err)
-				continue
-			}
-			w.msgs <- m
-		}
-	}()
+	w := &Worker{p: p, pending: map[int]chan Reply{}}
+	go w.read(r, log)
 	start.Type = Start
 	m, err := w.Call(ctx, start, 0)
 	if err != nil {
@@ -191,36 +207,118 @@ func Launch(ctx context.Context, cfg Config, start Request) (*Worker, error) {
 	return w, nil
 }
 
-// Call sends req and waits for the worker's reply to it. When ctx ends
-// first, the worker is stopped (SIGINT, then SIGKILL after grace) and
-// ctx's error returned; when the worker ends first, the error wraps
-// ErrExited. After an error the worker is gone.
+// read hands each reply to the call waiting for its id, until the reply
+// pipe closes; then every waiting call learns that the worker ended.
+func (w *Worker) read(r *os.File, log *slog.Logger) {
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	for sc.Scan() {
+		var m Reply
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			log.Warn("dbtorch: bad worker message", "pid", w.p.Pid(), "err", err)
+			continue
+		}
+		if m.Type == "" {
+			continue
+		}
+		w.mu.Lock()
+		ch := w.pending[m.ID]
+		delete(w.pending, m.ID)
+		w.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	}
+	w.mu.Lock()
+	w.ended = true
+	for id, ch := range w.pending {
+		close(ch)
+		delete(w.pending, id)
+	}
+	w.mu.Unlock()
+}
+
+// send writes one request line.
+func (w *Worker) send(req Request) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("pyworker: %w", err)
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if _, err := w.p.Stdin().Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("%w: it could not take the request: %v", ErrExited, err)
+	}
+	return nil
+}
+
+// Cancel is the request type that cancels another request (its ID).
+const Cancel = "cancel"
+
+// Call sends req and waits for the worker's reply to it. Request ids must
+// be unique among overlapping calls. When ctx ends first: a request of
+// the worker's build session (req.Session set, on a worker whose ready
+// reply says Session) is cancelled in the worker, which has grace to
+// answer before it is killed (SIGKILL of its process group); any other
+// request stops the worker (SIGINT, then SIGKILL after grace). Either way
+// ctx's error is returned; Alive tells whether the worker is still there.
+// When the worker ends first, the error wraps ErrExited. After any other
+// error the worker is gone.
 func (w *Worker) Call(ctx context.Context, req Request, grace time.Duration) (Reply, error) {
 	if req.Type == "" {
 		req.Type = Invoke
 	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return Reply{}, fmt.Errorf("pyworker: %w", err)
+	ch := make(chan Reply, 1)
+	w.mu.Lock()
+	if w.ended {
+		w.mu.Unlock()
+		res := w.p.Stop(0)
+		return Reply{}, fmt.Errorf("%w: %s", ErrExited, res.Describe("worker"))
 	}
-	if _, err := w.p.Stdin().Write(append(b, '\n')); err != nil {
+	w.pending[req.ID] = ch
+	w.mu.Unlock()
+	if err := w.send(req); err != nil {
 		w.p.Stop(0)
-		return Reply{}, fmt.Errorf("%w: it could not take the request: %v", ErrExited, err)
+		return Reply{}, err
 	}
-	for {
-		select {
-		case m, ok := <-w.msgs:
-			if !ok {
-				res := w.p.Stop(0)
-				return Reply{}, fmt.Errorf("%w: %s", ErrExited, res.Describe("worker"))
-			}
-			if m.ID == req.ID && m.Type != "" {
-				return m, nil
-			}
-		case <-ctx.Done():
-			w.p.Stop(grace)
-			return Reply{}, ctx.Err()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			res := w.p.Stop(0)
+			return Reply{}, fmt.Errorf("%w: %s", ErrExited, res.Describe("worker"))
 		}
+		return m, nil
+	case <-ctx.Done():
+	}
+	if req.Session == nil || !w.ready.Session {
+		w.p.Stop(grace)
+		return Reply{}, ctx.Err()
+	}
+	if err := w.send(Request{ID: req.ID, Type: Cancel}); err != nil {
+		w.p.Stop(0)
+		return Reply{}, ctx.Err()
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case _, ok := <-ch: // answered: what dbt reported no longer matters
+		if !ok {
+			w.p.Stop(0) // it ended: wait for the process
+		}
+	case <-t.C:
+		w.p.Stop(0)
+	}
+	return Reply{}, ctx.Err()
+}
+
+// Alive reports whether the worker process is still running.
+func (w *Worker) Alive() bool {
+	select {
+	case <-w.p.Done():
+		return false
+	default:
+		return true
 	}
 }
 

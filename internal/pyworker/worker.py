@@ -18,6 +18,28 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   -> {"id": N, "type": "hooks", "phase": "on-run-start"|"on-run-end", "args": [...], "parse_args": [...],
       "key": "<vars>", "results_path": "...", "build": "<id>", "nodes": [...], "results": [...]}
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "unsupported": false, "elapsed": 0.3}
+  -> {"id": N, "type": "cancel"}   (no reply of its own: request N's reply comes early)
+
+Requests are read on a thread of their own and may overlap: replies come
+in any order, each with its request's id. An "invoke" may carry
+"session": {"key": "...", "args": [...], "dir": "..."} and "nodes": [one
+unique_id]: the node then runs in the worker's build session (Session,
+build_session) when the worker has one: a `dbt build` task started with
+"args" (a `dbt build` command line selecting that node, without target
+and log paths; the session's go under "dir") that runs up to its
+--threads nodes at once, node by node as requests come, each reply
+coming when its node is done, with its run_results.json (one result) at
+"results_path". The ready reply's "session" says whether the worker can.
+"key" names the session: an invoke with another key (another build,
+other vars or flags), any other request, an invoke without "session",
+of several nodes, of a microbatch model or, unless "no_hooks", in a
+project with hooks, first waits for the session's nodes and ends it, and
+then runs as an invocation of its own; nothing else runs dbt while a
+session lives. "cancel" cancels request N: one not started yet is
+answered at once ("cancelled before it started"); a session's running
+node has its thread's database connection cancelled and is answered with
+what dbt reports for it; an invocation of its own gets SIGINT, as the
+parent's cancellation did (the worker exits 130).
 
 "args" is a full dbt command line without the executable; "parse_args" is
 the `dbt parse` command line whose manifest "args" must run against;
@@ -66,7 +88,12 @@ import importlib
 import inspect
 import json
 import os
+import queue
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
 import traceback
 import weakref
@@ -742,6 +769,306 @@ class run_project_hooks:
         return False
 
 
+class Sessions:
+    """The build session being served (build_session): active is the
+    Session whose dbt task runs on its thread, or None."""
+
+    def __init__(self):
+        self.active = None
+
+    def claim(self, task):
+        """The active session when task is its dbt task (the task run on
+        the session's own thread, not claimed yet), else None."""
+        s = self.active
+        if s is None or s.thread is not threading.current_thread() or s.task is not None:
+            return None
+        return s
+
+
+def schema_key(r):
+    """A relation's (database, schema), lowercased: how dbt compares
+    schemas."""
+    return ((r.database or "").lower(), (r.schema or "").lower())
+
+
+class Session:
+    """One long-lived `dbt build` task that runs nodes on request, the way
+    `dbt build --threads N` runs its queue (build_session). The task is
+    created by one dbtRunner(manifest=...).invoke of a `dbt build` command
+    line (its --threads is N) on the session's own thread; its
+    execute_nodes serves requests instead of dbt's graph queue: for each
+    request it creates the node's schemas and lists them into the relation
+    cache when the session has not yet (as dbt build's before_run does for
+    all its nodes at once), builds the node's runner with task.get_runner
+    and submits task.call_runner to the task's DbtThreadPool; the result is
+    written as a one-result run_results.json (task.get_result) and replied
+    by the request's id. The relation cache, the adapter and its
+    per-thread connections are the session's, as they are one dbt build's.
+    Nothing else runs dbt in the process while a session lives (global
+    flags and adapters are per process)."""
+
+    def __init__(self, key, reply):
+        self.key, self.reply = key, reply
+        self.requests = queue.Queue()
+        self.lock = threading.Lock()
+        self.inflight = {}  # request id -> ident of the thread running it (None: not started)
+        self.cancelled = set()  # ids replied as cancelled before they started
+        self.closed = False
+        self.serving = threading.Event()
+        self.task = self.adapter = self.thread = self.error = None
+        self.listed = set()
+        self.dir = None
+
+    def start(self, sessions, manifest, args, root):
+        """Starts the session's dbt task (args: a `dbt build` command line
+        selecting one node, without target and log paths; root: where the
+        session's directories go) and waits until it serves requests.
+        Returns False when dbt ended before (self.error says why)."""
+        from dbt.cli.main import dbtRunner
+
+        self.dir = tempfile.mkdtemp(prefix="session-", dir=root or None)
+        args = list(args) + ["--target-path", os.path.join(self.dir, "target"), "--log-path", os.path.join(self.dir, "logs")]
+
+        def run():
+            try:
+                res = dbtRunner(manifest=manifest).invoke(args)
+                if res.exception is not None:
+                    self.error = error_text(res.exception)
+            except BaseException as e:  # noqa: BLE001 - reported by start or end
+                self.error = error_text(e)
+            finally:
+                self.drain("the build session ended: %s" % (self.error or "dbt returned"))
+                self.serving.set()
+
+        self.thread = threading.Thread(target=run, name="dbtorch-session", daemon=True)
+        sessions.active = self
+        self.thread.start()
+        self.serving.wait()
+        if self.task is None:
+            sessions.active = None
+            self.thread.join()
+            self.cleanup()
+            return False
+        return True
+
+    def submit(self, req):
+        """Queues a node request; False when the session no longer takes
+        requests."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.inflight[req["id"]] = None
+        self.requests.put(req)
+        return True
+
+    def alive(self):
+        return not self.closed and self.thread is not None and self.thread.is_alive()
+
+    def end(self, sessions):
+        """Waits for the in-flight nodes, ends the dbt task and removes the
+        session's directories."""
+        self.requests.put(None)
+        if self.thread is not None:
+            self.thread.join()
+        sessions.active = None
+        self.cleanup()
+
+    def cleanup(self):
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def drain(self, why):
+        """Closes the session to new requests and answers the queued ones
+        with why."""
+        with self.lock:
+            self.closed = True
+        while True:
+            try:
+                req = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            if req is not None:
+                self.finish(req, {"success": False, "error": why})
+
+    def finish(self, req, msg):
+        with self.lock:
+            self.inflight.pop(req["id"], None)
+            if req["id"] in self.cancelled:
+                self.cancelled.discard(req["id"])
+                return
+        msg.update({"id": req["id"], "type": "done", "elapsed": time.monotonic() - req["_begin"]})
+        self.reply(msg)
+
+    def cancel(self, rid):
+        """Cancels request rid when it is the session's (True): a node not
+        started yet is answered at once and never runs; a running one has
+        its thread's connection cancelled (dbt's connection manager keys
+        connections by thread), and its runner reports what dbt reports for
+        a cancelled query."""
+        with self.lock:
+            if rid not in self.inflight:
+                return False
+            ident = self.inflight[rid]
+            if ident is None:
+                self.cancelled.add(rid)
+                self.reply({"id": rid, "type": "done", "success": False, "error": "cancelled before it started", "elapsed": 0})
+                return True
+        adapter = self.adapter
+        conns = adapter.connections
+        with conns.lock:
+            conn = conns.thread_connections.get((os.getpid(), ident))
+        if conn is None or getattr(conn, "handle", None) is None:
+            return True
+        try:
+            with adapter.connection_named("dbtorch_cancel"):
+                conns.cancel(conn)
+        except Exception as e:  # noqa: BLE001 - the parent kills the worker after its grace
+            print("dbtorch worker: cancelling %s failed: %s" % (rid, error_text(e)), file=sys.stderr)
+        return True
+
+    def serve(self, task):
+        """The session task's execute_nodes: runs requests until end."""
+        from dbt.adapters.factory import get_adapter
+        from dbt.graph.thread_pool import DbtThreadPool
+        from dbt_common.context import get_invocation_context
+
+        self.task, self.adapter = task, get_adapter(task.config)
+        if task.args.populate_cache:
+            # before_run listed the schemas of the node the session was
+            # started with.
+            first = frozenset(n.unique_id for n in task._flattened_nodes or [])
+            self.listed = {schema_key(r) for r in task.get_model_schemas(self.adapter, first) if r.schema}
+        pool = DbtThreadPool(task.config.threads, task._pool_thread_initializer, [get_invocation_context()])
+        self.serving.set()
+        try:
+            while True:
+                req = self.requests.get()
+                if req is None:
+                    break
+                try:
+                    runner = self.prepare(task, req)
+                except Exception as e:  # noqa: BLE001 - reported to the parent
+                    self.finish(req, {"success": False, "error": error_text(e)})
+                    continue
+                pool.apply_async(self.run_node, args=(task, runner, req))
+        finally:
+            self.drain("the build session ended")
+            pool.close()
+            pool.join()
+        return task.node_results
+
+    def prepare(self, task, req):
+        """What dbt's before_run does for a node, once per session: its
+        schemas created and listed into the relation cache; then its
+        runner."""
+        uid = req["nodes"][0]
+        node = result_node(task.manifest, uid)
+        if node is None:
+            raise ValueError("no node %s in the manifest" % uid)
+        # A node requested again (a retry) compiles from scratch, as in a
+        # new invocation (reset_compilation).
+        if getattr(node, "extra_ctes_injected", False):
+            node.extra_ctes_injected = False
+            node.extra_ctes = []
+        adapter = self.adapter
+        required = task.get_model_schemas(adapter, {uid})
+        if required:
+            with adapter.connection_named("master"):
+                task.create_schemas(adapter, required)
+                missing = {r for r in required if r.schema and schema_key(r) not in self.listed}
+                if missing and task.args.populate_cache:
+                    task.populate_adapter_cache(adapter, missing)
+                    self.listed |= {schema_key(r) for r in missing}
+        return task.get_runner(node)
+
+    def run_node(self, task, runner, req):
+        """Runs one node on a thread of the session's pool and replies."""
+        from datetime import datetime, timezone
+
+        rid = req["id"]
+        with self.lock:
+            if rid in self.cancelled:
+                self.cancelled.discard(rid)
+                self.inflight.pop(rid, None)
+                return
+            self.inflight[rid] = threading.get_ident()
+        begin = time.time()
+        try:
+            result = task.call_runner(runner)
+            # Each request is a build of its own node: a failure must not
+            # stop the session (fail-fast, raise_on_first_error).
+            task._raise_next_tick = None
+            out = task.get_result(results=[result], elapsed_time=time.time() - begin,
+                                  generated_at=datetime.now(timezone.utc).replace(tzinfo=None))
+            path = req.get("results_path")
+            if path:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                out.write(path)
+            msg = {"success": bool(task.interpret_results([result])), "error": None}
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            msg = {"success": False, "error": error_text(e)}
+        self.finish(req, msg)
+
+
+def build_session(sessions):
+    """Per node, a dbt invocation pays for its command line, the profile
+    and project, the adapter's registration, new connections, the relation
+    cache's listing and the graph's queue: ~0.1-0.3 s beyond the node's own
+    work, in every invocation, which dbt build pays once. A build session
+    (Session) runs a build's node requests inside one `dbt build` task as
+    dbt build runs its nodes (the same runners, thread pool, connections
+    and relation cache), N at a time. This patch makes the session's task
+    serve requests: GraphRunnableTask.execute_nodes of the task a Session
+    started (on its thread) is Session.serve; every other task runs
+    dbt's."""
+    try:
+        from dbt.graph.thread_pool import DbtThreadPool  # noqa: F401 - what serve uses
+        from dbt.task.build import BuildTask  # noqa: F401
+        from dbt.task.runnable import GraphRunnableTask
+        from dbt_common.context import get_invocation_context  # noqa: F401
+    except ImportError:
+        return False
+    execute = GraphRunnableTask.execute_nodes
+    t = GraphRunnableTask
+    if not (
+        takes(execute, "self", exact=True)
+        and takes(t.call_runner, "self", "runner", exact=True)
+        and takes(t.get_runner, "self", "node", exact=True)
+        and takes(t.get_result, "self", "results", "elapsed_time", "generated_at", exact=True)
+        and takes(t.get_model_schemas, "self", "adapter", "selected_uids", exact=True)
+        and takes(t.create_schemas, "self", "adapter", "required_schemas")
+        and takes(t.populate_adapter_cache, "self", "adapter", "required_schemas")
+        and hasattr(t, "_pool_thread_initializer")
+        and hasattr(t, "interpret_results")
+    ):
+        return False
+
+    def execute_nodes(self):
+        s = sessions.claim(self)
+        if s is None:
+            return execute(self)
+        return s.serve(self)
+
+    GraphRunnableTask.execute_nodes = execute_nodes
+    return True
+
+
+def session_node(manifest, uid):
+    """Whether the node can run in a build session: a node of the
+    manifest that is neither ephemeral (no result of its own) nor a
+    microbatch model (dbt runs those through its own batch scheduling in
+    the pool)."""
+    node = result_node(manifest, uid)
+    if node is None or getattr(node, "is_ephemeral_model", False):
+        return False
+    config = getattr(node, "config", None)
+    return not (
+        getattr(config, "materialized", None) == "incremental"
+        and getattr(config, "incremental_strategy", None) == "microbatch"
+    )
+
+
 def run_cli(args):
     """dbt's command line (args without the executable) with the project
     hooks off: what `dbt ARGS...` does, minus on-run-start and on-run-end."""
@@ -773,6 +1100,9 @@ PATCHES = [
     ("lazy_cache_events", (1, 8), (1, 11)),
     ("index_selection", (1, 8), (1, 11)),
     ("keep_relation_cache", (1, 8), (1, 11)),
+    # Proven on 1.11 only (TestWarmPatchedUnpatchedCoreAgree's per-node
+    # part, TestWarmSession*); `make compat` has not run it on 1.8-1.10.
+    ("build_session", (1, 11), (1, 11)),
 ]
 
 
@@ -802,11 +1132,12 @@ def enabled_patches(minor):
     return [name for name, first, last in PATCHES if first <= minor <= last]
 
 
-def apply_patches(builds, minor=None, relations=None):
+def apply_patches(builds, minor=None, relations=None, sessions=None):
     """Applies the patches enabled on dbt-core's minor version (minor, when
-    given, stands for it) unless $DBTORCH_WORKER_PATCHES is "off" (builds
-    and relations are the state of remember_schemas and
-    keep_relation_cache; relations defaults to a new Relations), and
+    given, stands for it) unless $DBTORCH_WORKER_PATCHES is "off" (builds,
+    relations and sessions are the state of remember_schemas,
+    keep_relation_cache and build_session; relations and sessions default
+    to new ones), and
     returns (enabled, applied): the names of the patches enabled on this
     version and of those applied (an enabled patch whose dbt internal has
     another signature is left out)."""
@@ -822,7 +1153,8 @@ def apply_patches(builds, minor=None, relations=None):
     applied = []
     for name in enabled:
         fn = globals()[name]
-        state = {"remember_schemas": (builds,), "keep_relation_cache": (relations or Relations(),)}
+        state = {"remember_schemas": (builds,), "keep_relation_cache": (relations or Relations(),),
+                 "build_session": (sessions or Sessions(),)}
         if fn(*state.get(name, ())):
             applied.append(name)
     return enabled, applied
@@ -849,15 +1181,21 @@ def main():
     os.set_inheritable(fd, False)
     out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
+    write = threading.Lock()
+
     def reply(msg):
-        out.write(json.dumps(msg) + "\n")
-        out.flush()
+        line = json.dumps(msg) + "\n"
+        with write:
+            out.write(line)
+            out.flush()
 
     from dbt.cli.main import dbtRunner
 
     builds = Builds()
     relations = Relations()
-    enabled, patches = apply_patches(builds, relations=relations)
+    sessions = Sessions()
+    enabled, patches = apply_patches(builds, relations=relations, sessions=sessions)
+    can_session = "build_session" in patches
     hooks = ProjectHooks()
     can_skip_hooks = suppress_project_hooks(hooks)
 
@@ -965,32 +1303,164 @@ def main():
 
     handlers = {"invoke": invoke, "ls": ls, "show": show, "hooks": project_hooks}
 
-    lines = (line for line in sys.stdin if line.strip())
+    def end_session():
+        s = sessions.active
+        if s is not None:
+            s.end(sessions)
+            # The session ran SQL the kept relation cache did not see.
+            relations.drop()
+            hooks.off = False
+
+    def submit(req):
+        """Queues req in the build session (starting one when none runs
+        with its key) and returns the session, or returns None when req
+        runs on its own."""
+        sess = req.get("session")
+        nodes = req.get("nodes") or []
+        if not (can_session and sess and len(nodes) == 1):
+            return None
+        s = sessions.active
+        if s is not None and (s.key != sess["key"] or not s.alive() or req.get("key", "") not in manifests):
+            # Before a parse too: every dbt invocation resets the adapters
+            # (adapter_management), the session's connections included.
+            end_session()
+            s = None
+        manifest = manifest_for(req.get("key", ""), req["parse_args"])
+        if not session_node(manifest, nodes[0]):
+            return None
+        if s is None:
+            # A session runs no project hooks: the build runs them apart.
+            if not (req.get("no_hooks") and can_skip_hooks) and has_project_hooks(manifest):
+                return None
+            reset_compilation(manifest)
+            builds.enter(req.get("build"))
+            relations.drop()
+            hooks.off = True
+            s = Session(sess["key"], reply)
+            if not s.start(sessions, manifest, sess["args"], sess.get("dir")):
+                hooks.off = False
+                print("dbtorch worker: the build session did not start (%s); the node runs on its own" % s.error, file=sys.stderr)
+                return None
+        return s if s.submit(req) else None
+
+    # Requests are read on a thread of their own, so that a cancel reaches
+    # the worker while it runs something. state: ids read and not taken
+    # yet (queued), ids cancelled before they ran (skip), and the request
+    # the main thread holds with its phase ("deciding" or "running", an
+    # invocation of its own).
+    incoming = queue.Queue()
+    lock = threading.Lock()
+    queued, skip, current = set(), set(), [None, None]
+
+    def cancelled_reply(rid):
+        reply({"id": rid, "type": "done", "success": False, "error": "cancelled before it started", "elapsed": 0})
+
+    def cancel(rid):
+        with lock:
+            if rid in queued:
+                queued.discard(rid)
+                skip.add(rid)
+                cancelled_reply(rid)
+                return
+            if current[0] == rid:
+                if current[1] == "deciding":
+                    skip.add(rid)
+                    return
+                # An invocation of its own: what the parent's SIGINT did.
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+        s = sessions.active
+        if s is not None:
+            s.cancel(rid)
+
+    def read():
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+            except ValueError:
+                print("dbtorch worker: bad request line: %r" % line[:200], file=sys.stderr)
+                continue
+            if req.get("type") == "cancel":
+                cancel(req.get("id"))
+                continue
+            with lock:
+                queued.add(req.get("id"))
+            incoming.put(req)
+        incoming.put(None)
+
+    def take(req):
+        """The main thread takes req: False when it was cancelled."""
+        with lock:
+            rid = req.get("id")
+            queued.discard(rid)
+            if rid in skip:
+                skip.discard(rid)
+                return False
+            current[:] = [rid, "deciding"]
+            return True
+
+    def decided(rid, phase):
+        """req goes to the session (phase None) or runs now ("running"):
+        False when it was cancelled while the main thread decided."""
+        with lock:
+            was = rid in skip
+            skip.discard(rid)
+            current[:] = [rid, phase] if phase and not was else [None, None]
+        return not was
+
+    threading.Thread(target=read, name="dbtorch-reader", daemon=True).start()
     try:
-        first = next(lines, None)
-        if first is None:
+        req = incoming.get()
+        if req is None:
             return
-        req = json.loads(first)
+        with lock:
+            queued.discard(req.get("id"))
         begin = time.monotonic()
         try:
             start(req)
         except Exception as e:  # noqa: BLE001 - reported to the parent
             reply({"id": req.get("id", 0), "type": "fatal", "error": error_text(e)})
             sys.exit(3)
-        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches, "enabled": enabled, "hooks": can_skip_hooks})
-        for line in lines:
-            req = json.loads(line)
-            begin = time.monotonic()
-            handler = handlers.get(req.get("type", "invoke"))
+        reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches,
+               "enabled": enabled, "hooks": can_skip_hooks, "session": can_session})
+        while True:
+            req = incoming.get()
+            if req is None:
+                break
+            if not take(req):
+                continue
+            req["_begin"] = begin = time.monotonic()
+            rtype = req.get("type", "invoke")
+            s = None
+            if rtype == "invoke":
+                try:
+                    s = submit(req)
+                except Exception as e:  # noqa: BLE001 - the node runs on its own, which reports it
+                    print("dbtorch worker: build session: %s" % error_text(e), file=sys.stderr)
+                    s = None
+            if s is not None:
+                if not decided(req["id"], None):
+                    s.cancel(req["id"])
+                continue
+            end_session()
+            if not decided(req["id"], "running"):
+                cancelled_reply(req["id"])
+                continue
+            handler = handlers.get(rtype)
             try:
                 if handler is None:
-                    raise ValueError("unknown request type %r" % (req.get("type"),))
+                    raise ValueError("unknown request type %r" % (rtype,))
                 msg = handler(req)
             except Exception as e:  # noqa: BLE001 - reported to the parent
                 msg = {"success": False, "error": error_text(e)}
             sys.stdout.flush()
+            with lock:
+                current[:] = [None, None]
             msg.update({"id": req["id"], "type": "done", "elapsed": time.monotonic() - begin})
             reply(msg)
+        end_session()
     except KeyboardInterrupt:
         # The parent's SIGINT (a cancelled invocation): dbt has cancelled
         # its queries; the parent retires this worker.
