@@ -188,12 +188,16 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 		ex = c
 	case "warm":
 		// Per node, one worker runs --concurrency nodes at once in its
-		// build session (without sessions: --concurrency workers, 1 on
-		// DuckDB, as the executor's defaults say); per wave, one worker
-		// runs each wave's invocation.
+		// build session (without sessions: --concurrency workers); per
+		// wave, one worker runs each wave's invocation. DuckDB: one node
+		// at a time, one worker (one DuckDB file takes one writing
+		// process at a time).
 		workers, threads := f.workers, f.concurrency
+		if pr, err := proj.Profile(); f.mode == "per-wave" || err == nil && pr.Adapter == "duckdb" {
+			threads = 1
+		}
 		if workers == 0 && f.mode == "per-wave" {
-			workers, threads = 1, 1
+			workers = 1
 		}
 		w, err := executor.NewWarm(executor.WarmConfig{Options: opts, Workers: workers, SessionThreads: threads})
 		if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,9 +89,12 @@ func running(s string) bool {
 // running.
 func TestCLIInterrupt(t *testing.T) {
 	dir := shopEnv(t)
-	// A model that takes two minutes.
+	// A model that takes two minutes, and says (a file) when it runs: a
+	// node the warm worker's build session has not started yet is
+	// cancelled at once, with nothing for dbt's grace to wait for.
+	runs := filepath.Join(t.TempDir(), "runs")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "models", "slow.py"),
-		[]byte("import time\n\ndef model(dbt, session):\n    dbt.config(materialized='table')\n    time.sleep(120)\n    return session.sql('select 1 as x')\n"), 0o644))
+		fmt.Appendf(nil, "import time\n\ndef model(dbt, session):\n    dbt.config(materialized='table')\n    open(%q, 'w').close()\n    time.sleep(120)\n    return session.sql('select 1 as x')\n", runs), 0o644))
 	results := filepath.Join(t.TempDir(), "results.json")
 
 	t.Run("once", func(t *testing.T) {
@@ -105,8 +109,10 @@ func TestCLIInterrupt(t *testing.T) {
 		assert.FileExists(t, results, "results are written for an interrupted build")
 	})
 	t.Run("twice", func(t *testing.T) {
+		require.NoError(t, os.RemoveAll(runs))
 		cmd, out, errb := startCLI(t, "build", "--project-dir", dir, "-s", "slow", "--kill-grace", "10m")
 		waitFor(t, out, "START  model.shop.slow", 90*time.Second)
+		require.Eventually(t, func() bool { _, err := os.Stat(runs); return err == nil }, 90*time.Second, 20*time.Millisecond, "the model runs")
 		require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
 		waitFor(t, errb, "interrupt again to stop at once", 10*time.Second)
 		time.Sleep(3 * time.Second)
