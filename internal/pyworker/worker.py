@@ -1022,26 +1022,19 @@ def build_session(sessions):
     serve requests: GraphRunnableTask.execute_nodes of the task a Session
     started (on its thread) is Session.serve; every other task runs
     dbt's."""
-    try:
-        from dbt.graph.thread_pool import DbtThreadPool  # noqa: F401 - what serve uses
-        from dbt.task.build import BuildTask  # noqa: F401
-        from dbt.task.runnable import GraphRunnableTask
-        from dbt_common.context import get_invocation_context  # noqa: F401
-    except ImportError:
-        return False
-    execute = GraphRunnableTask.execute_nodes
-    t = GraphRunnableTask
-    if not (
-        takes(execute, "self", exact=True)
-        and takes(t.call_runner, "self", "runner", exact=True)
-        and takes(t.get_runner, "self", "node", exact=True)
-        and takes(t.get_result, "self", "results", "elapsed_time", "generated_at", exact=True)
-        and takes(t.get_model_schemas, "self", "adapter", "selected_uids", exact=True)
-        and takes(t.create_schemas, "self", "adapter", "required_schemas")
-        and takes(t.populate_adapter_cache, "self", "adapter", "required_schemas")
-        and hasattr(t, "_pool_thread_initializer")
-        and hasattr(t, "interpret_results")
-    ):
+    GraphRunnableTask, execute = patch_point("dbt.task.runnable:GraphRunnableTask.execute_nodes", "self", exact=True)
+    uses = [
+        patch_point("dbt.task.runnable:GraphRunnableTask.call_runner", "self", "runner", exact=True),
+        patch_point("dbt.task.runnable:GraphRunnableTask.get_runner", "self", "node", exact=True),
+        patch_point("dbt.task.runnable:GraphRunnableTask.get_result", "self", "results", "elapsed_time", "generated_at", exact=True),
+        patch_point("dbt.task.runnable:GraphRunnableTask.get_model_schemas", "self", "adapter", "selected_uids", exact=True),
+        patch_point("dbt.task.runnable:GraphRunnableTask.create_schemas", "self", "adapter", "required_schemas"),
+        patch_point("dbt.task.runnable:GraphRunnableTask.populate_adapter_cache", "self", "adapter", "required_schemas"),
+        patch_point("dbt.task.runnable:GraphRunnableTask._pool_thread_initializer", "invocation_context", exact=True),
+        patch_point("dbt.graph.thread_pool:DbtThreadPool.apply_async", "self", "func"),
+        patch_point("dbt_common.context:get_invocation_context"),
+    ]
+    if execute is None or any(fn is None for _, fn in uses) or not hasattr(GraphRunnableTask, "interpret_results"):
         return False
 
     def execute_nodes(self):
