@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -146,7 +145,6 @@ func planCache(ctx context.Context, f *buildFlags, m *manifest.Manifest, checkRe
 	if err != nil {
 		return nil, usageError{err}
 	}
-	logger := slog.New(slog.DiscardHandler)
 	var ex executor.Executor = planOnly{}
 	if checkRelations {
 		c, err := executor.NewCore(executor.CoreConfig{Options: f.executorOptions(proj)})
@@ -156,13 +154,13 @@ func planCache(ctx context.Context, f *buildFlags, m *manifest.Manifest, checkRe
 		defer c.Close()
 		ex = c
 	}
-	store, err := openStore(ctx, f.cacheDir, logger)
+	store, err := openStore(ctx, f.cacheDir, nil)
 	if err != nil {
 		return nil, err
 	}
-	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m, Logger: logger,
+	o, err := orchestrator.New(orchestrator.Config{Executor: ex, Manifest: m,
 		Cache: orchcache.New(store, orchcache.Options{Project: proj, TTL: f.cacheTTL, AlwaysRunTests: f.alwaysRunTests,
-			PredictUnchecked: !checkRelations, Logger: logger})})
+			PredictUnchecked: !checkRelations})})
 	if err != nil {
 		return nil, err
 	}
