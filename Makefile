@@ -86,7 +86,7 @@ fuzz:
 
 ## bench: the figures BENCHMARKS.md records (DBTORCH_BENCH_CORE=1 adds the slow Core-executor runs)
 bench: setup postgres-deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 90m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 180m ./...
 
 ## lint: gofmt, go vet, staticcheck (pinned)
 lint:
