@@ -64,8 +64,9 @@ func TestREADMELibrarySnippet(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "testdata"), 0o755))
 	require.NoError(t, os.Rename(dbttest.CopyProject(t, "shop"), filepath.Join(dir, "testdata", "shop")))
+	dbtBin := dbttest.DBT(t) // before Chdir: it finds the repository from the working directory
 	t.Chdir(dir)
-	t.Setenv("DBTORCH_DBT", dbttest.DBT(t))
+	t.Setenv("DBTORCH_DBT", dbtBin)
 	t.Setenv("DBTORCH_DUCKDB_PATH", filepath.Join(dir, "shop.duckdb"))
 	t.Setenv("DBTORCH_FLAKY_COUNTER", "")
 	t.Setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
