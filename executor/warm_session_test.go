@@ -147,17 +147,27 @@ func startSleepy(t *testing.T, w *executor.Warm, m *manifest.Manifest, started s
 	}
 }
 
+// sessionBesideSleepy starts a one-worker Warm with two session threads
+// on the probe project (env: the probe's settings beyond
+// DBTORCH_PROBE_SLEEP=sleep), checks that it runs one worker process and
+// starts the sleepy model in build b1; it returns the executor, its
+// manifest, its work directory, the worker's process and sleepy's wait.
+func sessionBesideSleepy(t *testing.T, sleep string, env ...string) (w *executor.Warm, m *manifest.Manifest, work string, pids []string, wait func() (*executor.Response, time.Time)) {
+	t.Helper()
+	started := filepath.Join(t.TempDir(), "started")
+	work = t.TempDir()
+	w, m = newProbeWarm(t, work, 2, append([]string{"DBTORCH_PROBE_SLEEP=" + sleep, "DBTORCH_PROBE_STARTED=" + started}, env...)...)
+	pids = processesWith(t, work)
+	require.Len(t, pids, 1, "one worker")
+	return w, m, work, pids, startSleepy(t, w, m, started)
+}
+
 // TestWarmSessionOverlaps runs two nodes of one build at once on a
 // one-worker Warm with two session threads: quick runs and finishes in
 // the worker's build session while sleepy is still sleeping in it. With
 // one invocation at a time per worker, quick would wait for sleepy.
 func TestWarmSessionOverlaps(t *testing.T) {
-	started := filepath.Join(t.TempDir(), "started")
-	work := t.TempDir()
-	w, m := newProbeWarm(t, work, 2, "DBTORCH_PROBE_SLEEP=6", "DBTORCH_PROBE_STARTED="+started)
-	require.Len(t, processesWith(t, work), 1, "one worker")
-
-	wait := startSleepy(t, w, m, started)
+	w, m, work, _, wait := sessionBesideSleepy(t, "6")
 	quick, err := w.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.quick"), BuildID: "b1"})
 	require.NoError(t, err)
 	quickEnded := time.Now()
@@ -176,13 +186,7 @@ func TestWarmSessionOverlaps(t *testing.T) {
 // connection) is reported Cancelled well before the kill grace, the other
 // succeeds, and the same worker process runs the next node.
 func TestWarmSessionCancel(t *testing.T) {
-	started := filepath.Join(t.TempDir(), "started")
-	work := t.TempDir()
-	w, m := newProbeWarm(t, work, 2, "DBTORCH_PROBE_SLEEP=4", "DBTORCH_PROBE_STARTED="+started, "DBTORCH_PROBE_ROWS=100000000000000")
-	pids := processesWith(t, work)
-	require.Len(t, pids, 1)
-
-	wait := startSleepy(t, w, m, started)
+	w, m, work, pids, wait := sessionBesideSleepy(t, "4", "DBTORCH_PROBE_ROWS=100000000000000")
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(1500*time.Millisecond, cancel)
 	begin := time.Now()
@@ -206,13 +210,7 @@ func TestWarmSessionCancel(t *testing.T) {
 // KindCrash (a retry runs them again), and a new worker runs the next
 // node.
 func TestWarmSessionCrash(t *testing.T) {
-	started := filepath.Join(t.TempDir(), "started")
-	work := t.TempDir()
-	w, m := newProbeWarm(t, work, 2, "DBTORCH_PROBE_SLEEP=60", "DBTORCH_PROBE_STARTED="+started, "DBTORCH_PROBE_CRASH=1")
-	pids := processesWith(t, work)
-	require.Len(t, pids, 1)
-
-	wait := startSleepy(t, w, m, started)
+	w, m, work, pids, wait := sessionBesideSleepy(t, "60", "DBTORCH_PROBE_CRASH=1")
 	crashy, err := w.Execute(t.Context(), executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.crashy"), BuildID: "b1"})
 	require.NoError(t, err)
 	sleepy, _ := wait()
