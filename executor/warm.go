@@ -423,10 +423,16 @@ func (x *Warm) Close() error {
 	return os.RemoveAll(x.workDir)
 }
 
+// runsSessions reports whether worker w runs build sessions: the pool's
+// first worker did (Prepare) and w says it can.
+func (x *Warm) runsSessions(w *worker) bool {
+	return x.session && w.pw != nil && w.pw.Ready().Session
+}
+
 // slots returns how many requests worker w takes at once: the session's
 // threads when it runs build sessions, else 1.
 func (x *Warm) slots(w *worker) int {
-	if x.session && w.pw != nil && w.pw.Ready().Session {
+	if x.runsSessions(w) {
 		return x.cfg.SessionThreads
 	}
 	return 1
@@ -609,7 +615,7 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks,
 		Sole: x.cfg.Workers == 1}
 	shown := args
-	if x.session && w.pw.Ready().Session {
+	if x.runsSessions(w) {
 		if sess, err := x.sessionOf(req, vars); err != nil {
 			return nil, err
 		} else if sess != nil {
