@@ -61,8 +61,12 @@ type WarmConfig struct {
 	// relation cache's listing), with one relation cache and dbt's
 	// per-thread connections. Any other request waits for the session's
 	// nodes and ends it; so do project hooks the request runs (without
-	// Request.NoHooks). Zero means DefaultWorkers on adapters other than
-	// DuckDB and 1 on DuckDB and when the profile cannot be read.
+	// Request.NoHooks). Zero means DefaultWorkers, on DuckDB too (the
+	// session is one process, and one process may write to one DuckDB file
+	// from several threads, as `dbt build --threads N` does), and 1 when the
+	// profile cannot be read. Where sessions do not run, the session's
+	// threads are not used on DuckDB: one worker runs one invocation at a
+	// time (see Workers).
 	// Sessions are off with Unpatched, DBTORCH_WORKER_PATCHES=off,
 	// KeepArtifacts (a session's nodes share one dbt log, not one per
 	// invocation) and several Workers (each worker's relation cache must
@@ -198,6 +202,17 @@ func defaultWorkers(adapter string, threads int) int {
 	return 1
 }
 
+// defaultThreads is WarmConfig.SessionThreads when it is zero:
+// DefaultWorkers when the target's adapter is known, DuckDB included (a
+// session is one process, and one process may run several threads on one
+// DuckDB file, as `dbt build --threads N` does), 1 when it is unknown ("").
+func defaultThreads(adapter string) int {
+	if adapter == "" {
+		return 1
+	}
+	return DefaultWorkers
+}
+
 // NewWarm checks cfg and returns a Warm executor. Errors are as for
 // NewCore. It starts no process: Prepare (or the first Execute) does.
 func NewWarm(cfg WarmConfig) (*Warm, error) {
@@ -214,7 +229,7 @@ func NewWarm(cfg WarmConfig) (*Warm, error) {
 	}
 	adapter := cfg.adapter()
 	if cfg.SessionThreads == 0 {
-		cfg.SessionThreads = defaultWorkers(adapter, DefaultWorkers)
+		cfg.SessionThreads = defaultThreads(adapter)
 	}
 	sessions := !cfg.Unpatched && !cfg.KeepArtifacts && !patchesOff(cfg.Env) && cfg.Workers <= 1
 	auto := cfg.Workers == 0

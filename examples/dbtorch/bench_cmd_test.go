@@ -34,8 +34,8 @@ import (
 //     their own, after one untimed `dbt build` that creates the schemas
 //     and relations.
 //
-// The dbtorch builds are per-node (`--concurrency 4`: the executor caps
-// it, at one worker on DuckDB) and per-wave (`--mode per-wave --threads 4`,
+// The dbtorch builds are per-node (`--concurrency 4`: one warm worker
+// running 4 nodes at once in its build session, on DuckDB too) and per-wave (`--mode per-wave --threads 4`,
 // one worker).
 //
 // Reported per project: per-node/dbt-build and per-wave/dbt-build; the
@@ -59,9 +59,7 @@ import (
 // rest-pss-4/1, rest-rss-4/1); only there, to keep `make bench` short:
 // on gen1000 the workers' memory is the one sampled during the commands.
 //
-// A whole run takes most of `make bench`: the per-node command on
-// gen1000-duckdb runs its ~3,000 nodes one at a time (one DuckDB
-// writer). Run one project with
+// A whole run takes most of `make bench`. Run one project with
 // `go test -run '^$' -bench '^BenchmarkCommandBuild$/gen50-pg' -benchtime 1x .`
 func BenchmarkCommandBuild(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "dbtorch")

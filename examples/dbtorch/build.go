@@ -188,12 +188,12 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 		ex = c
 	case "warm":
 		// Per node, one worker runs --concurrency nodes at once in its
-		// build session (without sessions: --concurrency workers); per
-		// wave, one worker runs each wave's invocation. DuckDB: one node
-		// at a time, one worker (one DuckDB file takes one writing
-		// process at a time).
+		// build session, DuckDB included (one process; without sessions:
+		// --concurrency workers, and on DuckDB one, running one node at a
+		// time: the executor says so); per wave, one worker runs each
+		// wave's invocation.
 		workers, threads := f.workers, f.concurrency
-		if pr, err := proj.Profile(); f.mode == "per-wave" || err == nil && pr.Adapter == "duckdb" {
+		if f.mode == "per-wave" {
 			threads = 1
 		}
 		if workers == 0 && f.mode == "per-wave" {

@@ -80,6 +80,15 @@ func DBTVersion(t testing.TB) string {
 	return strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "dbt_core-"), ".dist-info")
 }
 
+// Sessions reports whether warm workers run build sessions on the dbt-core
+// DBT returns: the minor versions internal/pyworker/worker.py's
+// build_session patch is proven on (its PATCHES entry), written here again
+// as the tests' independent expectation: 1.11.
+func Sessions(t testing.TB) bool {
+	t.Helper()
+	return strings.HasPrefix(DBTVersion(t), "1.11.")
+}
+
 // OverlayEnv names the environment variable that lists overlays for the
 // projects CopyProject copies: directories separated by
 // filepath.ListSeparator, absolute or relative to the repository root. For
