@@ -32,10 +32,9 @@ import (
 //   - gen50-duckdb, gen1000-duckdb: 50 and 1,000 models on DuckDB, each
 //     command on its own new database file;
 //   - gen50-pg, gen1000-pg: the same projects on a PostgreSQL server of
-//     their own, after one untimed `dbt build --empty` of the seeds and
-//     models that creates the schemas and relations (so that every timed
-//     command replaces them; the first timed one, `dbt build`, replaces
-//     empty ones).
+//     their own, after one untimed `dbt build` of the seeds and models
+//     (no tests) that creates the schemas and relations, so that every
+//     timed command replaces them.
 //
 // The dbtorch builds are per-node (`--concurrency 4`: one warm worker
 // running 4 nodes at once in its build session, on DuckDB too) and
@@ -176,9 +175,11 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 	}
 	version, parse := r.version, r.parse[c.models]
 	if c.pg {
-		// Create the schemas, seeds and relations once, untimed (empty
-		// models, no tests), so that every timed command replaces them.
-		run("dbt build --empty", append([]string{r.dbt, "build", "--empty", "--threads", threads,
+		// Create the schemas, seeds and relations once, untimed (no
+		// tests), so that every timed command replaces them. (Not with
+		// --empty: dbt's empty subquery for a ref breaks the generated
+		// models' `ref(...) as r0`.)
+		run("dbt build (create)", append([]string{r.dbt, "build", "--threads", threads,
 			"--exclude", "resource_type:test", "resource_type:unit_test"}, target...)...)
 	}
 	d1 := dbtBuild()
