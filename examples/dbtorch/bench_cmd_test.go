@@ -147,7 +147,7 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		}
 		return dir, append(append(dbttest.Env(b, dir), extraEnv...), "DBTORCH_DBT="+r.dbt)
 	}
-	var lastDir string     // the copy the last run ran in
+	var lastDir string      // the copy the last run ran in
 	var lastStart time.Time // and when it started
 	run := func(name string, args ...string) time.Duration {
 		b.Helper()
