@@ -18,6 +18,7 @@ import (
 	"github.com/dbtorch/dbtorch/executor"
 	"github.com/dbtorch/dbtorch/internal/dbttest"
 	"github.com/dbtorch/dbtorch/internal/projgen"
+	"github.com/dbtorch/dbtorch/internal/runresults"
 )
 
 // BenchmarkCommandBuild measures whole commands as a user runs them (issue
@@ -147,9 +148,9 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		}
 		return dir, append(append(dbttest.Env(b, dir), extraEnv...), "DBTORCH_DBT="+r.dbt)
 	}
-	var lastDir string      // the copy the last run ran in
-	var lastStart time.Time // and when it started
-	run := func(name string, args ...string) time.Duration {
+	// runIn runs a command in a fresh copy and returns its wall time,
+	// the copy and when it started; run only the wall time.
+	runIn := func(name string, args ...string) (time.Duration, string, time.Time) {
 		b.Helper()
 		dir, env := fresh()
 		cmd := exec.Command(args[0], args[1:]...)
@@ -160,13 +161,17 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		if err != nil {
 			b.Fatalf("%s: %v\n%s", name, err, tail(out, 4000))
 		}
-		lastDir, lastStart = dir, start
+		return d, dir, start
+	}
+	run := func(name string, args ...string) time.Duration {
+		b.Helper()
+		d, _, _ := runIn(name, args...)
 		return d
 	}
 	var dbtFirst []time.Duration // each dbt build's first node's start, from the command's
 	dbtBuild := func() time.Duration {
-		d := run("dbt build", append([]string{r.dbt, "build", "--threads", threads}, target...)...)
-		dbtFirst = append(dbtFirst, firstNodeStart(b, filepath.Join(lastDir, "target", "run_results.json"), lastStart))
+		d, dir, start := runIn("dbt build", append([]string{r.dbt, "build", "--threads", threads}, target...)...)
+		dbtFirst = append(dbtFirst, firstNodeStart(b, filepath.Join(dir, "target", "run_results.json"), start))
 		return d
 	}
 	dbtorch := func(args ...string) cmdOutcome {
@@ -190,24 +195,27 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		run("dbt build (create)", append([]string{r.dbt, "build", "--threads", threads,
 			"--exclude", "resource_type:test", "resource_type:unit_test"}, target...)...)
 	}
+	// The short builds vary most: two references there. Per-wave on the
+	// large projects only when asked.
+	twoRefs, perWaveRun := c.models <= 50, c.models <= 50 || benchFull()
 	d1 := dbtBuild()
 	pn := dbtorch("--concurrency", threads)
 	var pw cmdOutcome
-	if c.models <= 50 || benchFull() {
+	if perWaveRun {
 		pw = dbtorch("--mode", "per-wave", "--workers", "1", "--threads", threads)
 	}
 	d2 := d1
-	if c.models <= 50 {
-		d2 = dbtBuild() // the short builds vary most: a second reference
+	if twoRefs {
+		d2 = dbtBuild()
 	}
 	d := (d1 + d2) / 2
 
-	refs := fmt.Sprintf("%v, %v (mean %v)", d1.Round(time.Millisecond), d2.Round(time.Millisecond), d.Round(time.Millisecond))
-	if d2 == d1 {
-		refs = fmt.Sprintf("%v (once)", d1.Round(time.Millisecond))
+	refs := fmt.Sprintf("%v (once)", d1.Round(time.Millisecond))
+	if twoRefs {
+		refs = fmt.Sprintf("%v, %v (mean %v)", d1.Round(time.Millisecond), d2.Round(time.Millisecond), d.Round(time.Millisecond))
 	}
 	perWave := "per-wave not run (DBTORCH_BENCH_FULL=1 runs it)"
-	if pw.wall > 0 {
+	if perWaveRun {
 		perWave = fmt.Sprintf("per-wave %v (first node at %v; its worker: RSS %s, PSS %s)",
 			pw.wall.Round(time.Millisecond), pw.firstStart.Round(time.Millisecond), mb(pw.mem.rss), mb(pw.mem.pss))
 	}
@@ -217,7 +225,7 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		pn.mem.workers, mb(pn.mem.rss), mb(pn.mem.pss), perWave,
 		version.Round(time.Millisecond), parse.Round(time.Millisecond))
 	b.ReportMetric(float64(pn.wall)/float64(d), "per-node/dbt-build")
-	if pw.wall > 0 {
+	if perWaveRun {
 		b.ReportMetric(float64(pw.wall)/float64(d), "per-wave/dbt-build")
 	}
 	b.ReportMetric(float64(pn.firstStart)/float64(parse), "first-node/dbt-parse")
@@ -317,34 +325,22 @@ func (r *cmdBench) dbtorch(b *testing.B, dir string, env, args []string) cmdOutc
 }
 
 // firstNodeStart reads the run_results.json dbt wrote at path and returns
-// how long after start its first node started (the earliest started_at of
-// any node's timing: compile or execute).
+// how long after start its first node started (the earliest start of any
+// node's timing: compile or execute).
 func firstNodeStart(b *testing.B, path string, start time.Time) time.Duration {
 	b.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var rr struct {
-		Results []struct {
-			Timing []struct {
-				StartedAt string `json:"started_at"`
-			} `json:"timing"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(data, &rr); err != nil {
+	f, err := runresults.Parse(data)
+	if err != nil {
 		b.Fatalf("%s: %v", path, err)
 	}
 	var first time.Time
-	for _, res := range rr.Results {
+	for _, res := range f.Results {
 		for _, tm := range res.Timing {
-			t, err := time.Parse(time.RFC3339Nano, tm.StartedAt)
-			if err != nil {
-				if t, err = time.Parse("2006-01-02T15:04:05.999999", tm.StartedAt); err != nil {
-					continue
-				}
-			}
-			if first.IsZero() || t.Before(first) {
+			if t, _ := tm.Times(); !t.IsZero() && (first.IsZero() || t.Before(first)) {
 				first = t
 			}
 		}
