@@ -34,9 +34,26 @@ type SchemaCreator interface {
 	CreateSchemas(ctx context.Context, schemas []Schema) error
 }
 
+// SerialSchemaCreator is an optional capability of a SchemaCreator:
+// SerialSchemas reports whether, from now on, no two of the executor's
+// invocations create schemas at the same moment, because one process runs
+// them one at a time or runs them in one build session that creates each
+// node's schemas before the node, one node after another (as one `dbt
+// build` does). An orchestrator then does not create a build's schemas
+// ahead of its nodes: that call guards only against concurrent creators,
+// and each invocation creates its own schemas, as dbt does (a failure is
+// the node's, with dbt's message). A creator in another process can still
+// meet the same schema's creation at once; dbt then reports a duplicate
+// key (KindDatabase), which the default retry policy runs again and which
+// then finds the schema.
+type SerialSchemaCreator interface {
+	SchemaCreator
+	SerialSchemas() bool
+}
+
 var (
-	_ SchemaCreator = (*Core)(nil)
-	_ SchemaCreator = (*Warm)(nil)
+	_ SchemaCreator       = (*Core)(nil)
+	_ SerialSchemaCreator = (*Warm)(nil)
 )
 
 // createSchemasSQL is the `dbt show --inline` query that creates schemas:
@@ -103,6 +120,17 @@ func (c *Core) CreateSchemas(ctx context.Context, schemas []Schema) error {
 		return ctx.Err()
 	}
 	return creationError(schemas, err)
+}
+
+// SerialSchemas implements SerialSchemaCreator: true once Prepare has
+// started a pool of one worker (WarmConfig.Workers 1, or 0 where build
+// sessions run), which runs one invocation at a time and, in a build
+// session, creates each node's schemas before it runs the node, one node
+// after another. Before Prepare, and with several workers, false.
+func (x *Warm) SerialSchemas() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.started && x.cfg.Workers == 1
 }
 
 // CreateSchemas implements SchemaCreator: an idle worker runs the

@@ -37,7 +37,7 @@ func TestAlreadyExists(t *testing.T) {
 // new schemas at once, six calls together, on PostgreSQL: every call
 // succeeds (a concurrent creator's duplicate key is no failure), the
 // schemas exist, and a schema that cannot be created is an error naming
-// it.
+// it. Two workers are no serial creator (SerialSchemas).
 func TestPostgresCreateSchemas(t *testing.T) {
 	pg := dbttest.StartPostgres(t)
 	dir := dbttest.CopyProject(t, "shop")
@@ -52,6 +52,7 @@ func TestPostgresCreateSchemas(t *testing.T) {
 	m, err := c.Manifest(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, w.Prepare(t.Context()))
+	assert.False(t, w.SerialSchemas(), "two workers create schemas at once")
 	db := m.Lookup("seed.shop.customers").Database
 
 	schemas := []executor.Schema{{Database: db, Schema: "created_a"}, {Database: db, Schema: "created_B"}}

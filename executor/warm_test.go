@@ -189,6 +189,8 @@ func TestWarmCancelAndCrash(t *testing.T) {
 // TestWarmRebuildsEphemeralReader builds a model that reads an ephemeral
 // model twice on one worker: dbt compiles nodes in place on the shared
 // manifest, and the second compile must inject the ephemeral's CTE again.
+// Its pool of one worker creates schemas serially (SerialSchemas) once
+// started, not before.
 func TestWarmRebuildsEphemeralReader(t *testing.T) {
 	dir := dbttest.CopyProject(t, "shop")
 	w, err := executor.NewWarm(executor.WarmConfig{
@@ -200,8 +202,10 @@ func TestWarmRebuildsEphemeralReader(t *testing.T) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, w.Close()) })
+	assert.False(t, w.SerialSchemas(), "before Prepare")
 	m, err := w.Manifest(t.Context())
 	require.NoError(t, err)
+	assert.True(t, w.SerialSchemas(), "one worker, started")
 	resp, err := w.Execute(t.Context(), executor.Request{Command: executor.Build,
 		Nodes: nodes(t, m, "seed.shop.orders", "seed.shop.payments", "model.shop.stg_orders", "model.shop.stg_payments")})
 	require.NoError(t, err)

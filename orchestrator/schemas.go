@@ -28,10 +28,12 @@ import (
 // again). Nothing is serialised: every waiter shares one creation, and
 // invocations never wait for one another. Builds of one Orchestrator share
 // creations in flight; each build creates its schemas once (as dbt build
-// does each time it runs). Without a SchemaCreator, every invocation
-// creates its own schemas, as dbt does. A build that runs the project's
-// hooks itself (hooks.go) creates none: dbt created them all before
-// on-run-start.
+// does each time it runs). Without a SchemaCreator, or with one whose
+// SerialSchemas says that its invocations never create schemas at once
+// (executor.SerialSchemaCreator: a warm executor of one worker), every
+// invocation creates its own schemas, as dbt does, and no node waits for
+// a separate creation. A build that runs the project's hooks itself
+// (hooks.go) creates none: dbt created them all before on-run-start.
 
 // schemaKey is a schema's identity: database and schema, lower-cased.
 func schemaKey(s executor.Schema) string {
@@ -213,6 +215,9 @@ func (e *SchemaError) Unwrap() error { return e.Err }
 func (b *build) awaitSchemas(ctx context.Context, nodes []*manifest.Node) (time.Duration, error) {
 	sc, ok := b.cfg.Executor.(executor.SchemaCreator)
 	if !ok {
+		return 0, nil
+	}
+	if ss, ok := sc.(executor.SerialSchemaCreator); ok && ss.SerialSchemas() {
 		return 0, nil
 	}
 	need := schemasOf(nodes)

@@ -429,3 +429,45 @@ func BenchmarkSchemaFailureConcurrency(b *testing.B) {
 		})
 	}
 }
+
+// serialFake is a schemaFake whose SerialSchemas says serial
+// (executor.SerialSchemaCreator), as a warm executor of one worker does.
+type serialFake struct {
+	*schemaFake
+	serial bool
+}
+
+func (f *serialFake) SerialSchemas() bool { return f.serial }
+
+// TestSerialSchemas: an executor whose invocations never create schemas
+// at once (SerialSchemas true) is not asked to create a build's schemas
+// ahead of its nodes, in either mode: its invocations create their own,
+// and none waits for a creation. One that says false is asked once, as
+// any SchemaCreator.
+func TestSerialSchemas(t *testing.T) {
+	for _, mode := range []orchestrator.Mode{orchestrator.PerNode, orchestrator.PerWave} {
+		for _, serial := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/serial=%v", mode, serial), func(t *testing.T) {
+				checkNoLeak(t)
+				m := wide(6, "s")
+				fake := &serialFake{schemaFake: newSchemaFake(map[string]script{}, 30*time.Millisecond), serial: serial}
+				o, err := orchestrator.New(orchestrator.Config{Executor: fake, Manifest: m, Mode: mode, Concurrency: 3})
+				require.NoError(t, err)
+				run, err := o.RunBuild(context.Background(), orchestrator.BuildOptions{})
+				require.NoError(t, err)
+				assert.Equal(t, 6, run.Count(orchestrator.Success))
+				fake.mu.Lock()
+				defer fake.mu.Unlock()
+				if serial {
+					assert.Empty(t, fake.creates, "creations asked of a serial creator")
+					for _, res := range run.Results {
+						assert.Less(t, res.WaitTime, 30*time.Millisecond, "%s waited for a creation", res.UniqueID)
+					}
+					return
+				}
+				assert.Len(t, fake.creates, 1)
+				assert.Empty(t, fake.violations)
+			})
+		}
+	}
+}

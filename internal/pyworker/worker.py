@@ -84,6 +84,7 @@ unpatched and through dbt's own CLI and requires identical per-node
 results.
 """
 
+import atexit
 import importlib
 import inspect
 import json
@@ -1169,6 +1170,21 @@ def error_text(e):
     return "".join(traceback.format_exception_only(type(e), e)).strip()
 
 
+def exit_now(code):
+    """Ends the worker once its input has ended and nothing runs: the exit
+    functions run (dbt-duckdb's closes and checkpoints its database,
+    logging flushes its files), then the process exits without the
+    interpreter's teardown, which frees every object of the parsed
+    manifests one by one (~0.4 s on a 50-model project, more on large
+    ones: time a build's command would wait for after its last node)."""
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main():
     fd = int(os.environ["DBTORCH_WORKER_FD"])
     os.set_inheritable(fd, False)
@@ -1454,6 +1470,8 @@ def main():
             msg.update({"id": req["id"], "type": "done", "elapsed": time.monotonic() - begin})
             reply(msg)
         end_session()
+        out.close()
+        exit_now(0)
     except KeyboardInterrupt:
         # The parent's SIGINT (a cancelled invocation): dbt has cancelled
         # its queries; the parent retires this worker.
