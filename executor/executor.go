@@ -119,6 +119,15 @@ type Request struct {
 	// has succeeded on this dbt (when it fails with ErrHooksUnsupported
 	// the hooks run, as dbt runs them); others ignore it.
 	NoHooks bool
+	// Independent says that no node of Nodes depends on another, directly,
+	// through nodes outside Nodes or through dbt build's test edges (the
+	// nodes of one wave): an executor may run them all at once, in any
+	// order, and none is skipped for another's failure. Without it an
+	// invocation of several nodes runs them as dbt orders them, and skips
+	// what is downstream of a failure. The orchestrator sets it on every
+	// request. The warm executor runs independent nodes in its build
+	// session; others ignore it.
+	Independent bool
 }
 
 // Status is dbtorch's verdict on one node of an invocation.

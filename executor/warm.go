@@ -634,7 +634,10 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		if sess, err := x.sessionOf(req, vars); err != nil {
 			return nil, err
 		} else if sess != nil {
-			preq.Session, preq.Nodes = sess, []string{req.Nodes[0].UniqueID}
+			preq.Session, preq.Nodes = sess, make([]string, len(req.Nodes))
+			for i, n := range req.Nodes {
+				preq.Nodes[i] = n.UniqueID
+			}
 			shown = sess.Args
 		}
 	}
@@ -695,30 +698,37 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 
 // sessionOf returns the build session request for req (vars: its vars
 // as JSON), or nil when req runs as an invocation of its own: a session
-// takes one node of a build (BuildID): a model run by run, a seed by seed,
-// a snapshot by snapshot, a data or unit test by test,
-// without the flags only some commands take (--empty, --sample, the
-// event-time window, --store-failures: they would reach every node of a
-// session), with the worker's sessions on (WarmConfig.SessionThreads).
-// The session is started by a `dbt build` over req's node with
-// --threads SessionThreads; its key is everything of that command line
-// but the selection, with the build and vars.
+// takes the nodes of a build (BuildID) when the session's `dbt build`
+// runs each of them with the runner req's command would: a model run by
+// run, a seed by seed, a snapshot by snapshot, a data or unit test by
+// test, and any of these by build; several nodes only when they are
+// Independent (a wave: they run at once, on the session's threads, and
+// none waits for another, as in one invocation of one wave), without the flags only some commands take (--empty,
+// --sample, the event-time window, --store-failures: they would reach
+// every node of a session), with the worker's sessions on
+// (WarmConfig.SessionThreads). The session is started by a `dbt build`
+// over req's first node with --threads SessionThreads; its key is
+// everything of that command line but the selection, with the build and
+// vars.
 func (x *Warm) sessionOf(req Request, vars string) (*pyworker.Session, error) {
 	switch {
-	case !x.session, len(req.Nodes) != 1, req.BuildID == "",
+	case !x.session, len(req.Nodes) == 0, len(req.Nodes) > 1 && !req.Independent, req.BuildID == "",
 		req.Empty, req.Sample != "", !req.EventTimeStart.IsZero(), !req.EventTimeEnd.IsZero(),
 		dbtargv.HasCommandFlags(x.cfg.ExtraArgs):
 		return nil, nil
 	}
-	switch rt := req.Nodes[0].ResourceType; {
-	case req.Command == Run && rt == manifest.Model, req.Command == Seed && rt == manifest.Seed,
-		req.Command == Snapshot && rt == manifest.Snapshot, req.Command == Test && (rt == manifest.Test || rt == manifest.UnitTest):
-	default:
-		// dbt build would run another runner (an exposure's, a
-		// function's) than the command does.
-		return nil, nil
+	for _, n := range req.Nodes {
+		switch rt := n.ResourceType; {
+		case req.Command == Run && rt == manifest.Model, req.Command == Seed && rt == manifest.Seed,
+			req.Command == Snapshot && rt == manifest.Snapshot, req.Command == Test && (rt == manifest.Test || rt == manifest.UnitTest),
+			req.Command == Build && (rt == manifest.Model || rt == manifest.Seed || rt == manifest.Snapshot || rt == manifest.Test || rt == manifest.UnitTest):
+		default:
+			// dbt build would run another runner (an exposure's, a
+			// function's) than the command does.
+			return nil, nil
+		}
 	}
-	o := x.cfg.options(Request{Command: Build, Nodes: req.Nodes, FullRefresh: req.FullRefresh, Vars: req.Vars}, "")
+	o := x.cfg.options(Request{Command: Build, Nodes: req.Nodes[:1], FullRefresh: req.FullRefresh, Vars: req.Vars}, "")
 	o.NoWriteJSON, o.LogLevel, o.LogLevelFile = true, "warn", "none"
 	o.Threads = x.cfg.SessionThreads
 	args, err := dbtargv.Build(o)

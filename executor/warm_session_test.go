@@ -186,15 +186,26 @@ func TestWarmSessionOverlaps(t *testing.T) {
 // connection) is reported Cancelled well before the kill grace, the other
 // succeeds, and the same worker process runs the next node.
 func TestWarmSessionCancel(t *testing.T) {
+	slow := cancelBesideSleepy(t, executor.Run, "model.probe.slow")
+	assert.Equal(t, executor.Cancelled, slow.Results[0].Status, slow.Results[0].Message)
+	assert.Equal(t, executor.KindCancelled, slow.Results[0].Kind)
+}
+
+// cancelBesideSleepy runs a request of cmd over ids (Independent) in build b1 of a
+// session whose other thread runs sleepy (the probe's slow model a long
+// query), cancels it after 1.5 s and returns its response, checking that
+// it was answered well before the kill grace, that sleepy succeeded and
+// that the same worker process then runs quick in the session.
+func cancelBesideSleepy(t *testing.T, cmd executor.Command, ids ...string) *executor.Response {
+	t.Helper()
 	w, m, work, pids, wait := sessionBesideSleepy(t, "4", "DBTORCH_PROBE_ROWS=100000000000000")
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(1500*time.Millisecond, cancel)
 	begin := time.Now()
-	slow, err := w.Execute(ctx, executor.Request{Command: executor.Run, Nodes: nodes(t, m, "model.probe.slow"), BuildID: "b1"})
+	resp, err := w.Execute(ctx, executor.Request{Command: cmd, Nodes: nodes(t, m, ids...), BuildID: "b1", Independent: true})
 	require.NoError(t, err)
 	assert.Less(t, time.Since(begin), 9*time.Second, "answered before the kill grace (10 s)")
-	assert.Equal(t, executor.Cancelled, slow.Results[0].Status, slow.Results[0].Message)
-	assert.Equal(t, executor.KindCancelled, slow.Results[0].Kind)
+	require.Len(t, resp.Results, len(ids))
 	sleepy, _ := wait()
 	assert.Equal(t, executor.Success, sleepy.Results[0].Status, sleepy.Results[0].Message)
 	assert.Equal(t, pids, processesWith(t, work), "the worker was not killed")
@@ -203,6 +214,7 @@ func TestWarmSessionCancel(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, executor.Success, quick.Results[0].Status, quick.Results[0].Message)
 	assert.True(t, inSession(quick))
+	return resp
 }
 
 // TestWarmSessionCrash kills the worker (crashy's SIGKILL) while another
@@ -226,4 +238,39 @@ func TestWarmSessionCrash(t *testing.T) {
 	now := processesWith(t, work)
 	require.Len(t, now, 1, "a replacement")
 	assert.NotEqual(t, pids, now, "a new worker process")
+}
+
+// TestWarmSessionWave runs a wave (one Build request of two Independent
+// nodes, as per-wave mode sends) in the build session of a one-worker Warm with
+// two session threads while sleepy sleeps in it: the wave's nodes run
+// beside sleepy in the same dbt build task and process, and the wave is
+// answered, both results in one response, before sleepy ends.
+func TestWarmSessionWave(t *testing.T) {
+	w, m, work, _, wait := sessionBesideSleepy(t, "8")
+	wave, err := w.Execute(t.Context(), executor.Request{Command: executor.Build, Nodes: nodes(t, m, "model.probe.quick", "model.probe.slow"),
+		BuildID: "b1", Independent: true})
+	require.NoError(t, err)
+	waveEnded := time.Now()
+	sleepy, sleepyEnded := wait()
+	require.Len(t, wave.Results, 2)
+	for _, r := range wave.Results {
+		assert.Equal(t, executor.Success, r.Status, "%s: %s", r.UniqueID, r.Message)
+	}
+	assert.Equal(t, executor.Success, sleepy.Results[0].Status, sleepy.Results[0].Message)
+	assert.True(t, waveEnded.Before(sleepyEnded), "the wave finished while sleepy ran (wave %v, sleepy %v)", waveEnded, sleepyEnded)
+	assert.Equal(t, sleepy.Invocation.InvocationID, wave.Invocation.InvocationID, "one dbt build task")
+	assert.Len(t, processesWith(t, work), 1, "in one process")
+}
+
+// TestWarmSessionWaveCancel cancels a wave of two nodes in a build
+// session whose other thread runs sleepy: slow (a long query) runs and
+// has its connection cancelled, quick (queued behind it) never starts;
+// both are reported Cancelled well before the kill grace, and the same
+// worker process runs the next node (cancelBesideSleepy).
+func TestWarmSessionWaveCancel(t *testing.T) {
+	wave := cancelBesideSleepy(t, executor.Build, "model.probe.slow", "model.probe.quick")
+	for _, r := range wave.Results {
+		assert.Equal(t, executor.Cancelled, r.Status, "%s: %s", r.UniqueID, r.Message)
+		assert.Equal(t, executor.KindCancelled, r.Kind, r.UniqueID)
+	}
 }

@@ -601,7 +601,8 @@ func (s *slots) done() {
 	}
 }
 
-// request returns the executor request for nodes.
+// request returns the executor request for nodes: one node, or nodes of
+// one wave, which never depend on one another (Independent).
 func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.Node) executor.Request {
 	return executor.Request{
 		Command:     cmd,
@@ -611,6 +612,7 @@ func (b *build) request(cmd executor.Command, attempt int, nodes ...*manifest.No
 		BuildID:     b.runID,
 		Attempt:     attempt,
 		NoHooks:     b.noHooks,
+		Independent: true,
 
 		EventTimeStart: b.opts.EventTimeStart,
 		EventTimeEnd:   b.opts.EventTimeEnd,

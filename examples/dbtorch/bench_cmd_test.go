@@ -25,10 +25,11 @@ import (
 // 17): the built `dbtorch build` binary (its start-up, the warm workers'
 // start-up and parse included) against `dbt build --threads 4`, each on a
 // fresh copy of the same generated project (no target/, no partial parse),
-// same target, same run. On the 50-model projects `dbt build` runs once
-// before and once after the two dbtorch builds and ratios are against the
-// mean of the two (short builds vary most); on the 1,000-model projects it
-// runs once, before. Four projects, all in `make bench`:
+// same target, same run. On the 50-model projects (short builds vary most) two
+// rounds run, each of the dbtorch builds followed by a `dbt build`, after
+// a first `dbt build`: ratios are of the dbtorch builds' mean to the
+// three references' mean; on the 1,000-model projects one round, with
+// one `dbt build` before it. Four projects, all in `make bench`:
 //
 //   - gen50-duckdb, gen1000-duckdb: 50 and 1,000 models on DuckDB, each
 //     command on its own new database file;
@@ -195,24 +196,31 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		run("dbt build (create)", append([]string{r.dbt, "build", "--threads", threads,
 			"--exclude", "resource_type:test", "resource_type:unit_test"}, target...)...)
 	}
-	// The short builds vary most: two references there. Per-wave on the
-	// large projects only when asked.
-	twoRefs, perWaveRun := c.models <= 50, c.models <= 50 || benchFull()
-	d1 := dbtBuild()
-	pn := dbtorch("--concurrency", threads)
-	var pw cmdOutcome
-	if perWaveRun {
-		pw = dbtorch("--mode", "per-wave", "--workers", "1", "--threads", threads)
+	// The short builds vary most: two rounds there, each command between
+	// two references. Per-wave on the large projects only when asked.
+	rounds, perWaveRun := 1, c.models <= 50 || benchFull()
+	if c.models <= 50 {
+		rounds = 2
 	}
-	d2 := d1
-	if twoRefs {
-		d2 = dbtBuild()
+	refs := []time.Duration{dbtBuild()}
+	var pns, pws []cmdOutcome
+	for range rounds {
+		pns = append(pns, dbtorch("--concurrency", threads))
+		if perWaveRun {
+			pws = append(pws, dbtorch("--mode", "per-wave", "--workers", "1", "--threads", threads))
+		}
+		if rounds > 1 {
+			refs = append(refs, dbtBuild())
+		}
 	}
-	d := (d1 + d2) / 2
-
-	refs := fmt.Sprintf("%v (once)", d1.Round(time.Millisecond))
-	if twoRefs {
-		refs = fmt.Sprintf("%v, %v (mean %v)", d1.Round(time.Millisecond), d2.Round(time.Millisecond), d.Round(time.Millisecond))
+	d, pn, pw := meanDuration(refs), meanOutcome(pns), meanOutcome(pws)
+	ds := make([]string, len(refs))
+	for i, r := range refs {
+		ds[i] = r.Round(time.Millisecond).String()
+	}
+	refsText := fmt.Sprintf("%v (once)", d.Round(time.Millisecond))
+	if len(refs) > 1 {
+		refsText = fmt.Sprintf("%s (mean %v); dbtorch: %d rounds, means", strings.Join(ds, ", "), d.Round(time.Millisecond), rounds)
 	}
 	perWave := "per-wave not run (DBTORCH_BENCH_FULL=1 runs it)"
 	if perWaveRun {
@@ -220,7 +228,7 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 			pw.wall.Round(time.Millisecond), pw.firstStart.Round(time.Millisecond), mb(pw.mem.rss), mb(pw.mem.pss))
 	}
 	b.Logf("%d models, %d nodes: dbt build --threads %s %s; dbtorch build per-node %v (first node at %v, overhead %v/node, %d workers: RSS %s, PSS %s); %s; dbt --version %v, dbt parse %v",
-		c.models, pn.nodes, threads, refs,
+		c.models, pn.nodes, threads, refsText,
 		pn.wall.Round(time.Millisecond), pn.firstStart.Round(time.Millisecond), pn.overhead.Round(time.Millisecond/10),
 		pn.mem.workers, mb(pn.mem.rss), mb(pn.mem.pss), perWave,
 		version.Round(time.Millisecond), parse.Round(time.Millisecond))
@@ -322,6 +330,37 @@ func (r *cmdBench) dbtorch(b *testing.B, dir string, env, args []string) cmdOutc
 		o.overhead = over[len(over)/2]
 	}
 	return o
+}
+
+// meanDuration returns the mean of ds (0 when empty).
+func meanDuration(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	if len(ds) == 0 {
+		return 0
+	}
+	return sum / time.Duration(len(ds))
+}
+
+// meanOutcome returns the mean wall time, first start and overhead of
+// outs with the largest memory sample and the first's node count (the
+// zero outcome when outs is empty).
+func meanOutcome(outs []cmdOutcome) cmdOutcome {
+	if len(outs) == 0 {
+		return cmdOutcome{}
+	}
+	var walls, firsts, overs []time.Duration
+	m := outs[0]
+	for _, o := range outs {
+		walls, firsts, overs = append(walls, o.wall), append(firsts, o.firstStart), append(overs, o.overhead)
+		if o.mem.pss > m.mem.pss {
+			m.mem = o.mem
+		}
+	}
+	m.wall, m.firstStart, m.overhead = meanDuration(walls), meanDuration(firsts), meanDuration(overs)
+	return m
 }
 
 // firstNodeStart reads the run_results.json dbt wrote at path and returns

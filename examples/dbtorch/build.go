@@ -191,10 +191,11 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 		// build session, DuckDB included (one process; without sessions:
 		// --concurrency workers, and on DuckDB one, running one node at a
 		// time: the executor says so); per wave, one worker runs each
-		// wave's invocation.
+		// wave's nodes, --threads at once (0: the executor's default),
+		// in its build session, or as one dbt build where none runs.
 		workers, threads := f.workers, f.concurrency
 		if f.mode == "per-wave" {
-			threads = 1
+			threads = f.threads
 		}
 		if workers == 0 && f.mode == "per-wave" {
 			workers = 1

@@ -85,10 +85,11 @@ type Request struct {
 	// else of the build runs dbt while it waits, so it may keep dbt's
 	// relation cache from one invocation of the build to the next.
 	Sole bool `json:"sole,omitempty"`
-	// Session, with one unique_id in Nodes, runs the invocation's node in
-	// the worker's build session when it has one (Reply.Session): one
+	// Session, with the invocation's unique_ids in Nodes, runs its nodes
+	// in the worker's build session when it has one (Reply.Session): one
 	// long-lived `dbt build` task that runs nodes as they are requested,
-	// several at once (invoke).
+	// several at once, and answers a request when all its nodes have
+	// ended, with one run_results.json (invoke).
 	Session *Session `json:"session,omitempty"`
 }
 
@@ -98,7 +99,7 @@ type Session struct {
 	// session; another key ends it first.
 	Key string `json:"key"`
 	// Args is the `dbt build` command line that starts the session,
-	// selecting the request's node, without --target-path and
+	// selecting the request's first node, without --target-path and
 	// --log-path; its --threads is how many nodes the session runs at
 	// once.
 	Args []string `json:"args"`

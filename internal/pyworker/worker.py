@@ -798,12 +798,13 @@ class Session:
     created by one dbtRunner(manifest=...).invoke of a `dbt build` command
     line (its --threads is N) on the session's own thread; its
     execute_nodes serves requests instead of dbt's graph queue: for each
-    request it creates the node's schemas and lists them into the relation
-    cache when the session has not yet (as dbt build's before_run does for
-    all its nodes at once), builds the node's runner with task.get_runner
-    and submits task.call_runner to the task's DbtThreadPool; the result is
-    written as a one-result run_results.json (task.get_result) and replied
-    by the request's id. The relation cache, the adapter and its
+    request (one node, or a wave's nodes) it creates the nodes' schemas and
+    lists them into the relation cache when the session has not yet (as
+    dbt build's before_run does for all its nodes at once), builds each
+    node's runner with task.get_runner and submits task.call_runner to the
+    task's DbtThreadPool; when the request's nodes have all ended their
+    results are written as one run_results.json (task.get_result) and
+    replied by the request's id. The relation cache, the adapter and its
     per-thread connections are the session's, as they are one dbt build's.
     Nothing else runs dbt in the process while a session lives (global
     flags and adapters are per process)."""
@@ -812,7 +813,7 @@ class Session:
         self.key, self.reply = key, reply
         self.requests = queue.Queue()
         self.lock = threading.Lock()
-        self.inflight = {}  # request id -> ident of the thread running it (None: not started)
+        self.inflight = {}  # request id -> its Group (None: not prepared yet)
         self.cancelled = set()  # ids replied as cancelled before they started
         self.closed = False
         self.serving = threading.Event()
@@ -902,30 +903,36 @@ class Session:
         self.reply(msg)
 
     def cancel(self, rid):
-        """Cancels request rid when it is the session's (True): a node not
-        started yet is answered at once and never runs; a running one has
-        its thread's connection cancelled (dbt's connection manager keys
-        connections by thread), and its runner reports what dbt reports for
-        a cancelled query."""
+        """Cancels request rid when it is the session's (True): when none
+        of its nodes has started it is answered at once and none runs;
+        else its nodes not started never run, and each running one has its
+        thread's connection cancelled (dbt's connection manager keys
+        connections by thread): its runner reports what dbt reports for a
+        cancelled query, and the request is answered when its running
+        nodes have ended."""
         with self.lock:
             if rid not in self.inflight:
                 return False
-            ident = self.inflight[rid]
-            if ident is None:
+            group = self.inflight[rid]
+            if group is not None:
+                group.cancelled = True
+            if group is None or not group.ran:
                 self.cancelled.add(rid)
                 self.reply({"id": rid, "type": "done", "success": False, "error": "cancelled before it started", "elapsed": 0})
                 return True
+            idents = list(group.running)
         adapter = self.adapter
         conns = adapter.connections
-        with conns.lock:
-            conn = conns.thread_connections.get((os.getpid(), ident))
-        if conn is None or getattr(conn, "handle", None) is None:
-            return True
-        try:
-            with adapter.connection_named("dbtorch_cancel"):
-                conns.cancel(conn)
-        except Exception as e:  # noqa: BLE001 - the parent kills the worker after its grace
-            print("dbtorch worker: cancelling %s failed: %s" % (rid, error_text(e)), file=sys.stderr)
+        for ident in idents:
+            with conns.lock:
+                conn = conns.thread_connections.get((os.getpid(), ident))
+            if conn is None or getattr(conn, "handle", None) is None:
+                continue
+            try:
+                with adapter.connection_named("dbtorch_cancel"):
+                    conns.cancel(conn)
+            except Exception as e:  # noqa: BLE001 - the parent kills the worker after its grace
+                print("dbtorch worker: cancelling %s failed: %s" % (rid, error_text(e)), file=sys.stderr)
         return True
 
     def serve(self, task):
@@ -948,11 +955,17 @@ class Session:
                 if req is None:
                     break
                 try:
-                    runner = self.prepare(task, req)
+                    runners = self.prepare(task, req)
                 except Exception as e:  # noqa: BLE001 - reported to the parent
                     self.finish(req, {"success": False, "error": error_text(e)})
                     continue
-                pool.apply_async(self.run_node, args=(task, runner, req))
+                group = Group(len(runners))
+                with self.lock:
+                    if req["id"] in self.inflight:
+                        self.inflight[req["id"]] = group
+                    group.cancelled = req["id"] in self.cancelled
+                for k, runner in enumerate(runners):
+                    pool.apply_async(self.run_node, args=(task, runner, req, group, k))
         finally:
             self.drain("the build session ended")
             pool.close()
@@ -960,20 +973,23 @@ class Session:
         return task.node_results
 
     def prepare(self, task, req):
-        """What dbt's before_run does for a node, once per session: its
-        schemas created and listed into the relation cache; then its
-        runner."""
-        uid = req["nodes"][0]
-        node = result_node(task.manifest, uid)
-        if node is None:
-            raise ValueError("no node %s in the manifest" % uid)
-        # A node requested again (a retry) compiles from scratch, as in a
-        # new invocation (reset_compilation).
-        if getattr(node, "extra_ctes_injected", False):
-            node.extra_ctes_injected = False
-            node.extra_ctes = []
+        """What dbt's before_run does for a request's nodes, once per
+        session: their schemas created and listed into the relation cache;
+        then their runners, in the request's order."""
+        uids = req["nodes"]
+        nodes = []
+        for uid in uids:
+            node = result_node(task.manifest, uid)
+            if node is None:
+                raise ValueError("no node %s in the manifest" % uid)
+            # A node requested again (a retry) compiles from scratch, as in
+            # a new invocation (reset_compilation).
+            if getattr(node, "extra_ctes_injected", False):
+                node.extra_ctes_injected = False
+                node.extra_ctes = []
+            nodes.append(node)
         adapter = self.adapter
-        required = task.get_model_schemas(adapter, {uid})
+        required = task.get_model_schemas(adapter, set(uids))
         if required:
             with adapter.connection_named("master"):
                 task.create_schemas(adapter, required)
@@ -981,35 +997,65 @@ class Session:
                 if missing and task.args.populate_cache:
                     task.populate_adapter_cache(adapter, missing)
                     self.listed |= {schema_key(r) for r in missing}
-        return task.get_runner(node)
+        return [task.get_runner(node) for node in nodes]
 
-    def run_node(self, task, runner, req):
-        """Runs one node on a thread of the session's pool and replies."""
+    def run_node(self, task, runner, req, group, k):
+        """Runs node k of request req (its Group: group) on a thread of the
+        session's pool; the last of the request's nodes to end replies."""
+        ident = threading.get_ident()
+        with self.lock:
+            run = not group.cancelled
+            if run:
+                group.ran = True
+                group.running.add(ident)
+        if run:
+            try:
+                group.results[k] = task.call_runner(runner)
+                # Each request is a build of its own nodes: a failure must
+                # not stop the session (fail-fast, raise_on_first_error).
+                task._raise_next_tick = None
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                group.error = group.error or error_text(e)
+        with self.lock:
+            group.running.discard(ident)
+            group.left -= 1
+            last = group.left == 0
+        if last:
+            self.complete(task, req, group)
+
+    def complete(self, task, req, group):
+        """Writes the one-invocation run_results.json of a request whose
+        nodes have all ended (those that ran) and replies."""
         from datetime import datetime, timezone
 
-        rid = req["id"]
-        with self.lock:
-            if rid in self.cancelled:
-                self.cancelled.discard(rid)
-                self.inflight.pop(rid, None)
-                return
-            self.inflight[rid] = threading.get_ident()
-        begin = time.time()
+        results = [r for r in group.results if r is not None]
+        msg = {"success": False, "error": group.error}
         try:
-            result = task.call_runner(runner)
-            # Each request is a build of its own node: a failure must not
-            # stop the session (fail-fast, raise_on_first_error).
-            task._raise_next_tick = None
-            out = task.get_result(results=[result], elapsed_time=time.time() - begin,
-                                  generated_at=datetime.now(timezone.utc).replace(tzinfo=None))
-            path = req.get("results_path")
-            if path:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                out.write(path)
-            msg = {"success": bool(task.interpret_results([result])), "error": None}
+            if results:
+                out = task.get_result(results=results, elapsed_time=time.time() - group.begin,
+                                      generated_at=datetime.now(timezone.utc).replace(tzinfo=None))
+                path = req.get("results_path")
+                if path:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    out.write(path)
+                msg["success"] = group.error is None and len(results) == len(group.results) and bool(task.interpret_results(results))
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             msg = {"success": False, "error": error_text(e)}
         self.finish(req, msg)
+
+
+class Group:
+    """One session request's nodes: their results in the request's order
+    (None: not run), how many have not ended, the threads running them,
+    whether any started (ran) and whether the request was cancelled."""
+
+    def __init__(self, n):
+        self.results = [None] * n
+        self.left = n
+        self.running = set()
+        self.ran = self.cancelled = False
+        self.error = None
+        self.begin = time.time()
 
 
 def build_session(sessions):
@@ -1326,7 +1372,7 @@ def main():
         runs on its own."""
         sess = req.get("session")
         nodes = req.get("nodes") or []
-        if not (can_session and sess and len(nodes) == 1):
+        if not (can_session and sess and nodes):
             return None
         s = sessions.active
         if s is not None and (s.key != sess["key"] or not s.alive() or req.get("key", "") not in manifests):
@@ -1335,7 +1381,7 @@ def main():
             end_session()
             s = None
         manifest = manifest_for(req.get("key", ""), req["parse_args"])
-        if not session_node(manifest, nodes[0]):
+        if not all(session_node(manifest, uid) for uid in nodes):
             return None
         if s is None:
             # A session runs no project hooks: the build runs them apart.
