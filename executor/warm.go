@@ -682,7 +682,16 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	} else {
 		x.release(w)
 	}
-	rr, invID, rrErr := readRunResults(opts.TargetPath)
+	var rr []Result
+	var invID string
+	var rrErr error
+	if err == nil && m.RunResults != "" {
+		// A build session's reply carries run_results.json instead of a
+		// file (sessions do not run with KeepArtifacts).
+		rr, invID, rrErr = ParseRunResults([]byte(m.RunResults))
+	} else {
+		rr, invID, rrErr = readRunResults(opts.TargetPath)
+	}
 	resp.Invocation.InvocationID = invID
 	switch {
 	case rrErr != nil && fail == nil:

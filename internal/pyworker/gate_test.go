@@ -30,6 +30,7 @@ from dbt_common.events.event_manager import EventManager
 from dbt.task.runnable import GraphRunnableTask
 from dbt.adapters import cache as relcache
 from dbt.graph.selector import NodeSelector
+from dbt.adapters.base.impl import BaseAdapter
 internals = {
     "cache_plugin_discovery": lambda: PluginManager.__dict__["get_prefixed_modules"],
     "skip_graph_diagnostics": lambda: Compiler.write_graph_file,
@@ -40,6 +41,7 @@ internals = {
     "lazy_cache_events": lambda: relcache.CacheAction,
     "index_selection": lambda: NodeSelector.select_included,
     "keep_relation_cache": lambda: GraphRunnableTask.populate_adapter_cache,
+    "prefilter_relation_match": lambda: BaseAdapter._make_match,
     "build_session": lambda: GraphRunnableTask.execute_nodes,
 }
 assert sorted(internals) == sorted(p[0] for p in worker.PATCHES), "the probe knows every patch"
@@ -70,7 +72,7 @@ func TestPatchGate(t *testing.T) {
 		runProbe(t, &p, py, gateProbe, dir, minor, narrow)
 		return p
 	}
-	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection", "keep_relation_cache", "build_session"}
+	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection", "keep_relation_cache", "prefilter_relation_match", "build_session"}
 	for _, minor := range []string{"1.7", "1.12"} {
 		t.Run("dbt "+minor, func(t *testing.T) {
 			t.Parallel()

@@ -127,6 +127,10 @@ type Reply struct {
 	Elapsed float64  `json:"elapsed"`
 	PID     int      `json:"pid"`
 	IDs     []string `json:"ids"`
+	// RunResults is the run_results.json of a request run in the build
+	// session, when the worker sends it in the reply; it then writes no
+	// file at ResultsPath (invoke).
+	RunResults string `json:"run_results"`
 	// Rows are a Show's rows, each value as text ("" for null).
 	Rows [][]string `json:"rows"`
 	// Patches names the patches of dbt internals the worker applied
