@@ -685,9 +685,10 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 	var rr []Result
 	var invID string
 	var rrErr error
-	if err == nil && m.RunResults != "" {
+	if m.RunResults != "" {
 		// A build session's reply carries run_results.json instead of a
-		// file (sessions do not run with KeepArtifacts).
+		// file (sessions do not run with KeepArtifacts); a failed Call's
+		// reply is empty.
 		rr, invID, rrErr = ParseRunResults([]byte(m.RunResults))
 	} else {
 		rr, invID, rrErr = readRunResults(opts.TargetPath)

@@ -69,7 +69,7 @@ func TestPrefilterRelationMatchAgrees(t *testing.T) {
 
 // runResultsProbe builds a dbt RunExecutionResult of one result (a
 // secret var among its args), writes it with dbt's own write and prints
-// that file next to worker.run_results_text's text.
+// that file next to the text of worker.run_results_encoder's function.
 const runResultsProbe = `
 import json, sys, os, tempfile
 from datetime import datetime
@@ -86,7 +86,7 @@ out = RunExecutionResult(results=[r], elapsed_time=2.5, generated_at=datetime(20
                          args={"vars": {"DBT_ENV_SECRET_X": "s3cret", "a": "s3cret b"}, "invocation_command": "dbt build --vars s3cret"})
 path = os.path.join(tempfile.mkdtemp(), "run_results.json")
 out.write(path)
-print(json.dumps({"dbt": open(path).read(), "text": worker.run_results_text(out)}))
+print(json.dumps({"dbt": open(path).read(), "text": worker.run_results_encoder()(out)}))
 `
 
 // TestRunResultsTextIsDBTsFile: the run_results.json a build session sends

@@ -269,7 +269,7 @@ const Cancel = "cancel"
 // request stops the worker (SIGINT, then SIGKILL after grace). Either way
 // ctx's error is returned; Alive tells whether the worker is still there.
 // When the worker ends first, the error wraps ErrExited. After any other
-// error the worker is gone.
+// error the worker is gone. With an error the Reply is always empty.
 func (w *Worker) Call(ctx context.Context, req Request, grace time.Duration) (Reply, error) {
 	if req.Type == "" {
 		req.Type = Invoke

@@ -574,23 +574,17 @@ def prefilter_relation_match():
     """dbt finds a relation in its relation cache (adapter.get_relation,
     which a materialization calls two or three times through
     load_cached_relation) by asking every cached relation of the schema
-    whether it matches (BaseRelation.matches, ~9 us each): on a schema of
-    1,000 relations ~10 ms of every lookup, ~30 ms of CPU in every model's
+    whether it matches (BaseRelation.matches, ~10 us each): on a schema of
+    1,100 relations ~11 ms of every lookup, ~30 ms of CPU in every model's
     run. A relation matches, exactly or approximately (dbt then raises
     ApproximateMatchError), only when its identifier equals the searched
     one in matches' approximate comparison (lowered, quote characters
     stripped), so only those are asked: the same matches, in the same
     order, and the same errors."""
-    try:
-        from dbt.adapters.contracts.relation import ComponentName
-    except ImportError:
-        return False
     BaseAdapter, make_match = patch_point(
         "dbt.adapters.base.impl:BaseAdapter._make_match", "self", "relations_list", "database", "schema", "identifier", exact=True
     )
     if make_match is None:
-        return False
-    if not hasattr(ComponentName, "Identifier"):
         return False
 
     def _make_match(self, relations_list, database, schema, identifier):
@@ -848,8 +842,9 @@ class Session:
     node's runner with task.get_runner and submits task.call_runner to the
     task's DbtThreadPool; when the request's nodes have all ended their
     results are replied by the request's id with one run_results.json
-    (task.get_result; in the reply, see run_results_text). The relation cache, the adapter and its
-    per-thread connections are the session's, as they are one dbt build's.
+    (task.get_result; in the reply, see run_results_encoder). The relation
+    cache, the adapter and its per-thread connections are the session's, as
+    they are one dbt build's.
     Nothing else runs dbt in the process while a session lives (global
     flags and adapters are per process)."""
 
@@ -865,6 +860,7 @@ class Session:
         self.listed = set()
         self.own_schemas = False
         self.dir = None
+        self.encode = run_results_encoder()
 
     def start(self, sessions, manifest, args, root):
         """Starts the session's dbt task (args: a `dbt build` command line
@@ -1096,7 +1092,7 @@ class Session:
     def complete(self, task, req, group):
         """Replies to a request whose nodes have all ended with their
         one-invocation run_results.json (those that ran): in the reply
-        (run_results_text), else written to its results_path."""
+        (run_results_encoder), else written to its results_path."""
         from datetime import datetime, timezone
 
         results = [r for r in group.results if r is not None]
@@ -1105,11 +1101,10 @@ class Session:
             if results:
                 out = task.get_result(results=results, elapsed_time=time.time() - group.begin,
                                       generated_at=datetime.now(timezone.utc).replace(tzinfo=None))
-                text = run_results_text(out)
-                path = req.get("results_path")
-                if text is not None:
-                    msg["run_results"] = text
-                elif path:
+                if self.encode is not None:
+                    msg["run_results"] = self.encode(out)
+                elif req.get("results_path"):
+                    path = req["results_path"]
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     out.write(path)
                 msg["success"] = group.error is None and len(results) == len(group.results) and bool(task.interpret_results(results))
@@ -1118,25 +1113,32 @@ class Session:
         self.finish(req, msg)
 
 
-def run_results_text(result):
-    """The run_results.json that result.write(path) writes (dbt's
-    RunExecutionResult), as text, or None when this dbt's artifact classes
-    are not the ones this was written for. A session sends it in its reply
-    instead of writing a file: with the session's threads holding the GIL
-    in turn, each system call of writing a file (mkdir, open, write,
-    close) waits for the GIL again, ~9 ms a request for ~1 ms of work."""
+def run_results_encoder():
+    """A function that returns, as text, the run_results.json that
+    result.write(path) writes for a RunExecutionResult (raising TypeError
+    for any other result), or None when this dbt's artifact classes are not
+    the ones this was written for. A session sends it in its reply instead
+    of writing a file: with the session's threads holding the GIL in turn,
+    each system call of writing a file (mkdir, open, write, close) waits
+    for the GIL again, ~9 ms a request for ~1 ms of work."""
     try:
         from dbt.artifacts.schemas.run import RunExecutionResult, RunResultsArtifact
         from dbt_common.utils.encoding import JSONEncoder
     except ImportError:
         return None
-    if type(result) is not RunExecutionResult or "write" not in RunResultsArtifact.__dict__:
+    if "write" not in RunResultsArtifact.__dict__:
         return None
-    artifact = RunResultsArtifact.from_execution_results(
-        results=result.results, elapsed_time=result.elapsed_time, generated_at=result.generated_at, args=result.args
-    )
-    # RunResultsArtifact.write's dict, encoded as dbt's write_json does.
-    return json.dumps(artifact.to_dict(omit_none=False), cls=JSONEncoder)
+
+    def encode(result):
+        if type(result) is not RunExecutionResult:
+            raise TypeError(f"run_results: {type(result).__name__} is not a RunExecutionResult")
+        artifact = RunResultsArtifact.from_execution_results(
+            results=result.results, elapsed_time=result.elapsed_time, generated_at=result.generated_at, args=result.args
+        )
+        # RunResultsArtifact.write's dict, encoded as dbt's write_json does.
+        return json.dumps(artifact.to_dict(omit_none=False), cls=JSONEncoder)
+
+    return encode
 
 
 class Group:
