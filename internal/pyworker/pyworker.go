@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -145,6 +146,9 @@ type Reply struct {
 	// Session says (ready) whether the worker runs build sessions
 	// (Request.Session): requests may then overlap.
 	Session bool `json:"session"`
+	// Code is a forked worker's exit status, or minus the signal that
+	// killed it (a zygote's "exited", PID the worker's).
+	Code int `json:"code"`
 }
 
 // ErrExited is wrapped by Call's error when the worker ended before
@@ -155,7 +159,7 @@ var ErrExited = errors.New("pyworker: worker exited")
 // each by its id); the worker runs them one at a time except the nodes of
 // its build session (Request.Session).
 type Worker struct {
-	p     *proc.Process
+	p     process
 	ready Reply
 
 	wmu sync.Mutex // serialises writes to the worker's input
@@ -163,12 +167,33 @@ type Worker struct {
 	mu      sync.Mutex
 	pending map[int]chan Reply // closed when the reply pipe closes
 	ended   bool               // the reply pipe closed
+
+	// event, when set (a zygote), gets every "exited" message and, with
+	// a zero Reply, the end of the reply pipe.
+	event func(Reply)
+}
+
+// process is a worker's process: started by Launch (*proc.Process) or
+// forked by a Zygote (*proc.Forked).
+type process interface {
+	Pid() int
+	Stdin() io.WriteCloser
+	Done() <-chan struct{}
+	Wait() proc.Result
+	Tail(n int) string
+	Stop(grace time.Duration) proc.Result
 }
 
 // Launch starts a worker and sends it start (Type Start is set), returning
 // once the worker has parsed the project, or an error with the worker's
 // output. When ctx ends first, the worker is killed.
 func Launch(ctx context.Context, cfg Config, start Request) (*Worker, error) {
+	return launch(ctx, cfg, start, nil, nil)
+}
+
+// launch is Launch; with ctl set the worker is a zygote whose socket end
+// is ctl (its fd 4) and event gets its "exited" messages.
+func launch(ctx context.Context, cfg Config, start Request, ctl *os.File, event func(Reply)) (*Worker, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -185,14 +210,19 @@ func Launch(ctx context.Context, cfg Config, start Request) (*Worker, error) {
 	if cfg.Unpatched {
 		env = append(env, "DBTORCH_WORKER_PATCHES=off")
 	}
+	files := []*os.File{wpipe}
+	if ctl != nil {
+		files = append(files, ctl)
+		env = append(env, "DBTORCH_ZYGOTE_FD=4")
+	}
 	p, err := proc.Start(proc.Spec{Path: cfg.Python, Args: []string{"-u", cfg.Script}, Dir: cfg.Dir, Env: env,
-		Stdin: true, ExtraFiles: []*os.File{wpipe}})
+		Stdin: true, ExtraFiles: files})
 	wpipe.Close()
 	if err != nil {
 		r.Close()
 		return nil, fmt.Errorf("pyworker: %w", err)
 	}
-	w := &Worker{p: p, pending: map[int]chan Reply{}}
+	w := &Worker{p: p, pending: map[int]chan Reply{}, event: event}
 	go w.read(r, log)
 	start.Type = Start
 	m, err := w.Call(ctx, start, 0)
@@ -227,6 +257,12 @@ func (w *Worker) read(r *os.File, log *slog.Logger) {
 		if m.Type == "" {
 			continue
 		}
+		if m.Type == "exited" {
+			if w.event != nil {
+				w.event(m)
+			}
+			continue
+		}
 		w.mu.Lock()
 		ch := w.pending[m.ID]
 		delete(w.pending, m.ID)
@@ -242,6 +278,9 @@ func (w *Worker) read(r *os.File, log *slog.Logger) {
 		delete(w.pending, id)
 	}
 	w.mu.Unlock()
+	if w.event != nil {
+		w.event(Reply{})
+	}
 }
 
 // send writes one request line.

@@ -20,6 +20,23 @@ descriptor named by $DBTORCH_WORKER_FD (never stdout, where dbt logs):
   <- {"id": N, "type": "done", "success": true|false, "error": null|"...", "unsupported": false, "elapsed": 0.3}
   -> {"id": N, "type": "cancel"}   (no reply of its own: request N's reply comes early)
 
+Zygote. Started with $DBTORCH_ZYGOTE_FD (a Unix socket), the worker is a
+zygote: it answers "start" as any worker does and then only forks
+workers that have its parsed manifests (zygote_loop). For each fork the
+parent first sends three file descriptors over the socket (SCM_RIGHTS:
+the new worker's stdin, its reply descriptor, its stdout and stderr),
+then the request:
+
+  -> {"id": N, "type": "fork"}
+  <- {"id": N, "type": "forked", "pid": 124}
+     (the new worker is ready: it takes requests on its stdin as any
+     worker does after "ready", without a "start" of its own)
+  <- {"id": 0, "type": "exited", "pid": 124, "code": 0 | 1 | -9}
+     (whenever a forked worker ends; a negative code is the signal)
+
+The zygote runs no dbt invocation itself. End of its stdin ends it once
+its workers have ended; a forked worker dies with it (PR_SET_PDEATHSIG).
+
 Requests are read on a thread of their own and may overlap: replies come
 in any order, each with its request's id. An "invoke" may carry
 "session": {"key": "...", "args": [...], "dir": "..."} and "nodes": [one
@@ -1329,6 +1346,156 @@ def exit_now(code):
         os._exit(code)
 
 
+def read_line(fd, buf):
+    """One JSON request line from fd, read without Python's buffered
+    stdin (whose read-ahead a forked worker would inherit), and what was
+    read after it: (None, b"") at end of input."""
+    while b"\n" not in buf:
+        data = os.read(fd, 65536)
+        if not data:
+            return None, b""
+        buf += data
+    line, _, rest = buf.partition(b"\n")
+    if not line.strip():
+        return read_line(fd, rest)
+    return json.loads(line), rest
+
+
+def set_parent_death_signal():
+    """Asks the kernel to SIGKILL this process when its parent (the
+    zygote) ends (Linux prctl PR_SET_PDEATHSIG); False where it cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def zygote_loop(ctl_fd, reply_fd, buf, reply):
+    """Serves "fork" requests (see Zygote in the module docstring) until
+    the zygote's input ends; then waits for its forked workers and exits.
+    Returns only in a forked worker, whose stdin, stdout, stderr and reply
+    descriptor are then the ones the parent sent. The parsed manifests,
+    frozen out of the garbage collector (gc.freeze), stay shared with the
+    zygote page by page until a worker writes to them."""
+    import select
+    import socket
+
+    ctl = socket.socket(fileno=ctl_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    zygote_pid = os.getpid()
+    children = set()
+
+    def reap():
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in children:
+                children.discard(pid)
+                reply({"id": 0, "type": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def fork(req):
+        msg, fds, _, _ = socket.recv_fds(ctl, 16, 3)
+        if len(fds) != 3:
+            for f in fds:
+                os.close(f)
+            raise RuntimeError("fork: expected 3 file descriptors, got %d" % len(fds))
+        if threading.active_count() > 1:
+            # A forked worker has only this thread: a lock another held
+            # stays held in it.
+            print("dbtorch zygote: forking with threads running: %s" % [t.name for t in threading.enumerate()], file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(wake_r)
+            os.close(wake_w)
+            ctl.close()
+            os.setpgid(0, 0)
+            if not set_parent_death_signal() and sys.platform.startswith("linux"):
+                os._exit(70)
+            if os.getppid() != zygote_pid:
+                os._exit(70)  # the zygote ended before the prctl
+            fin, frep, fout = fds
+            os.dup2(fin, 0)
+            os.dup2(fout, 1)
+            os.dup2(fout, 2)
+            os.dup2(frep, reply_fd, inheritable=False)
+            for f in fds:
+                os.close(f)
+            return True
+        for f in fds:
+            os.close(f)
+        try:
+            # As the worker does: whichever runs first, it is in its own
+            # group before the parent hears of it.
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # it has ended already (its end is reported)
+        children.add(pid)
+        reply({"id": req.get("id"), "type": "forked", "pid": pid})
+        return False
+
+    while True:
+        reap()
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+            except ValueError:
+                print("dbtorch zygote: bad request line: %r" % line[:200], file=sys.stderr)
+                continue
+            if req.get("type") != "fork":
+                reply({"id": req.get("id"), "type": "done", "success": False,
+                       "error": "the zygote only forks (got %r)" % (req.get("type"),), "elapsed": 0})
+                continue
+            try:
+                if fork(req):
+                    return
+            except Exception as e:  # noqa: BLE001 - reported to the parent
+                reply({"id": req.get("id"), "type": "done", "success": False, "error": error_text(e), "elapsed": 0})
+        try:
+            ready, _, _ = select.select([0, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        if 0 in ready:
+            data = os.read(0, 65536)
+            if not data:
+                break
+            buf += data
+    # Input ended: the forked workers' own inputs end too (or have);
+    # they die with the zygote, so let them end first.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for pid in list(children):
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            continue
+        reply({"id": 0, "type": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+    exit_now(0)
+
+
 def main():
     fd = int(os.environ["DBTORCH_WORKER_FD"])
     os.set_inheritable(fd, False)
@@ -1569,9 +1736,16 @@ def main():
             current[:] = [rid, phase] if phase and not was else [None, None]
         return not was
 
-    threading.Thread(target=read, name="dbtorch-reader", daemon=True).start()
+    zygote = os.environ.pop("DBTORCH_ZYGOTE_FD", None)
+    if zygote is None:
+        threading.Thread(target=read, name="dbtorch-reader", daemon=True).start()
     try:
-        req = incoming.get()
+        if zygote is None:
+            req = incoming.get()
+        else:
+            # No reader thread before the forks: a forked worker has only
+            # the thread that forked it.
+            req, rest = read_line(0, b"")
         if req is None:
             return
         with lock:
@@ -1584,6 +1758,10 @@ def main():
             sys.exit(3)
         reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches,
                "enabled": enabled, "hooks": can_skip_hooks, "session": can_session})
+        if zygote is not None:
+            # Returns in a forked worker only, its descriptors in place.
+            zygote_loop(int(zygote), fd, rest, reply)
+            threading.Thread(target=read, name="dbtorch-reader", daemon=True).start()
         while True:
             req = incoming.get()
             if req is None:

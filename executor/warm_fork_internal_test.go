@@ -1,0 +1,117 @@
+package executor
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/manifest"
+)
+
+// ppid returns pid's parent (0 when pid is gone).
+func ppid(t *testing.T, pid int) int {
+	p, _ := dbttest.ProcParent(t, pid)
+	return p
+}
+
+// TestWarmForksWorkers: with several workers on PostgreSQL, one zygote
+// parses and every worker is forked from it (its parent is the zygote);
+// each runs nodes; a worker killed while idle is reported as killed (the
+// zygote tells) and replaced by a new fork. With NoFork every worker is
+// dbtorch's own child and parses on its own.
+func TestWarmForksWorkers(t *testing.T) {
+	pg := dbttest.StartPostgres(t)
+	dir := dbttest.CopyProject(t, "shop")
+	env := append(dbttest.Env(t, dir), pg.Env()...)
+	start := func(noFork bool) *Warm {
+		x, err := NewWarm(WarmConfig{
+			Options: Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env, Target: "pg"}, WorkDir: t.TempDir()},
+			Workers: 3, NoFork: noFork,
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, x.Close()) })
+		require.NoError(t, x.Prepare(t.Context()))
+		require.NoError(t, x.WaitWorkers(t.Context()))
+		return x
+	}
+	pids := func(x *Warm) []int {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		var ps []int
+		for w := range x.workers {
+			ps = append(ps, w.pw.Pid())
+		}
+		return ps
+	}
+
+	x := start(false)
+	require.NotNil(t, x.zygote)
+	z := x.zygote.Pid()
+	ws := pids(x)
+	require.Len(t, ws, 3)
+	for _, p := range ws {
+		assert.Equal(t, z, ppid(t, p), "worker %d forked by the zygote", p)
+	}
+	m, err := x.Manifest(t.Context())
+	require.NoError(t, err)
+	seed := m.Lookup("seed.shop.customers")
+	require.NotNil(t, seed)
+	run := func(n *manifest.Node) Result {
+		resp, err := x.Execute(t.Context(), Request{Command: CommandFor(n.ResourceType), Nodes: []*manifest.Node{n}, Attempt: 1})
+		require.NoError(t, err)
+		require.Len(t, resp.Results, 1)
+		return resp.Results[0]
+	}
+	for range 3 {
+		r := run(seed)
+		assert.Equal(t, Success, r.Status, r.Message)
+	}
+
+	// Kill an idle worker: its end is learnt from the zygote, the next
+	// request that takes it replaces it with a new fork, and every node
+	// still runs.
+	x.mu.Lock()
+	var dead *worker
+	for w := range x.workers {
+		dead = w
+		break
+	}
+	x.mu.Unlock()
+	victim := dead.pw.Pid()
+	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
+	select {
+	case <-dead.pw.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the zygote did not report its worker's end")
+	}
+	assert.Equal(t, "killed", dead.pw.Result().Signal)
+	for range 4 {
+		r := run(seed)
+		assert.Equal(t, Success, r.Status, r.Message)
+	}
+	require.Eventually(t, func() bool {
+		ps := pids(x)
+		if len(ps) != 3 {
+			return false
+		}
+		for _, p := range ps {
+			if p == victim || ppid(t, p) != z {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 10*time.Millisecond, "a forked replacement")
+
+	// NoFork: no zygote, the workers are this process's children.
+	y := start(true)
+	assert.Nil(t, y.zygote)
+	for _, p := range pids(y) {
+		assert.Equal(t, os.Getpid(), ppid(t, p))
+	}
+}

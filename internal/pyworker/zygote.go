@@ -1,0 +1,217 @@
+package pyworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dbtorch/dbtorch/internal/proc"
+)
+
+// ErrNoFork is returned by LaunchZygote where workers cannot be forked
+// (not Linux: a forked worker must die with its zygote, which needs
+// PR_SET_PDEATHSIG).
+var ErrNoFork = errors.New("pyworker: forking workers needs Linux")
+
+// Zygote is a worker that parses the project once and then forks
+// workers (Fork) that start with its parsed manifests, in a few
+// milliseconds instead of a parse each, and share its memory page by page
+// until they write to it (worker.py, zygote_loop). It runs no invocation
+// itself. A forked worker is a Worker like a launched one; it dies with
+// the zygote. Methods are safe for concurrent use.
+type Zygote struct {
+	w   *Worker
+	ctl *net.UnixConn
+	log *slog.Logger
+
+	forkMu sync.Mutex // pairs a fork's descriptors with its request
+	mu     sync.Mutex
+	nextID int
+	kids   map[int]*proc.Forked // pid -> not known to have ended
+	early  map[int]int          // pid -> code: ended before Fork took it
+	gone   bool                 // the zygote's reply pipe closed
+}
+
+// LaunchZygote starts a zygote and sends it start, returning once it has
+// parsed the project, as Launch does.
+func LaunchZygote(ctx context.Context, cfg Config, start Request) (*Zygote, error) {
+	if runtime.GOOS != "linux" {
+		return nil, ErrNoFork
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pyworker: socketpair: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "zygote-ctl"), os.NewFile(uintptr(fds[1]), "zygote-ctl-child")
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		theirs.Close()
+		return nil, fmt.Errorf("pyworker: zygote socket: %w", err)
+	}
+	z := &Zygote{ctl: c.(*net.UnixConn), kids: map[int]*proc.Forked{}, early: map[int]int{}, log: cfg.Logger}
+	if z.log == nil {
+		z.log = slog.New(slog.DiscardHandler)
+	}
+	z.w, err = launch(ctx, cfg, start, theirs, z.event)
+	theirs.Close()
+	if err != nil {
+		z.ctl.Close()
+		return nil, err
+	}
+	return z, nil
+}
+
+// event takes the zygote's "exited" messages and, with a zero Reply, the
+// end of its reply pipe: every forked worker not known to have ended is
+// then killed (it dies with the zygote anyway) and ends when its output
+// closes.
+func (z *Zygote) event(m Reply) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if m.Type == "" {
+		z.gone = true
+		for pid, k := range z.kids {
+			k.Orphaned()
+			delete(z.kids, pid)
+		}
+		return
+	}
+	if k := z.kids[m.PID]; k != nil {
+		k.Exited(m.Code)
+		delete(z.kids, m.PID)
+		return
+	}
+	z.early[m.PID] = m.Code
+}
+
+// Ready returns the zygote's ready reply (its pid and parse time, the
+// patches of its workers).
+func (z *Zygote) Ready() Reply { return z.w.Ready() }
+
+// Alive reports whether the zygote still runs.
+func (z *Zygote) Alive() bool { return z.w.Alive() }
+
+// Pid returns the zygote's process id.
+func (z *Zygote) Pid() int { return z.w.Pid() }
+
+// Fork starts a worker from the zygote. The worker is ready: it has the
+// zygote's parsed manifests and answers requests at once; its Ready is
+// the zygote's with the worker's pid. ctx bounds the wait for the
+// zygote's answer; a zygote that has ended gives an error wrapping
+// ErrExited.
+func (z *Zygote) Fork(ctx context.Context) (*Worker, error) {
+	z.mu.Lock()
+	gone := z.gone
+	z.mu.Unlock()
+	if gone || !z.Alive() {
+		return nil, fmt.Errorf("pyworker: fork: %w: the zygote ended", ErrExited)
+	}
+	var fds [6]*os.File // stdin r/w, reply r/w, output r/w
+	closeAll := func() {
+		for _, f := range fds {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	for i := 0; i < 6; i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("pyworker: fork: pipe: %w", err)
+		}
+		fds[i], fds[i+1] = r, w
+	}
+	inR, inW, repR, repW, outR, outW := fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]
+
+	z.forkMu.Lock()
+	z.mu.Lock()
+	z.nextID++
+	id := z.nextID
+	z.mu.Unlock()
+	rights := syscall.UnixRights(int(inR.Fd()), int(repW.Fd()), int(outW.Fd()))
+	_, _, err := z.ctl.WriteMsgUnix([]byte{'f'}, rights, nil)
+	var m Reply
+	if err == nil {
+		// Not ctx: a cancelled Call would stop the zygote. The zygote
+		// answers a fork in milliseconds.
+		ch := make(chan struct{})
+		go func() {
+			defer close(ch)
+			m, err = z.w.Call(context.WithoutCancel(ctx), Request{ID: id, Type: "fork"}, 0)
+		}()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			z.forkMu.Unlock()
+			// The fork may still happen: its worker's input is closed
+			// below, so it ends at once.
+			go func() {
+				<-ch
+				closeAll()
+			}()
+			return nil, ctx.Err()
+		}
+	}
+	z.forkMu.Unlock()
+	// The zygote holds its own copies now (or has no use for them).
+	inR.Close()
+	repW.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		repR.Close()
+		outR.Close()
+		return nil, fmt.Errorf("pyworker: fork: %w", err)
+	}
+	if m.Type != "forked" || m.PID <= 0 {
+		inW.Close()
+		repR.Close()
+		outR.Close()
+		msg := "no worker"
+		if m.Error != nil {
+			msg = *m.Error
+		}
+		return nil, fmt.Errorf("pyworker: fork: %s", msg)
+	}
+	k := proc.NewForked(m.PID, inW, outR)
+	z.mu.Lock()
+	switch code, ok := z.early[m.PID]; {
+	case ok:
+		delete(z.early, m.PID)
+		k.Exited(code)
+	case z.gone:
+		k.Orphaned()
+	default:
+		z.kids[m.PID] = k
+	}
+	z.mu.Unlock()
+	w := &Worker{p: k, pending: map[int]chan Reply{}}
+	w.ready = z.w.Ready()
+	w.ready.PID, w.ready.Elapsed = m.PID, 0
+	go w.read(repR, z.log)
+	return w, nil
+}
+
+// Close ends the zygote's input, waits up to wait for it and its forked
+// workers to end (their inputs should be closed first: they die with the
+// zygote) and then kills it.
+func (z *Zygote) Close(wait time.Duration) proc.Result {
+	res := z.w.Close(wait)
+	z.ctl.Close()
+	return res
+}
+
+// Kill stops the zygote at once (its forked workers die with it).
+func (z *Zygote) Kill() {
+	z.w.Kill()
+	z.ctl.Close()
+}

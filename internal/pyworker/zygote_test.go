@@ -1,0 +1,133 @@
+package pyworker_test
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dbtorch/dbtorch/dbt"
+	"github.com/dbtorch/dbtorch/internal/dbtargv"
+	"github.com/dbtorch/dbtorch/internal/dbttest"
+	"github.com/dbtorch/dbtorch/internal/pyworker"
+)
+
+// gone reports whether pid has ended (no process, or a zombie nobody
+// reaped yet).
+func gone(t *testing.T, pid int) bool {
+	_, state := dbttest.ProcParent(t, pid)
+	return state == "" || state == "Z"
+}
+
+// TestZygoteForksWorkers: a zygote parses the shop project once; workers
+// forked from it are its children, in process groups of their own, and
+// answer dbt requests from its manifest without a start of their own; a
+// killed worker is reported as killed and the zygote forks another; when
+// the zygote dies its workers die too and report it; closed in order
+// (workers, then zygote) all exit with status 0.
+func TestZygoteForksWorkers(t *testing.T) {
+	t.Parallel()
+	dir := dbttest.CopyProject(t, "shop")
+	env := dbttest.Env(t, dir)
+	py, err := dbt.Interpreter(dbttest.DBT(t))
+	require.NoError(t, err)
+	script, err := pyworker.WriteScript(t.TempDir())
+	require.NoError(t, err)
+	work := t.TempDir()
+	g := dbtargv.Local(dbt.Project{Dir: dir}, filepath.Join(work, "target"), filepath.Join(work, "logs"))
+	g.Quiet = true
+	parse, err := dbtargv.Parse(g)
+	require.NoError(t, err)
+	deps, err := dbtargv.Deps(g)
+	require.NoError(t, err)
+	ls, err := dbtargv.Ls(g, []string{"--select", "fqn:customers"})
+	require.NoError(t, err)
+
+	launch := func() *pyworker.Zygote {
+		z, err := pyworker.LaunchZygote(t.Context(), pyworker.Config{Python: py, Script: script, Dir: dir, Env: env},
+			pyworker.Request{DepsArgs: deps, ParseArgs: parse})
+		require.NoError(t, err)
+		t.Cleanup(z.Kill)
+		return z
+	}
+	z := launch()
+	deps = nil
+
+	fork := func(n int) []*pyworker.Worker {
+		ws := make([]*pyworker.Worker, n)
+		var eg errgroup.Group
+		for i := range ws {
+			eg.Go(func() (err error) {
+				ws[i], err = z.Fork(t.Context())
+				return err
+			})
+		}
+		require.NoError(t, eg.Wait())
+		for _, w := range ws {
+			t.Cleanup(w.Kill)
+		}
+		return ws
+	}
+	ask := func(w *pyworker.Worker, id int) {
+		m, err := w.Call(t.Context(), pyworker.Request{ID: id, Type: pyworker.Ls, Args: ls, ParseArgs: parse}, time.Second)
+		require.NoError(t, err)
+		require.True(t, m.Success, "%v\n%s", m.Error, w.Tail(20))
+		assert.Equal(t, []string{"seed.shop.customers"}, m.IDs)
+	}
+
+	ws := fork(3)
+	pids := map[int]bool{z.Pid(): true}
+	for i, w := range ws {
+		assert.False(t, pids[w.Pid()], "a pid of its own")
+		pids[w.Pid()] = true
+		assert.Equal(t, w.Pid(), w.Ready().PID)
+		ppid, _ := dbttest.ProcParent(t, w.Pid())
+		assert.Equal(t, z.Pid(), ppid, "forked by the zygote")
+		pgid, err := syscall.Getpgid(w.Pid())
+		require.NoError(t, err)
+		assert.Equal(t, w.Pid(), pgid, "a process group of its own")
+		ask(w, i+1)
+	}
+
+	// One worker killed: reported as killed, the others and the zygote
+	// live on, and the zygote forks a replacement.
+	ws[0].Kill()
+	assert.Equal(t, "killed", ws[0].Result().Signal)
+	assert.True(t, z.Alive())
+	ask(ws[1], 10)
+	ws = append(ws, fork(1)...)
+	ask(ws[3], 11)
+
+	// Closed in order: every worker exits 0, then the zygote.
+	for _, w := range ws[1:3] {
+		res := w.Close(10 * time.Second)
+		assert.Equal(t, 0, res.ExitCode, "%s\n%s", res.Describe("worker"), w.Tail(20))
+	}
+	// The zygote dies: its last worker dies with it and reports so.
+	last := ws[3]
+	z.Kill()
+	select {
+	case <-last.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a forked worker outlived its zygote")
+	}
+	assert.Equal(t, "killed", last.Result().Signal)
+	require.Eventually(t, func() bool { return gone(t, last.Pid()) }, 5*time.Second, 20*time.Millisecond)
+	_, err = last.Call(t.Context(), pyworker.Request{ID: 12, Type: pyworker.Ls, Args: ls, ParseArgs: parse}, time.Second)
+	require.ErrorIs(t, err, pyworker.ErrExited)
+
+	// A zygote closed after its workers exits 0 too.
+	z = launch()
+	ws = fork(2)
+	ask(ws[0], 1)
+	for _, w := range ws {
+		assert.Equal(t, 0, w.Close(10*time.Second).ExitCode)
+	}
+	assert.Equal(t, 0, z.Close(10*time.Second).ExitCode)
+	_, err = z.Fork(t.Context())
+	require.ErrorIs(t, err, pyworker.ErrExited)
+}
