@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -37,8 +38,9 @@ func TestMain(m *testing.M) {
 // project directory) with its work directory in $DBTORCH_TEST_WORK, runs
 // model.probe.sleepy, and blocks; it prints "ready" once the workers run.
 func warmParent() int {
+	workers, _ := strconv.Atoi(os.Getenv("DBTORCH_TEST_WORKERS"))
 	w, err := executor.NewWarm(executor.WarmConfig{Options: executor.Options{
-		Project: dbt.Project{Dir: os.Getenv(parentEnv)}, WorkDir: os.Getenv("DBTORCH_TEST_WORK")}})
+		Project: dbt.Project{Dir: os.Getenv(parentEnv)}, WorkDir: os.Getenv("DBTORCH_TEST_WORK")}, Workers: workers})
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -57,40 +59,49 @@ func warmParent() int {
 // TestWarmWorkerDiesWithParent kills a process running a warm worker (in
 // the middle of an invocation) with SIGKILL, so that nothing in it runs:
 // the worker must be gone shortly after, and its DuckDB file free for the
-// next dbt.
+// next dbt. With two workers, forked from a zygote (dbtorch's child; the
+// workers are the zygote's), the zygote and both workers must be gone.
 func TestWarmWorkerDiesWithParent(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the parent-death signal is Linux only")
 	}
-	dir := copyProbe(t)
-	work := t.TempDir()
-	started := filepath.Join(t.TempDir(), "started")
-	env := probeEnv(t, dir, "DBTORCH_PROBE_SLEEP=120", "DBTORCH_PROBE_STARTED="+started)
-	parent := exec.Command(os.Args[0], "-test.run=^$")
-	parent.Env = append(env, parentEnv+"="+dir, "DBTORCH_TEST_WORK="+work, "DBTORCH_DBT="+dbttest.DBT(t))
-	stdout, err := parent.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, parent.Start())
-	t.Cleanup(func() { _ = parent.Process.Kill(); _ = parent.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	require.NoError(t, err, line)
-	require.Equal(t, "ready\n", line)
-	require.Eventually(t, func() bool { _, err := os.Stat(started); return err == nil }, 60*time.Second, 50*time.Millisecond,
-		"the worker runs the sleepy model")
-	workers := processesWith(t, work)
-	require.NotEmpty(t, workers, "a worker runs")
+	for _, c := range []struct {
+		name             string
+		workers, running int
+	}{{"one worker", 0, 1}, {"forked workers", 2, 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := copyProbe(t)
+			work := t.TempDir()
+			started := filepath.Join(t.TempDir(), "started")
+			env := probeEnv(t, dir, "DBTORCH_PROBE_SLEEP=120", "DBTORCH_PROBE_STARTED="+started)
+			parent := exec.Command(os.Args[0], "-test.run=^$")
+			parent.Env = append(env, parentEnv+"="+dir, "DBTORCH_TEST_WORK="+work, "DBTORCH_DBT="+dbttest.DBT(t),
+				fmt.Sprintf("DBTORCH_TEST_WORKERS=%d", c.workers))
+			stdout, err := parent.StdoutPipe()
+			require.NoError(t, err)
+			require.NoError(t, parent.Start())
+			t.Cleanup(func() { _ = parent.Process.Kill(); _ = parent.Wait() })
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			require.NoError(t, err, line)
+			require.Equal(t, "ready\n", line)
+			require.Eventually(t, func() bool { _, err := os.Stat(started); return err == nil }, 60*time.Second, 50*time.Millisecond,
+				"the worker runs the sleepy model")
+			require.Eventually(t, func() bool { return len(processesWith(t, work)) == c.running }, 60*time.Second, 50*time.Millisecond,
+				"%d worker processes run", c.running)
 
-	require.NoError(t, parent.Process.Signal(syscall.SIGKILL))
-	_ = parent.Wait()
-	assert.Eventually(t, func() bool { return len(processesWith(t, work)) == 0 }, 10*time.Second, 50*time.Millisecond,
-		"the worker died with its parent")
-	for _, pid := range processesWith(t, work) {
-		var n int
-		if _, err := fmt.Sscan(pid, &n); err == nil {
-			_ = syscall.Kill(n, syscall.SIGKILL)
-		}
+			require.NoError(t, parent.Process.Signal(syscall.SIGKILL))
+			_ = parent.Wait()
+			assert.Eventually(t, func() bool { return len(processesWith(t, work)) == 0 }, 10*time.Second, 50*time.Millisecond,
+				"the workers died with their parent")
+			for _, pid := range processesWith(t, work) {
+				var n int
+				if _, err := fmt.Sscan(pid, &n); err == nil {
+					_ = syscall.Kill(n, syscall.SIGKILL)
+				}
+			}
+			// The DuckDB file is free: dbt can write to it.
+			out, err := dbttest.Run(t, dir, env, "run", "--select", "quick")
+			assert.NoError(t, err, out)
+		})
 	}
-	// The DuckDB file is free: dbt can write to it.
-	out, err := dbttest.Run(t, dir, env, "run", "--select", "quick")
-	assert.NoError(t, err, out)
 }
