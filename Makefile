@@ -84,7 +84,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./manifest
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./selector
 
-## bench: the figures BENCHMARKS.md records (DBTORCH_BENCH_CORE=1 adds the slow Core-executor runs, DBTORCH_BENCH_FULL=1 per-wave on the 1,000-model projects)
+## bench: the figures BENCHMARKS.md records (DBTORCH_BENCH_CORE=1 adds the slow Core-executor runs, DBTORCH_BENCH_FULL=1 per-wave on the 1,000-model projects, DBTORCH_BENCH_FORKED=1 per-node with 4 forked workers on PostgreSQL)
 bench: setup postgres-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 180m ./...
 

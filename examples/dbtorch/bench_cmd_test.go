@@ -261,6 +261,17 @@ func (r *cmdBench) run(b *testing.B, c cmdCase) {
 		b.ReportMetric(float64(pn.mem.rss)/float64(pw.mem.rss), "rss/1-worker")
 	}
 
+	if c.pg && c.startup && benchForked() {
+		// Four forked workers (no build session) against the default
+		// one-worker session: the whole command and its workers' peak.
+		pf := dbtorch("--concurrency", threads, "--workers", threads)
+		b.Logf("dbtorch build per-node --workers %s (forked from one zygote): %v (%.2fx dbt build; first node at %v, overhead %v/node); peak of %d worker.py processes RSS %s, PSS %s (%.2fx the one-worker session's PSS %s)",
+			threads, pf.wall.Round(time.Millisecond), float64(pf.wall)/float64(d), pf.firstStart.Round(time.Millisecond),
+			pf.overhead.Round(time.Millisecond/10), pf.mem.workers, mb(pf.mem.rss), mb(pf.mem.pss),
+			float64(pf.mem.pss)/float64(pn.mem.pss), mb(pn.mem.pss))
+		b.ReportMetric(float64(pf.wall)/float64(d), "per-node-4-workers/dbt-build")
+		b.ReportMetric(float64(pf.mem.pss)/float64(pn.mem.pss), "build-pss-4-workers/1")
+	}
 	if c.pg && c.startup {
 		t4, m4 := r.warmStart(b, fresh, 4)
 		t1, m1 := r.warmStart(b, fresh, 1)
@@ -394,6 +405,10 @@ func firstNodeStart(b *testing.B, path string, start time.Time) time.Duration {
 // whole-command runs `make bench` leaves out: per-wave on the 1,000-model
 // projects.
 func benchFull() bool { return os.Getenv("DBTORCH_BENCH_FULL") == "1" }
+
+// benchForked reports whether DBTORCH_BENCH_FORKED=1 asks for the
+// per-node build with four forked workers on the PostgreSQL projects.
+func benchForked() bool { return os.Getenv("DBTORCH_BENCH_FORKED") == "1" }
 
 // warmStart starts a warm executor of workers workers on a fresh copy of
 // the project (pg target) and returns the time its Prepare and
