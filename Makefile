@@ -5,7 +5,16 @@ PY    := python3
 STAMP := $(VENV)/.installed
 GO    ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-FUZZTIME ?= 10s
+# Fuzzing budgets as execution counts (~5-10 s each here), not durations:
+# a duration races Go's fuzz coordinator at its deadline and fails with a
+# bare "context deadline exceeded" under load (golang/go#75804, fixed in Go
+# 1.27). FUZZTIME, when given, applies to both targets.
+FUZZ_LOAD_TIME ?= 40000x
+FUZZ_PARSE_TIME ?= 60000x
+ifdef FUZZTIME
+FUZZ_LOAD_TIME = $(FUZZTIME)
+FUZZ_PARSE_TIME = $(FUZZTIME)
+endif
 export DBTORCH_DBT := $(CURDIR)/$(VENV)/bin/dbt
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
@@ -79,10 +88,10 @@ test: setup postgres-deps artifacts-deps
 golden-selector: setup
 	$(GO) test -run '^TestRecordRunResults$$' -count=1 ./selector -update
 
-## fuzz: run each fuzz target for FUZZTIME
+## fuzz: run each fuzz target for its budget (FUZZ_LOAD_TIME, FUZZ_PARSE_TIME; FUZZTIME sets both)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./manifest
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./selector
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZ_LOAD_TIME) ./manifest
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_PARSE_TIME) ./selector
 
 ## bench: the figures BENCHMARKS.md records (DBTORCH_BENCH_CORE=1 adds the slow Core-executor runs, DBTORCH_BENCH_FULL=1 per-wave on the 1,000-model projects, DBTORCH_BENCH_FORKED=1 per-node with 4 forked workers on PostgreSQL)
 bench: setup postgres-deps
