@@ -74,8 +74,8 @@ type WarmConfig struct {
 	SessionThreads int
 	// NoFork starts each of several Workers with a parse of its own.
 	// By default (on Linux) one zygote process parses the project once
-	// and the workers are forked from it: ready a few milliseconds after
-	// that parse instead of each after one of its own (on 2 cores, four
+	// and the workers are forked from it: ready right after that
+	// parse instead of each after one of its own (on 2 cores, four
 	// parses at once take about twice one), sharing the parsed manifest's
 	// memory with the zygote until they write to it, and a dead worker's
 	// replacement is forked too. A forked worker dies with its zygote;

@@ -21,8 +21,8 @@ import (
 var ErrNoFork = errors.New("pyworker: forking workers needs Linux")
 
 // Zygote is a worker that parses the project once and then forks
-// workers (Fork) that start with its parsed manifests, in a few
-// milliseconds instead of a parse each, and share its memory page by page
+// workers (Fork) that start with its parsed manifests instead of
+// a parse each, and share its memory page by page
 // until they write to it (worker.py, zygote_loop). It runs no invocation
 // itself. A forked worker is a Worker like a launched one; it dies with
 // the zygote. Methods are safe for concurrent use.
@@ -142,7 +142,7 @@ func (z *Zygote) Fork(ctx context.Context) (*Worker, error) {
 	var m Reply
 	if err == nil {
 		// Not ctx: a cancelled Call would stop the zygote. The zygote
-		// answers a fork in milliseconds.
+		// answers a fork without running dbt.
 		ch := make(chan struct{})
 		go func() {
 			defer close(ch)
