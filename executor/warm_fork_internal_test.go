@@ -52,6 +52,9 @@ func TestWarmForksWorkers(t *testing.T) {
 
 	x := start(false)
 	require.NotNil(t, x.zygote)
+	// The warm executor's parse arguments (partial-parse file, vars,
+	// target) are ones the zygote's warming ls takes.
+	assert.True(t, x.zygote.Ready().Warmed, "the zygote warmed its forks")
 	z := x.zygote.Pid()
 	ws := pids(x)
 	require.Len(t, ws, 3)

@@ -28,3 +28,24 @@ func ProcParent(t testing.TB, pid int) (ppid int, state string) {
 	}
 	return ppid, f[0]
 }
+
+// ProcChildren returns the pids of pid's live children (not zombies),
+// from /proc (Linux), in no order.
+func ProcChildren(t testing.TB, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatalf("dbttest: %v", err)
+	}
+	var kids []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, state := ProcParent(t, p); ppid == pid && state != "" && state != "Z" {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}

@@ -146,6 +146,10 @@ type Reply struct {
 	// Session says (ready) whether the worker runs build sessions
 	// (Request.Session): requests may then overlap.
 	Session bool `json:"session"`
+	// Warmed says (a zygote's ready) that the zygote ran the `dbt ls`
+	// that builds, before any fork, what every worker's first invocation
+	// would otherwise build for itself (worker.py, warm_forks).
+	Warmed bool `json:"warmed"`
 	// Code is a forked worker's exit status, or minus the signal that
 	// killed it (a zygote's "exited", PID the worker's).
 	Code int `json:"code"`
@@ -310,20 +314,8 @@ const Cancel = "cancel"
 // When the worker ends first, the error wraps ErrExited. After any other
 // error the worker is gone. With an error the Reply is always empty.
 func (w *Worker) Call(ctx context.Context, req Request, grace time.Duration) (Reply, error) {
-	if req.Type == "" {
-		req.Type = Invoke
-	}
-	ch := make(chan Reply, 1)
-	w.mu.Lock()
-	if w.ended {
-		w.mu.Unlock()
-		res := w.p.Stop(0)
-		return Reply{}, fmt.Errorf("%w: %s", ErrExited, res.Describe("worker"))
-	}
-	w.pending[req.ID] = ch
-	w.mu.Unlock()
-	if err := w.send(req); err != nil {
-		w.p.Stop(0)
+	ch, err := w.post(req)
+	if err != nil {
 		return Reply{}, err
 	}
 	select {
@@ -354,6 +346,30 @@ func (w *Worker) Call(ctx context.Context, req Request, grace time.Duration) (Re
 		w.p.Stop(0)
 	}
 	return Reply{}, ctx.Err()
+}
+
+// post sends req (an invoke when its Type is empty) and returns the
+// channel its reply comes on, closed instead when the worker ends first.
+// An error wraps ErrExited when the worker has ended, or is the write's
+// (the worker is then stopped).
+func (w *Worker) post(req Request) (chan Reply, error) {
+	if req.Type == "" {
+		req.Type = Invoke
+	}
+	ch := make(chan Reply, 1)
+	w.mu.Lock()
+	if w.ended {
+		w.mu.Unlock()
+		res := w.p.Stop(0)
+		return nil, fmt.Errorf("%w: %s", ErrExited, res.Describe("worker"))
+	}
+	w.pending[req.ID] = ch
+	w.mu.Unlock()
+	if err := w.send(req); err != nil {
+		w.p.Stop(0)
+		return nil, err
+	}
+	return ch, nil
 }
 
 // Alive reports whether the worker process is still running.

@@ -36,7 +36,10 @@ type Zygote struct {
 	nextID int
 	kids   map[int]*proc.Forked // pid -> not known to have ended
 	early  map[int]int          // pid -> code: ended before Fork took it
-	gone   bool                 // the zygote's reply pipe closed
+	// dropped holds the forks whose Fork returned before the zygote
+	// answered (ctx ended): their ends are of no one's interest.
+	dropped map[int]bool
+	gone    bool // the zygote's reply pipe closed
 }
 
 // LaunchZygote starts a zygote and sends it start, returning once it has
@@ -56,7 +59,7 @@ func LaunchZygote(ctx context.Context, cfg Config, start Request) (*Zygote, erro
 		theirs.Close()
 		return nil, fmt.Errorf("pyworker: zygote socket: %w", err)
 	}
-	z := &Zygote{ctl: c.(*net.UnixConn), kids: map[int]*proc.Forked{}, early: map[int]int{}, log: cfg.Logger}
+	z := &Zygote{ctl: c.(*net.UnixConn), kids: map[int]*proc.Forked{}, early: map[int]int{}, dropped: map[int]bool{}, log: cfg.Logger}
 	if z.log == nil {
 		z.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,7 +92,25 @@ func (z *Zygote) event(m Reply) {
 		delete(z.kids, m.PID)
 		return
 	}
+	if z.dropped[m.PID] {
+		delete(z.dropped, m.PID)
+		return
+	}
 	z.early[m.PID] = m.Code
+}
+
+// drop forgets the worker pid that a cancelled Fork left: its end,
+// reported already or to come.
+func (z *Zygote) drop(pid int) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if _, ok := z.early[pid]; ok {
+		delete(z.early, pid)
+		return
+	}
+	if !z.gone {
+		z.dropped[pid] = true
+	}
 }
 
 // Ready returns the zygote's ready reply (its pid and parse time, the
@@ -139,29 +160,35 @@ func (z *Zygote) Fork(ctx context.Context) (*Worker, error) {
 	z.mu.Unlock()
 	rights := syscall.UnixRights(int(inR.Fd()), int(repW.Fd()), int(outW.Fd()))
 	_, _, err := z.ctl.WriteMsgUnix([]byte{'f'}, rights, nil)
+	var ch chan Reply
+	if err == nil {
+		// The request goes before the next fork's descriptors: the zygote
+		// pairs each request with the descriptors that came first.
+		ch, err = z.w.post(Request{ID: id, Type: "fork"})
+	}
+	z.forkMu.Unlock()
 	var m Reply
 	if err == nil {
-		// Not ctx: a cancelled Call would stop the zygote. The zygote
-		// answers a fork without running dbt.
-		ch := make(chan struct{})
-		go func() {
-			defer close(ch)
-			m, err = z.w.Call(context.WithoutCancel(ctx), Request{ID: id, Type: "fork"}, 0)
-		}()
+		// Not a Call with ctx: a cancelled Call would stop the zygote.
+		// The zygote answers a fork without running dbt.
 		select {
-		case <-ch:
+		case r, ok := <-ch:
+			if m = r; !ok {
+				err = fmt.Errorf("%w: the zygote ended", ErrExited)
+			}
 		case <-ctx.Done():
-			z.forkMu.Unlock()
 			// The fork may still happen: its worker's input is closed
-			// below, so it ends at once.
+			// below, so it ends at once, and its end is forgotten.
 			go func() {
-				<-ch
+				r, ok := <-ch
 				closeAll()
+				if ok && r.Type == "forked" && r.PID > 0 {
+					z.drop(r.PID)
+				}
 			}()
 			return nil, ctx.Err()
 		}
 	}
-	z.forkMu.Unlock()
 	// The zygote holds its own copies now (or has no use for them).
 	inR.Close()
 	repW.Close()

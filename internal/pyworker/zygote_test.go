@@ -1,7 +1,9 @@
 package pyworker_test
 
 import (
+	"context"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +58,7 @@ func TestZygoteForksWorkers(t *testing.T) {
 	}
 	z := launch()
 	deps = nil
+	assert.True(t, z.Ready().Warmed, "the zygote warmed the forks before its ready (its stderr says why not)")
 
 	fork := func(n int) []*pyworker.Worker {
 		ws := make([]*pyworker.Worker, n)
@@ -101,6 +104,34 @@ func TestZygoteForksWorkers(t *testing.T) {
 	ask(ws[1], 10)
 	ws = append(ws, fork(1)...)
 	ask(ws[3], 11)
+
+	// A Fork whose ctx ends before the zygote answers returns ctx's
+	// error; the worker forked anyway ends at once, and nothing of it
+	// stays behind in the Zygote.
+	before := dbttest.ProcChildren(t, z.Pid())
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if w, err := z.Fork(cancelled); err == nil {
+		w.Kill() // the zygote answered first: nothing was dropped
+	} else {
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	// Forks are answered in order: once this one is, the cancelled one
+	// has been, and its worker has its input closed. This one works.
+	next := fork(1)[0]
+	ask(next, 12)
+	known := append(before, next.Pid())
+	require.Eventually(t, func() bool {
+		for _, p := range dbttest.ProcChildren(t, z.Pid()) {
+			if !slices.Contains(known, p) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "the cancelled fork's worker ended")
+	require.Eventually(t, func() bool { return z.Remembered() == 0 }, 5*time.Second, 20*time.Millisecond)
+	require.Never(t, func() bool { return z.Remembered() != 0 }, 300*time.Millisecond, 20*time.Millisecond,
+		"the cancelled fork's end is remembered for no one")
 
 	// Closed in order: every worker exits 0, then the zygote.
 	for _, w := range ws[1:3] {
