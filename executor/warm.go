@@ -304,10 +304,10 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 	id := x.nextID
 	z := x.zygote
 	x.mu.Unlock()
+	if x.beforeLaunch != nil {
+		x.beforeLaunch(ctx, id)
+	}
 	if z != nil && z.Alive() {
-		if x.beforeLaunch != nil {
-			x.beforeLaunch(ctx, id)
-		}
 		start := time.Now()
 		pw, err := z.Fork(ctx)
 		if err == nil {
@@ -319,64 +319,74 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 		}
 		x.log.Warn("dbtorch: forking a warm worker failed; it parses on its own", "worker", id, "err", err)
 	}
-	pw, err := x.launch(ctx, fmt.Sprintf("worker-%d", id), id, deps, false)
+	cfg, req, done, err := x.startRequest(fmt.Sprintf("worker-%d", id), deps)
 	if err != nil {
 		return nil, err
 	}
-	return &worker{id: id, pw: pw.(*pyworker.Worker)}, nil
+	start := time.Now()
+	pw, err := pyworker.Launch(ctx, cfg, req)
+	if err != nil {
+		return nil, fmt.Errorf("executor: worker %d: %w", id, err)
+	}
+	x.log.Debug("dbtorch: worker ready", "worker", id, "pid", pw.Pid(), "elapsed", time.Since(start), "patches", pw.Ready().Patches, "enabled", pw.Ready().Enabled)
+	done()
+	return &worker{id: id, pw: pw}, nil
 }
 
-// launch starts a worker (or, with zygote set, a *pyworker.Zygote) whose
-// parse writes into the work directory's name, running deps (when not
-// nil) first; the first parse of the pool sets the partial-parse file the
-// later ones start from and the manifest Manifest reads.
-func (x *Warm) launch(ctx context.Context, name string, id int, deps []string, zygote bool) (any, error) {
+// launchZygote starts the pool's zygote, running deps (when not nil)
+// before its parse (see startRequest).
+func (x *Warm) launchZygote(ctx context.Context, deps []string) (*pyworker.Zygote, error) {
+	cfg, req, done, err := x.startRequest("zygote", deps)
+	if err != nil {
+		return nil, err
+	}
+	if x.beforeLaunch != nil {
+		x.beforeLaunch(ctx, 0)
+	}
+	start := time.Now()
+	z, err := pyworker.LaunchZygote(ctx, cfg, req)
+	if err != nil {
+		return nil, fmt.Errorf("executor: zygote: %w", err)
+	}
+	x.log.Debug("dbtorch: zygote ready", "pid", z.Pid(), "elapsed", time.Since(start), "patches", z.Ready().Patches, "warmed", z.Ready().Warmed)
+	done()
+	return z, nil
+}
+
+// startRequest returns the configuration and start request of a worker
+// (or zygote) whose parse writes into the work directory's name, running
+// deps (when not nil) first, and done, to call once it is ready: the
+// first parse of the pool sets the partial-parse file the later ones
+// start from and the manifest Manifest reads.
+func (x *Warm) startRequest(name string, deps []string) (cfg pyworker.Config, req pyworker.Request, done func(), err error) {
 	x.mu.Lock()
 	pp := x.ppFile
 	x.mu.Unlock()
 	dir := filepath.Join(x.workDir, name)
 	vars, err := x.cfg.Vars.JSON()
 	if err != nil {
-		return nil, err
+		return cfg, req, nil, err
 	}
 	parse, err := x.parseArgs(x.cfg.Vars, dir, pp)
 	if err != nil {
-		return nil, err
+		return cfg, req, nil, err
 	}
 	if pp == "" {
 		// The first worker parses alone; start it from the project's own
 		// partial-parse file when there is one.
 		seedPartialParse(x.cfg.Dir, filepath.Join(dir, "target"), x.log)
 	}
-	if x.beforeLaunch != nil {
-		x.beforeLaunch(ctx, id)
-	}
-	start := time.Now()
-	cfg := pyworker.Config{Python: x.cfg.Python, Script: x.script, Dir: x.cfg.Dir, Env: x.cfg.Env, Unpatched: x.cfg.Unpatched, Logger: x.log}
-	req := pyworker.Request{DepsArgs: deps, ParseArgs: parse, Key: vars}
-	var pw any
-	var ready pyworker.Reply
-	if zygote {
-		z, err := pyworker.LaunchZygote(ctx, cfg, req)
-		if err != nil {
-			return nil, fmt.Errorf("executor: zygote: %w", err)
+	cfg = pyworker.Config{Python: x.cfg.Python, Script: x.script, Dir: x.cfg.Dir, Env: x.cfg.Env, Unpatched: x.cfg.Unpatched, Logger: x.log}
+	req = pyworker.Request{DepsArgs: deps, ParseArgs: parse, Key: vars}
+	done = func() {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if x.ppFile == "" {
+			x.ppFile = filepath.Join(dir, "target", "partial_parse.msgpack")
+			x.manifest.path = filepath.Join(dir, "target", "manifest.json")
 		}
-		pw, ready = z, z.Ready()
-	} else {
-		w, err := pyworker.Launch(ctx, cfg, req)
-		if err != nil {
-			return nil, fmt.Errorf("executor: worker %d: %w", id, err)
-		}
-		pw, ready = w, w.Ready()
 	}
-	x.log.Debug("dbtorch: worker ready", "worker", name, "pid", ready.PID, "elapsed", time.Since(start), "patches", ready.Patches, "enabled", ready.Enabled)
-	x.mu.Lock()
-	if x.ppFile == "" {
-		x.ppFile = filepath.Join(dir, "target", "partial_parse.msgpack")
-		x.manifest.path = filepath.Join(dir, "target", "manifest.json")
-	}
-	x.mu.Unlock()
-	return pw, nil
+	return cfg, req, done, nil
 }
 
 // Prepare runs `dbt deps` when needed (unless NoDeps) and starts the
@@ -411,7 +421,7 @@ func (x *Warm) Prepare(ctx context.Context) error {
 	have := x.zygote != nil && x.zygote.Alive()
 	x.mu.Unlock()
 	if x.fork && !have {
-		z, err := x.launch(ctx, "zygote", 0, deps, true)
+		z, err := x.launchZygote(ctx, deps)
 		switch {
 		case err == nil:
 			x.mu.Lock()
@@ -420,11 +430,11 @@ func (x *Warm) Prepare(ctx context.Context) error {
 				if x.zygote != nil {
 					x.zygote.Kill()
 				}
-				x.zygote = z.(*pyworker.Zygote)
+				x.zygote = z
 			}
 			x.mu.Unlock()
 			if closed {
-				z.(*pyworker.Zygote).Kill()
+				z.Kill()
 				return ErrClosed
 			}
 			deps = nil
