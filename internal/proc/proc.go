@@ -235,11 +235,16 @@ func Run(ctx context.Context, s Spec) Result {
 }
 
 // ExitError reports whether err is a process's non-zero exit (as opposed
-// to a failure to start it) and its exit code.
+// to a failure to start it), a Start'd process's or a Forked one's, and
+// its exit code: -1 when a signal ended it, as exec.ExitError.ExitCode.
 func ExitError(err error) (code int, ok bool) {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode(), true
+	}
+	var fe *exitError
+	if errors.As(err, &fe) {
+		return max(fe.code, -1), true
 	}
 	return -1, false
 }

@@ -3,6 +3,7 @@ package proc_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -170,4 +171,37 @@ func TestStartStdin(t *testing.T) {
 	require.NoError(t, res.Err)
 	assert.Equal(t, "hello", p.Tail(1))
 	assert.Equal(t, 0, res.ExitCode)
+}
+
+// TestForkedExitError: a Forked process's end, as its parent reports it,
+// is a Result whose Err ExitError reads as it reads a started process's:
+// the exit status, or -1 and the signal's name.
+func TestForkedExitError(t *testing.T) {
+	for _, c := range []struct {
+		reported, code int
+		signal         string
+	}{{3, 3, ""}, {-int(syscall.SIGKILL), -1, "killed"}} {
+		// A real process in a group of its own stands for the forked one:
+		// Exited kills what is left of its group.
+		cmd := exec.Command("sleep", "30")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		require.NoError(t, cmd.Start())
+		inR, inW, err := os.Pipe()
+		require.NoError(t, err)
+		outR, outW, err := os.Pipe()
+		require.NoError(t, err)
+		f := proc.NewForked(cmd.Process.Pid, inW, outR)
+		f.Exited(c.reported)
+		require.NoError(t, inR.Close())
+		require.NoError(t, outW.Close())
+		res := f.Wait()
+		_ = cmd.Wait() // killed with its group
+		code, ok := proc.ExitError(res.Err)
+		assert.True(t, ok, "%v", res.Err)
+		assert.Equal(t, c.code, code)
+		assert.Equal(t, c.code, res.ExitCode)
+		assert.Equal(t, c.signal, res.Signal)
+	}
+	_, ok := proc.ExitError(errors.New("not an exit"))
+	assert.False(t, ok)
 }
