@@ -177,8 +177,9 @@ func (z *Zygote) Fork(ctx context.Context) (*Worker, error) {
 				err = fmt.Errorf("%w: the zygote ended", ErrExited)
 			}
 		case <-ctx.Done():
-			// The fork may still happen: its worker's input is closed
-			// below, so it ends at once, and its end is forgotten.
+			// The fork may still happen: once the zygote answers, the
+			// worker's pipes are closed, so it ends at once, and its end
+			// is forgotten.
 			go func() {
 				r, ok := <-ch
 				closeAll()
