@@ -319,7 +319,7 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 		}
 		x.log.Warn("dbtorch: forking a warm worker failed; it parses on its own", "worker", id, "err", err)
 	}
-	cfg, req, done, err := x.startRequest(fmt.Sprintf("worker-%d", id), deps)
+	cfg, req, dir, err := x.startRequest(fmt.Sprintf("worker-%d", id), deps)
 	if err != nil {
 		return nil, err
 	}
@@ -329,14 +329,14 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 		return nil, fmt.Errorf("executor: worker %d: %w", id, err)
 	}
 	x.log.Debug("dbtorch: worker ready", "worker", id, "pid", pw.Pid(), "elapsed", time.Since(start), "patches", pw.Ready().Patches, "enabled", pw.Ready().Enabled)
-	done()
+	x.parsed(dir)
 	return &worker{id: id, pw: pw}, nil
 }
 
 // launchZygote starts the pool's zygote, running deps (when not nil)
 // before its parse (see startRequest).
 func (x *Warm) launchZygote(ctx context.Context, deps []string) (*pyworker.Zygote, error) {
-	cfg, req, done, err := x.startRequest("zygote", deps)
+	cfg, req, dir, err := x.startRequest("zygote", deps)
 	if err != nil {
 		return nil, err
 	}
@@ -349,27 +349,25 @@ func (x *Warm) launchZygote(ctx context.Context, deps []string) (*pyworker.Zygot
 		return nil, fmt.Errorf("executor: zygote: %w", err)
 	}
 	x.log.Debug("dbtorch: zygote ready", "pid", z.Pid(), "elapsed", time.Since(start), "patches", z.Ready().Patches, "warmed", z.Ready().Warmed)
-	done()
+	x.parsed(dir)
 	return z, nil
 }
 
 // startRequest returns the configuration and start request of a worker
-// (or zygote) whose parse writes into the work directory's name, running
-// deps (when not nil) first, and done, to call once it is ready: the
-// first parse of the pool sets the partial-parse file the later ones
-// start from and the manifest Manifest reads.
-func (x *Warm) startRequest(name string, deps []string) (cfg pyworker.Config, req pyworker.Request, done func(), err error) {
+// (or zygote) whose parse writes into dir, the work directory's name,
+// running deps (when not nil) first. Once it is ready, parsed(dir).
+func (x *Warm) startRequest(name string, deps []string) (cfg pyworker.Config, req pyworker.Request, dir string, err error) {
 	x.mu.Lock()
 	pp := x.ppFile
 	x.mu.Unlock()
-	dir := filepath.Join(x.workDir, name)
+	dir = filepath.Join(x.workDir, name)
 	vars, err := x.cfg.Vars.JSON()
 	if err != nil {
-		return cfg, req, nil, err
+		return cfg, req, "", err
 	}
 	parse, err := x.parseArgs(x.cfg.Vars, dir, pp)
 	if err != nil {
-		return cfg, req, nil, err
+		return cfg, req, "", err
 	}
 	if pp == "" {
 		// The first worker parses alone; start it from the project's own
@@ -378,15 +376,19 @@ func (x *Warm) startRequest(name string, deps []string) (cfg pyworker.Config, re
 	}
 	cfg = pyworker.Config{Python: x.cfg.Python, Script: x.script, Dir: x.cfg.Dir, Env: x.cfg.Env, Unpatched: x.cfg.Unpatched, Logger: x.log}
 	req = pyworker.Request{DepsArgs: deps, ParseArgs: parse, Key: vars}
-	done = func() {
-		x.mu.Lock()
-		defer x.mu.Unlock()
-		if x.ppFile == "" {
-			x.ppFile = filepath.Join(dir, "target", "partial_parse.msgpack")
-			x.manifest.path = filepath.Join(dir, "target", "manifest.json")
-		}
+	return cfg, req, dir, nil
+}
+
+// parsed records that a worker's parse into dir is done: the pool's first
+// sets the partial-parse file the later ones start from and the manifest
+// Manifest reads.
+func (x *Warm) parsed(dir string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.ppFile == "" {
+		x.ppFile = filepath.Join(dir, "target", "partial_parse.msgpack")
+		x.manifest.path = filepath.Join(dir, "target", "manifest.json")
 	}
-	return cfg, req, done, nil
 }
 
 // Prepare runs `dbt deps` when needed (unless NoDeps) and starts the

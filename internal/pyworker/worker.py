@@ -1593,11 +1593,12 @@ def main():
         return res.result
 
     def start(req):
+        """Runs deps when asked, parses, and returns the manifest."""
         if req.get("deps_args"):
             res = dbtRunner().invoke(list(req["deps_args"]))
             if not res.success:
                 raise RuntimeError("dbt deps failed: %s" % (res.exception or "see dbt's log"))
-        manifest_for(req.get("key", ""), req["parse_args"])
+        return manifest_for(req.get("key", ""), req["parse_args"])
 
     def invoke(req):
         manifest = manifest_for(req.get("key", ""), req["parse_args"])
@@ -1806,11 +1807,11 @@ def main():
             queued.discard(req.get("id"))
         begin = time.monotonic()
         try:
-            start(req)
+            manifest = start(req)
         except Exception as e:  # noqa: BLE001 - reported to the parent
             reply({"id": req.get("id", 0), "type": "fatal", "error": error_text(e)})
             sys.exit(3)
-        warmed = zygote is not None and warm_forks(manifest_for(req.get("key", ""), req["parse_args"]), req["parse_args"])
+        warmed = zygote is not None and warm_forks(manifest, req["parse_args"])
         reply({"id": req.get("id", 0), "type": "ready", "pid": os.getpid(), "elapsed": time.monotonic() - begin, "patches": patches,
                "enabled": enabled, "hooks": can_skip_hooks, "session": can_session, "warmed": warmed})
         if zygote is not None:
