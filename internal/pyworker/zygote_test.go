@@ -2,6 +2,7 @@ package pyworker_test
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -39,15 +40,7 @@ func TestZygoteForksWorkers(t *testing.T) {
 	require.NoError(t, err)
 	script, err := pyworker.WriteScript(t.TempDir())
 	require.NoError(t, err)
-	work := t.TempDir()
-	g := dbtargv.Local(dbt.Project{Dir: dir}, filepath.Join(work, "target"), filepath.Join(work, "logs"))
-	g.Quiet = true
-	parse, err := dbtargv.Parse(g)
-	require.NoError(t, err)
-	deps, err := dbtargv.Deps(g)
-	require.NoError(t, err)
-	ls, err := dbtargv.Ls(g, []string{"--select", "fqn:customers"})
-	require.NoError(t, err)
+	parse, deps, ls := shopArgs(t, dir)
 
 	launch := func() *pyworker.Zygote {
 		z, err := pyworker.LaunchZygote(t.Context(), pyworker.Config{Python: py, Script: script, Dir: dir, Env: env},
@@ -161,4 +154,97 @@ func TestZygoteForksWorkers(t *testing.T) {
 	assert.Equal(t, 0, z.Close(10*time.Second).ExitCode)
 	_, err = z.Fork(t.Context())
 	require.ErrorIs(t, err, pyworker.ErrExited)
+}
+
+// warmProbe parses a project with the worker's patches, counting how
+// often dbt links the graph, and forks a child that runs an ls over the
+// parsed manifest twice: before warm_forks and after it. It prints the
+// warm's result and the links each child made. dbt's output goes to
+// stderr; the answer alone to stdout.
+const warmProbe = `
+import json, os, sys
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+sys.path.insert(0, sys.argv[1])
+os.chdir(sys.argv[2])
+for kv in json.loads(sys.argv[3]):
+    k, _, v = kv.partition("=")
+    os.environ[k] = v
+deps, parse, ls = (json.loads(a) for a in sys.argv[4:7])
+import worker
+from dbt.cli.main import dbtRunner
+import dbt.compilation
+worker.apply_patches(worker.Builds())
+links = [0]
+link = dbt.compilation.Linker.link_graph
+def counted(self, manifest):
+    links[0] += 1
+    return link(self, manifest)
+dbt.compilation.Linker.link_graph = counted
+assert dbtRunner().invoke(deps).success
+manifest = dbtRunner().invoke(parse).result
+
+def child_links():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        before = links[0]
+        ok = dbtRunner(manifest=manifest).invoke(ls).success
+        os.write(w, json.dumps([ok, links[0] - before]).encode())
+        os._exit(0)
+    os.close(w)
+    got = b""
+    while True:
+        b = os.read(r, 4096)
+        if not b:
+            break
+        got += b
+    os.waitpid(pid, 0)
+    return json.loads(got)
+
+cold = child_links()
+warmed = worker.warm_forks(manifest, parse)
+warm = child_links()
+print(json.dumps({"warmed": warmed, "cold": cold, "warm": warm}), file=out, flush=True)
+`
+
+// TestWarmForksSharesGraph: after warm_forks the zygote's manifest has
+// its graph linked, so a worker forked from it links none for its first
+// request; one forked before it links its own.
+func TestWarmForksSharesGraph(t *testing.T) {
+	t.Parallel()
+	py, script := probeSetup(t)
+	dir := dbttest.CopyProject(t, "shop")
+	parse, deps, ls := shopArgs(t, dir)
+	arg := func(v any) string {
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		return string(b)
+	}
+	var got struct {
+		Warmed     bool
+		Cold, Warm [2]any // [ls succeeded, graphs linked]
+	}
+	runProbe(t, &got, py, warmProbe, script, dir, arg(dbttest.Env(t, dir)), arg(deps), arg(parse), arg(ls))
+	require.True(t, got.Warmed)
+	assert.Equal(t, [2]any{true, 1.0}, got.Cold, "a fork before the warm links the graph itself")
+	assert.Equal(t, [2]any{true, 0.0}, got.Warm, "a fork after the warm finds it linked")
+}
+
+// shopArgs returns the parse, deps and ls (of seed.shop.customers) command
+// lines for the shop project copied to dir, writing into a temporary
+// directory.
+func shopArgs(t *testing.T, dir string) (parse, deps, ls []string) {
+	t.Helper()
+	work := t.TempDir()
+	g := dbtargv.Local(dbt.Project{Dir: dir}, filepath.Join(work, "target"), filepath.Join(work, "logs"))
+	g.Quiet = true
+	parse, err := dbtargv.Parse(g)
+	require.NoError(t, err)
+	deps, err = dbtargv.Deps(g)
+	require.NoError(t, err)
+	ls, err = dbtargv.Ls(g, []string{"--select", "fqn:customers"})
+	require.NoError(t, err)
+	return parse, deps, ls
 }
