@@ -444,12 +444,13 @@ func helperCmd(t *testing.T, mode, url, out string, env ...string) *exec.Cmd {
 }
 
 // runHelpers runs n helper processes in mode at once and returns every
-// node interval they report.
+// node interval they report. A build helper starts its build only when
+// all n have opened their stores (barrier).
 func runHelpers(t *testing.T, n int, mode, url string, env ...string) [][]interval {
 	dir := t.TempDir()
 	cmds := make([]*exec.Cmd, n)
 	for k := range cmds {
-		cmds[k] = helperCmd(t, mode, url, filepath.Join(dir, fmt.Sprintf("out%d.json", k)), append(env, "PGLIMIT_TEST_PROC="+strconv.Itoa(k))...)
+		cmds[k] = helperCmd(t, mode, url, filepath.Join(dir, fmt.Sprintf("out%d.json", k)), append(env, "PGLIMIT_TEST_PROC="+strconv.Itoa(k), "PGLIMIT_TEST_PROCS="+strconv.Itoa(n))...)
 		require.NoError(t, cmds[k].Start())
 	}
 	out := make([][]interval, n)
@@ -667,9 +668,12 @@ func helperBuild(mode string) error {
 		// Both processes start building together, and a node runs long
 		// enough for the other process to be waiting for its relation.
 		cache, ex.sleep = dbCache{pool: s.Pool(), run: ex.run}, 300*time.Millisecond
-		if err := barrier(ctx, s.Pool(), ex.run, 2); err != nil {
-			return err
-		}
+	}
+	// Every mode's checks that nodes waited for each other hold only when
+	// the processes build together, not one after another's start-up.
+	procs, _ := strconv.Atoi(os.Getenv("PGLIMIT_TEST_PROCS"))
+	if err := barrier(ctx, s.Pool(), ex.run, procs); err != nil {
+		return err
 	}
 	run, err := buildWide(ctx, ex, nodes, cache, limits...)
 	if err != nil {
