@@ -31,15 +31,19 @@ from dbt.task.runnable import GraphRunnableTask
 from dbt.adapters import cache as relcache
 from dbt.graph.selector import NodeSelector
 from dbt.adapters.base.impl import BaseAdapter
+from dbt_common.behavior_flags import BehaviorFlagRendered
 internals = {
     "cache_plugin_discovery": lambda: PluginManager.__dict__["get_prefixed_modules"],
     "skip_graph_diagnostics": lambda: Compiler.write_graph_file,
+    "cheap_behavior_source": lambda: BehaviorFlagRendered.__dict__["_default_source"],
     "cache_query_comment": lambda: QueryStringGenerator.__init__,
     "reuse_graph": lambda: Compiler.compile,
     "skip_unlogged_events": lambda: EventManager.fire_event,
     "remember_schemas": lambda: GraphRunnableTask.create_schemas,
     "lazy_cache_events": lambda: relcache.CacheAction,
+    "memo_graph_members": lambda: NodeSelector.__init__,
     "index_selection": lambda: NodeSelector.select_included,
+    "memo_cache_schemas": lambda: BaseAdapter._get_cache_schemas,
     "keep_relation_cache": lambda: GraphRunnableTask.populate_adapter_cache,
     "prefilter_relation_match": lambda: BaseAdapter._make_match,
     "build_session": lambda: GraphRunnableTask.execute_nodes,
@@ -72,7 +76,7 @@ func TestPatchGate(t *testing.T) {
 		runProbe(t, &p, py, gateProbe, dir, minor, narrow)
 		return p
 	}
-	all := []string{"cache_plugin_discovery", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "index_selection", "keep_relation_cache", "prefilter_relation_match", "build_session"}
+	all := []string{"cache_plugin_discovery", "cheap_behavior_source", "skip_graph_diagnostics", "cache_query_comment", "reuse_graph", "skip_unlogged_events", "remember_schemas", "lazy_cache_events", "memo_graph_members", "index_selection", "memo_cache_schemas", "keep_relation_cache", "prefilter_relation_match", "build_session"}
 	for _, minor := range []string{"1.7", "1.12"} {
 		t.Run("dbt "+minor, func(t *testing.T) {
 			t.Parallel()

@@ -1,10 +1,13 @@
 package pyworker_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dbtorch/dbtorch/internal/dbttest"
 )
 
 // matchProbe looks up relations in a schema of 1,000 cached relations
@@ -101,4 +104,162 @@ func TestRunResultsTextIsDBTsFile(t *testing.T) {
 	assert.Equal(t, got.DBT, got.Text)
 	assert.NotContains(t, got.Text, "s3cret", "secret vars are scrubbed")
 	assert.Contains(t, got.Text, `"unique_id": "model.p.m"`)
+}
+
+// probePrelude starts a probe script: the answer goes to the first
+// stdout (dbt's output to stderr), the worker's directory (argv[1]) is
+// importable, the project directory (argv[2]) is current and the
+// environment has the KEY=VALUE entries of the JSON list argv[3].
+const probePrelude = `
+import json, os, sys
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+sys.path.insert(0, sys.argv[1])
+os.chdir(sys.argv[2])
+for kv in json.loads(sys.argv[3]):
+    k, _, v = kv.partition("=")
+    os.environ[k] = v
+`
+
+// schemasProbe parses the shop project, seeds it, and runs one model
+// (patched when sys.argv[8] is "patched"), counting in that run how many
+// relations dbt makes from nodes (BaseRelation.create_from), how many in
+// its relation cache's population (BaseAdapter._relations_cache_for_schemas)
+// and how many nodes its selector checks for graph membership, next to
+// the number of relational nodes and whether both invocations succeeded.
+const schemasProbe = probePrelude + `
+deps, parse, seed, run = (json.loads(a) for a in sys.argv[4:8])
+import worker
+from dbt.cli.main import dbtRunner
+from dbt.adapters.base.relation import BaseRelation
+from dbt.adapters.base.impl import BaseAdapter
+applied = []
+if sys.argv[8] == "patched":
+    _, applied = worker.apply_patches(worker.Builds())
+from dbt.graph.selector import NodeSelector
+counts = {"made": 0, "populating": 0, "members": 0}
+member = NodeSelector._is_graph_member
+def checked(self, uid):
+    counts["members"] += 1
+    return member(self, uid)
+NodeSelector._is_graph_member = checked
+create_from = BaseRelation.create_from.__func__
+def counted(cls, *a, **k):
+    counts["made"] += 1
+    return create_from(cls, *a, **k)
+BaseRelation.create_from = classmethod(counted)
+populate = BaseAdapter._relations_cache_for_schemas
+def populating(self, *a, **k):
+    before = counts["made"]
+    try:
+        return populate(self, *a, **k)
+    finally:
+        counts["populating"] += counts["made"] - before
+BaseAdapter._relations_cache_for_schemas = populating
+assert dbtRunner().invoke(deps).success
+manifest = dbtRunner().invoke(parse).result
+relational = sum(1 for n in manifest.nodes.values() if n.is_relational and not n.is_ephemeral_model and not n.is_external_node)
+ok = [dbtRunner(manifest=manifest).invoke(seed).success]
+counts.update(made=0, populating=0, members=0)
+ok.append(dbtRunner(manifest=manifest).invoke(run).success)
+print(json.dumps({"applied": applied, "relational": relational, "ok": ok, **counts}), file=out, flush=True)
+`
+
+// TestMemoCacheSchemasAndMembers: after the first invocation, with
+// memo_cache_schemas, an invocation makes no relation from the project's
+// nodes to find the schemas its relation cache lists (dbt makes one of
+// every relational node), and with memo_graph_members its selector checks
+// no node for graph membership (dbt checks every node); the relations the
+// run itself makes (its refs) are the same either way.
+func TestMemoCacheSchemasAndMembers(t *testing.T) {
+	t.Parallel()
+	py, script := probeSetup(t)
+	type counts struct {
+		Applied                      []string
+		Relational, Made, Populating int
+		Members                      int
+		OK                           []bool
+	}
+	got := map[string]counts{}
+	for _, mode := range []string{"patched", "unpatched"} {
+		dir := dbttest.CopyProject(t, "shop")
+		parse, deps, _ := shopArgs(t, dir)
+		// parse's global flags, as warm_forks's ls takes them.
+		seed := append([]string{"seed"}, parse[1:]...)
+		run := append([]string{"run", "--select", "stg_customers"}, parse[1:]...)
+		var c counts
+		runProbe(t, &c, py, schemasProbe, script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse),
+			jsonArg(t, seed), jsonArg(t, run), mode)
+		got[mode] = c
+	}
+	p, u := got["patched"], got["unpatched"]
+	require.Contains(t, p.Applied, "memo_cache_schemas")
+	assert.Equal(t, []bool{true, true}, p.OK)
+	assert.Equal(t, []bool{true, true}, u.OK)
+	assert.Greater(t, u.Relational, 10)
+	assert.GreaterOrEqual(t, u.Populating, u.Relational, "dbt makes a relation of every relational node")
+	assert.Zero(t, p.Populating, "the schemas found in the first invocation")
+	require.Contains(t, p.Applied, "memo_graph_members")
+	assert.Greater(t, u.Members, u.Relational, "dbt checks every node of the graph")
+	assert.Zero(t, p.Members, "the members found in the first invocation")
+	assert.Equal(t, u.Made-u.Populating, p.Made, "the run's own relations")
+}
+
+// jsonArg is v as a JSON command-line argument of a probe.
+func jsonArg(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// behaviorProbe asks dbt_common for a behavior flag's default source from
+// several callers, with dbt's _default_source and then with
+// cheap_behavior_source's, and prints both answers: the script itself
+// (run with -c: no file), a flag made by dbt_common's Behavior, code of a dbt module
+// (its globals and its file), code whose globals name no module, and code
+// whose globals name a loaded module it is not the file of.
+const behaviorProbe = `
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import worker
+from dbt_common.behavior_flags import Behavior, BehaviorFlagRendered
+import dbt.adapters.base.impl as impl
+
+def run(src, filename, globs):
+    ns = dict(globs, B=BehaviorFlagRendered, Behavior=Behavior)
+    exec(compile(src, filename, "exec"), ns)
+    return ns["r"]
+
+def answers():
+    flag = [{"name": "probe_flag", "default": False, "description": "d"}]
+    return [
+        BehaviorFlagRendered._default_source(),
+        Behavior(flag, {})._flags[0]._behavior_change_event.flag_source,
+        run("def f():\n    return B._default_source()\nr = f()", impl.__file__, impl.__dict__),
+        run("r = Behavior(%r, {})._flags[0]._behavior_change_event.flag_source" % flag, impl.__file__, impl.__dict__),
+        run("r = B._default_source()", "<generated>", {"__name__": "no_such_module"}),
+        run("r = B._default_source()", "/nonexistent/elsewhere.py", {"__name__": "json"}),
+    ]
+
+dbt = answers()
+applied = worker.cheap_behavior_source()
+print(json.dumps({"applied": applied, "dbt": dbt, "patched": answers()}))
+`
+
+// TestCheapBehaviorSourceAgrees: the patched default source of a
+// behavior flag is dbt_common's for every caller, the module of a frame
+// placed by its globals and by its file alike.
+func TestCheapBehaviorSourceAgrees(t *testing.T) {
+	t.Parallel()
+	py, dir := probeSetup(t)
+	var got struct {
+		Applied      bool
+		DBT, Patched []string
+	}
+	runProbe(t, &got, py, behaviorProbe, dir)
+	require.True(t, got.Applied)
+	// A probe run with -c has no file: dbt_common places none of its frames.
+	assert.Equal(t, []string{"Unknown", "Unknown", "dbt.adapters.base.impl", "dbt.adapters.base.impl", "Unknown", "Unknown"}, got.DBT)
+	assert.Equal(t, got.DBT, got.Patched)
 }

@@ -161,15 +161,7 @@ func TestZygoteForksWorkers(t *testing.T) {
 // parsed manifest twice: before warm_forks and after it. It prints the
 // warm's result and the links each child made. dbt's output goes to
 // stderr; the answer alone to stdout.
-const warmProbe = `
-import json, os, sys
-out = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)
-sys.path.insert(0, sys.argv[1])
-os.chdir(sys.argv[2])
-for kv in json.loads(sys.argv[3]):
-    k, _, v = kv.partition("=")
-    os.environ[k] = v
+const warmProbe = probePrelude + `
 deps, parse, ls = (json.loads(a) for a in sys.argv[4:7])
 import worker
 from dbt.cli.main import dbtRunner
