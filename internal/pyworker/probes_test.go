@@ -159,10 +159,30 @@ BaseAdapter._relations_cache_for_schemas = populating
 assert dbtRunner().invoke(deps).success
 manifest = dbtRunner().invoke(parse).result
 relational = sum(1 for n in manifest.nodes.values() if n.is_relational and not n.is_ephemeral_model and not n.is_external_node)
-ok = [dbtRunner(manifest=manifest).invoke(seed).success]
-counts.update(made=0, populating=0, members=0)
-ok.append(dbtRunner(manifest=manifest).invoke(run).success)
-print(json.dumps({"applied": applied, "relational": relational, "ok": ok, **counts}), file=out, flush=True)
+def answer(ok, warmed=None):
+    print(json.dumps({"applied": applied, "relational": relational, "ok": ok, "warmed": warmed, **counts}), file=out, flush=True)
+if sys.argv[9:] != ["forked"]:
+    ok = [dbtRunner(manifest=manifest).invoke(seed).success]
+    counts.update(made=0, populating=0, members=0)
+    ok.append(dbtRunner(manifest=manifest).invoke(run).success)
+    answer(ok)
+    sys.exit(0)
+# As the zygote: warm, then the seed in one fork and the run, counted, in
+# another, each the fork's first invocation.
+import atexit
+warmed = worker.warm_forks(manifest, parse)
+ok = []
+for args in (seed, run):
+    counts.update(made=0, populating=0, members=0)
+    pid = os.fork()
+    if pid == 0:
+        code = 0 if dbtRunner(manifest=manifest).invoke(args).success else 1
+        if args is run:
+            answer([True, code == 0], warmed)
+        atexit._run_exitfuncs()
+        os._exit(code)
+    ok.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0)
+assert ok[0], "seed failed"
 `
 
 // TestMemoCacheSchemasAndMembers: after the first invocation, with
@@ -179,17 +199,22 @@ func TestMemoCacheSchemasAndMembers(t *testing.T) {
 		Relational, Made, Populating int
 		Members                      int
 		OK                           []bool
+		Warmed                       *bool
 	}
 	got := map[string]counts{}
-	for _, mode := range []string{"patched", "unpatched"} {
+	for _, mode := range []string{"patched", "unpatched", "forked"} {
 		dir := dbttest.CopyProject(t, "shop")
 		parse, deps, _ := shopArgs(t, dir)
 		// parse's global flags, as warm_forks's ls takes them.
 		seed := append([]string{"seed"}, parse[1:]...)
 		run := append([]string{"run", "--select", "stg_customers"}, parse[1:]...)
 		var c counts
-		runProbe(t, &c, py, schemasProbe, script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse),
-			jsonArg(t, seed), jsonArg(t, run), mode)
+		args := []string{script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse), jsonArg(t, seed), jsonArg(t, run), mode}
+		if mode == "forked" {
+			args[len(args)-1] = "patched"
+			args = append(args, "forked")
+		}
+		runProbe(t, &c, py, schemasProbe, args...)
 		got[mode] = c
 	}
 	p, u := got["patched"], got["unpatched"]
@@ -203,6 +228,16 @@ func TestMemoCacheSchemasAndMembers(t *testing.T) {
 	assert.Greater(t, u.Members, u.Relational, "dbt checks every node of the graph")
 	assert.Zero(t, p.Members, "the members found in the first invocation")
 	assert.Equal(t, u.Made-u.Populating, p.Made, "the run's own relations")
+
+	// In a fork of a zygote that warmed its forks (warm_forks), the fork's
+	// first run finds both ready.
+	f := got["forked"]
+	require.NotNil(t, f.Warmed)
+	assert.True(t, *f.Warmed, "the warm's ls succeeded")
+	assert.Equal(t, []bool{true, true}, f.OK)
+	assert.Zero(t, f.Populating, "the schemas found by the zygote")
+	assert.Zero(t, f.Members, "the members found by the zygote")
+	assert.Equal(t, p.Made, f.Made, "the run's own relations")
 }
 
 // jsonArg is v as a JSON command-line argument of a probe.

@@ -124,6 +124,18 @@ from collections import OrderedDict
 MAX_MANIFESTS = 4
 MAX_BUILDS = 8
 
+# Functions of a parsed manifest that patches register (fork_warmer): the
+# zygote calls each before it forks (warm_forks), so that what the patch
+# keeps per manifest is found once there and shared with every fork,
+# instead of found again in each fork's first invocation.
+FORK_WARMERS = []
+
+
+def fork_warmer(fn):
+    """Registers fn(manifest) with the zygote's warm_forks."""
+    FORK_WARMERS.append(fn)
+    return fn
+
 
 def takes(fn, *names, exact=False):
     """Whether fn's parameters begin with names (are exactly names, with
@@ -446,6 +458,20 @@ def memo_graph_members():
         self.graph = hit[2]
 
     NodeSelector.__init__ = __init__
+
+    @fork_warmer
+    def warm(manifest):
+        # The members the run, seed, test, snapshot and build selectors
+        # check (without empty nodes, with NodeSelector's own check), over
+        # the graphs linked for manifest (warm_forks's ls found its own,
+        # with empty nodes).
+        from dbt.graph.graph import Graph
+
+        for (_, _, empty, check), (inner, man, _) in list(memo.items()):
+            inner = inner()
+            if empty and man() is manifest and inner is not None and check is NodeSelector._is_graph_member:
+                NodeSelector(Graph(inner), manifest, None, False)
+
     return True
 
 
@@ -637,8 +663,7 @@ def memo_cache_schemas():
     # worker keeps.
     memo = {}
 
-    def cachable(self):
-        manifest = self.manifest
+    def cachable(manifest):
         hit = memo.get(id(manifest))
         if hit is None or hit[0]() is not manifest:
             if hit is None and len(memo) >= 2 * MAX_MANIFESTS:
@@ -659,7 +684,7 @@ def memo_cache_schemas():
             or self.manifest is None
         ):
             return populate(self, adapter, required_schemas)
-        _, nodes, _ = cachable(self)
+        _, nodes, _ = cachable(self.manifest)
         start = time.perf_counter()
         # As dbt's populate_adapter_cache, with the kept list.
         adapter.set_relations_cache(nodes)
@@ -683,6 +708,17 @@ def memo_cache_schemas():
 
     GraphRunnableTask.populate_adapter_cache = populate_adapter_cache
     BaseAdapter._get_cache_schemas = _get_cache_schemas
+
+    @fork_warmer
+    def warm(manifest):
+        # With the adapters warm_forks's ls registered: the invocations
+        # register theirs of the same relation class and quoting.
+        from dbt.adapters.factory import FACTORY
+
+        _, nodes, _ = cachable(manifest)
+        for adapter in list(FACTORY.adapters.values()):
+            adapter._get_cache_schemas(nodes)
+
     return True
 
 
@@ -1546,7 +1582,9 @@ def warm_forks(manifest, parse_args):
     run (dbtorch's one-node selector), so that what every invocation builds
     on its first run and then keeps (the linked graph, reuse_graph; the
     selection index and criteria, index_selection; the modules dbt imports
-    on first use) is built once here and shared with every forked worker,
+    on first use), and after it what the FORK_WARMERS find (the graph
+    members of the run's selectors, memo_graph_members; the schemas of the
+    relation cache, memo_cache_schemas), is built once here and shared with every forked worker,
     instead of built again in each of them (~10 MB a worker on 1,000
     models). ls opens no database connection. Only a speed-up: when it
     fails, the workers build what they need themselves. Returns whether
@@ -1583,6 +1621,12 @@ def warm_forks(manifest, parse_args):
         os.close(saved)
     if failed:
         print("dbtorch zygote: warming the forks failed (each worker warms itself): %s" % failed, file=sys.stderr)
+    else:
+        for warm in FORK_WARMERS:
+            try:
+                warm(manifest)
+            except Exception as e:  # noqa: BLE001 - only a speed-up
+                print("dbtorch zygote: warming the forks (%s) failed: %s" % (warm.__qualname__, error_text(e)), file=sys.stderr)
     # What the ls built and keeps stays out of the collector's passes, as
     # the parsed manifest does (manifest_for).
     gc.collect()
