@@ -81,6 +81,19 @@ type WarmConfig struct {
 	// replacement is forked too. A forked worker dies with its zygote;
 	// if the zygote dies, workers parse on their own again.
 	NoFork bool
+	// RecycleAfter, when positive, is how many invocations a forked
+	// worker (see NoFork) runs before a fresh fork of the zygote takes
+	// its place. A forked worker shares the parsed manifest's memory with
+	// the zygote until it writes to it, and every invocation writes
+	// (Python's reference counts are in every object), so a long-lived
+	// fork ends up with its own copy of much of it. The fresh fork is
+	// started when the worker takes its last invocation and the old one
+	// exits after it. Less memory, more time: four workers on a
+	// 1,000-model PostgreSQL project peaked at 389 MB of PSS recycled
+	// after every invocation and 450 MB after 4, against 539 MB without,
+	// and the build took 2.1x and 1.3x as long (README). Zero: never.
+	// Workers that parsed on their own are never recycled.
+	RecycleAfter int
 }
 
 // Warm is the warm-worker executor: a pool of long-lived Python processes
@@ -239,6 +252,9 @@ func NewWarm(cfg WarmConfig) (*Warm, error) {
 	if cfg.SessionThreads < 0 {
 		return nil, &ConfigError{Field: "SessionThreads", Value: fmt.Sprint(cfg.SessionThreads), Reason: "negative"}
 	}
+	if cfg.RecycleAfter < 0 {
+		return nil, &ConfigError{Field: "RecycleAfter", Value: fmt.Sprint(cfg.RecycleAfter), Reason: "negative"}
+	}
 	adapter := cfg.adapter()
 	if cfg.SessionThreads == 0 {
 		cfg.SessionThreads = defaultThreads(adapter)
@@ -284,6 +300,13 @@ type worker struct {
 	pw *pyworker.Worker
 	// err is set on a placeholder for a worker that failed to start.
 	err error
+	// forked says that the worker was forked from the zygote, and so is
+	// recycled (WarmConfig.RecycleAfter).
+	forked bool
+	// served counts the invocations the worker took; last says that its
+	// replacement was started when it took its last (x.mu guards both).
+	served int
+	last   bool
 }
 
 // parseArgs returns the `dbt parse` command line for vars, writing into
@@ -312,7 +335,7 @@ func (x *Warm) spawn(ctx context.Context, deps []string) (*worker, error) {
 		pw, err := z.Fork(ctx)
 		if err == nil {
 			x.log.Debug("dbtorch: worker forked", "worker", id, "pid", pw.Pid(), "zygote", z.Pid(), "elapsed", time.Since(start))
-			return &worker{id: id, pw: pw}, nil
+			return &worker{id: id, pw: pw, forked: true}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("executor: worker %d: %w", id, err)
@@ -570,9 +593,35 @@ func (x *Warm) join(w *worker) {
 func (x *Warm) release(w *worker) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.workers[w] {
+	switch {
+	case !x.workers[w]:
+	case w.last:
+		// Recycled: its replacement is on the way; it exits.
+		delete(x.workers, w)
+		x.wg.Add(1)
+		go func() {
+			defer x.wg.Done()
+			w.pw.Close(2 * time.Second)
+		}()
+	default:
 		x.idle <- w
 	}
+}
+
+// recycles reports whether worker w takes its last invocation now
+// (WarmConfig.RecycleAfter); if so its replacement is started (x.mu
+// held).
+func (x *Warm) recycles(w *worker) bool {
+	if !w.forked || x.cfg.RecycleAfter == 0 || x.runsSessions(w) || !x.workers[w] || x.closed {
+		return false
+	}
+	w.served++
+	if w.served < x.cfg.RecycleAfter {
+		return false
+	}
+	w.last = true
+	x.startWorker(true, nil)
+	return true
 }
 
 // retire removes a dead or killed worker and starts its replacement in
@@ -588,6 +637,11 @@ func (x *Warm) retire(w *worker) {
 			return
 		}
 		delete(x.workers, w)
+		if w.last {
+			// Its replacement was started when it took its last
+			// invocation.
+			return
+		}
 		for range len(x.idle) {
 			select {
 			case o := <-x.idle:
@@ -731,6 +785,11 @@ func (x *Warm) Execute(ctx context.Context, req Request) (*Response, error) {
 		return x.failAll(req, nil, crashFailure("dbt warm worker could not be started", w.err.Error())), nil
 	}
 
+	x.mu.Lock()
+	if x.recycles(w) {
+		x.log.DebugContext(ctx, "dbtorch: warm worker recycled after this invocation", "worker", w.id, "invocations", w.served)
+	}
+	x.mu.Unlock()
 	preq := pyworker.Request{ID: id, Args: args, ParseArgs: parse, Key: vars,
 		ResultsPath: filepath.Join(opts.TargetPath, "run_results.json"), Build: req.BuildID, NoHooks: req.NoHooks,
 		Sole: x.cfg.Workers == 1}

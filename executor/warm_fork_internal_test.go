@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"maps"
 	"os"
 	"syscall"
 	"testing"
@@ -116,5 +117,76 @@ func TestWarmForksWorkers(t *testing.T) {
 	assert.Nil(t, y.zygote)
 	for _, p := range pids(y) {
 		assert.Equal(t, os.Getpid(), ppid(t, p))
+	}
+}
+
+// TestWarmRecyclesForks: a forked worker is replaced by a fresh fork after
+// RecycleAfter invocations, and exits; RecycleAfter zero keeps every
+// worker. Two workers take four invocations one after another, two each.
+func TestWarmRecyclesForks(t *testing.T) {
+	pg := dbttest.StartPostgres(t)
+	dir := dbttest.CopyProject(t, "shop")
+	env := append(dbttest.Env(t, dir), pg.Env()...)
+	for _, tc := range []struct {
+		name     string
+		after    int
+		replaced bool
+	}{{"never", 0, false}, {"after two", 2, true}, {"after three", 3, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			x, err := NewWarm(WarmConfig{
+				Options: Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env, Target: "pg"}, WorkDir: t.TempDir()},
+				Workers: 2, RecycleAfter: tc.after,
+			})
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, x.Close()) })
+			require.NoError(t, x.Prepare(t.Context()))
+			require.NoError(t, x.WaitWorkers(t.Context()))
+			require.NotNil(t, x.zygote)
+			workers := func() map[*worker]bool {
+				x.mu.Lock()
+				defer x.mu.Unlock()
+				return maps.Clone(x.workers)
+			}
+			before := workers()
+			require.Len(t, before, 2)
+			m, err := x.Manifest(t.Context())
+			require.NoError(t, err)
+			seed := m.Lookup("seed.shop.customers")
+			require.NotNil(t, seed)
+			for range 4 {
+				resp, err := x.Execute(t.Context(), Request{Command: Seed, Nodes: []*manifest.Node{seed}, Attempt: 1})
+				require.NoError(t, err)
+				require.Len(t, resp.Results, 1)
+				assert.Equal(t, Success, resp.Results[0].Status, resp.Results[0].Message)
+			}
+			if !tc.replaced {
+				assert.Equal(t, before, workers(), "the same workers")
+				for w := range before {
+					assert.True(t, w.pw.Alive(), "worker %d runs on", w.id)
+				}
+				return
+			}
+			for w := range before {
+				select {
+				case <-w.pw.Done():
+				case <-time.After(30 * time.Second):
+					t.Fatalf("recycled worker %d did not exit", w.id)
+				}
+				assert.Equal(t, 0, w.pw.Result().ExitCode, "worker %d exited as asked", w.id)
+			}
+			z := x.zygote.Pid()
+			require.Eventually(t, func() bool {
+				now := workers()
+				if len(now) != 2 {
+					return false
+				}
+				for w := range now {
+					if before[w] || ppid(t, w.pw.Pid()) != z {
+						return false
+					}
+				}
+				return true
+			}, 30*time.Second, 10*time.Millisecond, "two fresh forks of the zygote")
+		})
 	}
 }
