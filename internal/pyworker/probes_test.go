@@ -2,6 +2,8 @@ package pyworker_test
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -124,7 +126,7 @@ for kv in json.loads(sys.argv[3]):
 // schemasProbe parses the shop project, seeds it, and runs one model
 // (patched when sys.argv[8] is "patched"), counting in that run how many
 // relations dbt makes from nodes (BaseRelation.create_from), how many in
-// its relation cache's population (BaseAdapter._relations_cache_for_schemas)
+// its relation cache's population (BaseAdapter.set_relations_cache, dbt-postgres's linking included)
 // and how many nodes its selector checks for graph membership, next to
 // the number of relational nodes and whether both invocations succeeded.
 const schemasProbe = probePrelude + `
@@ -148,14 +150,14 @@ def counted(cls, *a, **k):
     counts["made"] += 1
     return create_from(cls, *a, **k)
 BaseRelation.create_from = classmethod(counted)
-populate = BaseAdapter._relations_cache_for_schemas
+populate = BaseAdapter.set_relations_cache
 def populating(self, *a, **k):
     before = counts["made"]
     try:
         return populate(self, *a, **k)
     finally:
         counts["populating"] += counts["made"] - before
-BaseAdapter._relations_cache_for_schemas = populating
+BaseAdapter.set_relations_cache = populating
 assert dbtRunner().invoke(deps).success
 manifest = dbtRunner().invoke(parse).result
 relational = sum(1 for n in manifest.nodes.values() if n.is_relational and not n.is_ephemeral_model and not n.is_external_node)
@@ -188,7 +190,8 @@ assert ok[0], "seed failed"
 // TestMemoCacheSchemasAndMembers: after the first invocation, with
 // memo_cache_schemas, an invocation makes no relation from the project's
 // nodes to find the schemas its relation cache lists (dbt makes one of
-// every relational node), and with memo_graph_members its selector checks
+// every relational node; on PostgreSQL also with --cache-selected-only,
+// to link the listed relations), and with memo_graph_members its selector checks
 // no node for graph membership (dbt checks every node); the relations the
 // run itself makes (its refs) are the same either way.
 func TestMemoCacheSchemasAndMembers(t *testing.T) {
@@ -202,14 +205,24 @@ func TestMemoCacheSchemasAndMembers(t *testing.T) {
 		Warmed                       *bool
 	}
 	got := map[string]counts{}
-	for _, mode := range []string{"patched", "unpatched", "forked"} {
+	pg := dbttest.StartPostgres(t)
+	for _, mode := range []string{"patched", "unpatched", "forked", "patched pg", "unpatched pg"} {
 		dir := dbttest.CopyProject(t, "shop")
 		parse, deps, _ := shopArgs(t, dir)
+		env := dbttest.Env(t, dir)
+		var flags []string
+		if strings.HasSuffix(mode, " pg") {
+			// As dbtorch's requests run: on PostgreSQL dbt still finds
+			// every schema to link the relations it listed.
+			env = append(env, pg.Env()...)
+			parse = append(parse, "--target", "pg")
+			flags = []string{"--cache-selected-only"}
+		}
 		// parse's global flags, as warm_forks's ls takes them.
-		seed := append([]string{"seed"}, parse[1:]...)
-		run := append([]string{"run", "--select", "stg_customers"}, parse[1:]...)
+		seed := slices.Concat([]string{"seed"}, parse[1:], flags)
+		run := slices.Concat([]string{"run", "--select", "stg_customers"}, parse[1:], flags)
 		var c counts
-		args := []string{script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse), jsonArg(t, seed), jsonArg(t, run), mode}
+		args := []string{script, dir, jsonArg(t, env), jsonArg(t, deps), jsonArg(t, parse), jsonArg(t, seed), jsonArg(t, run), strings.TrimSuffix(mode, " pg")}
 		if mode == "forked" {
 			args[len(args)-1] = "patched"
 			args = append(args, "forked")
@@ -228,6 +241,13 @@ func TestMemoCacheSchemasAndMembers(t *testing.T) {
 	assert.Greater(t, u.Members, u.Relational, "dbt checks every node of the graph")
 	assert.Zero(t, p.Members, "the members found in the first invocation")
 	assert.Equal(t, u.Made-u.Populating, p.Made, "the run's own relations")
+
+	pp, up := got["patched pg"], got["unpatched pg"]
+	assert.Equal(t, []bool{true, true}, pp.OK)
+	assert.Equal(t, []bool{true, true}, up.OK)
+	assert.GreaterOrEqual(t, up.Populating, up.Relational, "dbt-postgres makes a relation of every relational node to link the cache")
+	assert.Zero(t, pp.Populating, "the schemas found in the first invocation, with --cache-selected-only")
+	assert.Equal(t, up.Made-up.Populating, pp.Made, "the run's own relations")
 
 	// In a fork of a zygote that warmed its forks (warm_forks), the fork's
 	// first run finds both ready.

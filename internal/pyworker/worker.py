@@ -633,19 +633,21 @@ def cheap_behavior_source():
 
 
 def memo_cache_schemas():
-    """Without --cache-selected-only, every invocation lists every schema
-    of the project into its relation cache, and finds those schemas by
-    making a relation of every relational node of the project, twice on
-    PostgreSQL (BaseAdapter._get_cache_schemas, called by
-    populate_adapter_cache and again by dbt-postgres's linking of the
-    listed relations): ~0.2 s of CPU in every invocation on 1,000 models,
+    """Every invocation finds the schemas of the project by making a
+    relation of every relational node of it (BaseAdapter._get_cache_schemas):
+    to list them into its relation cache without --cache-selected-only,
+    and on PostgreSQL again (also with --cache-selected-only, as every
+    dbtorch request runs) to link the listed relations
+    (_link_cached_relations): ~0.1 s of CPU a pass on 1,000 models,
     and a write to every node's memory (in a forked worker, the pages it
     shared with the zygote become its own). Those schemas depend only on
     the manifest's nodes, the adapter's relation class and the project's
     quoting: they are found once per manifest (the same node list is
     passed to dbt each time, and the schemas found for that list are
-    kept, per relation class and quoting). Not with --defer, which
-    changes the manifest's nodes in the invocation."""
+    kept, per relation class and quoting); with --cache-selected-only the
+    listed schemas stay the invocation's own (required_schemas), as in
+    dbt. Not with --defer, which changes the manifest's nodes in the
+    invocation."""
     try:
         from dbt.flags import get_flags
     except ImportError:
@@ -677,17 +679,15 @@ def memo_cache_schemas():
         return hit
 
     def populate_adapter_cache(self, adapter, required_schemas=None):
-        if (
-            not getattr(self.args, "populate_cache", True)
-            or get_flags().CACHE_SELECTED_ONLY is True
-            or getattr(self.args, "defer", False)
-            or self.manifest is None
-        ):
+        if not getattr(self.args, "populate_cache", True) or getattr(self.args, "defer", False) or self.manifest is None:
             return populate(self, adapter, required_schemas)
         _, nodes, _ = cachable(self.manifest)
         start = time.perf_counter()
         # As dbt's populate_adapter_cache, with the kept list.
-        adapter.set_relations_cache(nodes)
+        if get_flags().CACHE_SELECTED_ONLY is True:
+            adapter.set_relations_cache(nodes, required_schemas=required_schemas)
+        else:
+            adapter.set_relations_cache(nodes)
         import dbt.tracking
 
         if dbt.tracking.active_user is not None:
