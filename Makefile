@@ -42,7 +42,7 @@ $(COMPAT_VENVS)/%/.installed: compat/requirements-%.txt
 ## compat: the executor conformance suite (Core, Warm patched and unpatched), the worker's patch gate and the
 ## selector differential tests, short form, on every supported dbt-core minor (compat-1.8 ... compat-1.11 run one)
 COMPAT_RUNS  := $(addprefix compat-,$(COMPAT_MINORS) 1.11)
-COMPAT_TESTS := ^(TestWarmPatchedUnpatchedCoreAgree|TestWarmKeepsRelationCache|TestPatchGate|TestIndexSelectionAgrees|TestDifferentialShop|TestDifferentialGenerated)$$
+COMPAT_TESTS := ^(TestWarmPatchedUnpatchedCoreAgree|TestWarmKeepsRelationCache|TestPatchGate|TestIndexSelectionAgrees|TestDifferentialShop|TestDifferentialGenerated|TestZygoteDryRunSendsNothing)$$
 COMPAT_PKGS  := ./executor ./internal/pyworker ./selector
 # dbt and testdata overlays (compat/testdata/README.md) per minor; 1.11 is the pinned .venv
 compat_dbt     = $(if $(filter 1.11,$(1)),$(CURDIR)/$(VENV)/bin/dbt,$(CURDIR)/$(COMPAT_VENVS)/$(1)/bin/dbt)

@@ -1,8 +1,11 @@
 package executor
 
 import (
+	"context"
 	"maps"
 	"os"
+	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -121,8 +124,12 @@ func TestWarmForksWorkers(t *testing.T) {
 }
 
 // TestWarmRecyclesForks: a forked worker is replaced by a fresh fork after
-// RecycleAfter invocations, and exits; RecycleAfter zero keeps every
-// worker. Two workers take four invocations one after another, two each.
+// RecycleAfter invocations, and exits; RecycleAfter negative keeps every
+// worker, zero recycles after DefaultRecycleAfter. The first workers are staggered: the second of two starts half
+// way (a head start of RecycleAfter/2 invocations). Two workers take four
+// invocations one after another, two each: after two both are replaced
+// (the second after one), after five or the default neither. A replacement is forked only
+// after the worker it replaces has ended its last invocation.
 func TestWarmRecyclesForks(t *testing.T) {
 	pg := dbttest.StartPostgres(t)
 	dir := dbttest.CopyProject(t, "shop")
@@ -131,7 +138,7 @@ func TestWarmRecyclesForks(t *testing.T) {
 		name     string
 		after    int
 		replaced bool
-	}{{"never", 0, false}, {"after two", 2, true}, {"after three", 3, false}} {
+	}{{"never", -1, false}, {"default", 0, false}, {"after two", 2, true}, {"after five", 5, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			x, err := NewWarm(WarmConfig{
 				Options: Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env, Target: "pg"}, WorkDir: t.TempDir()},
@@ -149,6 +156,34 @@ func TestWarmRecyclesForks(t *testing.T) {
 			}
 			before := workers()
 			require.Len(t, before, 2)
+			var starts []int
+			x.mu.Lock()
+			for w := range before {
+				starts = append(starts, w.served)
+			}
+			x.mu.Unlock()
+			slices.Sort(starts)
+			every := tc.after
+			switch {
+			case every == 0:
+				every = DefaultRecycleAfter
+			case every < 0:
+				every = 0
+			}
+			assert.Equal(t, []int{0, every / 2}, starts, "the first workers' head starts")
+			// A replacement is forked only once the worker it replaces has
+			// ended its last invocation and left the pool: the pool
+			// holds fewer than its two workers then.
+			var overlaps atomic.Int32
+			x.mu.Lock()
+			x.beforeLaunch = func(context.Context, int) {
+				x.mu.Lock()
+				defer x.mu.Unlock()
+				if len(x.workers) >= 2 {
+					overlaps.Add(1)
+				}
+			}
+			x.mu.Unlock()
 			m, err := x.Manifest(t.Context())
 			require.NoError(t, err)
 			seed := m.Lookup("seed.shop.customers")
@@ -166,6 +201,7 @@ func TestWarmRecyclesForks(t *testing.T) {
 				}
 				return
 			}
+			assert.Zero(t, overlaps.Load(), "replacements forked while the worker they replace was in the pool")
 			for w := range before {
 				select {
 				case <-w.pw.Done():

@@ -200,7 +200,7 @@ func newBuildExecutor(ctx context.Context, f *buildFlags, proj dbt.Project, logg
 		if workers == 0 && f.mode == "per-wave" {
 			workers = 1
 		}
-		w, err := executor.NewWarm(executor.WarmConfig{Options: opts, Workers: workers, SessionThreads: threads})
+		w, err := executor.NewWarm(executor.WarmConfig{Options: opts, Workers: workers, SessionThreads: threads, RecycleAfter: f.recycleAfter})
 		if err != nil {
 			return nil, nil, nil, err
 		}

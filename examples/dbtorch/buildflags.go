@@ -22,7 +22,7 @@ type buildFlags struct {
 	deferState                      string
 	mode, strategy, execName        string
 	concurrency, threads            int
-	retries, workers                int
+	retries, workers, recycleAfter  int
 	retryDelay, timeout, killGrace  time.Duration
 	cacheDir                        string
 	cacheTTL                        time.Duration
@@ -70,6 +70,7 @@ func newBuildFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *buildFlags)
 	fs.BoolVar(&f.strict, "strict-waves", false, "per-node mode: start a wave only after the previous one finished")
 	fs.StringVar(&f.execName, "executor", "warm", "warm (long-lived dbt workers) or core (one dbt process per invocation)")
 	fs.IntVar(&f.workers, "workers", 0, "warm workers (0: one, running --concurrency nodes at once in a build session, DuckDB included; without sessions 1 on DuckDB, else --concurrency)")
+	fs.IntVar(&f.recycleAfter, "recycle-after", 0, fmt.Sprintf("with several --workers forked from one parse: invocations each worker runs before a fresh fork replaces it (0: %d, -1: never)", executor.DefaultRecycleAfter))
 	fs.StringVar(&f.results, "results", "", "write dbtorch's results JSON here")
 	fs.StringVar(&f.runResults, "run-results", "", "write a dbt run_results.json here")
 	fs.StringVar(&f.summary, "summary", "", "write a markdown summary here")
@@ -121,8 +122,8 @@ func (f *buildFlags) finish(fs *flag.FlagSet) error {
 	f.set = map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	switch {
-	case f.concurrency < 1 || f.retries < 0 || f.workers < 0 || f.threads < 0:
-		return errors.New("--concurrency must be positive, --retries, --workers and --threads not negative")
+	case f.concurrency < 1 || f.retries < 0 || f.workers < 0 || f.threads < 0 || f.recycleAfter < -1:
+		return errors.New("--concurrency must be positive, --retries, --workers and --threads not negative, --recycle-after -1 or more")
 	case f.onlyFresh && f.cacheDir == "":
 		return errors.New("--only-fresh-sources needs --cache-dir")
 	case f.deferFlag && f.sel.state == "" && f.deferState == "":

@@ -2,9 +2,9 @@ package pyworker_test
 
 import (
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -209,16 +209,11 @@ func TestWarmForksSharesGraph(t *testing.T) {
 	py, script := probeSetup(t)
 	dir := dbttest.CopyProject(t, "shop")
 	parse, deps, ls := shopArgs(t, dir)
-	arg := func(v any) string {
-		b, err := json.Marshal(v)
-		require.NoError(t, err)
-		return string(b)
-	}
 	var got struct {
 		Warmed     bool
 		Cold, Warm [2]any // [ls succeeded, graphs linked]
 	}
-	runProbe(t, &got, py, warmProbe, script, dir, arg(dbttest.Env(t, dir)), arg(deps), arg(parse), arg(ls))
+	runProbe(t, &got, py, warmProbe, script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse), jsonArg(t, ls))
 	require.True(t, got.Warmed)
 	assert.Equal(t, [2]any{true, 1.0}, got.Cold, "a fork before the warm links the graph itself")
 	assert.Equal(t, [2]any{true, 0.0}, got.Warm, "a fork after the warm finds it linked")
@@ -239,4 +234,69 @@ func shopArgs(t *testing.T, dir string) (parse, deps, ls []string) {
 	ls, err = dbtargv.Ls(g, []string{"--select", "fqn:customers"})
 	require.NoError(t, err)
 	return parse, deps, ls
+}
+
+// dryRunProbe seeds the shop project, runs the models a model reads
+// (that model left out), runs worker.dry_run over its parsed
+// manifest and then the same model for real, as a fork would. It prints
+// the real run's errors,
+// the model dry_run picked, the statements it sent, and how many
+// relations of that name the database holds after the dry run and after
+// the real run.
+const dryRunProbe = probePrelude + `
+deps, parse = (json.loads(a) for a in sys.argv[4:6])
+import duckdb
+import worker
+from dbt.cli.main import dbtRunner
+worker.apply_patches(worker.Builds())
+hooks = worker.ProjectHooks()
+worker.suppress_project_hooks(hooks)
+assert dbtRunner().invoke(deps).success
+manifest = dbtRunner().invoke(parse).result
+assert dbtRunner(manifest=manifest).invoke(["seed"] + parse[1:]).success
+pick = worker.dry_run_pick(manifest)
+assert dbtRunner(manifest=manifest).invoke(["run"] + parse[1:] + ["--select", "+" + pick, "--exclude", pick]).success
+name = pick.split(",")[0].split(".")[-1]
+def relations():
+    con = duckdb.connect(os.environ["DBTORCH_DUCKDB_PATH"])
+    try:
+        return con.execute("select count(*) from information_schema.tables where table_name = ?", [name]).fetchone()[0]
+    finally:
+        con.close()
+sent = worker.dry_run(manifest, parse, hooks)
+after_dry = relations()
+res = dbtRunner(manifest=manifest).invoke(["run"] + parse[1:] + ["--select", pick, "--indirect-selection", "empty"])
+ok = res.success
+why = [str(res.exception)] + [str((r.status, r.message)) for r in (res.result or [])]
+print(json.dumps({"pick": pick, "sent": sent, "dry": after_dry, "ok": ok, "why": why, "real": relations()}), file=out, flush=True)
+`
+
+// TestZygoteDryRunSendsNothing: the zygote's dry run (worker.dry_run)
+// runs a model's materialization through dbt, every statement going to
+// a handle that sends nothing: the model's relation is not created by it,
+// and the same model run for real afterwards creates it (the dry run left
+// no state behind that a fork would trust).
+func TestZygoteDryRunSendsNothing(t *testing.T) {
+	t.Parallel()
+	py, script := probeSetup(t)
+	dir := dbttest.CopyProject(t, "shop")
+	parse, deps, _ := shopArgs(t, dir)
+	var got struct {
+		Pick      string
+		Sent      []string
+		Dry, Real int
+		OK        bool
+		Why       []string
+	}
+	runProbe(t, &got, py, dryRunProbe, script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse))
+	require.NotEmpty(t, got.Pick)
+	name := strings.Split(strings.Split(got.Pick, ",")[0], ".")
+	created := slices.ContainsFunc(got.Sent, func(s string) bool {
+		s = strings.ToLower(s)
+		return strings.Contains(s, "create") && strings.Contains(s, name[len(name)-1])
+	})
+	assert.True(t, created, "the dry run went through the model's materialization: %q", got.Sent)
+	assert.Equal(t, 0, got.Dry, "the dry run created nothing in the database")
+	assert.True(t, got.OK, "the real run after the dry run succeeded: %q", got.Why)
+	assert.Equal(t, 1, got.Real, "the real run created the model's relation")
 }
