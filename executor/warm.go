@@ -83,8 +83,9 @@ type WarmConfig struct {
 	NoFork bool
 	// RecycleAfter is how many invocations a forked worker (see NoFork)
 	// runs before a fresh fork of the zygote takes its place; zero means
-	// DefaultRecycleAfter, a negative value never. A forked worker shares the parsed manifest's memory with
-	// the zygote until it writes to it, and every invocation writes
+	// DefaultRecycleAfter, a negative value never. A forked worker shares
+	// the parsed manifest's memory with the zygote until it writes to it,
+	// and every invocation writes
 	// (Python's reference counts are in every object), so a long-lived
 	// fork ends up with its own copy of much of it. The fresh fork is
 	// started when the worker has ended its last invocation, as it

@@ -125,11 +125,12 @@ func TestWarmForksWorkers(t *testing.T) {
 
 // TestWarmRecyclesForks: a forked worker is replaced by a fresh fork after
 // RecycleAfter invocations, and exits; RecycleAfter negative keeps every
-// worker, zero recycles after DefaultRecycleAfter. The first workers are staggered: the second of two starts half
-// way (a head start of RecycleAfter/2 invocations). Two workers take four
-// invocations one after another, two each: after two both are replaced
-// (the second after one), after five or the default neither. A replacement is forked only
-// after the worker it replaces has ended its last invocation.
+// worker, zero recycles after DefaultRecycleAfter. The first workers are
+// staggered: the second of two starts half way (a head start of half the
+// invocations). Two workers take four invocations one after another, two
+// each: after two both are replaced (the second after one), after five or
+// the default neither. A replacement is forked only after the worker it
+// replaces has ended its last invocation.
 func TestWarmRecyclesForks(t *testing.T) {
 	pg := dbttest.StartPostgres(t)
 	dir := dbttest.CopyProject(t, "shop")
@@ -137,8 +138,9 @@ func TestWarmRecyclesForks(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		after    int
+		every    int // the recycling RecycleAfter means
 		replaced bool
-	}{{"never", -1, false}, {"default", 0, false}, {"after two", 2, true}, {"after five", 5, false}} {
+	}{{"never", -1, 0, false}, {"default", 0, DefaultRecycleAfter, false}, {"after two", 2, 2, true}, {"after five", 5, 5, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			x, err := NewWarm(WarmConfig{
 				Options: Options{Project: dbt.Project{DBT: dbttest.DBT(t), Dir: dir, Env: env, Target: "pg"}, WorkDir: t.TempDir()},
@@ -163,14 +165,7 @@ func TestWarmRecyclesForks(t *testing.T) {
 			}
 			x.mu.Unlock()
 			slices.Sort(starts)
-			every := tc.after
-			switch {
-			case every == 0:
-				every = DefaultRecycleAfter
-			case every < 0:
-				every = 0
-			}
-			assert.Equal(t, []int{0, every / 2}, starts, "the first workers' head starts")
+			assert.Equal(t, []int{0, tc.every / 2}, starts, "the first workers' head starts")
 			// A replacement is forked only once the worker it replaces has
 			// ended its last invocation and left the pool: the pool
 			// holds fewer than its two workers then.

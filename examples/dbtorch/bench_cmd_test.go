@@ -45,7 +45,8 @@ import (
 // issue 17 states no per-wave goal there).
 // On gen1000-pg also per-node with four forked workers (`--workers 4`,
 // no session, each worker replaced by a fresh fork after
-// executor.DefaultRecycleAfter invocations, the default): its wall time against dbt build and its workers' peak PSS
+// executor.DefaultRecycleAfter invocations, the default): its wall time
+// against dbt build and its workers' peak PSS
 // against the one-worker session's (per-node-4-workers/dbt-build,
 // build-pss-4-workers/1); on gen50-pg only with DBTORCH_BENCH_FORKED=1.
 //

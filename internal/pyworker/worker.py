@@ -107,6 +107,7 @@ results.
 """
 
 import atexit
+import contextlib
 import gc
 import importlib
 import inspect
@@ -1579,6 +1580,23 @@ def set_parent_death_signal():
         return False
 
 
+@contextlib.contextmanager
+def stdout_silenced():
+    """Descriptor 1 goes to /dev/null inside (what dbt prints to its
+    standard output, as the zygote runs it, is of no use), and back
+    after."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class DryCursor:
     """A DB-API cursor that runs nothing: every statement succeeds with no
     rows (the zygote's dry run, DryHandle)."""
@@ -1644,19 +1662,31 @@ class DryHandle:
         return lambda *args, **kwargs: None
 
 
+def one_node_selector(node):
+    """(kind, dbtorch's one-node selector of node) as the per-node
+    requests select it (fqn, resource_type and package intersected), or
+    None for a node without an fqn or package, or whose fqn has a
+    character a selector would read as a pattern."""
+    kind = getattr(node, "resource_type", None)
+    kind = str(getattr(kind, "value", kind))
+    fqn = list(getattr(node, "fqn", None) or [])
+    if not fqn or not getattr(node, "package_name", None) or any(c in part for part in fqn for c in "*?[], "):
+        return None
+    return kind, "fqn:%s,resource_type:%s,package:%s" % (".".join(fqn), kind, node.package_name)
+
+
 def dry_run_pick(manifest):
-    """dbtorch's one-node selector of the first SQL model materialized as
-    a view or a table (the zygote's dry run runs it), or None."""
+    """The one-node selector of the first SQL model materialized as a view
+    or a table (the zygote's dry run runs it), or None."""
     for node in manifest.nodes.values():
-        kind = getattr(node, "resource_type", None)
-        if str(getattr(kind, "value", kind)) != "model" or str(getattr(node, "language", "sql")) not in ("sql", "ModelLanguage.sql"):
+        language = getattr(node, "language", "sql")
+        if str(getattr(language, "value", language)) != "sql":
             continue
-        config = getattr(node, "config", None)
-        if getattr(config, "materialized", None) not in ("view", "table") or not getattr(node, "package_name", None):
+        if getattr(getattr(node, "config", None), "materialized", None) not in ("view", "table"):
             continue
-        fqn = list(getattr(node, "fqn", None) or [])
-        if fqn and not any(c in part for part in fqn for c in "*?[], "):
-            return "fqn:%s,resource_type:model,package:%s" % (".".join(fqn), node.package_name)
+        picked = one_node_selector(node)
+        if picked is not None and picked[0] == "model":
+            return picked[1]
     return None
 
 
@@ -1696,9 +1726,6 @@ def dry_run(manifest, parse_args, hooks=None):
         from dbt.cli.main import dbtRunner
     except ImportError:
         return []
-    import shutil
-    import tempfile
-
     sent = []
     resolve = LazyHandle.resolve
 
@@ -1711,28 +1738,23 @@ def dry_run(manifest, parse_args, hooks=None):
     args = (["run"] + list(parse_args[1:]) + ["--select", pick, "--indirect-selection", "empty", "--cache-selected-only",
             "--no-write-json", "--log-level", "warn", "--log-level-file", "none", "--no-send-anonymous-usage-stats",
             "--target-path", os.path.join(work, "target"), "--log-path", os.path.join(work, "logs")])
-    sys.stdout.flush()
-    saved = os.dup(1)
     LazyHandle.resolve = dry
     if hooks is not None:
         hooks.off = True
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-        res = dbtRunner(manifest=manifest).invoke(args)
-        if res.exception is not None:
-            print("dbtorch zygote: the dry run failed (only a speed-up): %s" % error_text(res.exception), file=sys.stderr)
+        with stdout_silenced():
+            res = dbtRunner(manifest=manifest).invoke(args)
+        failed = res.exception
     except Exception as e:  # noqa: BLE001 - only a speed-up
-        print("dbtorch zygote: the dry run failed (only a speed-up): %s" % error_text(e), file=sys.stderr)
+        failed = e
     finally:
         LazyHandle.resolve = resolve
         if hooks is not None:
             hooks.off = False
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
         reset_compilation(manifest)
         shutil.rmtree(work, ignore_errors=True)
+    if failed is not None:
+        print("dbtorch zygote: the dry run failed (only a speed-up): %s" % error_text(failed), file=sys.stderr)
     return sent
 
 
@@ -1754,12 +1776,9 @@ def warm_forks(manifest, parse_args, hooks=None):
         return False
     picks = {}
     for node in manifest.nodes.values():
-        kind = getattr(node, "resource_type", None)
-        kind = str(getattr(kind, "value", kind))
-        fqn = list(getattr(node, "fqn", None) or [])
-        if kind in ("model", "seed", "snapshot", "test") and kind not in picks and fqn and getattr(node, "package_name", None):
-            if not any(c in part for part in fqn for c in "*?[], "):
-                picks[kind] = "fqn:%s,resource_type:%s,package:%s" % (".".join(fqn), kind, node.package_name)
+        picked = one_node_selector(node)
+        if picked is not None and picked[0] in ("model", "seed", "snapshot", "test"):
+            picks.setdefault(*picked)
     if not picks:
         return False
     from dbt.cli.main import dbtRunner
@@ -1767,19 +1786,12 @@ def warm_forks(manifest, parse_args, hooks=None):
     args = ["ls", "--output", "json", "--output-keys", "unique_id"] + list(parse_args[1:]) + ["--select"] + list(picks.values())
     # The nodes ls prints are of no use: keep them out of the zygote's
     # output, which the parent keeps for its crash reports.
-    sys.stdout.flush()
-    saved = os.dup(1)
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-        res = dbtRunner(manifest=manifest).invoke(args)
+        with stdout_silenced():
+            res = dbtRunner(manifest=manifest).invoke(args)
         failed = error_text(res.exception) if res.exception is not None else None if res.success else "dbt ls failed"
     except Exception as e:  # noqa: BLE001 - only a speed-up
         failed = error_text(e)
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
     if failed:
         print("dbtorch zygote: warming the forks failed (each worker warms itself): %s" % failed, file=sys.stderr)
     else:

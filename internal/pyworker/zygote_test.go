@@ -237,12 +237,11 @@ func shopArgs(t *testing.T, dir string) (parse, deps, ls []string) {
 }
 
 // dryRunProbe seeds the shop project, runs the models a model reads
-// (that model left out), runs worker.dry_run over its parsed
-// manifest and then the same model for real, as a fork would. It prints
-// the real run's errors,
-// the model dry_run picked, the statements it sent, and how many
-// relations of that name the database holds after the dry run and after
-// the real run.
+// (that model left out), runs worker.dry_run over its parsed manifest and
+// then the same model for real, as a fork would. It prints the model
+// dry_run picked and its name, the statements it sent, how many relations
+// of that name the database holds after the dry run and after the real
+// run, and the real run's errors.
 const dryRunProbe = probePrelude + `
 deps, parse = (json.loads(a) for a in sys.argv[4:6])
 import duckdb
@@ -268,7 +267,7 @@ after_dry = relations()
 res = dbtRunner(manifest=manifest).invoke(["run"] + parse[1:] + ["--select", pick, "--indirect-selection", "empty"])
 ok = res.success
 why = [str(res.exception)] + [str((r.status, r.message)) for r in (res.result or [])]
-print(json.dumps({"pick": pick, "sent": sent, "dry": after_dry, "ok": ok, "why": why, "real": relations()}), file=out, flush=True)
+print(json.dumps({"pick": pick, "name": name, "sent": sent, "dry": after_dry, "ok": ok, "why": why, "real": relations()}), file=out, flush=True)
 `
 
 // TestZygoteDryRunSendsNothing: the zygote's dry run (worker.dry_run)
@@ -282,18 +281,17 @@ func TestZygoteDryRunSendsNothing(t *testing.T) {
 	dir := dbttest.CopyProject(t, "shop")
 	parse, deps, _ := shopArgs(t, dir)
 	var got struct {
-		Pick      string
-		Sent      []string
-		Dry, Real int
-		OK        bool
-		Why       []string
+		Pick, Name string
+		Sent       []string
+		Dry, Real  int
+		OK         bool
+		Why        []string
 	}
 	runProbe(t, &got, py, dryRunProbe, script, dir, jsonArg(t, dbttest.Env(t, dir)), jsonArg(t, deps), jsonArg(t, parse))
-	require.NotEmpty(t, got.Pick)
-	name := strings.Split(strings.Split(got.Pick, ",")[0], ".")
+	require.NotEmpty(t, got.Name, "dry_run picked a model")
 	created := slices.ContainsFunc(got.Sent, func(s string) bool {
 		s = strings.ToLower(s)
-		return strings.Contains(s, "create") && strings.Contains(s, name[len(name)-1])
+		return strings.Contains(s, "create") && strings.Contains(s, got.Name)
 	})
 	assert.True(t, created, "the dry run went through the model's materialization: %q", got.Sent)
 	assert.Equal(t, 0, got.Dry, "the dry run created nothing in the database")
